@@ -1,0 +1,120 @@
+"""Checkpoint files both ways, key layouts, loud failures, and fsspec locations."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import safetensors.torch
+import torch
+import transformers
+
+import vitmae
+from conftest import TINY, vit_kwargs
+from vitmae.convert import hf_to_vitmae, vitmae_to_hf
+
+
+def test_vitmae_files_load_in_transformers_with_equal_outputs(tmp_path):
+    model = vitmae.ViTMAEForPreTraining(vitmae.ViTMAEConfig(**TINY, norm_pix_loss=True)).eval()
+    model.save_pretrained(tmp_path)
+    reference = transformers.ViTMAEForPreTraining.from_pretrained(tmp_path).eval()
+    assert reference.config.norm_pix_loss
+    pixels, noise = torch.randn(2, 3, 32, 32), torch.rand(2, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(reference(pixels, noise=noise).logits, model(pixels, noise=noise).logits, atol=2e-5, rtol=1e-4)
+
+
+def test_saved_layout_is_the_hub_layout(tmp_path):
+    vitmae.ViTMAEForPreTraining(vitmae.ViTMAEConfig(**TINY)).save_pretrained(tmp_path)
+    keys = set(safetensors.torch.load_file(tmp_path / "model.safetensors"))
+    assert "vit.encoder.layer.1.attention.attention.query.weight" in keys
+    assert "decoder.decoder_layers.0.attention.output.dense.bias" in keys
+    assert "vit.embeddings.position_embeddings" in keys and "decoder.decoder_pos_embed" in keys
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["model_type"] == "vit_mae" and config["architectures"] == ["ViTMAEForPreTraining"]
+
+
+def test_vit_files_load_in_transformers(tmp_path):
+    model = vitmae.ViTForImageClassification(vitmae.ViTConfig(**vit_kwargs(TINY), id2label={0: "cat", 1: "dog"})).eval()
+    model.save_pretrained(tmp_path)
+    reference = transformers.ViTForImageClassification.from_pretrained(tmp_path).eval()
+    assert reference.config.id2label == {0: "cat", 1: "dog"}
+    pixels = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(reference(pixels).logits, model(pixels).logits, atol=2e-5, rtol=1e-4)
+
+
+def test_conversion_round_trip_is_exact():
+    state = vitmae.ViTMAEForPreTraining(vitmae.ViTMAEConfig(**TINY)).state_dict()
+    back = hf_to_vitmae(vitmae_to_hf(state))
+    assert back.keys() == state.keys()
+    assert all(torch.equal(back[k], state[k]) for k in state)
+
+
+def test_transformers5_decoder_spelling_and_pytorch_bin_load(tmp_path):
+    reference = transformers.ViTMAEForPreTraining(transformers.ViTMAEConfig(**TINY)).eval()
+    reference.save_pretrained(tmp_path)  # transformers 5 writes decoder blocks as decoder.decoder_encoder.layer.N
+    state = safetensors.torch.load_file(tmp_path / "model.safetensors")
+    torch.save(state, tmp_path / "pytorch_model.bin")
+    (tmp_path / "model.safetensors").unlink()
+    model = vitmae.ViTMAEForPreTraining.from_pretrained(tmp_path, dtype="bfloat16")
+    assert model.decoder.decoder_pred.weight.dtype == torch.bfloat16
+    torch.testing.assert_close(model.decoder.blocks[1].mlp.fc1.weight.float(), reference.decoder.decoder_layers[1].mlp.fc1.weight.detach(), atol=1e-2, rtol=1e-2)
+
+
+def test_pytorch_bin_is_never_unpickled_beyond_tensors(tmp_path):
+    vitmae.ViTMAEModel(vitmae.ViTMAEConfig(**TINY)).save_pretrained(tmp_path)
+    (tmp_path / "model.safetensors").unlink()
+    torch.save({"payload": print}, tmp_path / "pytorch_model.bin")  # not a tensor: weights_only refuses it
+    with pytest.raises(Exception, match="Weights only load failed"):
+        vitmae.ViTMAEModel.from_pretrained(tmp_path)
+
+
+def test_missing_unexpected_and_mismatched_keys_are_listed(tmp_path):
+    vitmae.ViTMAEForPreTraining(vitmae.ViTMAEConfig(**TINY)).save_pretrained(tmp_path)
+    state = safetensors.torch.load_file(tmp_path / "model.safetensors")
+    state.pop("vit.layernorm.weight")
+    state["vit.extra.weight"] = torch.zeros(1)
+    state["decoder.decoder_pred.bias"] = torch.zeros(5)
+    safetensors.torch.save_file(state, tmp_path / "model.safetensors")
+    with pytest.raises(ValueError) as err:
+        vitmae.ViTMAEForPreTraining.from_pretrained(tmp_path)
+    message = str(err.value)
+    assert "missing ['vit.layernorm.weight']" in message
+    assert "unexpected ['vit.extra.weight']" in message
+    assert "decoder.decoder_pred.bias: checkpoint (5,) vs model (192,)" in message
+
+
+def test_pretraining_class_refuses_an_encoder_only_checkpoint(tmp_path):
+    vitmae.ViTMAEModel(vitmae.ViTMAEConfig(**TINY)).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=r"missing \['decoder.decoder_embed.bias'"):
+        vitmae.ViTMAEForPreTraining.from_pretrained(tmp_path)
+
+
+def test_wrong_model_type_is_an_error(tmp_path):
+    vitmae.ViTModel(vitmae.ViTConfig(**vit_kwargs(TINY))).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="expected a config with model_type 'vit_mae', got 'vit'"):
+        vitmae.ViTMAEModel.from_pretrained(tmp_path)
+
+
+def test_folder_without_weights_and_missing_folder(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(vitmae.ViTMAEConfig(**TINY).to_dict()))
+    with pytest.raises(ValueError, match=r"no weights in .*expected one of model.safetensors.*found \['config.json'\]"):
+        vitmae.ViTMAEModel.from_pretrained(tmp_path)
+    with pytest.raises(FileNotFoundError, match="checkpoint folder not found"):
+        vitmae.ViTMAEModel.from_pretrained(tmp_path / "nothing-here")
+
+
+def test_unreachable_hub_id_says_what_to_do(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError, match="download it first .*or pass a local folder"):
+        vitmae.ViTMAEModel.from_pretrained("no-such-org/no-such-model")
+
+
+def test_fsspec_uri_round_trip():
+    model = vitmae.ViTMAEForPreTraining(vitmae.ViTMAEConfig(**TINY)).eval()
+    model.save_pretrained("memory://models/mae")
+    loaded = vitmae.ViTMAEModel.from_pretrained("memory://models/mae")
+    pixels = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(pixels, mask_ratio=0.0).last_hidden_state, model.vit(pixels, mask_ratio=0.0).last_hidden_state)

@@ -1,0 +1,159 @@
+"""Parity of vitmae's ViTMAE with transformers, masking, loss and gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers
+from transformers.models.vit_mae.modeling_vit_mae import build_2d_sinusoidal_position_embedding
+
+import vitmae
+from conftest import BASE, TINY
+
+GEOMETRIES = {"tiny": TINY, "base": BASE}
+
+
+def pair(geometry: dict, tmp_path, **overrides):
+    """A transformers ViTMAEForPreTraining with random weights, and vitmae's copy loaded from its files."""
+    config = transformers.ViTMAEConfig(**geometry, **overrides, attn_implementation="eager")
+    reference = transformers.ViTMAEForPreTraining(config).eval()
+    with torch.no_grad():  # transformers 5 leaves fresh position tables at zero; give them real content
+        for table in (reference.vit.embeddings.position_embeddings, reference.decoder.decoder_pos_embed):
+            table.normal_()
+    reference.save_pretrained(tmp_path)
+    return reference, vitmae.ViTMAEForPreTraining.from_pretrained(tmp_path)
+
+
+def batch(config, n: int = 2, size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    size = size or config.image_size
+    pixels = torch.randn(n, config.num_channels, size, size)
+    return pixels, torch.rand(n, (size // config.patch_size) ** 2)
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+@pytest.mark.parametrize("norm_pix_loss", [False, True])
+def test_pretraining_matches_transformers(geometry, norm_pix_loss, tmp_path):
+    reference, model = pair(GEOMETRIES[geometry], tmp_path, norm_pix_loss=norm_pix_loss)
+    pixels, noise = batch(reference.config)
+    with torch.no_grad():
+        expected = reference(pixels, noise=noise)
+        got = model(pixels, noise=noise)
+    torch.testing.assert_close(got.mask, expected.mask)
+    torch.testing.assert_close(got.ids_restore, expected.ids_restore)
+    torch.testing.assert_close(got.logits, expected.logits, atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(got.loss, expected.loss, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got.per_sample_loss.mean(), got.loss)
+    assert got.per_sample_loss.shape == (2,)
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+def test_encoder_hidden_states_and_attentions_match(geometry, tmp_path):
+    reference, _ = pair(GEOMETRIES[geometry], tmp_path)
+    model = vitmae.ViTMAEModel.from_pretrained(tmp_path)  # drops exactly the decoder keys
+    pixels, noise = batch(reference.config)
+    with torch.no_grad():
+        expected = reference.vit(pixels, noise=noise, output_hidden_states=True, output_attentions=True)
+        got = model(pixels, noise=noise, output_hidden_states=True, output_attentions=True)
+    torch.testing.assert_close(got.last_hidden_state, expected.last_hidden_state, atol=2e-5, rtol=1e-4)
+    assert len(got.hidden_states) == len(expected.hidden_states) == reference.config.num_hidden_layers + 1
+    for ours, theirs in zip(got.hidden_states + got.attentions, expected.hidden_states + expected.attentions):
+        torch.testing.assert_close(ours, theirs, atol=2e-5, rtol=1e-4)
+
+
+def test_mask_ratio_zero_keeps_order_and_matches_reordered_transformers(tmp_path):
+    reference, _ = pair(TINY, tmp_path, mask_ratio=0.0)
+    model = vitmae.ViTMAEModel.from_pretrained(tmp_path)
+    pixels, _ = batch(reference.config)
+    with torch.no_grad():
+        expected = reference.vit(pixels)  # transformers still shuffles with random noise
+        got = model(pixels)
+    n, length = got.mask.shape
+    assert torch.equal(got.ids_restore, torch.arange(length).expand(n, length))
+    assert not got.mask.any()
+    index = expected.ids_restore[..., None].expand(-1, -1, expected.last_hidden_state.shape[-1])
+    unshuffled = torch.gather(expected.last_hidden_state[:, 1:], 1, index)
+    torch.testing.assert_close(got.last_hidden_state[:, 1:], unshuffled, atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(got.last_hidden_state[:, 0], expected.last_hidden_state[:, 0], atol=2e-5, rtol=1e-4)
+
+
+def test_mask_ratio_argument_overrides_config(tmp_path):
+    _, model = pair(TINY, tmp_path)
+    pixels, _ = batch(model.config)
+    assert model.vit(pixels).last_hidden_state.shape[1] == 1 + 4  # 16 patches, 75 % masked
+    assert model.vit(pixels, mask_ratio=0.0).last_hidden_state.shape[1] == 1 + 16
+
+
+def test_interpolate_pos_encoding_at_a_larger_size(tmp_path):
+    reference, model = pair(TINY, tmp_path)
+    pixels, noise = batch(reference.config, size=48)
+    with torch.no_grad():
+        expected = reference(pixels, noise=noise, interpolate_pos_encoding=True)
+        got = model(pixels, noise=noise, interpolate_pos_encoding=True)
+    torch.testing.assert_close(got.logits, expected.logits, atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(got.loss, expected.loss, atol=1e-5, rtol=1e-5)
+
+
+def test_fresh_model_builds_the_transformers_position_tables():
+    config = vitmae.ViTMAEConfig(**TINY)
+    model = vitmae.ViTMAEForPreTraining(config)
+    reference = transformers.ViTMAEForPreTraining(transformers.ViTMAEConfig(**TINY))
+    embeddings = reference.vit.embeddings
+    embeddings.patch_embeddings.projection._is_hf_initialized = False
+    embeddings.initialize_weights()  # transformers' own sin-cos initialisation
+    reference.decoder.initialize_weights(config.num_patches)
+    torch.testing.assert_close(model.vit.pos_embed, embeddings.position_embeddings.detach())
+    torch.testing.assert_close(model.decoder.decoder_pos_embed, reference.decoder.decoder_pos_embed.detach())
+    # The MAE layout: the first half of each row encodes the patch column, the second half its row.
+    grid = config.image_size // config.patch_size
+    table = build_2d_sinusoidal_position_embedding(grid, grid, config.hidden_size, cls_token=True)
+    half = config.hidden_size // 2
+    torch.testing.assert_close(model.vit.pos_embed[0, 2, :half], table[2, half:].float())  # column 1, row 0
+
+
+def test_patchify_unpatchify_round_trip():
+    model = vitmae.ViTMAEForPreTraining(vitmae.ViTMAEConfig(**TINY))
+    pixels = torch.randn(3, 3, 32, 32)
+    patches = model.patchify(pixels)
+    assert patches.shape == (3, 16, 8 * 8 * 3)
+    assert torch.equal(model.unpatchify(patches), pixels)
+    reference = transformers.ViTMAEForPreTraining(transformers.ViTMAEConfig(**TINY))
+    assert torch.equal(reference.patchify(pixels), patches)
+
+
+def test_every_parameter_gets_a_gradient():
+    model = vitmae.ViTMAEForPreTraining(vitmae.ViTMAEConfig(**TINY)).train()
+    model(torch.randn(2, 3, 32, 32)).loss.backward()
+    without = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not without
+
+
+def test_sdpa_agrees_with_eager():
+    model = vitmae.ViTMAEModel(vitmae.ViTMAEConfig(**TINY)).eval()
+    pixels, noise = batch(model.config)
+    with torch.no_grad():
+        fused = model(pixels, noise=noise).last_hidden_state
+        eager = model(pixels, noise=noise, output_attentions=True).last_hidden_state
+    torch.testing.assert_close(fused, eager, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_stays_close_to_float32(dtype):
+    model = vitmae.ViTMAEForPreTraining(vitmae.ViTMAEConfig(**TINY)).eval()
+    pixels, noise = batch(model.config)
+    with torch.no_grad():
+        full = model(pixels, noise=noise)
+        half = model.to(dtype)(pixels.to(dtype), noise=noise)
+    assert half.logits.dtype == dtype
+    cosine = torch.nn.functional.cosine_similarity(half.logits.float().flatten(1), full.logits.flatten(1))
+    assert cosine.min() > 0.99
+    torch.testing.assert_close(half.per_sample_loss, full.per_sample_loss, rtol=0.05, atol=0.0)
+
+
+def test_bad_pixel_values_are_clear_errors():
+    model = vitmae.ViTMAEForPreTraining(vitmae.ViTMAEConfig(**TINY))
+    with pytest.raises(ValueError, match=r"expected pixel_values of shape \(batch, 3, height, width\), got \(2, 1, 32, 32\)"):
+        model(torch.randn(2, 1, 32, 32))
+    with pytest.raises(ValueError, match="expected images of 32x32 pixels, got 48x48"):
+        model(torch.randn(2, 3, 48, 48))
+    with pytest.raises(ValueError, match=r"expected noise of shape \(2, 16\), got \(2, 15\)"):
+        model(torch.randn(2, 3, 32, 32), noise=torch.rand(2, 15))

@@ -1,0 +1,214 @@
+"""Reading and writing Hugging Face checkpoint folders through fsspec (local, s3://, hub ids)."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import fsspec
+import safetensors.torch
+import torch
+from fsspec.implementations.local import LocalFileSystem
+from torch import nn
+
+from vitmae.config import EncoderConfig
+from vitmae.convert import hf_to_vitmae, vitmae_to_hf
+
+logger = logging.getLogger(__name__)
+
+CONFIG_NAME = "config.json"
+_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_DTYPES = {
+    "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
+}
+
+
+def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    """A torch dtype from a dtype or its name ('bf16', 'bfloat16', 'float32', ...)."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in _DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; expected one of {sorted(_DTYPES)}")
+    return _DTYPES[dtype]
+
+
+@dataclass(frozen=True)
+class Folder:
+    """A checkpoint folder on any fsspec filesystem."""
+
+    fs: fsspec.AbstractFileSystem
+    root: str
+    uri: str  # as the user gave it, for messages
+
+    def path(self, name: str) -> str:
+        return f"{self.root.rstrip('/')}/{name}"
+
+    def exists(self, name: str) -> bool:
+        return self.fs.exists(self.path(name))
+
+    def read_json(self, name: str) -> dict[str, Any]:
+        if not self.exists(name):
+            raise FileNotFoundError(f"{self.uri} has no {name}")
+        try:
+            return json.loads(self.fs.cat_file(self.path(name)))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{self.uri}/{name} is not valid JSON: {err}") from None
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        """Writes so that no reader sees a half-written file: temp file and rename, or one PUT."""
+        path = self.path(name)
+        if isinstance(self.fs, LocalFileSystem):
+            tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        else:
+            self.fs.pipe_file(path, data)
+
+    def write_json(self, name: str, data: dict[str, Any]) -> None:
+        self.write_bytes(name, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+
+
+def open_folder(path_or_uri: str | os.PathLike, storage_options: dict[str, Any] | None = None, create: bool = False) -> Folder:
+    """Resolves a local folder, an fsspec URI, or (when not found locally) a Hugging Face hub id."""
+    uri = os.fspath(path_or_uri)
+    fs, root = fsspec.core.url_to_fs(uri, **(storage_options or {}))
+    if create:
+        fs.makedirs(root, exist_ok=True)
+        return Folder(fs, root, uri)
+    if fs.isdir(root):
+        return Folder(fs, root, uri)
+    if "://" not in uri and _HUB_ID.match(uri) and not os.path.exists(uri):
+        return Folder(LocalFileSystem(), _download_from_hub(uri), uri)
+    raise FileNotFoundError(f"checkpoint folder not found: {uri}")
+
+
+def _download_from_hub(repo_id: str) -> str:
+    advice = (
+        f"download it first (huggingface-cli download {repo_id} --local-dir DIR) and pass DIR, "
+        "or pass a local folder or s3:// URI holding config.json and model.safetensors"
+    )
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise FileNotFoundError(f"{repo_id!r} is not a folder and huggingface_hub is not installed: {advice}") from None
+    try:
+        return snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "pytorch_model.bin"])
+    except Exception as err:  # the hub client raises many types for offline, missing and gated repos
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise FileNotFoundError(f"could not fetch {repo_id!r} from the Hugging Face hub ({reason}): {advice}") from None
+
+
+def load_hf_state_dict(folder: Folder) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint folder, with the names as stored (safetensors preferred)."""
+    name = next((n for n in _WEIGHT_FILES if folder.exists(n)), None)
+    if name is None:
+        present = sorted(os.path.basename(p) for p in folder.fs.ls(folder.root, detail=False))
+        raise ValueError(
+            f"no weights in {folder.uri}: expected one of {', '.join(_WEIGHT_FILES)}, found {present or 'nothing'}"
+        )
+    if name.endswith(".index.json"):
+        shards = sorted(set(folder.read_json(name)["weight_map"].values()))
+        state: dict[str, torch.Tensor] = {}
+        for shard in shards:
+            state.update(_load_file(folder, shard))
+        return state
+    return _load_file(folder, name)
+
+
+def _load_file(folder: Folder, name: str) -> dict[str, torch.Tensor]:
+    path = folder.path(name)
+    local = isinstance(folder.fs, LocalFileSystem)
+    if name.endswith(".safetensors"):
+        return safetensors.torch.load_file(path) if local else safetensors.torch.load(folder.fs.cat_file(path))
+    # weights_only: a .bin is a pickle, and only tensors may come out of it.
+    source = path if local else io.BytesIO(folder.fs.cat_file(path))
+    return torch.load(source, map_location="cpu", weights_only=True)
+
+
+class PretrainedMixin:
+    """`from_pretrained`/`save_pretrained` for the models, in the Hugging Face file layout.
+
+    Subclasses set `config_class`, and `encoder_prefix` ("vit." for classes that wrap the encoder
+    in a `vit` attribute, as transformers does). An encoder-only class loading a checkpoint saved
+    from a wrapping class drops exactly the keys of `head_prefixes`.
+    """
+
+    config_class: ClassVar[type[EncoderConfig]]
+    encoder_prefix: ClassVar[str] = ""
+    head_prefixes: ClassVar[tuple[str, ...]] = ("decoder.", "classifier.")
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path_or_uri: str | os.PathLike,
+        *,
+        dtype: str | torch.dtype | None = None,
+        device: str | torch.device | None = None,
+        storage_options: dict[str, Any] | None = None,
+        **model_kwargs: Any,
+    ):
+        """Loads config.json and weights from a folder, fsspec URI or hub id; returns the model in eval mode."""
+        folder = open_folder(path_or_uri, storage_options)
+        config = cls.config_class.from_dict(folder.read_json(CONFIG_NAME))
+        model = cls(config, **model_kwargs)
+        state = cls._match_prefix(hf_to_vitmae(load_hf_state_dict(folder)))
+        _check_state(model, state, folder.uri)
+        model.load_state_dict(state, strict=True)
+        return model.to(device=device, dtype=parse_dtype(dtype)).eval()
+
+    @classmethod
+    def _match_prefix(cls, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        wrapped = any(k.startswith("vit.") for k in state)
+        if cls.encoder_prefix and not wrapped:
+            return {f"{cls.encoder_prefix}{k}": v for k, v in state.items()}
+        if not cls.encoder_prefix and wrapped:
+            return {
+                k.removeprefix("vit."): v for k, v in state.items() if not k.startswith(cls.head_prefixes)
+            }
+        return state
+
+    def save_pretrained(self, path_or_uri: str | os.PathLike, storage_options: dict[str, Any] | None = None) -> None:
+        """Writes model.safetensors, then config.json, in the layout transformers reads."""
+        assert isinstance(self, nn.Module)
+        folder = open_folder(path_or_uri, storage_options, create=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in vitmae_to_hf(self.state_dict()).items()}
+        folder.write_bytes("model.safetensors", safetensors.torch.save(state, metadata={"format": "pt"}))
+        dtype = next(self.parameters()).dtype
+        config = {**self.config.to_dict(), "architectures": [type(self).__name__], "dtype": str(dtype).removeprefix("torch.")}
+        folder.write_json(CONFIG_NAME, config)
+        logger.info("saved %s to %s", type(self).__name__, folder.uri)
+
+
+def _check_state(model: nn.Module, state: dict[str, torch.Tensor], uri: str) -> None:
+    """Raises one ValueError listing every missing, unexpected or mis-shaped weight."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in sorted(set(expected) & set(state))
+        if state[k].shape != expected[k].shape
+    ]
+    if not (missing or unexpected or shapes):
+        return
+    hf_names = lambda keys: sorted(vitmae_to_hf({k: expected.get(k, state.get(k)) for k in keys}))  # noqa: E731
+    problems = []
+    if missing:
+        problems.append(f"missing {hf_names(missing)}")
+        if all(k.startswith("pooler.") for k in missing):
+            problems.append("(the checkpoint has no pooler: pass add_pooling_layer=False)")
+    if unexpected:
+        problems.append(f"unexpected {hf_names(unexpected)}")
+    if shapes:
+        problems.append(f"shape mismatch {shapes}")
+    raise ValueError(f"checkpoint {uri} does not fit {type(model).__name__}: " + "; ".join(problems))
