@@ -67,6 +67,7 @@ class Folder:
         """Writes so that no reader sees a half-written file: temp file and rename, or one PUT."""
         path = self.path(name)
         if isinstance(self.fs, LocalFileSystem):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
             tmp = f"{path}.tmp-{uuid.uuid4().hex}"
             with open(tmp, "wb") as f:
                 f.write(data)

@@ -1,0 +1,126 @@
+"""vitmae against transformers: images/s for embeddings (mask ratio 0) and loss scoring (mask ratio 0.75).
+
+Both models get the same random ViT-B/16 weights (through one saved checkpoint), the same batch and
+dtype; timings alternate between the models in rounds and the median round is reported.
+
+    python benchmarks/model_throughput.py --batch-size 8 --rounds 5
+    python benchmarks/model_throughput.py --device cuda --dtypes bf16 --batch-size 512
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import platform
+import statistics
+import tempfile
+import time
+from typing import Callable
+
+import torch
+import transformers
+
+import vitmae
+from vitmae.checkpoint import parse_dtype
+
+logger = logging.getLogger("model_throughput")
+
+
+def hardware(device: str) -> str:
+    if device.startswith("cuda"):
+        return f"{torch.cuda.get_device_name()} (torch {torch.__version__}, CUDA {torch.version.cuda})"
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.processor())
+    return f"{cpu}, {torch.get_num_threads()} threads (torch {torch.__version__})"
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def time_call(fn: Callable[[], object], iters: int, device: str) -> float:
+    """Seconds per call, after one untimed call."""
+    fn()
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(iters):
+        fn()
+    sync(device)
+    return (time.perf_counter() - start) / iters
+
+
+def build(task: str, folder: str, dtype: torch.dtype, device: str):
+    """(transformers model, vitmae model) for 'embed' (encoder, mask 0) or 'loss' (encoder+decoder, mask 0.75)."""
+    if task == "embed":
+        ref = transformers.ViTMAEModel.from_pretrained(folder, mask_ratio=0.0, attn_implementation="sdpa", dtype=dtype)
+        ours = vitmae.ViTMAEModel.from_pretrained(folder, dtype=dtype)
+    else:
+        ref = transformers.ViTMAEForPreTraining.from_pretrained(folder, attn_implementation="sdpa", dtype=dtype)
+        ours = vitmae.ViTMAEForPreTraining.from_pretrained(folder, dtype=dtype)
+    return ref.to(device).eval(), ours.to(device).eval()
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        torch.manual_seed(0)
+        transformers.ViTMAEForPreTraining(transformers.ViTMAEConfig()).save_pretrained(folder)
+        for dtype_name in args.dtypes.split(","):
+            dtype = parse_dtype(dtype_name)
+            batch = args.batch_size if dtype == torch.float32 or args.device != "cpu" else args.half_batch_size
+            pixels = torch.randn(batch, 3, 224, 224, device=args.device, dtype=dtype)
+            noise = torch.rand(batch, 196, device=args.device)
+            for task in args.tasks.split(","):
+                ref, ours = build(task, folder, dtype, args.device)
+                if task == "embed":
+                    calls = {"transformers": lambda: ref(pixels), "vitmae": lambda: ours(pixels, mask_ratio=0.0)}
+                else:
+                    calls = {"transformers": lambda: ref(pixels, noise=noise), "vitmae": lambda: ours(pixels, noise=noise)}
+                if args.compile:
+                    compiled = torch.compile(ours)
+                    kwargs = {"mask_ratio": 0.0} if task == "embed" else {"noise": noise}
+                    calls["vitmae compiled"] = lambda: compiled(pixels, **kwargs)
+                seconds = {name: [] for name in calls}
+                with torch.inference_mode():
+                    for name, fn in calls.items():  # warm-up (and compilation) outside the timed rounds
+                        fn()
+                    for _ in range(args.rounds):
+                        for name, fn in calls.items():
+                            seconds[name].append(time_call(fn, args.iters, args.device))
+                base = statistics.median(seconds["transformers"])
+                for name, values in seconds.items():
+                    median = statistics.median(values)
+                    rows.append(
+                        {"task": task, "dtype": dtype_name, "batch": batch, "model": name,
+                         "images_per_s": batch / median, "ratio": base / median}
+                    )
+                    logger.info("%s %s %s: %.1f images/s (%.2fx)", task, dtype_name, name, batch / median, base / median)
+                del ref, ours, calls
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtypes", default="fp32,bf16", help="comma-separated: fp32, bf16, fp16")
+    parser.add_argument("--tasks", default="embed,loss", help="embed (mask ratio 0), loss (mask ratio 0.75)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--half-batch-size", type=int, default=2, help="batch for bf16/fp16 on the CPU (slow there)")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--iters", type=int, default=2, help="calls per timed round")
+    parser.add_argument("--compile", action="store_true", help="also time vitmae under torch.compile")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.compile and args.device == "cpu":
+        import torch._inductor.config as inductor_config
+
+        inductor_config.freezing = True  # fold weights into oneDNN-packed linears, as for CPU inference
+    rows = run(args)
+    print(f"\nViT-B/16 at 224, random weights; {hardware(args.device)}")
+    print(f"{'task':6} {'dtype':5} {'batch':>5} {'model':16} {'images/s':>9} {'vs transformers':>15}")
+    for r in rows:
+        print(f"{r['task']:6} {r['dtype']:5} {r['batch']:>5} {r['model']:16} {r['images_per_s']:9.1f} {r['ratio']:14.2f}x")
+
+
+if __name__ == "__main__":
+    main()
