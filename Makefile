@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo bench s3-server clean
 
 # constraints.txt pins torch to the CPU wheel these machines carry, so no CUDA wheels are pulled.
 $(STAMP): pyproject.toml constraints.txt
@@ -22,6 +22,10 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/model_throughput.py
+
+# A throwaway SeaweedFS S3 server on 127.0.0.1 until Ctrl-C; prints the AWS_* exports. make s3-server BUCKET=name
+s3-server: $(STAMP)
+	$(PY) tests/s3server.py $(BUCKET)
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

@@ -1,0 +1,1 @@
+"""Entry points: each parses flags into a pipeline config and runs it."""

@@ -1,0 +1,25 @@
+"""The `vitmae` console command: one entry point with a sub-command per job."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from jobs import embed
+from jobs.errors import run_cli
+
+COMMANDS = {"embed": embed}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vitmae", description="ViTMAE embeddings, anomaly scores and search at dataset scale.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, module in COMMANDS.items():
+        sub = commands.add_parser(name, help=module.__doc__.split(":", 1)[-1].strip(), description=module.__doc__)
+        module.add_arguments(sub)
+        sub.set_defaults(main=module.main_with_args, prog=f"vitmae {name}")
+    return run_cli(parser, lambda args: args.main(args), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""`python -m jobs.embed`: embed every image under --input and write Parquet under --output."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from jobs.errors import run_cli
+from pipeline.embed import EmbedConfig, run
+from pipeline.listing import DEFAULT_EXTENSIONS
+
+logger = logging.getLogger("jobs.embed")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--input", required=True, help="folder, prefix or glob of images, local or s3://")
+    parser.add_argument("--output", required=True, help="run folder, local or s3://")
+    parser.add_argument("--model", required=True, help="checkpoint folder, URI or hub id (config.json, model.safetensors, preprocessor_config.json)")
+    parser.add_argument("--mask-ratio", type=float, default=0.0, help="0: embeddings only; >0: also per-image reconstruction loss (e.g. 0.75)")
+    parser.add_argument("--loss-samples", type=int, default=1, help="masks averaged per image for the loss (4 covers every patch at 0.75)")
+    parser.add_argument("--seed", type=int, default=0, help="with each path, fixes that image's masks")
+    parser.add_argument("--pooling", choices=("mean", "cls"), default="mean", help="mean of patch tokens, or the class token")
+    parser.add_argument("--batch-size", type=int, default=64, help="images per model call")
+    parser.add_argument("--dtype", default="auto", help="auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16, float16")
+    parser.add_argument("--num-gpus", type=int, default=None, help="model actors with one GPU each (default: all GPUs of the cluster)")
+    parser.add_argument("--num-actors", type=int, default=1, help="model actors when there are no GPUs")
+    parser.add_argument("--s3-endpoint", default=None, help="S3 endpoint URL (default: $AWS_ENDPOINT_URL)")
+    parser.add_argument("--extensions", default=",".join(DEFAULT_EXTENSIONS), help="comma-separated file extensions to embed")
+    parser.add_argument("--max-pixels", type=int, default=EmbedConfig.max_pixels, help="refuse larger images (decompression bombs)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier run in --output")
+
+
+def config_from_args(args: argparse.Namespace) -> EmbedConfig:
+    return EmbedConfig(
+        input=args.input, output=args.output, model=args.model, mask_ratio=args.mask_ratio,
+        loss_samples=args.loss_samples, seed=args.seed, pooling=args.pooling, batch_size=args.batch_size,
+        dtype=args.dtype, num_gpus=args.num_gpus, num_actors=args.num_actors, s3_endpoint=args.s3_endpoint,
+        extensions=tuple(e.strip() for e in args.extensions.split(",") if e.strip()), max_pixels=args.max_pixels,
+        overwrite=args.overwrite,
+    )
+
+
+def main_with_args(args: argparse.Namespace) -> None:
+    manifest = run(config_from_args(args))
+    counts = manifest["counts"]
+    print(
+        f"embedded {counts['embedded']} of {counts['listed']} images ({counts['failed']} failed) "
+        f"in {manifest['seconds']:.1f}s, {manifest['images_per_second']:.1f} images/s; outputs in {args.output}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vitmae embed", description=__doc__)
+    add_arguments(parser)
+    return run_cli(parser, main_with_args, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

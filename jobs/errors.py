@@ -1,0 +1,23 @@
+"""How every entry point reports a user mistake: one line on stderr and exit status 2, no traceback."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Callable
+
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError)
+
+
+def run_cli(parser: argparse.ArgumentParser, main: Callable[[argparse.Namespace], None], argv: list[str] | None) -> int:
+    """Parses `argv`, runs `main`, and turns user errors into `prog: error: message`."""
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        main(args)
+    except USER_ERRORS as err:
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        print(f"{parser.prog}: error: {message}", file=sys.stderr)
+        return 2
+    return 0

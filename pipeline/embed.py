@@ -1,0 +1,183 @@
+"""The embedding run: checks, then list -> preprocess -> infer -> write on Ray Data, then the manifest."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import ray
+
+from pipeline import schema
+from pipeline.decode import DecodeConfig
+from pipeline.infer import POOLINGS, Embedder, InferConfig
+from pipeline.listing import DEFAULT_EXTENSIONS, list_inputs, storage_options
+from pipeline.preprocess import PreprocessConfig, preprocess_batch
+from pipeline.write import EMBEDDINGS_DIR, ERRORS_DIR, MANIFEST, WriteConfig, write_batch
+from vitmae import ViTImageProcessor, ViTMAEConfig
+from vitmae.checkpoint import CONFIG_NAME, load_hf_state_dict, open_folder, parse_dtype
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    """One embedding run, as the job's flags give it."""
+
+    input: str  # folder, prefix or glob, local or s3://
+    output: str  # run folder, local or s3://
+    model: str  # checkpoint folder, URI or hub id
+    mask_ratio: float = 0.0  # 0: embeddings only; > 0: also the masked-reconstruction loss
+    loss_samples: int = 1  # masks averaged per image for the loss
+    seed: int = 0  # with each path, fixes that image's masks
+    pooling: str = "mean"  # mean | cls
+    batch_size: int = 64  # images per model call
+    dtype: str = "auto"  # auto (bfloat16 on GPU, float32 on CPU) | float32 | bfloat16 | float16
+    num_gpus: int | None = None  # model actors with one GPU each; None: every GPU of the cluster
+    num_actors: int = 1  # model actors when running without GPUs
+    s3_endpoint: str | None = None  # S3 endpoint; else AWS_ENDPOINT_URL
+    extensions: tuple[str, ...] = DEFAULT_EXTENSIONS  # file extensions to list
+    max_pixels: int = DecodeConfig.max_pixels  # larger images are refused as decompression bombs
+    rows_per_file: int = 4096  # rows per output Parquet file
+    overwrite: bool = False  # replace an earlier run in `output`
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.mask_ratio < 1.0:
+            raise ValueError(f"--mask-ratio must be in [0, 1), got {self.mask_ratio}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"--pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
+        if self.dtype != "auto":
+            parse_dtype(self.dtype)
+        for name in ("loss_samples", "batch_size", "num_actors", "rows_per_file", "max_pixels"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+
+
+@dataclass
+class Prepared:
+    """What the checks before the run found."""
+
+    listing: pa.Table
+    processor: ViTImageProcessor
+    model_config: dict[str, Any]
+    input_options: dict[str, Any] = field(default_factory=dict)
+    output_options: dict[str, Any] = field(default_factory=dict)
+    model_options: dict[str, Any] = field(default_factory=dict)
+
+
+def prepare(config: EmbedConfig) -> Prepared:
+    """Everything that can fail on user input fails here, before any work: output, model, input."""
+    options = {uri: storage_options(uri, config.s3_endpoint) for uri in (config.input, config.output, config.model)}
+    _check_output(config, options[config.output])
+    model_folder = open_folder(config.model, options[config.model])
+    model_config = model_folder.read_json(CONFIG_NAME)
+    mae = ViTMAEConfig.from_dict(model_config)
+    if not model_folder.exists("preprocessor_config.json"):
+        raise FileNotFoundError(
+            f"--model {config.model} has no preprocessor_config.json; save the processor the model was "
+            "trained with next to it (vitmae.ViTImageProcessor(...).save_pretrained(folder))"
+        )
+    processor = ViTImageProcessor.from_pretrained(model_folder.uri, options[config.model])
+    if processor.size != {"height": mae.image_size, "width": mae.image_size}:
+        raise ValueError(
+            f"--model {config.model}: the processor resizes to {processor.size} but the model expects "
+            f"{mae.image_size}x{mae.image_size} images"
+        )
+    load_hf_state_dict(model_folder)  # unreadable weights fail now; key checks happen in the actors
+    listing = list_inputs(config.input, config.extensions, options[config.input])
+    return Prepared(listing, processor, model_config, options[config.input], options[config.output], options[config.model])
+
+
+_RUN_FILES = (MANIFEST, EMBEDDINGS_DIR, ERRORS_DIR, "index")
+
+
+def _check_output(config: EmbedConfig, options: dict[str, Any]) -> None:
+    folder = open_folder(config.output, options, create=True)
+    earlier = [name for name in _RUN_FILES if folder.exists(name)]
+    if earlier and not config.overwrite:
+        raise FileExistsError(
+            f"--output {config.output} already holds a run ({', '.join(earlier)}); pass --overwrite to replace it"
+        )
+
+
+def _clear_output(config: EmbedConfig, options: dict[str, Any]) -> None:
+    """Removes an earlier run (manifest first, so no reader trusts a half-removed run)."""
+    folder = open_folder(config.output, options, create=True)
+    for name in _RUN_FILES:
+        if folder.exists(name):
+            folder.fs.rm(folder.path(name), recursive=True)
+
+
+def run(config: EmbedConfig) -> dict[str, Any]:
+    """Runs the job and returns the manifest (also written, last, to `output`/manifest.json)."""
+    prepared = prepare(config)
+    _clear_output(config, prepared.output_options)
+    start = time.time()
+    if not ray.is_initialized():
+        ray.init(logging_level=logging.WARNING)
+    gpus = config.num_gpus if config.num_gpus is not None else int(ray.cluster_resources().get("GPU", 0))
+    listing = prepared.listing
+    # Small blocks so that decoding spreads over every CPU of the cluster from the start.
+    block = max(1, min(config.batch_size, -(-listing.num_rows // max(1, int(ray.cluster_resources().get("CPU", 1))))))
+    blocks = [listing.slice(i, block) for i in range(0, listing.num_rows, block)]
+    preprocess = PreprocessConfig(prepared.processor.to_dict(), DecodeConfig(max_pixels=config.max_pixels), prepared.input_options)
+    infer = InferConfig(
+        config.model, config.mask_ratio, config.loss_samples, config.seed, config.pooling, config.dtype,
+        prepared.model_options,
+    )
+    dataset = (
+        ray.data.from_arrow(blocks)
+        .map_batches(preprocess_batch, fn_kwargs={"config": preprocess}, batch_size=block, batch_format="numpy")
+        .map_batches(
+            Embedder, fn_constructor_kwargs={"config": infer}, batch_size=config.batch_size, batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=gpus or config.num_actors), num_gpus=1 if gpus else 0,
+        )
+        .map_batches(
+            write_batch, fn_kwargs={"config": WriteConfig(config.output, prepared.output_options)},
+            batch_size=config.rows_per_file, batch_format="numpy",
+        )
+    )
+    embedded = failed = 0
+    for counts in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+        embedded += int(counts["embedded"].sum())
+        failed += int(counts["failed"].sum())
+    seconds = time.time() - start
+    if embedded + failed != listing.num_rows:
+        raise RuntimeError(f"listed {listing.num_rows} inputs but wrote {embedded} embeddings and {failed} errors")
+    manifest = _manifest(config, prepared, gpus, embedded, failed, seconds)
+    manifest["ray_data_stats"] = dataset.stats()
+    open_folder(config.output, prepared.output_options, create=True).write_json(MANIFEST, manifest)
+    return manifest
+
+
+def _manifest(config: EmbedConfig, prepared: Prepared, gpus: int, embedded: int, failed: int, seconds: float) -> dict[str, Any]:
+    digest = hashlib.sha256(json.dumps(prepared.model_config, sort_keys=True).encode()).hexdigest()
+    packages = ("ray", "torch", "pyarrow", "pillow", "numpy", "fsspec", "s3fs", "vitmae-pipeline")
+    settings = {k: v for k, v in asdict(config).items() if k not in ("overwrite",)}
+    return {
+        **settings,
+        "extensions": list(config.extensions),
+        "model_config_sha256": digest,
+        "model_config": prepared.model_config,
+        "processor": prepared.processor.to_dict(),
+        "embedding_dim": prepared.model_config.get("hidden_size"),
+        "gpus": gpus,
+        "counts": {"listed": prepared.listing.num_rows, "embedded": embedded, "failed": failed},
+        "seconds": round(seconds, 3),
+        "images_per_second": round(prepared.listing.num_rows / seconds, 3) if seconds > 0 else None,
+        "versions": {name: _version(name) for name in packages},
+        "outputs": {"embeddings": f"{EMBEDDINGS_DIR}/", "errors": f"{ERRORS_DIR}/"},
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None

@@ -1,0 +1,122 @@
+"""The model stage: a Ray actor that embeds uint8 batches and scores their masked-reconstruction loss."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipeline import schema
+from vitmae import ViTImageProcessor, ViTMAEForPreTraining, ViTMAEModel
+from vitmae.checkpoint import parse_dtype
+
+logger = logging.getLogger(__name__)
+
+POOLINGS = ("mean", "cls")
+
+
+@dataclass(frozen=True)
+class InferConfig:
+    """What each model actor needs."""
+
+    model: str  # checkpoint folder, URI or hub id
+    mask_ratio: float = 0.0  # 0: embeddings only (no decoder); > 0: also the reconstruction loss
+    loss_samples: int = 1  # masks averaged per image for the loss
+    seed: int = 0  # with the path, fixes every image's masks
+    pooling: str = "mean"  # mean of the patch tokens, or the class token
+    dtype: str = "auto"  # auto: bfloat16 on a GPU, float32 on the CPU
+    storage_options: dict[str, Any] = field(default_factory=dict)  # fsspec options of the model location
+
+
+def pool(last_hidden_state: torch.Tensor, pooling: str) -> torch.Tensor:
+    """[N, 1 + L, D] final-LayerNorm tokens -> float32 [N, D]: mean of patch tokens, or the class token."""
+    tokens = last_hidden_state.float()
+    return tokens[:, 1:].mean(dim=1) if pooling == "mean" else tokens[:, 0]
+
+
+def mask_noise(path: str, seed: int, num_patches: int, mask_ratio: float, samples: int) -> np.ndarray:
+    """Masking noise for one image, a pure function of (seed, path): float32 [samples, L].
+
+    When `samples` visible sets of the kept size fit in the image (for a ratio of 0.75, four), they
+    are disjoint, so every patch is masked, and so reconstructed, in some sample.
+    """
+    digest = hashlib.blake2b(f"{seed}\0{path}".encode(), digest_size=8).digest()
+    rng = np.random.default_rng(int.from_bytes(digest, "little"))
+    keep = int(num_patches * (1 - mask_ratio))
+    if samples * keep > num_patches:
+        return rng.random((samples, num_patches), dtype=np.float32)
+    rank = np.empty(num_patches, dtype=np.int64)
+    rank[rng.permutation(num_patches)] = np.arange(num_patches)
+    # Sample k ranks the patches so that its lowest-noise `keep` are the k-th slice of the permutation.
+    shifted = (rank[None, :] - keep * np.arange(samples)[:, None]) % num_patches
+    return (shifted / num_patches).astype(np.float32)
+
+
+class Embedder:
+    """A Ray Data actor: builds the model once, then maps batches.
+
+    Runs on the GPU given to it (bfloat16 by default, normalising on the device); without one it runs
+    the same code on the CPU in float32.
+    """
+
+    def __init__(self, config: InferConfig) -> None:
+        self.config = config
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.dtype = parse_dtype(config.dtype) if config.dtype != "auto" else (
+            torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        )
+        if self.device.type == "cpu" and torch.cuda.device_count() == 0 and _assigned_gpus():
+            logger.warning("the actor was given a GPU but torch sees none; running on the CPU")
+        cls = ViTMAEForPreTraining if config.mask_ratio > 0 else ViTMAEModel
+        self.model = cls.from_pretrained(
+            config.model, dtype=self.dtype, device=self.device, storage_options=config.storage_options
+        )
+        self.encoder = self.model.vit if config.mask_ratio > 0 else self.model
+        self.processor = ViTImageProcessor.from_pretrained(config.model, storage_options=config.storage_options)
+        self.num_patches = self.model.config.num_patches
+        logger.info("model actor ready on %s (%s)", self.device, self.dtype)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Rows with pixels -> the same rows without pixels, with `embedding` [N, D] and `loss` [N]."""
+        start = time.perf_counter()
+        n = len(batch[schema.PATH])
+        ok = ~schema.failed_rows(batch[schema.ERROR])
+        embeddings = np.zeros((n, self.encoder.config.hidden_size), dtype=np.float32)
+        losses = np.full(n, np.nan, dtype=np.float32)
+        if ok.any():
+            pixels = torch.from_numpy(np.ascontiguousarray(batch[schema.PIXELS][ok]))
+            if self.device.type == "cuda":
+                pixels = pixels.pin_memory().to(self.device, non_blocking=True)
+            x = self.processor.normalize(pixels, self.dtype)
+            with torch.inference_mode():
+                hidden = self.encoder(x, mask_ratio=0.0).last_hidden_state
+                embeddings[ok] = pool(hidden, self.config.pooling).cpu().numpy()
+                if self.config.mask_ratio > 0:
+                    losses[ok] = self._loss(x, batch[schema.PATH][ok])
+        logger.debug("embedded %d images in %.2fs", int(ok.sum()), time.perf_counter() - start)
+        out = {k: v for k, v in batch.items() if k != schema.PIXELS}
+        return {**out, schema.EMBEDDING: embeddings, schema.LOSS: losses}
+
+    def _loss(self, x: torch.Tensor, paths: np.ndarray) -> np.ndarray:
+        """x: [N, C, H, W] normalised -> float32 [N], the per-image loss averaged over the masks."""
+        cfg = self.config
+        noise = np.stack([mask_noise(p, cfg.seed, self.num_patches, cfg.mask_ratio, cfg.loss_samples) for p in paths])
+        noise_t = torch.from_numpy(noise).to(self.device)  # [N, K, L]
+        total = torch.zeros(len(paths), device=self.device)
+        for k in range(cfg.loss_samples):
+            total += self.model(x, noise=noise_t[:, k], mask_ratio=cfg.mask_ratio).per_sample_loss
+        return (total / cfg.loss_samples).cpu().numpy()
+
+
+def _assigned_gpus() -> list:
+    try:
+        import ray
+
+        return ray.get_gpu_ids() if ray.is_initialized() else []
+    except Exception:  # outside a Ray worker
+        return []

@@ -1,0 +1,68 @@
+"""The CPU stage: read each listed object, decode it, resize it to the model's uint8 input."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pipeline import schema
+from pipeline.decode import DecodeConfig, DecodeError, decode_image
+from pipeline.listing import read_bytes, read_error
+from vitmae import ViTImageProcessor
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """What the CPU stage needs; small enough to ship to every Ray task."""
+
+    processor: dict[str, Any]  # ViTImageProcessor.to_dict() of the model's preprocessor_config.json
+    decode: DecodeConfig = field(default_factory=DecodeConfig)  # pixel limit and JPEG draft
+    storage_options: dict[str, Any] = field(default_factory=dict)  # fsspec options of the input filesystem
+
+
+def preprocess_batch(batch: dict[str, np.ndarray], config: PreprocessConfig) -> dict[str, np.ndarray]:
+    """Listing rows -> the same rows with pixels, original size and error.
+
+    Args:
+        batch: columns of `schema.LISTING_SCHEMA`, N rows.
+        config: processor, decode settings and storage options.
+
+    Returns:
+        The listing columns plus `pixels` uint8 [N, H, W, 3] (zeros where decoding failed), `width`
+        and `height` int32 [N] (0 where it failed), and `error` ("" or a one-line reason) [N].
+    """
+    processor = ViTImageProcessor.from_dict(config.processor)
+    height, width = processor.size["height"], processor.size["width"]
+    n = len(batch[schema.PATH])
+    pixels = np.zeros((n, height, width, 3), dtype=np.uint8)
+    sizes = np.zeros((n, 2), dtype=np.int32)
+    errors = np.full(n, "", dtype=object)
+    start = time.perf_counter()
+    for i, data in enumerate(read_bytes(list(batch[schema.PATH]), config.storage_options)):
+        if isinstance(data, Exception):
+            errors[i] = read_error(data)
+            continue
+        try:
+            decoded = decode_image(data, processor, config.decode)
+        except DecodeError as err:
+            errors[i] = str(err)
+            continue
+        except Exception as err:  # a decoder bug must cost one row, not the job
+            logger.exception("unexpected error decoding %s", batch[schema.PATH][i])
+            errors[i] = f"could not decode: {type(err).__name__}: {err}"
+            continue
+        pixels[i], sizes[i] = decoded.pixels, (decoded.width, decoded.height)
+    logger.debug("preprocessed %d images in %.2fs", n, time.perf_counter() - start)
+    return {
+        **batch,
+        schema.PIXELS: pixels,
+        schema.WIDTH: sizes[:, 0],
+        schema.HEIGHT: sizes[:, 1],
+        schema.ERROR: errors,
+    }

@@ -1,0 +1,41 @@
+"""Column names and Arrow schemas shared by every stage and by readers of the outputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+# Listing and row identity.
+ROW_ID = "row_id"  # position of the input in the sorted listing; names output files deterministically
+PATH = "path"  # the input URI as listed, with scheme (s3://bucket/key, file:///abs/path)
+SIZE = "size_bytes"  # object size at listing time
+MTIME = "mtime"  # last-modified time at listing, seconds since the epoch (null when unknown)
+ETAG = "etag"  # object-store ETag at listing ("" between stages, null in outputs, on local disks)
+
+# Decoding.
+PIXELS = "pixels"  # uint8 [H, W, 3] resized image (between stages only, never written)
+WIDTH = "width"  # original image width in pixels
+HEIGHT = "height"  # original image height in pixels
+ERROR = "error"  # readable reason an input could not be embedded; "" between stages when it was
+
+# Model outputs.
+EMBEDDING = "embedding"  # float32 [D] pooled encoder output, not normalised
+LOSS = "loss"  # float32 masked-reconstruction loss averaged over the masks; null at mask ratio 0
+
+LISTING_SCHEMA = pa.schema(
+    [(ROW_ID, pa.int64()), (PATH, pa.string()), (SIZE, pa.int64()), (MTIME, pa.float64()), (ETAG, pa.string())]
+)
+_META = [(PATH, pa.string()), (SIZE, pa.int64()), (MTIME, pa.float64()), (ETAG, pa.string())]
+EMBEDDINGS_SCHEMA = pa.schema(
+    [_META[0], (EMBEDDING, pa.list_(pa.float32())), (LOSS, pa.float32()), (WIDTH, pa.int32()), (HEIGHT, pa.int32()), *_META[1:]]
+)
+ERRORS_SCHEMA = pa.schema([_META[0], (ERROR, pa.string()), *_META[1:]])
+
+
+# Between stages, missing strings are "" rather than null: Ray types an all-null batch column as
+# float, and batches of differing types cannot be concatenated.
+
+
+def failed_rows(errors: np.ndarray) -> np.ndarray:
+    """bool [N]: the rows whose `error` holds a reason."""
+    return np.array([bool(e) for e in errors], dtype=bool)

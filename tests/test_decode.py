@@ -1,0 +1,259 @@
+"""decode_image: bad bytes refused with one readable line, odd modes to RGB, JPEG draft, parity on photographs."""
+
+from __future__ import annotations
+
+import io
+import os
+import resource
+import struct
+import time
+import warnings
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, features
+
+import vitmae
+from pipeline.decode import DecodeConfig, Decoded, DecodeError, decode_image
+
+PROCESSOR = vitmae.ViTImageProcessor.from_dict({  # facebook/vit-mae-base's preprocessor_config.json
+    "do_normalize": True, "do_resize": True, "image_mean": [0.485, 0.456, 0.406],
+    "image_std": [0.229, 0.224, 0.225], "resample": 3, "size": 224,
+})
+CONFIG = DecodeConfig()
+
+
+def skimage_photo(name: str) -> Path:
+    import skimage
+
+    return Path(os.path.dirname(skimage.__file__)) / "data" / name
+
+
+def encode(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def decode(data: bytes, config: DecodeConfig = CONFIG) -> np.ndarray:
+    """decode_image, checking the output contract every test relies on."""
+    decoded = decode_image(data, PROCESSOR, config)
+    assert isinstance(decoded, Decoded)
+    assert decoded.pixels.shape == (224, 224, 3) and decoded.pixels.dtype == np.uint8
+    return decoded.pixels
+
+
+def refusal(data: bytes, config: DecodeConfig = CONFIG) -> str:
+    """The DecodeError message for `data`, checked to be one short line."""
+    with pytest.raises(DecodeError) as caught:
+        decode_image(data, PROCESSOR, config)
+    message = str(caught.value)
+    assert "\n" not in message and "Traceback" not in message and len(message) < 200, message
+    return message
+
+
+def write_zeros_png(path: Path, width: int, height: int) -> bytes:
+    """A valid 1-bit grayscale PNG of zeros, its IDAT compressed block by block (never the whole image in memory)."""
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    raw_left = height * (1 + (width + 7) // 8)  # each row: filter byte 0, then packed zero bits
+    block = bytes(1 << 20)
+    compressor = zlib.compressobj(1)
+    with open(path, "wb") as file:
+        file.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)))
+        while raw_left:
+            size = min(raw_left, len(block))
+            compressed = compressor.compress(block[:size])
+            raw_left -= size
+            if compressed:
+                file.write(chunk(b"IDAT", compressed))
+        file.write(chunk(b"IDAT", compressor.flush()) + chunk(b"IEND", b""))
+    return path.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def large_astronaut_jpeg() -> bytes:
+    """astronaut.png (512 x 512) upscaled to a 4480 x 3584 JPEG: draft decodes it at 1/8 scale, 560 x 448."""
+    photo = Image.open(skimage_photo("astronaut.png")).convert("RGB")
+    return encode(photo.resize((4480, 3584), Image.Resampling.BICUBIC), "JPEG", quality=90)
+
+
+# Bad input.
+
+
+def test_empty_bytes_are_refused():
+    assert refusal(b"") == "empty file (0 bytes)"
+
+
+def test_random_bytes_are_refused():
+    assert refusal(np.random.default_rng(0).bytes(4096)) == "not an image file (cannot identify image format)"
+
+
+def test_text_with_an_image_extension_is_refused(tmp_path):
+    path = tmp_path / "holiday.jpg"
+    path.write_text("<html><body>404 Not Found</body></html>\n")
+    assert refusal(path.read_bytes()) == "not an image file (cannot identify image format)"
+
+
+def test_truncated_jpeg_is_refused():
+    data = encode(Image.fromarray(np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)), "JPEG")
+    message = refusal(data[: len(data) // 2])
+    assert message.startswith("cannot decode JPEG image: image file is truncated"), message
+
+
+def test_decompression_bomb_is_refused_quickly_with_little_memory(tmp_path):
+    data = write_zeros_png(tmp_path / "bomb.png", 40_000, 40_000)  # 1.6 Gpx, a 1.6 GB 'L' image once decoded
+    assert len(data) < 2_000_000
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    start = time.perf_counter()
+    message = refusal(data)
+    assert time.perf_counter() - start < 1.0
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before < 500 * 1024
+    assert message.startswith("image too large") and "decompression bomb" in message
+    assert "DOS attack" not in message  # not Pillow's own text
+
+
+def test_max_pixels_is_enforced_from_the_header_without_pillow_warnings(tmp_path):
+    data = write_zeros_png(tmp_path / "big.png", 10_000, 9_000)  # 90 Mpx: over Pillow's warning threshold
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        message = refusal(data, DecodeConfig(max_pixels=50_000_000))
+    assert message == (
+        "image too large: 10000 x 9000 = 90,000,000 pixels, "
+        "expected at most max_pixels = 50,000,000 (possible decompression bomb)"
+    )
+    assert not caught, [str(w.message) for w in caught]
+
+
+def test_the_zeros_png_writer_makes_real_images(tmp_path):
+    decoded = decode_image(write_zeros_png(tmp_path / "zeros.png", 1000, 700), PROCESSOR, CONFIG)
+    assert (decoded.width, decoded.height) == (1000, 700) and not decoded.pixels.any()
+
+
+def test_config_rejects_a_non_positive_pixel_limit():
+    with pytest.raises(ValueError, match="expected max_pixels >= 1, got 0"):
+        DecodeConfig(max_pixels=0)
+
+
+# Odd modes, all to RGB uint8 [224, 224, 3].
+
+
+def halves(mode: str, left, right, size: tuple[int, int] = (64, 64)) -> Image.Image:
+    """An image whose left half is `left` and right half `right`."""
+    image = Image.new(mode, size, left)
+    image.paste(right, (size[0] // 2, 0, size[0], size[1]))
+    return image
+
+
+def test_cmyk_jpeg():
+    pixels = decode(encode(Image.new("CMYK", (64, 64), (255, 0, 0, 0)), "JPEG"))
+    np.testing.assert_allclose(pixels[112, 112], [0, 255, 255], atol=3)  # cyan
+
+
+def test_16_bit_png_is_scaled_by_its_range_not_clipped():
+    values = np.linspace(0, 65535, 256 * 256).reshape(256, 256).astype(np.uint16)
+    image = Image.fromarray(values)
+    assert image.mode == "I;16"
+    pixels = decode(encode(image, "PNG"))
+    assert pixels.min() < 10 and 100 < pixels.mean() < 155  # Pillow's own convert makes almost all of it 255
+    expected = PROCESSOR.resize_to_uint8(Image.fromarray((values >> 8).astype(np.uint8)).convert("RGB"))
+    np.testing.assert_array_equal(pixels, expected)
+
+
+def test_32_bit_integer_tiff_holding_16_bit_values():
+    values = np.linspace(0, 65535, 256 * 256).reshape(256, 256).astype(np.int32)
+    data = encode(Image.fromarray(values), "TIFF")
+    assert Image.open(io.BytesIO(data)).mode == "I"
+    expected = PROCESSOR.resize_to_uint8(Image.fromarray((values >> 8).astype(np.uint8)).convert("RGB"))
+    np.testing.assert_array_equal(decode(data), expected)
+
+
+def test_grayscale():
+    image = Image.fromarray(np.tile(np.arange(256, dtype=np.uint8), (64, 1)))
+    pixels = decode(encode(image, "PNG"))
+    assert (pixels[..., 0] == pixels[..., 1]).all() and (pixels[..., 0] == pixels[..., 2]).all()
+    np.testing.assert_array_equal(pixels, PROCESSOR.resize_to_uint8(image.convert("RGB")))
+
+
+def test_palette():
+    image = halves("RGB", (255, 0, 0), (0, 0, 255)).convert("P", palette=Image.Palette.ADAPTIVE, colors=4)
+    pixels = decode(encode(image, "PNG"))
+    np.testing.assert_array_equal(pixels, PROCESSOR.resize_to_uint8(image.convert("RGB")))
+    np.testing.assert_array_equal(pixels[112, [10, 210]], [[255, 0, 0], [0, 0, 255]])
+
+
+def test_palette_transparency_becomes_white():
+    image = halves("P", 0, 1)
+    image.putpalette([0, 0, 0, 0, 0, 255])  # index 0 black (transparent), index 1 blue
+    pixels = decode(encode(image, "PNG", transparency=0))
+    np.testing.assert_array_equal(pixels[112, [10, 210]], [[255, 255, 255], [0, 0, 255]])
+
+
+def test_rgba_transparent_area_becomes_white():
+    pixels = decode(encode(halves("RGBA", (255, 0, 0, 0), (0, 0, 255, 255)), "PNG"))
+    np.testing.assert_array_equal(pixels[112, [10, 210]], [[255, 255, 255], [0, 0, 255]])
+
+
+def test_gray_with_alpha():
+    pixels = decode(encode(halves("LA", (0, 0), (0, 255)), "PNG"))
+    np.testing.assert_array_equal(pixels[112, [10, 210]], [[255, 255, 255], [0, 0, 0]])
+
+
+def test_one_bit():
+    pixels = decode(encode(halves("1", 1, 0), "PNG"))
+    np.testing.assert_array_equal(pixels[112, [10, 210]], [[255, 255, 255], [0, 0, 0]])
+
+
+@pytest.mark.parametrize("fmt", ["GIF", pytest.param("WEBP", marks=pytest.mark.skipif(
+    not features.check("webp"), reason="Pillow built without WebP"))])
+def test_animation_gives_its_first_frame(fmt):
+    red, blue = Image.new("RGB", (64, 64), (255, 0, 0)), Image.new("RGB", (64, 64), (0, 0, 255))
+    data = encode(red, fmt, save_all=True, append_images=[blue], lossless=True)
+    assert getattr(Image.open(io.BytesIO(data)), "n_frames", 1) == 2
+    np.testing.assert_allclose(decode(data)[112, 112], [255, 0, 0], atol=2)
+
+
+# Real photographs and the JPEG draft.
+
+
+@pytest.mark.parametrize("name", ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg"])
+def test_photographs_match_the_processor_exactly(name):
+    path = skimage_photo(name)
+    decoded = decode_image(path.read_bytes(), PROCESSOR, CONFIG)
+    image = Image.open(path)
+    np.testing.assert_array_equal(decoded.pixels, PROCESSOR.resize_to_uint8(image.convert("RGB")))
+    assert (decoded.width, decoded.height) == image.size
+
+
+def resized_sizes(monkeypatch) -> list[tuple[int, int]]:
+    """Records the size of every image handed to ViTImageProcessor.resize_to_uint8."""
+    sizes, original = [], vitmae.ViTImageProcessor.resize_to_uint8
+
+    def spy(self, image):
+        sizes.append(image.size)
+        return original(self, image)
+
+    monkeypatch.setattr(vitmae.ViTImageProcessor, "resize_to_uint8", spy)
+    return sizes
+
+
+def test_large_jpeg_decodes_at_a_reduced_scale(large_astronaut_jpeg, monkeypatch):
+    sizes = resized_sizes(monkeypatch)
+    decoded = decode_image(large_astronaut_jpeg, PROCESSOR, CONFIG)
+    decode_image(large_astronaut_jpeg, PROCESSOR, DecodeConfig(draft=False))
+    assert sizes == [(560, 448), (4480, 3584)]  # 1/8 scale keeps >= 2 x 224 on each side
+    assert (decoded.width, decoded.height) == (4480, 3584)
+
+
+def test_draft_is_close_to_the_full_decode(large_astronaut_jpeg):
+    draft = decode(large_astronaut_jpeg)
+    full = decode(large_astronaut_jpeg, DecodeConfig(draft=False))
+    mean_abs = np.abs(draft.astype(np.int16) - full.astype(np.int16)).mean()
+    a, b = (PROCESSOR.normalize(torch.from_numpy(np.array(x))[None]).flatten() for x in (draft, full))
+    cosine = torch.nn.functional.cosine_similarity(a, b, dim=0).item()
+    assert mean_abs < 0.6 and cosine > 0.9995, (mean_abs, cosine)  # measured: 0.37 and 0.99994

@@ -1,0 +1,275 @@
+"""The embedding job end to end on a real local Ray: outputs, bad inputs, parity, masks, S3, job submission."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.dataset as pads
+import pytest
+import ray
+import torch
+import transformers
+from PIL import Image
+
+import vitmae
+from jobs import embed as embed_job
+from pipeline import schema
+from pipeline.embed import EmbedConfig, run
+from pipeline.infer import mask_noise
+from pipeline.listing import list_inputs
+from pipeline.preprocess import PreprocessConfig, preprocess_batch
+from test_decode import encode, write_zeros_png
+
+MAE_PROCESSOR = {"image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225], "resample": 3, "size": 224}
+SMALL_224 = dict(
+    hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, image_size=224, patch_size=16,
+    decoder_hidden_size=32, decoder_num_hidden_layers=1, decoder_num_attention_heads=2, decoder_intermediate_size=64,
+)
+BAD = {  # file name -> expected start of its error
+    "empty.jpg": "empty file",
+    "random.png": "not an image file",
+    "text.jpg": "not an image file",
+    "truncated.jpg": "cannot decode JPEG image: image file is truncated",
+    "bomb.png": "image too large",
+}
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray for the session; it says it has a GPU so that the actor's CPU fallback runs."""
+    context = ray.init(num_cpus=2, num_gpus=1, include_dashboard=True, dashboard_host="127.0.0.1", logging_level="ERROR")
+    yield f"http://{context.dashboard_url}"
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("model")
+    torch.manual_seed(0)
+    vitmae.ViTMAEForPreTraining(vitmae.ViTMAEConfig(**SMALL_224)).save_pretrained(folder)
+    vitmae.ViTImageProcessor.from_dict(MAE_PROCESSOR).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def images(tmp_path_factory, photo_paths) -> Path:
+    """Real photographs, every odd mode that must be embedded, and every bad input that must not."""
+    folder = tmp_path_factory.mktemp("images")
+    for path in photo_paths:
+        (folder / path.name).write_bytes(path.read_bytes())
+    photo = Image.open(photo_paths[0]).convert("RGB")
+    small = photo.resize((120, 100))
+    (folder / "cmyk.jpg").write_bytes(encode(small.convert("CMYK"), "JPEG"))
+    (folder / "gray.png").write_bytes(encode(small.convert("L"), "PNG"))
+    (folder / "palette.png").write_bytes(encode(small.convert("P"), "PNG"))
+    (folder / "rgba.png").write_bytes(encode(small.convert("RGBA"), "PNG"))
+    sixteen = Image.fromarray(np.asarray(small.convert("L"), dtype=np.uint16) * 257)
+    (folder / "sixteen.png").write_bytes(encode(sixteen, "PNG"))
+    frames = [small, small.transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
+    (folder / "animated.gif").write_bytes(encode(frames[0], "GIF", save_all=True, append_images=frames[1:]))
+    (folder / "huge.jpg").write_bytes(encode(photo.resize((10_000, 8_000)), "JPEG", quality=85))
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "random.png").write_bytes(np.random.default_rng(0).bytes(5000))
+    (folder / "text.jpg").write_text("this is not a picture\n")
+    (folder / "truncated.jpg").write_bytes(encode(small, "JPEG")[:1500])
+    write_zeros_png(folder / "bomb.png", 40_000, 40_000)
+    (folder / "readme.txt").write_text("not listed: wrong extension\n")
+    return folder
+
+
+def read_run(output: Path) -> tuple[dict, dict, dict]:
+    """(rows of embeddings by path, rows of errors by path, manifest)."""
+    embeddings = pads.dataset(output / "embeddings", format="parquet").to_table().to_pylist()
+    errors_dir = output / "errors"
+    errors = pads.dataset(errors_dir, format="parquet").to_table().to_pylist() if errors_dir.exists() else []
+    manifest = json.loads((output / "manifest.json").read_text())
+    return {r["path"]: r for r in embeddings}, {r["path"]: r for r in errors}, manifest
+
+
+@pytest.fixture(scope="session")
+def scored_run(ray_cluster, images, model_dir, tmp_path_factory) -> Path:
+    output = tmp_path_factory.mktemp("run") / "scored"
+    run(EmbedConfig(input=str(images), output=str(output), model=str(model_dir), mask_ratio=0.75, loss_samples=4, batch_size=8, num_gpus=0))
+    return output
+
+
+def test_every_listed_input_ends_once_in_embeddings_or_errors(scored_run, images):
+    embedded, failed, manifest = read_run(scored_run)
+    listed = {f"file://{p}" for p in images.iterdir() if p.suffix != ".txt"}
+    assert set(embedded) | set(failed) == listed and not set(embedded) & set(failed)
+    assert manifest["counts"] == {"listed": len(listed), "embedded": len(embedded), "failed": len(BAD)}
+    for name, reason in BAD.items():
+        assert failed[f"file://{images / name}"]["error"].startswith(reason)
+    huge = embedded[f"file://{images / 'huge.jpg'}"]
+    assert (huge["width"], huge["height"]) == (10_000, 8_000)
+    assert all(len(r["embedding"]) == 64 and r["loss"] > 0 for r in embedded.values())
+    assert manifest["mask_ratio"] == 0.75 and manifest["model_config_sha256"] and manifest["versions"]["ray"]
+
+
+def test_outputs_open_in_pandas_and_duckdb(scored_run):
+    import duckdb
+    import pandas as pd
+
+    frame = pd.read_parquet(scored_run / "embeddings")
+    assert frame["embedding"].map(len).eq(64).all()
+    count = duckdb.sql(f"select count(*) from read_parquet('{scored_run}/embeddings/*.parquet')").fetchall()[0][0]
+    assert count == len(frame)
+    assert duckdb.sql(f"select error from read_parquet('{scored_run}/errors/*.parquet')").fetchall()
+
+
+def reference_embeddings(model_dir: Path, paths: list[Path], pooling: str) -> np.ndarray:
+    """What a transformers user gets: ViTImageProcessor PIL path + ViTMAEModel with mask ratio 0."""
+    processor = transformers.ViTImageProcessorPil(**MAE_PROCESSOR)
+    model = transformers.ViTMAEModel.from_pretrained(model_dir, mask_ratio=0.0).eval()
+    pixels = processor([Image.open(p).convert("RGB") for p in paths], return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        out = model(pixels)
+    tokens = out.last_hidden_state
+    if pooling == "cls":
+        return tokens[:, 0].numpy()
+    return tokens[:, 1:].mean(dim=1).numpy()  # the mean ignores transformers' token shuffle
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+def test_mean_embeddings_match_transformers_on_photographs(scored_run, model_dir, photo_paths, images):
+    embedded, _, _ = read_run(scored_run)
+    ours = np.stack([embedded[f"file://{images / p.name}"]["embedding"] for p in photo_paths])
+    assert cosines(ours, reference_embeddings(model_dir, photo_paths, "mean")).min() >= 0.999
+
+
+def test_cls_embeddings_match_and_the_gpu_request_falls_back_to_the_cpu(ray_cluster, model_dir, photo_paths, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for p in photo_paths:
+        (folder / p.name).write_bytes(p.read_bytes())
+    output = tmp_path / "cls"
+    manifest = run(EmbedConfig(input=str(folder), output=str(output), model=str(model_dir), pooling="cls", num_gpus=1))
+    assert manifest["gpus"] == 1, manifest
+    assert manifest["counts"]["embedded"] == len(photo_paths), read_run(output)[1]
+    embedded, _, _ = read_run(output)
+    assert all(r["loss"] is None for r in embedded.values())
+    ours = np.stack([embedded[f"file://{folder / p.name}"]["embedding"] for p in photo_paths])
+    assert cosines(ours, reference_embeddings(model_dir, photo_paths, "cls")).min() >= 0.999
+
+
+def test_loss_is_the_same_across_runs_and_batch_sizes(scored_run, images, model_dir, tmp_path):
+    again = tmp_path / "again"
+    run(EmbedConfig(input=str(images), output=str(again), model=str(model_dir), mask_ratio=0.75, loss_samples=4, batch_size=3, num_gpus=0))
+    first, _, _ = read_run(scored_run)
+    second, _, _ = read_run(again)
+    assert first.keys() == second.keys()
+    for path in first:
+        assert second[path]["loss"] == pytest.approx(first[path]["loss"], rel=1e-5)
+
+
+def test_masks_are_a_function_of_seed_and_path_and_cover_every_patch():
+    noise = mask_noise("s3://b/a.jpg", 7, 196, 0.75, 4)
+    assert np.array_equal(noise, mask_noise("s3://b/a.jpg", 7, 196, 0.75, 4))
+    assert not np.array_equal(noise, mask_noise("s3://b/a.jpg", 8, 196, 0.75, 4))
+    assert not np.array_equal(noise, mask_noise("s3://b/c.jpg", 7, 196, 0.75, 4))
+    visible = np.argsort(noise, axis=1)[:, :49]
+    assert sorted(visible.ravel().tolist()) == list(range(196))  # disjoint visible sets, every patch masked 3 times
+    assert mask_noise("x", 0, 196, 0.5, 4).shape == (4, 196)  # too many to be disjoint: independent masks
+
+
+def test_rerun_refuses_without_overwrite_and_replaces_with_it(scored_run, images, model_dir, capsys):
+    args = ["--input", str(images), "--output", str(scored_run), "--model", str(model_dir)]
+    assert embed_job.main(args) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    manifest = json.loads((scored_run / "manifest.json").read_text())
+    assert manifest["counts"]["listed"] > 0  # untouched
+
+
+@pytest.mark.parametrize(
+    "mistake, expected",
+    [
+        (lambda d, m: ["--input", str(d / "nowhere")], "no such folder, prefix or file"),
+        (lambda d, m: ["--input", str(d), "--extensions", "xyz"], "no files with extensions xyz"),
+        (lambda d, m: ["--model", str(d)], "has no config.json"),
+        (lambda d, m: ["--mask-ratio", "1.5"], "--mask-ratio must be in [0, 1)"),
+        (lambda d, m: ["--dtype", "float8"], "unknown dtype 'float8'"),
+    ],
+)
+def test_user_mistakes_are_one_line_errors(mistake, expected, images, model_dir, tmp_path, capsys):
+    defaults = {"--input": str(images), "--output": str(tmp_path / "out"), "--model": str(model_dir)}
+    given = mistake(tmp_path, model_dir)
+    for flag, value in zip(given[::2], given[1::2]):
+        defaults[flag] = value
+    assert embed_job.main([x for kv in defaults.items() for x in kv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert expected in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_model_processor_mismatch_and_missing_processor_fail_before_work(model_dir, images, tmp_path, capsys):
+    broken = tmp_path / "model"
+    vitmae.ViTMAEModel.from_pretrained(model_dir).save_pretrained(broken)
+    assert embed_job.main(["--input", str(images), "--output", str(tmp_path / "o"), "--model", str(broken)]) == 2
+    assert "has no preprocessor_config.json" in capsys.readouterr().err
+    vitmae.ViTImageProcessor(size=96).save_pretrained(broken)
+    assert embed_job.main(["--input", str(images), "--output", str(tmp_path / "o"), "--model", str(broken)]) == 2
+    assert "the processor resizes to {'height': 96, 'width': 96} but the model expects 224x224" in capsys.readouterr().err
+
+
+def test_an_object_deleted_after_listing_becomes_an_error_row(tmp_path, photo_paths):
+    for p in photo_paths[:2]:
+        (tmp_path / p.name).write_bytes(p.read_bytes())
+    listing = list_inputs(str(tmp_path), ("png",), {})
+    (tmp_path / photo_paths[0].name).unlink()
+    batch = {name: listing.column(name).to_numpy(zero_copy_only=False) for name in listing.column_names}
+    out = preprocess_batch(batch, PreprocessConfig(processor=MAE_PROCESSOR))
+    assert out[schema.ERROR].tolist() == ["object not found (deleted or moved after listing)", ""]
+    assert out[schema.PIXELS][1].any() and not out[schema.PIXELS][0].any()
+
+
+def test_s3_input_model_and_output(ray_cluster, s3, model_dir, photo_paths, monkeypatch):
+    import s3fs
+
+    fs = s3fs.S3FileSystem(**s3.storage_options())
+    for p in photo_paths[:3]:
+        fs.pipe(f"test/embed/photos/{p.name}", p.read_bytes())
+    fs.pipe("test/embed/photos/broken.jpg", b"\xff\xd8\xff")
+    fs.put(str(model_dir), "test/embed/model", recursive=True)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3.secret_key)
+    manifest = run(EmbedConfig(input="s3://test/embed/photos/", output="s3://test/embed/run", model="s3://test/embed/model", mask_ratio=0.75, s3_endpoint=s3.endpoint_url, num_gpus=0))
+    assert manifest["counts"] == {"listed": 4, "embedded": 3, "failed": 1}
+    embedded = pads.dataset("test/embed/run/embeddings", filesystem=fs, format="parquet").to_table()
+    assert sorted(embedded.column("path").to_pylist()) == sorted(f"s3://test/embed/photos/{p.name}" for p in photo_paths[:3])
+    assert all(e for e in embedded.column("etag").to_pylist())
+    assert fs.exists("test/embed/run/manifest.json")
+
+
+def test_job_submission_to_a_local_head(ray_cluster, model_dir, photo_paths, tmp_path):
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for p in photo_paths[:2]:
+        (folder / p.name).write_bytes(p.read_bytes())
+    client = JobSubmissionClient(ray_cluster)
+    job = client.submit_job(
+        entrypoint=f"{sys.executable} -m jobs.embed --input {folder} --output {tmp_path / 'out'} --model {model_dir} --num-gpus 0",
+        runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).parents[1])}},
+    )
+    deadline = time.time() + 240
+    while client.get_job_status(job) not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED} and time.time() < deadline:
+        time.sleep(2)
+    logs = client.get_job_logs(job)
+    assert client.get_job_status(job) == JobStatus.SUCCEEDED, logs[-3000:]
+    assert "embedded 2 of 2 images" in logs
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["counts"]["embedded"] == 2
+
+
+def test_console_command_has_help_for_embed():
+    out = subprocess.run([sys.executable, "-m", "jobs.cli", "embed", "--help"], capture_output=True, text=True, check=True).stdout
+    assert "--mask-ratio" in out and "--s3-endpoint" in out
