@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import ray
 import torch
 
 from pipeline import schema
@@ -70,7 +71,7 @@ class Embedder:
         self.dtype = parse_dtype(config.dtype) if config.dtype != "auto" else (
             torch.bfloat16 if self.device.type == "cuda" else torch.float32
         )
-        if self.device.type == "cpu" and torch.cuda.device_count() == 0 and _assigned_gpus():
+        if self.device.type == "cpu" and ray.is_initialized() and ray.get_gpu_ids():
             logger.warning("the actor was given a GPU but torch sees none; running on the CPU")
         cls = ViTMAEForPreTraining if config.mask_ratio > 0 else ViTMAEModel
         self.model = cls.from_pretrained(
@@ -103,20 +104,13 @@ class Embedder:
         return {**out, schema.EMBEDDING: embeddings, schema.LOSS: losses}
 
     def _loss(self, x: torch.Tensor, paths: np.ndarray) -> np.ndarray:
-        """x: [N, C, H, W] normalised -> float32 [N], the per-image loss averaged over the masks."""
+        """x: [N, C, H, W] normalised -> float32 [N], the per-image loss averaged over the K masks.
+
+        The K masked copies of the batch go through the model as one batch of N * K images.
+        """
         cfg = self.config
         noise = np.stack([mask_noise(p, cfg.seed, self.num_patches, cfg.mask_ratio, cfg.loss_samples) for p in paths])
-        noise_t = torch.from_numpy(noise).to(self.device)  # [N, K, L]
-        total = torch.zeros(len(paths), device=self.device)
-        for k in range(cfg.loss_samples):
-            total += self.model(x, noise=noise_t[:, k], mask_ratio=cfg.mask_ratio).per_sample_loss
-        return (total / cfg.loss_samples).cpu().numpy()
-
-
-def _assigned_gpus() -> list:
-    try:
-        import ray
-
-        return ray.get_gpu_ids() if ray.is_initialized() else []
-    except Exception:  # outside a Ray worker
-        return []
+        noise_t = torch.from_numpy(noise).to(self.device).flatten(0, 1)  # [N * K, L], image-major
+        copies = x.repeat_interleave(cfg.loss_samples, dim=0)  # [N * K, C, H, W]
+        per_sample = self.model(copies, noise=noise_t, mask_ratio=cfg.mask_ratio).per_sample_loss
+        return per_sample.view(len(paths), cfg.loss_samples).mean(dim=1).cpu().numpy()
