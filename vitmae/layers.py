@@ -179,3 +179,20 @@ def interpolate_pos_embed(pos_embed: torch.Tensor, new_grid: tuple[int, int]) ->
     grid = patch_pos.reshape(1, side, side, dim).permute(0, 3, 1, 2)
     grid = F.interpolate(grid, size=new_grid, mode="bicubic", align_corners=False)
     return torch.cat((cls_pos, grid.permute(0, 2, 3, 1).reshape(1, -1, dim)), dim=1)
+
+
+def position_table(
+    pos_embed: torch.Tensor, height: int, width: int, image_size: int, patch_size: int, interpolate: bool
+) -> torch.Tensor:
+    """The position embeddings [1, 1 + L, D] for an image of height x width pixels.
+
+    Other sizes than `image_size` need `interpolate` (transformers' `interpolate_pos_encoding`).
+    """
+    if (height, width) == (image_size, image_size):
+        return pos_embed
+    if not interpolate:
+        raise ValueError(
+            f"expected images of {image_size}x{image_size} pixels, got {height}x{width}; "
+            "pass interpolate_pos_encoding=True for other sizes"
+        )
+    return interpolate_pos_embed(pos_embed, (height // patch_size, width // patch_size))

@@ -9,7 +9,7 @@ from torch import nn
 
 from vitmae.checkpoint import PretrainedMixin
 from vitmae.config import ViTMAEConfig
-from vitmae.layers import Block, PatchEmbed, interpolate_pos_embed, run_blocks
+from vitmae.layers import Block, PatchEmbed, position_table, run_blocks
 from vitmae.pos_embed import sincos_pos_embed
 
 
@@ -132,19 +132,6 @@ class ViTMAEModel(PretrainedMixin, nn.Module):
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         _init_weights(self, config.initializer_range)
 
-    def position_embeddings(self, height: int, width: int, interpolate_pos_encoding: bool) -> torch.Tensor:
-        """[1, 1 + L, D] for an image of height x width pixels."""
-        size = self.config.image_size
-        if not interpolate_pos_encoding:
-            if (height, width) != (size, size):
-                raise ValueError(
-                    f"expected images of {size}x{size} pixels, got {height}x{width}; "
-                    "pass interpolate_pos_encoding=True for other sizes"
-                )
-            return self.pos_embed
-        p = self.config.patch_size
-        return interpolate_pos_embed(self.pos_embed, (height // p, width // p))
-
     def forward(
         self,
         pixel_values: torch.Tensor,
@@ -166,7 +153,9 @@ class ViTMAEModel(PretrainedMixin, nn.Module):
         """
         ratio = self.config.mask_ratio if mask_ratio is None else mask_ratio
         x = self.patch_embed(pixel_values)
-        pos = self.position_embeddings(pixel_values.shape[2], pixel_values.shape[3], interpolate_pos_encoding)
+        cfg = self.config
+        height, width = pixel_values.shape[2:]
+        pos = position_table(self.pos_embed, height, width, cfg.image_size, cfg.patch_size, interpolate_pos_encoding)
         x, mask, ids_restore = random_masking(x + pos[:, 1:], ratio, noise)
         cls = (self.cls_token + pos[:, :1]).expand(x.shape[0], -1, -1)
         x, hidden_states, attentions = run_blocks(

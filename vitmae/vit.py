@@ -9,7 +9,7 @@ from torch import nn
 
 from vitmae.checkpoint import PretrainedMixin
 from vitmae.config import ViTConfig
-from vitmae.layers import Block, PatchEmbed, activation, interpolate_pos_embed, run_blocks
+from vitmae.layers import Block, PatchEmbed, activation, position_table, run_blocks
 
 
 @dataclass
@@ -104,17 +104,10 @@ class ViTModel(PretrainedMixin, nn.Module):
         output_attentions: bool = False,
     ) -> ViTModelOutput:
         """pixel_values: [N, C, H, W] normalised images; H = W = `config.image_size` unless interpolating."""
+        cfg = self.config
         height, width = pixel_values.shape[2:]
-        size, p = self.config.image_size, self.config.patch_size
         x = self.patch_embed(pixel_values)
-        pos = self.pos_embed
-        if interpolate_pos_encoding and ((height, width) != (size, size)):
-            pos = interpolate_pos_embed(pos, (height // p, width // p))
-        elif not interpolate_pos_encoding and (height, width) != (size, size):
-            raise ValueError(
-                f"expected images of {size}x{size} pixels, got {height}x{width}; "
-                "pass interpolate_pos_encoding=True for other sizes"
-            )
+        pos = position_table(self.pos_embed, height, width, cfg.image_size, cfg.patch_size, interpolate_pos_encoding)
         x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1) + pos
         x, hidden_states, attentions = run_blocks(self.blocks, self.drop(x), output_hidden_states, output_attentions)
         x = self.norm(x)
