@@ -1,14 +1,21 @@
-"""Shared fixtures: tiny and base geometries, real photographs shipped by scikit-image, an S3 server."""
+"""Shared fixtures: tiny and base geometries, real photographs shipped by scikit-image, an S3 server, a local Ray,
+a small 224-pixel checkpoint, and a small real run (with its index) over a homogeneous gallery with planted outliers."""
 
 from __future__ import annotations
 
+import io
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
+from PIL import Image
 
+import vitmae
 from s3server import S3Server, S3ServerError
 
 # Real photographs (and one grayscale scan) that the scikit-image wheel ships in skimage/data.
@@ -19,6 +26,15 @@ TINY = dict(
     decoder_hidden_size=16, decoder_num_hidden_layers=2, decoder_num_attention_heads=2, decoder_intermediate_size=32,
 )
 BASE = {}  # the vit-mae-base / vit-base-patch16-224 geometry is the configs' default
+MAE_PROCESSOR = {"image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225], "resample": 3, "size": 224}
+SMALL_224 = dict(
+    hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, image_size=224, patch_size=16,
+    decoder_hidden_size=32, decoder_num_hidden_layers=1, decoder_num_attention_heads=2, decoder_intermediate_size=64,
+)
+# The gallery: crops of one photograph, and pictures from very different sources planted among them.
+GALLERY_BASE = "coffee.png"
+GALLERY_CROPS = 24
+GALLERY_OUTLIERS = ("camera.png", "page.png", "moon.png")
 VIT_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "image_size", "patch_size")
 
 
@@ -62,3 +78,88 @@ def s3() -> Iterator[S3Server]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray for the session; it says it has a GPU so that the actor's CPU fallback runs."""
+    import ray
+
+    context = ray.init(num_cpus=2, num_gpus=1, include_dashboard=True, dashboard_host="127.0.0.1", logging_level="ERROR")
+    yield f"http://{context.dashboard_url}"
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("model")
+    torch.manual_seed(0)
+    vitmae.ViTMAEForPreTraining(vitmae.ViTMAEConfig(**SMALL_224)).save_pretrained(folder)
+    vitmae.ViTImageProcessor.from_dict(MAE_PROCESSOR).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def gallery(tmp_path_factory) -> Path:
+    """24 random crops of one photograph (coffee-NN.png, 160 x 120) and 3 photographs unlike it, by their own names."""
+    import skimage
+
+    data = Path(skimage.__file__).parent / "data"
+    folder = tmp_path_factory.mktemp("gallery")
+    base = Image.open(data / GALLERY_BASE).convert("RGB")
+    rng = np.random.default_rng(0)
+    for i in range(GALLERY_CROPS):
+        scale = rng.uniform(0.6, 0.9)
+        w, h = int(base.width * scale), int(base.height * scale)
+        x, y = rng.integers(0, base.width - w + 1), rng.integers(0, base.height - h + 1)
+        base.crop((x, y, x + w, y + h)).resize((160, 120)).save(folder / f"coffee-{i:02d}.png")
+    for name in GALLERY_OUTLIERS:
+        (folder / name).write_bytes((data / name).read_bytes())
+    return folder
+
+
+@pytest.fixture(scope="session")
+def gallery_run(ray_cluster, model_dir, gallery, tmp_path_factory) -> Path:
+    """The embedding job over the gallery, with loss scoring; it builds the index (flat, for 27 images) last."""
+    from pipeline.embed import EmbedConfig, run
+
+    output = tmp_path_factory.mktemp("gallery_run") / "run"
+    run(EmbedConfig(input=str(gallery), output=str(output), model=str(model_dir), mask_ratio=0.75, batch_size=16, num_gpus=0))
+    return output
+
+
+def clustered_vectors(count: int, dim: int, clusters: int = 20, noise: float = 0.3, seed: int = 0) -> np.ndarray:
+    """float32 [count, dim]: Gaussian clusters around random centres, the shape index tests need."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((clusters, dim)).astype(np.float32)
+    return centres[rng.integers(0, clusters, count)] + noise * rng.standard_normal((count, dim)).astype(np.float32)
+
+
+def write_embeddings(run: str, vectors: np.ndarray, storage_options: dict | None = None, rows_per_file: int = 1000,
+                     paths: Sequence[str] | None = None, loss: np.ndarray | None = None) -> list[str]:
+    """Writes `vectors` [N, D] as `run/embeddings/part-*.parquet` in the job's schema; returns the paths."""
+    import fsspec
+
+    from pipeline import schema
+
+    fs, root = fsspec.core.url_to_fs(run, **(storage_options or {}))
+    paths = list(paths) if paths is not None else [f"s3://images/{i:06d}.jpg" for i in range(len(vectors))]
+    n, dim = vectors.shape
+    for start in range(0, n, rows_per_file):
+        rows = slice(start, min(n, start + rows_per_file))
+        part = np.ascontiguousarray(vectors[rows], dtype=np.float32)
+        count = len(part)
+        losses = loss[rows] if loss is not None else np.full(count, np.nan, np.float32)
+        table = pa.table({
+            schema.PATH: pa.array(paths[rows], pa.string()),
+            schema.EMBEDDING: pa.ListArray.from_arrays(pa.array(np.arange(count + 1, dtype=np.int32) * dim), pa.array(part.ravel())),
+            schema.LOSS: pa.array(losses, pa.float32(), mask=np.isnan(losses)),
+            schema.WIDTH: pa.array([100] * count, pa.int32()), schema.HEIGHT: pa.array([80] * count, pa.int32()),
+            schema.SIZE: pa.array([1000] * count, pa.int64()), schema.MTIME: pa.array([None] * count, pa.float64()),
+            schema.ETAG: pa.array([None] * count, pa.string()),
+        }, schema=schema.EMBEDDINGS_SCHEMA)
+        sink = io.BytesIO()
+        pq.write_table(table, sink)
+        fs.makedirs(f"{root}/embeddings", exist_ok=True)
+        fs.pipe_file(f"{root}/embeddings/part-{start:010d}.parquet", sink.getvalue())
+    return paths

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow.dataset as pads
 import pytest
-import ray
 import torch
 import transformers
 from PIL import Image
@@ -25,13 +24,9 @@ from pipeline.embed import EmbedConfig, run
 from pipeline.infer import mask_noise
 from pipeline.listing import list_inputs
 from pipeline.preprocess import PreprocessConfig, preprocess_batch
+from conftest import MAE_PROCESSOR
 from test_decode import encode, write_zeros_png
 
-MAE_PROCESSOR = {"image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225], "resample": 3, "size": 224}
-SMALL_224 = dict(
-    hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, image_size=224, patch_size=16,
-    decoder_hidden_size=32, decoder_num_hidden_layers=1, decoder_num_attention_heads=2, decoder_intermediate_size=64,
-)
 BAD = {  # file name -> expected start of its error
     "empty.jpg": "empty file",
     "random.png": "not an image file",
@@ -39,23 +34,6 @@ BAD = {  # file name -> expected start of its error
     "truncated.jpg": "cannot decode JPEG image: image file is truncated",
     "bomb.png": "image too large",
 }
-
-
-@pytest.fixture(scope="session")
-def ray_cluster():
-    """One local Ray for the session; it says it has a GPU so that the actor's CPU fallback runs."""
-    context = ray.init(num_cpus=2, num_gpus=1, include_dashboard=True, dashboard_host="127.0.0.1", logging_level="ERROR")
-    yield f"http://{context.dashboard_url}"
-    ray.shutdown()
-
-
-@pytest.fixture(scope="session")
-def model_dir(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("model")
-    torch.manual_seed(0)
-    vitmae.ViTMAEForPreTraining(vitmae.ViTMAEConfig(**SMALL_224)).save_pretrained(folder)
-    vitmae.ViTImageProcessor.from_dict(MAE_PROCESSOR).save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,146 @@
+"""Anomaly rankings of a run: by reconstruction loss, by kNN distance from the index, or by both (rank-averaged).
+
+The kNN score of an image is its mean distance to the k nearest *other* images (cosine distance 1 - cos for a
+cosine index, L2 distance for an l2 one): an image unlike the rest of the set has far neighbours. The loss score is
+the masked-reconstruction loss the embedding job wrote. Rank 1 is the most anomalous. `both` averages an image's
+two ranks and ranks that average (ties: the kNN rank decides). The ranking is written to `run/anomalies.parquet`
+with every score and rank, one row per embedded image, sorted by `rank`.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline import schema
+from pipeline.index_store import LoadedIndex, load_index, run_folder, search, to_distances
+from pipeline.listing import storage_options
+from pipeline.vectors import Batch, for_index, iter_batches, open_embeddings
+
+logger = logging.getLogger(__name__)
+
+BY = ("loss", "knn", "both")
+ANOMALIES_FILE = "anomalies.parquet"
+# Columns of anomalies.parquet, besides schema.PATH and schema.LOSS.
+RANK = "rank"  # int32: position in the ranking asked for (1 = most anomalous); null when that score is missing
+LOSS_RANK = "loss_rank"  # int32: rank by loss, largest first; null without a loss
+KNN_DISTANCE = "knn_distance"  # float32: mean distance to the k nearest other images; null without an index
+KNN_RANK = "knn_rank"  # int32: rank by knn_distance, largest first
+MEAN_RANK = "mean_rank"  # float32: (loss_rank + knn_rank) / 2, what `both` ranks
+
+
+@dataclass(frozen=True)
+class AnomalyConfig:
+    """One anomaly ranking."""
+
+    run: str  # run folder, local or s3://
+    by: str = "both"  # loss | knn | both: what `rank` orders by
+    k: int = 10  # neighbours averaged for the kNN distance
+    s3_endpoint: str | None = None  # S3 endpoint; else AWS_ENDPOINT_URL
+    batch_rows: int = 8_192  # rows read and searched at a time
+
+    def __post_init__(self) -> None:
+        if self.by not in BY:
+            raise ValueError(f"--by must be one of {', '.join(BY)}, got {self.by!r}")
+        if self.k < 1:
+            raise ValueError(f"--k must be at least 1, got {self.k}")
+
+
+def rank_anomalies(config: AnomalyConfig) -> pa.Table:
+    """Scores every embedded image, writes `run/anomalies.parquet`, and returns it (sorted by rank).
+
+    Raises:
+        FileNotFoundError: no embeddings; or no index when ranking by knn or both.
+        ValueError: no loss in the run when ranking by loss or both; an index older than the embeddings.
+    """
+    options = storage_options(config.run, config.s3_endpoint)
+    dataset = open_embeddings(config.run, options)
+    loaded = _index_for(config, options)
+    columns = (schema.PATH, schema.LOSS) + ((schema.EMBEDDING,) if loaded else ())
+    paths, losses, knn = [], [], []
+    for batch in iter_batches(dataset, config.batch_rows, columns):
+        paths.append(batch.paths)
+        losses.append(batch.table.column(schema.LOSS).to_numpy(zero_copy_only=False).astype(np.float32))
+        if loaded:
+            knn.append(knn_distances(loaded, batch, config.k))
+    loss = np.concatenate(losses) if losses else np.empty(0, np.float32)
+    if config.by != "knn" and np.isnan(loss).all():
+        raise ValueError(
+            f"{config.run} has no reconstruction loss (it was embedded with --mask-ratio 0); "
+            "rank with --by knn, or embed again with --mask-ratio 0.75"
+        )
+    distance = np.concatenate(knn) if knn else np.full(len(loss), np.nan, np.float32)
+    table = ranking(pa.concat_arrays(paths), loss, distance, config.by)
+    sink = io.BytesIO()
+    meta = {"by": config.by, "k": str(config.k), "metric": loaded.metric if loaded else ""}
+    pq.write_table(table.replace_schema_metadata({f"anomalies.{k}": v for k, v in meta.items()}), sink, compression="zstd")
+    run_folder(config.run, options).write_bytes(ANOMALIES_FILE, sink.getvalue())
+    logger.info("ranked %d images by %s; wrote %s/%s", table.num_rows, config.by, config.run, ANOMALIES_FILE)
+    return table
+
+
+def _index_for(config: AnomalyConfig, options: dict) -> LoadedIndex | None:
+    """The run's index: required for knn and both, used when present for loss (to fill knn_distance)."""
+    try:
+        return load_index(config.run, options)
+    except FileNotFoundError:
+        if config.by == "loss":
+            logger.info("%s has no index; knn_distance stays empty", config.run)
+            return None
+        raise
+
+
+def knn_distances(loaded: LoadedIndex, batch: Batch, k: int) -> np.ndarray:
+    """Mean distance of each row of `batch` to its k nearest other indexed images. float32 [B].
+
+    Raises:
+        ValueError: the index's id map does not hold these paths at these ids (the run changed after indexing).
+    """
+    rows = len(batch.paths)
+    if not loaded.paths.slice(batch.start, rows).equals(batch.paths.cast(pa.string())):
+        raise ValueError("the index does not match the run's embeddings (re-embedded since?); rebuild it with vitmae index")
+    k = min(k, int(loaded.index.ntotal) - 1)
+    squared, ids = search(loaded.index, for_index(batch.vectors, loaded.metric), k + 1)
+    own = batch.start + np.arange(rows)[:, None]
+    others = (ids != own) & (ids >= 0)
+    others &= np.cumsum(others, axis=1) <= k  # the first k that are not the image itself
+    distances = to_distances(squared, loaded.metric)
+    return ((distances * others).sum(axis=1) / np.maximum(others.sum(axis=1), 1)).astype(np.float32)
+
+
+def descending_ranks(values: np.ndarray) -> np.ndarray:
+    """float [N] -> float [N]: 1 for the largest, N for the smallest, NaN where the value is NaN; ties by row order."""
+    ranks = np.full(len(values), np.nan)
+    valid = np.flatnonzero(~np.isnan(values))
+    order = valid[np.argsort(-values[valid], kind="stable")]
+    ranks[order] = np.arange(1, len(order) + 1)
+    return ranks
+
+
+def ranking(paths: pa.Array, loss: np.ndarray, distance: np.ndarray, by: str) -> pa.Table:
+    """The anomalies table of N images from their float32 [N] loss and kNN distance (NaN: missing), sorted by rank."""
+    loss_rank, knn_rank = descending_ranks(loss), descending_ranks(distance)
+    mean_rank = (loss_rank + knn_rank) / 2
+    if by == "loss":
+        rank = loss_rank
+    elif by == "knn":
+        rank = knn_rank
+    else:  # smaller mean rank first; among equal means, the smaller kNN rank
+        rank = descending_ranks(-(mean_rank + np.nan_to_num(knn_rank, nan=0.0) / (2 * len(paths) + 2)))
+    order = np.argsort(np.nan_to_num(rank, nan=np.inf), kind="stable")
+
+    def ints(values: np.ndarray) -> pa.Array:
+        return pa.array(np.nan_to_num(values[order]).astype(np.int32), pa.int32(), mask=np.isnan(values[order]))
+
+    def floats(values: np.ndarray) -> pa.Array:
+        return pa.array(values[order].astype(np.float32), pa.float32(), mask=np.isnan(values[order]))
+
+    return pa.table({
+        RANK: ints(rank), schema.PATH: paths.take(pa.array(order)), schema.LOSS: floats(loss), LOSS_RANK: ints(loss_rank),
+        KNN_DISTANCE: floats(distance), KNN_RANK: ints(knn_rank), MEAN_RANK: floats(mean_rank),
+    })

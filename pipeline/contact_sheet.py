@@ -1,0 +1,170 @@
+"""Contact sheets: a grid of thumbnails with captions, saved as one PNG that any image viewer opens (Pillow only)."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import posixpath
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import fsspec
+from PIL import Image, ImageDraw, ImageFont
+
+from pipeline.decode import to_rgb
+from pipeline.listing import read_bytes, storage_options
+
+if TYPE_CHECKING:
+    from pipeline.search import Hit
+
+logger = logging.getLogger(__name__)
+
+BACKGROUND = (255, 255, 255)  # sheet and caption area
+PICTURE_BACKGROUND = (235, 235, 235)  # around a thumbnail that is not square
+UNREADABLE = (160, 160, 160)  # the square drawn for an image that could not be read or decoded
+TEXT = (20, 20, 20)
+MAX_PIXELS = 150_000_000  # larger images are not decoded for a thumbnail (decompression bombs)
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One cell of the sheet."""
+
+    image: bytes | None  # encoded image; None (or undecodable bytes) draws the grey "unreadable" square
+    caption: tuple[str, ...]  # lines under the picture
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each tile goes on a sheet."""
+
+    columns: int  # tiles per row
+    tile_px: int = 192  # side of the square picture area
+    lines: int = 2  # caption lines under each picture
+    line_px: int = 15  # height of one caption line
+    margin_px: int = 6  # around every cell
+
+    def cell(self) -> tuple[int, int]:
+        """(width, height) of one cell."""
+        return self.tile_px + 2 * self.margin_px, self.tile_px + self.lines * self.line_px + 3 * self.margin_px
+
+    def size(self, tiles: int) -> tuple[int, int]:
+        """(width, height) of a sheet of `tiles` tiles."""
+        width, height = self.cell()
+        rows = -(-tiles // self.columns)
+        return min(tiles, self.columns) * width, max(1, rows) * height
+
+    def picture_box(self, i: int) -> tuple[int, int, int, int]:
+        """(left, top, right, bottom) of tile i's square picture area."""
+        width, height = self.cell()
+        left = (i % self.columns) * width + self.margin_px
+        top = (i // self.columns) * height + self.margin_px
+        return left, top, left + self.tile_px, top + self.tile_px
+
+
+def render(tiles: Sequence[Tile], columns: int = 6, tile_px: int = 192) -> Image.Image:
+    """The sheet: tiles left to right, top to bottom, each a thumbnail (aspect kept, centred) over its caption."""
+    if not tiles:
+        raise ValueError("expected at least one tile for a contact sheet, got none")
+    layout = Layout(columns=max(1, min(columns, len(tiles))), tile_px=tile_px, lines=max(len(t.caption) for t in tiles))
+    sheet = Image.new("RGB", layout.size(len(tiles)), BACKGROUND)
+    draw = ImageDraw.Draw(sheet)
+    font = _font(layout.line_px - 3)
+    for i, tile in enumerate(tiles):
+        left, top, right, bottom = layout.picture_box(i)
+        picture = thumbnail(tile.image, tile_px)
+        if picture is None:
+            draw.rectangle((left, top, right - 1, bottom - 1), fill=UNREADABLE)
+            draw.text((left + 6, top + tile_px // 2 - 6), "unreadable", fill=TEXT, font=font)
+        else:
+            draw.rectangle((left, top, right - 1, bottom - 1), fill=PICTURE_BACKGROUND)
+            sheet.paste(picture, (left + (tile_px - picture.width) // 2, top + (tile_px - picture.height) // 2))
+        for line, text in enumerate(tile.caption):
+            y = bottom + layout.margin_px + line * layout.line_px
+            draw.text((left, y), _fit(draw, text, font, tile_px), fill=TEXT, font=font)
+    return sheet
+
+
+def search_tiles(query: str | bytes, hits: Sequence[Hit], s3_endpoint: str | None = None) -> list[Tile]:
+    """The query (a path, URI or encoded bytes) first, then each neighbour with its rank and score."""
+    images = read_images([h.path for h in hits], s3_endpoint)
+    if isinstance(query, str):
+        first = Tile(read_images([query], s3_endpoint)[0], ("query", short_name(query)))
+    else:
+        first = Tile(query, ("query", ""))
+    return [first] + [Tile(data, (f"#{h.rank}  {h.score:.4f}", short_name(h.path))) for h, data in zip(hits, images)]
+
+
+def anomaly_tiles(rows: Sequence[dict[str, Any]], s3_endpoint: str | None = None) -> list[Tile]:
+    """One tile per row of anomalies.parquet (as dicts): rank and both scores over the file name."""
+
+    def show(value: Any, spec: str) -> str:
+        return "-" if value is None or value != value else format(value, spec)
+
+    images = read_images([row["path"] for row in rows], s3_endpoint)
+    return [
+        Tile(data, (f"#{show(row['rank'], 'd')}  knn {show(row['knn_distance'], '.4f')}", f"loss {show(row['loss'], '.4f')}",
+                    short_name(row["path"])))
+        for row, data in zip(rows, images)
+    ]
+
+
+def thumbnail(data: bytes | None, tile_px: int) -> Image.Image | None:
+    """Encoded bytes -> RGB image fitting tile_px x tile_px (aspect kept), or None when they do not decode."""
+    if not data:
+        return None
+    try:
+        image = Image.open(io.BytesIO(data))
+        if image.width * image.height > MAX_PIXELS:
+            return None
+        image.draft("RGB", (tile_px, tile_px))  # JPEG: decode at a reduced scale
+        image = to_rgb(image)
+        image.thumbnail((tile_px, tile_px), Image.Resampling.BICUBIC)
+        return image
+    except Exception as err:  # untrusted bytes make Pillow raise many types; a thumbnail is never worth failing for
+        logger.info("no thumbnail: %s", str(err).splitlines()[0] if str(err) else type(err).__name__)
+        return None
+
+
+def read_images(paths: Sequence[str], s3_endpoint: str | None = None) -> list[bytes | None]:
+    """The bytes of each path (local or any fsspec URI), None for those that cannot be read."""
+    out: list[bytes | None] = []
+    for path in paths:  # one at a time: paths may live on different filesystems, and sheets are small
+        found = read_bytes([path], storage_options(path, s3_endpoint))[0]
+        out.append(None if isinstance(found, Exception) else found)
+    return out
+
+
+def save_png(sheet: Image.Image, uri: str, s3_endpoint: str | None = None) -> None:
+    """Writes the sheet as PNG to a local path or URI."""
+    sink = io.BytesIO()
+    sheet.save(sink, format="PNG", optimize=False)
+    fs, path = fsspec.core.url_to_fs(uri, **storage_options(uri, s3_endpoint))
+    parent = posixpath.dirname(path) if "://" in uri else os.path.dirname(os.path.abspath(path))
+    if parent:
+        fs.makedirs(parent, exist_ok=True)
+    fs.pipe_file(path, sink.getvalue())
+    logger.info("wrote a %dx%d contact sheet to %s", sheet.width, sheet.height, uri)
+
+
+def short_name(path: str) -> str:
+    """The last component of a path or URI, for captions."""
+    return posixpath.basename(path.rstrip("/")) or path
+
+
+def _fit(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.ImageFont, width: int) -> str:
+    """`text`, cut from the left with '...' until it fits `width` pixels (file names keep their ends)."""
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength("..." + text, font=font) > width:
+        text = text[1:]
+    return "..." + text
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: the bitmap font, one size
+        return ImageFont.load_default()

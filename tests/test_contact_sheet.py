@@ -1,0 +1,43 @@
+"""Contact sheets: grid geometry, thumbnails that keep their aspect and colour, unreadable images, long captions."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.contact_sheet import PICTURE_BACKGROUND, UNREADABLE, Layout, Tile, render, save_png
+
+
+def png(colour: tuple[int, int, int], size: tuple[int, int]) -> bytes:
+    sink = io.BytesIO()
+    Image.new("RGB", size, colour).save(sink, "PNG")
+    return sink.getvalue()
+
+
+def test_tiles_land_in_their_cells_with_their_colours(tmp_path):
+    colours = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (240, 200, 0), (0, 0, 0)]
+    tiles = [Tile(png(c, (300, 150)), (f"#{i}", "a-very-long-file-name-that-cannot-fit-under-a-tile.jpg")) for i, c in enumerate(colours)]
+    tiles.append(Tile(b"not an image", ("#5", "broken.jpg")))
+    sheet = render(tiles, columns=4, tile_px=64)
+    layout = Layout(columns=4, tile_px=64, lines=2)
+    assert sheet.size == layout.size(6) == (4 * 76, 2 * (64 + 30 + 18))
+    save_png(sheet, str(tmp_path / "out" / "sheet.png"))
+    pixels = np.asarray(Image.open(tmp_path / "out" / "sheet.png").convert("RGB"))
+    for i, colour in enumerate(colours):
+        left, top, right, bottom = layout.picture_box(i)
+        centre = pixels[(top + bottom) // 2, (left + right) // 2]
+        assert tuple(centre) == colour, i
+        assert tuple(pixels[top + 2, (left + right) // 2]) == PICTURE_BACKGROUND  # 2:1 picture, centred vertically
+    left, top, right, bottom = layout.picture_box(5)
+    assert tuple(pixels[top + 2, left + 2]) == UNREADABLE
+    caption = pixels[bottom + 6:bottom + 36, left:right]
+    assert (caption < 100).any()  # the caption is drawn, cut to the tile's width
+    assert (pixels[:, layout.size(6)[0] - 1] == 255).all()  # nothing spills past the last column
+
+
+def test_an_empty_sheet_is_refused():
+    with pytest.raises(ValueError, match="at least one tile"):
+        render([])
