@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jobs import embed
+from jobs import anomalies, embed, index, search
 from jobs.errors import run_cli
 
-COMMANDS = {"embed": embed}
+COMMANDS = {"embed": embed, "index": index, "search": search, "anomalies": anomalies}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,6 +7,7 @@ import logging
 import sys
 
 from jobs.errors import run_cli
+from jobs.index import add_index_arguments
 from pipeline.embed import EmbedConfig, run
 from pipeline.listing import DEFAULT_EXTENSIONS
 
@@ -29,6 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--extensions", default=",".join(DEFAULT_EXTENSIONS), help="comma-separated file extensions to embed")
     parser.add_argument("--max-pixels", type=int, default=EmbedConfig.max_pixels, help="refuse larger images (decompression bombs)")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier run in --output")
+    parser.add_argument("--no-index", action="store_true", help="do not build the FAISS index (vitmae index builds it later)")
+    add_index_arguments(parser)
 
 
 def config_from_args(args: argparse.Namespace) -> EmbedConfig:
@@ -37,7 +40,8 @@ def config_from_args(args: argparse.Namespace) -> EmbedConfig:
         loss_samples=args.loss_samples, seed=args.seed, pooling=args.pooling, batch_size=args.batch_size,
         dtype=args.dtype, num_gpus=args.num_gpus, num_actors=args.num_actors, s3_endpoint=args.s3_endpoint,
         extensions=tuple(e.strip() for e in args.extensions.split(",") if e.strip()), max_pixels=args.max_pixels,
-        overwrite=args.overwrite,
+        overwrite=args.overwrite, build_index=not args.no_index, index_type=args.index_type, metric=args.metric,
+        memory_budget_gb=args.memory_budget,
     )
 
 

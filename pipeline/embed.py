@@ -15,6 +15,8 @@ import ray
 
 from pipeline import schema
 from pipeline.decode import DecodeConfig
+from pipeline.index import IndexConfig
+from pipeline.index import build_index as index_run
 from pipeline.infer import POOLINGS, Embedder, InferConfig
 from pipeline.listing import DEFAULT_EXTENSIONS, list_inputs, storage_options
 from pipeline.preprocess import PreprocessConfig, preprocess_batch
@@ -45,6 +47,10 @@ class EmbedConfig:
     max_pixels: int = DecodeConfig.max_pixels  # larger images are refused as decompression bombs
     rows_per_file: int = 4096  # rows per output Parquet file
     overwrite: bool = False  # replace an earlier run in `output`
+    build_index: bool = True  # build the FAISS index (index/) as the last step
+    index_type: str = "auto"  # auto | flat | hnsw | ivfsq8 | ivfpq (the rule: pipeline/index.py)
+    metric: str = "cosine"  # the index's metric; Parquet keeps the raw vectors
+    memory_budget_gb: float = IndexConfig.memory_budget_gb  # GB the index may take
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.mask_ratio < 1.0:
@@ -56,6 +62,11 @@ class EmbedConfig:
         for name in ("loss_samples", "batch_size", "num_actors", "rows_per_file", "max_pixels"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        self.index_config()  # bad index flags fail before any work
+
+    def index_config(self) -> IndexConfig:
+        """The index the run builds last."""
+        return IndexConfig(self.output, self.index_type, self.metric, self.memory_budget_gb, self.s3_endpoint)
 
 
 @dataclass
@@ -152,7 +163,17 @@ def run(config: EmbedConfig) -> dict[str, Any]:
     manifest = _manifest(config, prepared, gpus, embedded, failed, seconds)
     manifest["ray_data_stats"] = dataset.stats()
     open_folder(config.output, prepared.output_options, create=True).write_json(MANIFEST, manifest)
+    if config.build_index:
+        _build_index(config)
     return manifest
+
+
+def _build_index(config: EmbedConfig) -> None:
+    """The index, after the manifest; a run it cannot be built for (under 2 embeddings, no fit) still succeeds."""
+    try:
+        index_run(config.index_config())
+    except (ValueError, FileNotFoundError) as err:
+        logger.warning("no index built for %s: %s", config.output, err)
 
 
 def _manifest(config: EmbedConfig, prepared: Prepared, gpus: int, embedded: int, failed: int, seconds: float) -> dict[str, Any]:

@@ -1,0 +1,62 @@
+"""`python -m jobs.anomalies`: rank a run's images by reconstruction loss, kNN distance or both; write RUN/anomalies.parquet."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+
+from jobs.errors import run_cli
+from pipeline import anomalies, schema
+from pipeline.anomalies import BY, AnomalyConfig, rank_anomalies
+from pipeline.contact_sheet import anomaly_tiles, render, save_png
+
+logger = logging.getLogger("jobs.anomalies")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run", required=True, help="run folder written by the embedding job, local or s3://")
+    parser.add_argument("--top", type=int, default=50, help="rows to print (every image is written to anomalies.parquet)")
+    parser.add_argument("--by", choices=BY, default="both", help="loss, knn (mean distance to the k nearest), or both rank-averaged")
+    parser.add_argument("-k", "--k", type=int, default=AnomalyConfig.k, help="neighbours averaged for the kNN distance (default %(default)s)")
+    parser.add_argument("--json", action="store_true", help="print only a JSON array of the top rows")
+    parser.add_argument("--png", default=None, help="also write a contact sheet of the top anomalies to this PNG file")
+    parser.add_argument("--s3-endpoint", default=None, help="S3 endpoint URL (default: $AWS_ENDPOINT_URL)")
+
+
+def main_with_args(args: argparse.Namespace) -> None:
+    if args.top < 1:
+        raise ValueError(f"--top must be at least 1, got {args.top}")
+    table = rank_anomalies(AnomalyConfig(run=args.run, by=args.by, k=args.k, s3_endpoint=args.s3_endpoint))
+    top = [{key: _clean(value) for key, value in row.items()} for row in table.slice(0, args.top).to_pylist()]
+    if args.json:
+        print(json.dumps(top))
+    else:
+        print(f"top {len(top)} of {table.num_rows} images by {args.by} (all in {args.run.rstrip('/')}/{anomalies.ANOMALIES_FILE})")
+        print(f"{'rank':>4}  {'loss':>9}  {'knn dist':>9}  path")
+        for row in top:
+            print(f"{_show(row[anomalies.RANK], 'd'):>4}  {_show(row[schema.LOSS], '.5f'):>9}  "
+                  f"{_show(row[anomalies.KNN_DISTANCE], '.5f'):>9}  {row[schema.PATH]}")
+    if args.png:
+        save_png(render(anomaly_tiles(top, args.s3_endpoint)), args.png, args.s3_endpoint)
+        logger.info("contact sheet: %s", args.png)
+
+
+def _clean(value: object) -> object:
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def _show(value: object, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vitmae anomalies", description=__doc__)
+    add_arguments(parser)
+    return run_cli(parser, main_with_args, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""`python -m jobs.index`: build the FAISS index of a run (--run) from its embeddings, under RUN/index/."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from jobs.errors import run_cli
+from pipeline.index import INDEX_TYPES, IndexConfig, build_index
+from pipeline.vectors import METRICS
+
+logger = logging.getLogger("jobs.index")
+
+
+def add_index_arguments(parser: argparse.ArgumentParser) -> None:
+    """The index flags, shared with the embedding job."""
+    parser.add_argument("--index-type", choices=INDEX_TYPES, default="auto", help="auto picks by count and --memory-budget: flat, hnsw, ivfsq8 or ivfpq")
+    parser.add_argument("--metric", choices=METRICS, default="cosine", help="cosine (unit-length copies in the index; Parquet keeps the raw vectors) or l2")
+    parser.add_argument("--memory-budget", type=float, default=IndexConfig.memory_budget_gb, help="GB the index may take (default %(default)s)")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run", required=True, help="run folder written by the embedding job, local or s3://")
+    add_index_arguments(parser)
+    parser.add_argument("--recall-target", type=float, default=IndexConfig.recall_target, help="nprobe/efSearch grow until recall@10 on held-out queries reaches this")
+    parser.add_argument("--s3-endpoint", default=None, help="S3 endpoint URL (default: $AWS_ENDPOINT_URL)")
+
+
+def config_from_args(args: argparse.Namespace) -> IndexConfig:
+    return IndexConfig(
+        run=args.run, index_type=args.index_type, metric=args.metric, memory_budget_gb=args.memory_budget,
+        recall_target=args.recall_target, s3_endpoint=args.s3_endpoint,
+    )
+
+
+def main_with_args(args: argparse.Namespace) -> None:
+    info = build_index(config_from_args(args))
+    recall = info["recall"]
+    print(
+        f"built a {info['index_type']} index ({info['factory']}, {info['metric']}) of {info['count']} x {info['dimension']}-d "
+        f"vectors in {info['build_seconds']:.1f}s; recall@{recall['k']} {recall['value']:.3f} with {info['search_params'] or 'exact search'}; "
+        f"in {args.run.rstrip('/')}/index/"
+    )
+    print(f"why: {info['reason']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vitmae index", description=__doc__)
+    add_arguments(parser)
+    return run_cli(parser, main_with_args, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
