@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,13 +51,17 @@ class Decoded:
     height: int  # original image height in pixels
 
 
-def decode_image(data: bytes, processor: ViTImageProcessor, config: DecodeConfig) -> Decoded:
+def decode_image(
+    data: bytes, processor: ViTImageProcessor, config: DecodeConfig, resize: Callable[[Image.Image], np.ndarray] | None = None
+) -> Decoded:
     """Encoded bytes -> the processor's uint8 RGB array.
 
     Args:
         data: the file's bytes, in any format Pillow opens (animated images give their first frame).
         processor: its `size`, `resample` and `resize_to_uint8` make the output.
         config: the pixel limit and the JPEG draft switch.
+        resize: replaces `processor.resize_to_uint8` (RGB image -> uint8 [H, W, 3] at the processor's size), as
+            the pre-training augmentation (`pipeline.augment.RandomResizedCrop`) does.
 
     Returns:
         `Decoded` with pixels uint8 [H, W, 3] (H, W from `processor.size`) and the original width and height.
@@ -76,7 +81,7 @@ def decode_image(data: bytes, processor: ViTImageProcessor, config: DecodeConfig
             rgb = to_rgb(image)
         except Exception as error:  # untrusted bytes make Pillow raise anything from OSError to struct.error
             raise DecodeError(f"cannot decode {image.format} image: {_one_line(error)}") from error
-    return Decoded(pixels=processor.resize_to_uint8(rgb), width=width, height=height)
+    return Decoded(pixels=(resize or processor.resize_to_uint8)(rgb), width=width, height=height)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

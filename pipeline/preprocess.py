@@ -1,4 +1,4 @@
-"""The CPU stage: read each listed object, decode it, resize it to the model's uint8 input."""
+"""The CPU stage: read each listed object, decode it, resize it (or randomly crop it, for training) to the model's uint8 input."""
 
 from __future__ import annotations
 
@@ -8,8 +8,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import ray
 
 from pipeline import schema
+from pipeline.augment import AugmentConfig, RandomResizedCrop
 from pipeline.decode import DecodeConfig, DecodeError, decode_image
 from pipeline.listing import read_bytes, read_error
 from vitmae import ViTImageProcessor
@@ -24,6 +27,7 @@ class PreprocessConfig:
     processor: dict[str, Any]  # ViTImageProcessor.to_dict() of the model's preprocessor_config.json
     decode: DecodeConfig = field(default_factory=DecodeConfig)  # pixel limit and JPEG draft
     storage_options: dict[str, Any] = field(default_factory=dict)  # fsspec options of the input filesystem
+    augment: AugmentConfig | None = None  # pre-training: a random resized crop and flip instead of the resize
 
 
 def preprocess_batch(batch: dict[str, np.ndarray], config: PreprocessConfig) -> dict[str, np.ndarray]:
@@ -43,13 +47,15 @@ def preprocess_batch(batch: dict[str, np.ndarray], config: PreprocessConfig) -> 
     pixels = np.zeros((n, height, width, 3), dtype=np.uint8)
     sizes = np.zeros((n, 2), dtype=np.int32)
     errors = np.full(n, "", dtype=object)
+    # Fresh entropy per batch: every epoch re-runs this stage and should see other crops.
+    crop = RandomResizedCrop((height, width), processor.resample, config.augment, np.random.default_rng()) if config.augment else None
     start = time.perf_counter()
     for i, data in enumerate(read_bytes(list(batch[schema.PATH]), config.storage_options)):
         if isinstance(data, Exception):
             errors[i] = read_error(data)
             continue
         try:
-            decoded = decode_image(data, processor, config.decode)
+            decoded = decode_image(data, processor, config.decode, crop)
         except DecodeError as err:
             errors[i] = str(err)
             continue
@@ -66,3 +72,17 @@ def preprocess_batch(batch: dict[str, np.ndarray], config: PreprocessConfig) -> 
         schema.HEIGHT: sizes[:, 1],
         schema.ERROR: errors,
     }
+
+
+def decoded_images(listing: pa.Table, config: PreprocessConfig, batch_size: int) -> ray.data.Dataset:
+    """The listing as a Ray dataset, mapped through `preprocess_batch` on the cluster's CPUs (lazy, streaming).
+
+    Blocks hold at most `batch_size` rows and fewer when the listing is short, so that decoding spreads over
+    every CPU of the cluster from the start.
+    """
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    block = max(1, min(batch_size, -(-listing.num_rows // cpus)))
+    blocks = [listing.slice(i, block) for i in range(0, listing.num_rows, block)]
+    return ray.data.from_arrow(blocks).map_batches(
+        preprocess_batch, fn_kwargs={"config": config}, batch_size=block, batch_format="numpy"
+    )
