@@ -18,6 +18,6 @@ def run_cli(parser: argparse.ArgumentParser, main: Callable[[argparse.Namespace]
         main(args)
     except USER_ERRORS as err:
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
-        print(f"{parser.prog}: error: {message}", file=sys.stderr)
+        print(f"{getattr(args, 'prog', parser.prog)}: error: {message}", file=sys.stderr)  # sub-commands set prog
         return 2
     return 0
