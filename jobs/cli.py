@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jobs import anomalies, embed, index, search
+from jobs import anomalies, embed, index, pretrain, reconstruct, search
 from jobs.errors import run_cli
 
-COMMANDS = {"embed": embed, "index": index, "search": search, "anomalies": anomalies}
+COMMANDS = {
+    "embed": embed, "index": index, "search": search, "anomalies": anomalies, "pretrain": pretrain, "reconstruct": reconstruct,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

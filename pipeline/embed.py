@@ -19,7 +19,7 @@ from pipeline.index import IndexConfig
 from pipeline.index import build_index as index_run
 from pipeline.infer import POOLINGS, Embedder, InferConfig
 from pipeline.listing import DEFAULT_EXTENSIONS, list_inputs, storage_options
-from pipeline.preprocess import PreprocessConfig, preprocess_batch
+from pipeline.preprocess import PreprocessConfig, decoded_images
 from pipeline.write import EMBEDDINGS_DIR, ERRORS_DIR, MANIFEST, WriteConfig, write_batch
 from vitmae import ViTImageProcessor, ViTMAEConfig
 from vitmae.checkpoint import CONFIG_NAME, load_hf_state_dict, open_folder, parse_dtype
@@ -133,17 +133,13 @@ def run(config: EmbedConfig) -> dict[str, Any]:
         ray.init(logging_level=logging.WARNING)
     gpus = config.num_gpus if config.num_gpus is not None else int(ray.cluster_resources().get("GPU", 0))
     listing = prepared.listing
-    # Small blocks so that decoding spreads over every CPU of the cluster from the start.
-    block = max(1, min(config.batch_size, -(-listing.num_rows // max(1, int(ray.cluster_resources().get("CPU", 1))))))
-    blocks = [listing.slice(i, block) for i in range(0, listing.num_rows, block)]
     preprocess = PreprocessConfig(prepared.processor.to_dict(), DecodeConfig(max_pixels=config.max_pixels), prepared.input_options)
     infer = InferConfig(
         config.model, config.mask_ratio, config.loss_samples, config.seed, config.pooling, config.dtype,
         prepared.model_options,
     )
     dataset = (
-        ray.data.from_arrow(blocks)
-        .map_batches(preprocess_batch, fn_kwargs={"config": preprocess}, batch_size=block, batch_format="numpy")
+        decoded_images(listing, preprocess, config.batch_size)
         .map_batches(
             Embedder, fn_constructor_kwargs={"config": infer}, batch_size=config.batch_size, batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=gpus or config.num_actors), num_gpus=1 if gpus else 0,
@@ -178,7 +174,6 @@ def _build_index(config: EmbedConfig) -> None:
 
 def _manifest(config: EmbedConfig, prepared: Prepared, gpus: int, embedded: int, failed: int, seconds: float) -> dict[str, Any]:
     digest = hashlib.sha256(json.dumps(prepared.model_config, sort_keys=True).encode()).hexdigest()
-    packages = ("ray", "torch", "pyarrow", "pillow", "numpy", "fsspec", "s3fs", "vitmae-pipeline")
     settings = {k: v for k, v in asdict(config).items() if k not in ("overwrite",)}
     return {
         **settings,
@@ -191,14 +186,18 @@ def _manifest(config: EmbedConfig, prepared: Prepared, gpus: int, embedded: int,
         "counts": {"listed": prepared.listing.num_rows, "embedded": embedded, "failed": failed},
         "seconds": round(seconds, 3),
         "images_per_second": round(prepared.listing.num_rows / seconds, 3) if seconds > 0 else None,
-        "versions": {name: _version(name) for name in packages},
+        "versions": package_versions(),
         "outputs": {"embeddings": f"{EMBEDDINGS_DIR}/", "errors": f"{ERRORS_DIR}/"},
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 
 
-def _version(package: str) -> str | None:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return None
+def package_versions() -> dict[str, str | None]:
+    """Installed versions of what a run's numbers depend on, for manifests."""
+    versions: dict[str, str | None] = {}
+    for name in ("ray", "torch", "pyarrow", "pillow", "numpy", "fsspec", "s3fs", "faiss-cpu", "vitmae-pipeline"):
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions

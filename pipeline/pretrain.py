@@ -1,0 +1,241 @@
+"""Pre-training or adapting ViTMAE on a folder of images: Ray Data decodes and augments, Ray Train (DDP) trains.
+
+The listing, reading, decoding and bad-input handling are the embedding job's (`pipeline.listing`,
+`pipeline.preprocess`); each epoch re-runs the CPU stage with a fresh random resized crop and flip
+(`pipeline.augment`). Rows that fail to decode stay in the stream with their error and weigh nothing in the loss;
+each epoch counts them. The loop itself is `pipeline.train_loop`. Outputs under `--output`:
+
+    checkpoints/epoch-NNNN/   a Hugging Face folder per epoch, plus optimizer.pt and trainer_state.json
+    metrics.parquet           step, epoch, loss, lr, images: one row per optimizer step
+    metrics.json              written last: settings, loss per epoch, skipped images, timings, versions
+    model/                    the final model (config.json, model.safetensors, preprocessor_config.json)
+    reconstructions.png       original | masked | reconstruction | with visible patches, on a few training images
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import ray
+from PIL import Image
+
+from pipeline.augment import AugmentConfig
+from pipeline.decode import DecodeConfig
+from pipeline.embed import package_versions
+from pipeline.listing import DEFAULT_EXTENSIONS, list_inputs, storage_options
+from pipeline.preprocess import PreprocessConfig, decoded_images
+from pipeline.reconstruct import save_reconstructions
+from pipeline.train_loop import CHECKPOINTS_DIR, METRICS_FILE, LoopConfig, latest_checkpoint, train_loop
+from vitmae import ViTImageProcessor, ViTMAEConfig, ViTMAEForPreTraining
+from vitmae.checkpoint import CONFIG_NAME, Folder, open_folder
+
+logger = logging.getLogger(__name__)
+
+# Model geometries for --preset; the decoder is MAE's light one. ViT-Ti, ViT-S and ViT-B encoders.
+PRESETS: dict[str, dict[str, int]] = {
+    "tiny": dict(hidden_size=192, num_hidden_layers=12, num_attention_heads=3, intermediate_size=768, decoder_hidden_size=128,
+                 decoder_num_hidden_layers=2, decoder_num_attention_heads=4, decoder_intermediate_size=512),
+    "small": dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536, decoder_hidden_size=256,
+                  decoder_num_hidden_layers=4, decoder_num_attention_heads=8, decoder_intermediate_size=1024),
+    "base": {},  # facebook/vit-mae-base: ViT-B/16 and the 8-block, 512-wide decoder
+}
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # MAE's normalisation
+MODEL_DIR = "model"
+SUMMARY_FILE = "metrics.json"
+RECONSTRUCTIONS_FILE = "reconstructions.png"
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """One pre-training run, as the job's flags give it."""
+
+    input: str  # folder, prefix or glob of training images, local or s3://
+    output: str  # run folder, local or s3://
+    init: str | None = None  # checkpoint to adapt (folder, URI or hub id); exclusive with preset
+    preset: str | None = None  # tiny | small | base: a fresh model of that geometry
+    image_size: int = 224  # input side of a preset model
+    patch_size: int = 16  # patch side of a preset model
+    epochs: int = 10  # epochs in all (a resumed run counts the earlier ones)
+    batch_size: int = 64  # images per worker per step
+    lr: float | None = None  # peak learning rate; None: blr * batch_size * num_workers / 256
+    blr: float = 1.5e-4  # MAE's base learning rate
+    min_lr: float = 0.0  # learning rate at the end of the cosine decay
+    warmup_epochs: float | None = None  # linear warm-up; None: 5 % of the epochs (MAE: 40 of 800)
+    weight_decay: float = 0.05  # AdamW weight decay
+    mask_ratio: float = 0.75  # patches hidden from the encoder
+    norm_pix_loss: bool = False  # reconstruct per-patch normalised pixels (the paper's better setting)
+    crop_scale: float = 0.2  # smallest share of the image's area a random crop covers
+    flip: bool = True  # random horizontal flips
+    num_workers: int = 1  # Ray Train workers (data-parallel)
+    use_gpu: bool = False  # one GPU per worker
+    cpus_per_worker: float = 1.0  # CPUs each worker reserves; the rest decode
+    seed: int = 0  # model init, listing order, masks
+    s3_endpoint: str | None = None  # S3 endpoint; else AWS_ENDPOINT_URL
+    extensions: tuple[str, ...] = DEFAULT_EXTENSIONS  # file extensions to list
+    max_pixels: int = DecodeConfig.max_pixels  # larger images are skipped as decompression bombs
+    resume: bool = False  # continue from the last checkpoint in `output`
+    overwrite: bool = False  # replace an earlier run in `output`
+    reconstructions: int = 4  # training images drawn in reconstructions.png at the end (0: none)
+
+    def __post_init__(self) -> None:
+        if (self.init is None) == (self.preset is None) and not self.resume:
+            raise ValueError("pass exactly one of --init MODEL or --preset tiny|small|base")
+        if self.preset is not None and self.preset not in PRESETS:
+            raise ValueError(f"--preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
+        if not 0.0 < self.mask_ratio < 1.0:
+            raise ValueError(f"--mask-ratio must be in (0, 1), got {self.mask_ratio}")
+        if not 0.0 < self.crop_scale <= 1.0:
+            raise ValueError(f"--crop-scale must be in (0, 1], got {self.crop_scale}")
+        for name in ("epochs", "batch_size", "num_workers", "max_pixels"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        for name in ("lr", "blr", "cpus_per_worker"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}")
+        if self.resume and self.overwrite:
+            raise ValueError("--resume and --overwrite contradict each other; pass one")
+
+    @property
+    def peak_lr(self) -> float:
+        return self.lr if self.lr is not None else self.blr * self.batch_size * self.num_workers / 256
+
+
+def _start_model(config: PretrainConfig, output: Folder) -> tuple[str | None, dict[str, Any], ViTImageProcessor, dict | None]:
+    """(weights to start from, model config, processor, trainer state of a resumed checkpoint)."""
+    latest = latest_checkpoint(output)
+    if config.resume and latest is not None:
+        uri, state = latest
+        if state["epoch"] >= config.epochs:
+            raise ValueError(f"{uri} already trained {state['epoch']} of --epochs {config.epochs}; raise --epochs to go on")
+        logger.info("resuming from %s (epoch %d, step %d)", uri, state["epoch"], state["step"])
+        folder = open_folder(uri, output_options(config))
+        return uri, folder.read_json(CONFIG_NAME), ViTImageProcessor.from_pretrained(uri, output_options(config)), state
+    if config.resume:
+        if config.init is None and config.preset is None:
+            raise FileNotFoundError(f"--resume: {config.output} holds no checkpoint; start with --init or --preset")
+        logger.warning("--resume: %s holds no checkpoint yet; starting from the beginning", config.output)
+    elif latest is not None or output.exists(METRICS_FILE):
+        if not config.overwrite:
+            raise FileExistsError(f"--output {config.output} already holds a run; pass --resume to go on or --overwrite to replace it")
+        for name in (CHECKPOINTS_DIR, METRICS_FILE, SUMMARY_FILE, MODEL_DIR, RECONSTRUCTIONS_FILE):
+            if output.exists(name):
+                output.fs.rm(output.path(name), recursive=True)
+    overrides = {"mask_ratio": config.mask_ratio, "norm_pix_loss": config.norm_pix_loss}
+    if config.preset is not None:
+        model_config = ViTMAEConfig(**PRESETS[config.preset], image_size=config.image_size, patch_size=config.patch_size, **overrides)
+        processor = ViTImageProcessor(size=config.image_size, resample=int(Image.Resampling.BICUBIC),
+                                      image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD)
+        return None, model_config.to_dict(), processor, None
+    options = storage_options(config.init, config.s3_endpoint)
+    ViTMAEForPreTraining.from_pretrained(config.init, storage_options=options)  # a bad or decoder-less checkpoint fails now
+    folder = open_folder(config.init, options)
+    model_config = replace(ViTMAEConfig.from_dict(folder.read_json(CONFIG_NAME)), **overrides)
+    return config.init, model_config.to_dict(), ViTImageProcessor.from_pretrained(config.init, options), None
+
+
+def output_options(config: PretrainConfig) -> dict[str, Any]:
+    return storage_options(config.output, config.s3_endpoint)
+
+
+def run(config: PretrainConfig) -> dict[str, Any]:
+    """Checks, trains, and writes the final model, metrics.json and reconstructions.png; returns metrics.json."""
+    listing = list_inputs(config.input, config.extensions, storage_options(config.input, config.s3_endpoint))
+    options = output_options(config)
+    output = open_folder(config.output, options, create=True)
+    init, model_config, processor, state = _start_model(config, output)
+    steps_per_epoch = listing.num_rows // config.num_workers // config.batch_size
+    if steps_per_epoch < 1:
+        raise ValueError(
+            f"--batch-size {config.batch_size} x --num-workers {config.num_workers} is more than the "
+            f"{listing.num_rows} images listed under {config.input}"
+        )
+    # One shuffle of the listing by the seed (folders are often sorted by class); each worker also shuffles locally.
+    listing = listing.take(pa.array(np.random.default_rng(config.seed).permutation(listing.num_rows)))
+    loop = LoopConfig(
+        output=config.output, model_config=model_config, processor=processor.to_dict(), init=init, epochs=config.epochs,
+        steps_per_epoch=steps_per_epoch, batch_size=config.batch_size, lr=config.peak_lr, min_lr=config.min_lr,
+        warmup_epochs=config.warmup_epochs if config.warmup_epochs is not None else 0.05 * config.epochs,
+        weight_decay=config.weight_decay, betas=(0.9, 0.95), seed=config.seed, shuffle_buffer=4 * config.batch_size,
+        storage_options={**options, **(storage_options(init, config.s3_endpoint) if init else {})}, resume=state,
+    )
+    if not ray.is_initialized():
+        ray.init(logging_level=logging.WARNING)
+    start = time.time()
+    _fit(config, loop, listing, processor)
+    seconds = time.time() - start
+    last, final_state = latest_checkpoint(output) or (None, None)
+    if last is None or final_state["epoch"] != config.epochs:
+        raise RuntimeError(f"training ended without the checkpoint of epoch {config.epochs} in {config.output}")
+    _copy_model(last, f"{config.output.rstrip('/')}/{MODEL_DIR}", options)
+    summary = _summary(config, loop, listing.num_rows, final_state, seconds)
+    if config.reconstructions:
+        _draw(config, listing, f"{config.output.rstrip('/')}/{MODEL_DIR}")
+    output.write_json(SUMMARY_FILE, summary)
+    return summary
+
+
+def _fit(config: PretrainConfig, loop: LoopConfig, listing: pa.Table, processor: ViTImageProcessor) -> None:
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    preprocess = PreprocessConfig(
+        processor.to_dict(), DecodeConfig(max_pixels=config.max_pixels), storage_options(config.input, config.s3_endpoint),
+        AugmentConfig(scale=(config.crop_scale, 1.0), flip=config.flip),
+    )
+    resources = {"CPU": config.cpus_per_worker, **({"GPU": 1} if config.use_gpu else {})}
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config={"config": loop},
+        scaling_config=ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu, resources_per_worker=resources),
+        run_config=RunConfig(name=f"vitmae-pretrain-{uuid.uuid4().hex[:8]}"),
+        datasets={"train": decoded_images(listing, preprocess, config.batch_size)},
+    )
+    logger.info("training %d epochs of %d steps x %d workers x %d images, peak lr %.3g",
+                config.epochs, loop.steps_per_epoch, config.num_workers, config.batch_size, loop.lr)
+    trainer.fit()
+
+
+def _copy_model(checkpoint: str, target: str, options: dict[str, Any]) -> None:
+    """The Hugging Face files of the last checkpoint (not its optimizer state) -> `target`."""
+    source, destination = open_folder(checkpoint, options), open_folder(target, options, create=True)
+    for name in (CONFIG_NAME, "model.safetensors", "preprocessor_config.json"):
+        destination.write_bytes(name, source.fs.cat_file(source.path(name)))
+
+
+def _draw(config: PretrainConfig, listing: pa.Table, model: str) -> None:
+    """reconstructions.png on the first training images that decode; a drawing is never worth failing the run for."""
+    paths = listing.column("path").to_pylist()[: 4 * config.reconstructions]
+    png = f"{config.output.rstrip('/')}/{RECONSTRUCTIONS_FILE}"
+    try:
+        save_reconstructions(model, paths, png, config.mask_ratio, config.seed, config.s3_endpoint, limit=config.reconstructions)
+    except (ValueError, FileNotFoundError) as err:
+        logger.warning("no %s: %s", RECONSTRUCTIONS_FILE, err)
+
+
+def _summary(config: PretrainConfig, loop: LoopConfig, listed: int, state: dict[str, Any], seconds: float) -> dict[str, Any]:
+    images = state["step"] * config.batch_size * config.num_workers
+    return {
+        "settings": {**asdict(config), "extensions": list(config.extensions)},
+        "model_config": loop.model_config,
+        "processor": loop.processor,
+        "peak_lr": loop.lr,
+        "warmup_epochs": loop.warmup_epochs,
+        "listed": listed,
+        "steps_per_epoch": loop.steps_per_epoch,
+        "epochs": state["epoch"],
+        "steps": state["step"],
+        "loss_per_epoch": state["epoch_loss"],
+        "skipped_per_epoch": state["skipped"],
+        "train_seconds": round(state["seconds"], 3),
+        "seconds": round(seconds, 3),
+        "images_per_second": round(images / state["seconds"], 3) if state["seconds"] else None,
+        "versions": package_versions(),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }

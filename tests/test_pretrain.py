@@ -1,0 +1,162 @@
+"""Pre-training on Ray Train: the loss falls, resume continues steps and optimizer state, checkpoints load in
+transformers, bad images are skipped and counted; the recipe's schedule and weight-decay groups; one-line errors."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+import transformers
+from PIL import Image
+
+import vitmae
+from jobs import pretrain as pretrain_job
+from pipeline.decode import DecodeConfig, decode_image
+from pipeline.pretrain import PretrainConfig, run
+from pipeline.train_loop import LoopConfig, lr_at, param_groups
+
+TINY_MAE = dict(
+    hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8,
+    decoder_hidden_size=16, decoder_num_hidden_layers=1, decoder_num_attention_heads=2, decoder_intermediate_size=32,
+)
+PROCESSOR = dict(size=32, resample=3, image_mean=(0.485, 0.456, 0.406), image_std=(0.229, 0.224, 0.225))
+TRAIN_DIGITS = 48
+STEPS_PER_EPOCH = TRAIN_DIGITS // 2 // 8  # two workers, batch 8; the bad file makes the 49th row, dropped as remainder
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    """train/: 48 digit scans (32 x 32 PNG) and one file that is not an image; held/: 16 other scans."""
+    from sklearn.datasets import load_digits
+
+    root = tmp_path_factory.mktemp("digits")
+    data = load_digits()
+    for name, indices in (("train", range(TRAIN_DIGITS)), ("held", range(100, 116))):
+        (root / name).mkdir()
+        for i in indices:
+            scan = Image.fromarray(np.round(data.images[i] * (255 / 16)).astype(np.uint8)).resize((32, 32), Image.Resampling.BICUBIC)
+            scan.save(root / name / f"digit-{data.target[i]}-{i:04d}.png")
+    (root / "train" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    return root
+
+
+@pytest.fixture(scope="module")
+def init_model(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("init")
+    torch.manual_seed(0)
+    vitmae.ViTMAEForPreTraining(vitmae.ViTMAEConfig(**TINY_MAE)).save_pretrained(folder)
+    vitmae.ViTImageProcessor(**PROCESSOR).save_pretrained(folder)
+    return folder
+
+
+def config(digits, init_model, output, **overrides) -> PretrainConfig:
+    settings = dict(input=str(digits / "train"), output=str(output), init=str(init_model), epochs=2, batch_size=8, lr=5e-3,
+                    num_workers=2, cpus_per_worker=0.5, reconstructions=2)
+    return PretrainConfig(**{**settings, **overrides})
+
+
+@pytest.fixture(scope="module")
+def trained(ray_cluster, digits, init_model, tmp_path_factory):
+    output = tmp_path_factory.mktemp("pretrain") / "run"
+    return output, run(config(digits, init_model, output))
+
+
+def fixed_batch(digits, processor: vitmae.ViTImageProcessor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The held-out scans, normalised [16, 3, 32, 32], and fixed masking noise [16, 16]."""
+    pixels = np.stack([decode_image(p.read_bytes(), processor, DecodeConfig()).pixels for p in sorted((digits / "held").iterdir())])
+    return processor.normalize(torch.from_numpy(pixels)), torch.rand(len(pixels), 16, generator=torch.Generator().manual_seed(0))
+
+
+def test_pretraining_on_two_workers_lowers_the_loss_on_a_fixed_batch(trained, digits, init_model):
+    output, summary = trained
+    x, noise = fixed_batch(digits, vitmae.ViTImageProcessor.from_pretrained(init_model))
+    with torch.inference_mode():
+        before = vitmae.ViTMAEForPreTraining.from_pretrained(init_model)(x, noise=noise).loss.item()
+        after = vitmae.ViTMAEForPreTraining.from_pretrained(output / "model")(x, noise=noise).loss.item()
+    assert after < 0.97 * before, (before, after)  # 6 steps: about 7 % lower, measured
+    assert summary["epochs"] == 2 and summary["steps"] == 2 * STEPS_PER_EPOCH
+    assert summary["loss_per_epoch"][-1] < summary["loss_per_epoch"][0]
+
+
+def test_bad_images_are_skipped_and_counted_every_epoch(trained):
+    _, summary = trained
+    assert summary["listed"] == TRAIN_DIGITS + 1
+    assert summary["skipped_per_epoch"] == [1, 1]
+
+
+def test_metrics_hold_every_step_and_the_schedule(trained):
+    output, summary = trained
+    metrics = pq.read_table(output / "metrics.parquet").to_pydict()
+    assert metrics["step"] == list(range(1, 2 * STEPS_PER_EPOCH + 1))
+    assert metrics["epoch"] == [1] * STEPS_PER_EPOCH + [2] * STEPS_PER_EPOCH
+    assert all(math.isfinite(v) for v in metrics["loss"])
+    assert sum(metrics["images"]) == 2 * STEPS_PER_EPOCH * 16 - 2  # 16 images a step, less the broken one each epoch
+    assert metrics["lr"][0] == 0.0 and max(metrics["lr"]) <= summary["peak_lr"]
+
+
+def test_the_checkpoints_load_in_transformers_with_equal_outputs(trained, digits):
+    output, _ = trained
+    for folder in (output / "model", output / "checkpoints" / "epoch-0001"):
+        ours = vitmae.ViTMAEForPreTraining.from_pretrained(folder)
+        reference = transformers.ViTMAEForPreTraining.from_pretrained(folder).eval()
+        x, noise = fixed_batch(digits, vitmae.ViTImageProcessor.from_pretrained(folder))
+        with torch.inference_mode():
+            a, b = ours(x, noise=noise), reference(pixel_values=x, noise=noise)
+        torch.testing.assert_close(a.logits, b.logits, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(a.loss, b.loss, atol=1e-6, rtol=1e-5)
+
+
+def test_reconstructions_png_is_written(trained):
+    output, _ = trained
+    with Image.open(output / "reconstructions.png") as sheet:
+        sheet.load()
+        assert sheet.height > sheet.width / 4 * 2  # two rows of four square panels and a header
+
+
+def test_resume_continues_the_step_count_the_loss_curve_and_the_optimizer(trained, digits, init_model):
+    output, _ = trained
+    with pytest.raises(FileExistsError, match="--resume"):
+        run(config(digits, init_model, output))
+    summary = run(config(digits, init_model, output, epochs=3, resume=True, reconstructions=0))
+    steps = 3 * STEPS_PER_EPOCH
+    assert summary["steps"] == steps and len(summary["loss_per_epoch"]) == 3
+    metrics = pq.read_table(output / "metrics.parquet").to_pydict()
+    assert metrics["step"] == list(range(1, steps + 1))  # no restart at 1, no step twice
+    optimizer = torch.load(io.BytesIO((output / "checkpoints" / "epoch-0003" / "optimizer.pt").read_bytes()), weights_only=True)
+    assert {int(s["step"]) for s in optimizer["state"].values()} == {steps}  # AdamW's own count went on too
+    with pytest.raises(ValueError, match="already trained 3"):
+        run(config(digits, init_model, output, epochs=3, resume=True))
+
+
+def test_schedule_warms_up_linearly_then_decays_by_a_cosine():
+    loop = LoopConfig(output="", model_config={}, processor={}, init=None, epochs=10, steps_per_epoch=10, batch_size=1, lr=1.0,
+                      min_lr=0.1, warmup_epochs=2, weight_decay=0.05, betas=(0.9, 0.95), seed=0, shuffle_buffer=0)
+    assert lr_at(0, loop) == 0.0 and lr_at(10, loop) == pytest.approx(0.5)
+    assert lr_at(20, loop) == pytest.approx(1.0)
+    assert lr_at(60, loop) == pytest.approx(0.1 + 0.9 * 0.5)  # half-way through the decay
+    assert lr_at(100, loop) == pytest.approx(0.1)
+
+
+def test_weight_decay_skips_biases_and_norms_only():
+    model = vitmae.ViTMAEForPreTraining(vitmae.ViTMAEConfig(**TINY_MAE))
+    no_decay, decay = param_groups(model, 0.05)
+    assert (no_decay["weight_decay"], decay["weight_decay"]) == (0.0, 0.05)
+    assert all(p.ndim == 1 for p in no_decay["params"]) and all(p.ndim > 1 for p in decay["params"])
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert len(no_decay["params"]) + len(decay["params"]) == len(trainable)
+
+
+@pytest.mark.parametrize("mistake, expected", [
+    ([], "pass exactly one of --init MODEL or --preset"),
+    (["--preset", "tiny", "--mask-ratio", "1"], "--mask-ratio must be in (0, 1)"),
+    (["--preset", "tiny", "--batch-size", "1000"], "is more than the 49 images listed"),
+    (["--init", "/no/such/model"], "checkpoint folder not found: /no/such/model"),
+])
+def test_user_mistakes_are_one_line_errors(mistake, expected, digits, tmp_path, capsys):
+    code = pretrain_job.main(["--input", str(digits / "train"), "--output", str(tmp_path / "out"), *mistake])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and expected in err and len(err.splitlines()) == 1, err
