@@ -122,6 +122,9 @@ def thumbnail(data: bytes | None, tile_px: int) -> Image.Image | None:
         image.draft("RGB", (tile_px, tile_px))  # JPEG: decode at a reduced scale
         image = to_rgb(image)
         image.thumbnail((tile_px, tile_px), Image.Resampling.BICUBIC)
+        factor = tile_px // max(image.width, image.height)
+        if factor >= 2:  # small images (scans, icons) grow by whole pixels so that they stay visible and sharp
+            image = image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
         return image
     except Exception as err:  # untrusted bytes make Pillow raise many types; a thumbnail is never worth failing for
         logger.info("no thumbnail: %s", str(err).splitlines()[0] if str(err) else type(err).__name__)

@@ -41,3 +41,19 @@ def test_tiles_land_in_their_cells_with_their_colours(tmp_path):
 def test_an_empty_sheet_is_refused():
     with pytest.raises(ValueError, match="at least one tile"):
         render([])
+
+
+def test_small_images_grow_by_whole_pixels():
+    from pipeline.contact_sheet import thumbnail
+
+    checker = np.kron(np.array([[0, 255], [255, 0]], np.uint8), np.ones((8, 8), np.uint8))  # 16 x 16
+    grown = thumbnail(_encode(checker), 64)
+    assert grown.size == (64, 64)
+    assert np.array_equal(np.asarray(grown)[..., 0], np.kron(checker, np.ones((4, 4), np.uint8)))  # sharp, not blurred
+    assert thumbnail(png((9, 9, 9), (300, 150)), 64).size == (64, 32)  # large ones still shrink
+
+
+def _encode(gray: np.ndarray) -> bytes:
+    sink = io.BytesIO()
+    Image.fromarray(gray).save(sink, "PNG")
+    return sink.getvalue()

@@ -1,0 +1,161 @@
+"""The offline demo: pre-train a small MAE on real digit scans, embed and index a gallery, search it and triage it.
+
+The data ship with scikit-learn and scikit-image, so nothing is downloaded: scikit-learn's 1,797 handwritten digit
+scans (8 x 8, 16 grey levels, labelled 0-9; saved as 32 x 32 PNGs) are split into a training set and a held-out
+gallery, and the gallery gets a few of scikit-image's photographs planted in it (and one file that is not an image).
+
+1. A random-init model of the demo's geometry is saved; the pre-training job adapts it (`--init`), so "before" is
+   exactly where training started.
+2. Both checkpoints are scored on the held-out digits (`pipeline.evaluate`): masked-reconstruction loss, and the
+   precision of each digit's 10 nearest neighbours' labels.
+3. The embedding job runs over the gallery with loss scoring and builds the index; then one search and the anomaly
+   ranking, each with a PNG. The planted photographs should top the anomalies.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+import torch
+from PIL import Image
+
+from pipeline.anomalies import AnomalyConfig, rank_anomalies
+from pipeline.contact_sheet import anomaly_tiles, render, save_png, search_tiles
+from pipeline.embed import EmbedConfig
+from pipeline.embed import run as embed
+from pipeline.evaluate import Quality, evaluate
+from pipeline.pretrain import IMAGENET_MEAN, IMAGENET_STD, MODEL_DIR, PretrainConfig
+from pipeline.pretrain import run as pretrain
+from pipeline.search import Hit, Searcher
+from vitmae import ViTImageProcessor, ViTMAEConfig, ViTMAEForPreTraining
+from vitmae.checkpoint import open_folder
+
+logger = logging.getLogger(__name__)
+
+# 64 patches of 4 x 4 on 32 x 32 inputs; ViT-Ti width at a third of its depth, so that training fits 5 minutes on 2 cores.
+DEMO_MAE = dict(hidden_size=192, num_hidden_layers=4, num_attention_heads=3, intermediate_size=768, image_size=32,
+                patch_size=4, decoder_hidden_size=128, decoder_num_hidden_layers=2, decoder_num_attention_heads=4,
+                decoder_intermediate_size=512, norm_pix_loss=False)
+OUTLIERS = ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "motorcycle_left.png", "hubble_deep_field.jpg")
+NOT_AN_IMAGE = "notes.jpg"
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """One demo run."""
+
+    workdir: str = "out/demo"  # images, checkpoints, the run and the PNGs go here
+    epochs: int = 20  # pre-training epochs
+    batch_size: int = 64  # images per step
+    lr: float = 1e-3  # peak learning rate (a short run on a small model takes more than MAE's 1.5e-4 x 64/256)
+    held_out: float = 0.2  # share of the digits kept out of training, for the gallery and the scores
+    k: int = 10  # neighbours for precision@k and the search
+    seed: int = 0  # split, model init, masks
+
+
+@dataclass
+class DemoReport:
+    """What the demo measured; also written to `workdir/demo.json`."""
+
+    before: Quality  # the random-init model on the held-out digits
+    after: Quality  # the pre-trained model on the same digits
+    loss_per_epoch: list[float]  # pre-training loss, per epoch
+    skipped: int  # unreadable training images skipped, over all epochs
+    train_seconds: float  # the pre-training job's own time
+    query: str = ""  # the searched image
+    hits: list[Hit] = field(default_factory=list)  # its nearest neighbours
+    anomalies: list[dict[str, Any]] = field(default_factory=list)  # the top rows of the anomaly ranking
+    planted_in_top: int = 0  # planted photographs among the top len(OUTLIERS) anomalies
+    pngs: dict[str, str] = field(default_factory=dict)  # name -> path of each picture written
+
+
+def label_of(path: str) -> str:
+    """The digit in a demo file name (digit-7-0123.png -> '7'); 'photo' for anything else."""
+    name = os.path.basename(path)
+    return name.split("-")[1] if name.startswith("digit-") else "photo"
+
+
+def write_images(root: Path, held_out: float, seed: int) -> tuple[Path, Path]:
+    """train/ and gallery/ under `root` (made afresh): digit scans split by `held_out`, photographs and a non-image in the gallery."""
+    import skimage
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    order = np.random.default_rng(seed).permutation(len(digits.target))
+    gallery_count = int(round(held_out * len(order)))
+    train, gallery = root / "train", root / "gallery"
+    for folder in (train, gallery):
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+    for position, index in enumerate(order):
+        scan = Image.fromarray(np.round(digits.images[index] * (255 / 16)).astype(np.uint8))
+        folder = gallery if position < gallery_count else train
+        scan.resize((32, 32), Image.Resampling.BICUBIC).save(folder / f"digit-{digits.target[index]}-{index:04d}.png")
+    photos = Path(skimage.__file__).parent / "data"
+    for name in OUTLIERS:
+        shutil.copy(photos / name, gallery / name)
+    (gallery / NOT_AN_IMAGE).write_text("not a picture: this one ends in the errors table\n")
+    return train, gallery
+
+
+def random_init(folder: Path, seed: int) -> str:
+    """A random-init MAE of the demo's geometry with its processor, saved to `folder`."""
+    torch.manual_seed(seed)
+    ViTMAEForPreTraining(ViTMAEConfig(**DEMO_MAE)).save_pretrained(folder)
+    ViTImageProcessor(size=DEMO_MAE["image_size"], resample=int(Image.Resampling.BICUBIC), image_mean=IMAGENET_MEAN,
+                      image_std=IMAGENET_STD).save_pretrained(folder)
+    return str(folder)
+
+
+def run(config: DemoConfig) -> DemoReport:
+    """The whole demo; returns what it measured."""
+    work = Path(config.workdir).resolve()
+    train, gallery = write_images(work / "images", config.held_out, config.seed)
+    init = random_init(work / "model-init", config.seed)
+    if not ray.is_initialized():
+        # One logical CPU more than the machine has: the worker trains on every core (2 torch threads on 2 cores)
+        # while the data stage, which only decodes tiny PNGs, takes the extra slot.
+        ray.init(num_cpus=(os.cpu_count() or 1) + 1, logging_level=logging.WARNING)
+    summary = pretrain(PretrainConfig(
+        input=str(train), output=str(work / "pretrain"), init=init, epochs=config.epochs, batch_size=config.batch_size,
+        lr=config.lr, crop_scale=0.5, flip=False,  # digits are not mirror-symmetric and fill their frame
+        cpus_per_worker=float(os.cpu_count() or 1), seed=config.seed, overwrite=True, reconstructions=6,
+    ))
+    trained = str(work / "pretrain" / MODEL_DIR)
+    digits = sorted(str(p) for p in gallery.glob("digit-*.png"))
+    labels = [label_of(p) for p in digits]
+    before = evaluate(init, digits, labels, seed=config.seed, k=config.k)
+    after = evaluate(trained, digits, labels, seed=config.seed, k=config.k)
+    report = DemoReport(before, after, summary["loss_per_epoch"], sum(summary["skipped_per_epoch"]), summary["train_seconds"])
+    report.pngs["reconstructions"] = str(work / "pretrain" / "reconstructions.png")
+    run_dir = str(work / "run")
+    embed(EmbedConfig(input=str(gallery), output=run_dir, model=trained, mask_ratio=0.75, loss_samples=4,
+                      batch_size=config.batch_size, seed=config.seed, overwrite=True))
+    searcher = Searcher(run_dir)
+    report.query = f"file://{digits[0]}"
+    report.hits = searcher.search_path(report.query, config.k)
+    report.pngs["search"] = str(work / "search.png")
+    save_png(render(search_tiles(report.query, report.hits)), report.pngs["search"])
+    table = rank_anomalies(AnomalyConfig(run_dir, by="both"))
+    report.anomalies = table.slice(0, 2 * len(OUTLIERS)).to_pylist()
+    report.planted_in_top = sum(label_of(row["path"]) == "photo" for row in report.anomalies[: len(OUTLIERS)])
+    report.pngs["anomalies"] = str(work / "anomalies.png")
+    save_png(render(anomaly_tiles(report.anomalies)), report.pngs["anomalies"])
+    open_folder(work).write_json("demo.json", _finite(asdict(report)))
+    return report
+
+
+def _finite(value: Any) -> Any:
+    """NaN (a missing score) -> None, so demo.json is strict JSON."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return None if isinstance(value, float) and value != value else value

@@ -1,0 +1,68 @@
+"""How good a ViTMAE checkpoint is on labelled images: held-out reconstruction loss and nearest-neighbour precision.
+
+Both numbers come from the embedding job's own model stage (`pipeline.infer.Embedder`, called directly, no Ray):
+the loss with the job's deterministic masks, the embeddings with its pooling, so they say what a run would see.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline import schema
+from pipeline.decode import DecodeConfig, decode_image
+from pipeline.infer import Embedder, InferConfig
+from pipeline.listing import read_bytes
+from vitmae import ViTImageProcessor
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Quality:
+    """A checkpoint's scores on one labelled set."""
+
+    loss: float  # mean masked-reconstruction loss over the images
+    precision_at_k: float  # mean share of each image's k nearest others (cosine) that carry its label
+    k: int  # neighbours per image
+
+
+def precision_at_k(embeddings: np.ndarray, labels: np.ndarray, k: int) -> float:
+    """float [N, D] embeddings, [N] labels -> mean share of the k nearest others (cosine) with the same label."""
+    if len(embeddings) <= k:
+        raise ValueError(f"expected more than k={k} images, got {len(embeddings)}")
+    unit = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    similarity = unit @ unit.T
+    np.fill_diagonal(similarity, -np.inf)
+    nearest = np.argpartition(-similarity, k, axis=1)[:, :k]  # [N, k]
+    return float((labels[nearest] == labels[:, None]).mean())
+
+
+def evaluate(model: str, paths: Sequence[str], labels: Sequence[object], mask_ratio: float = 0.75, loss_samples: int = 4,
+             seed: int = 0, pooling: str = "mean", k: int = 10, batch_size: int = 256) -> Quality:
+    """Scores checkpoint `model` on the images at `paths` (local paths or URIs) with their `labels`.
+
+    Raises:
+        ValueError: an image does not decode, or there are no more images than k.
+    """
+    embedder = Embedder(InferConfig(model, mask_ratio, loss_samples, seed, pooling))
+    processor = ViTImageProcessor.from_pretrained(model)
+    embeddings, losses = [], []
+    for start in range(0, len(paths), batch_size):
+        chunk = list(paths[start:start + batch_size])
+        pixels = []
+        for path, data in zip(chunk, read_bytes(chunk, {})):
+            if isinstance(data, Exception):
+                raise ValueError(f"{path}: {data}")
+            pixels.append(decode_image(data, processor, DecodeConfig()).pixels)
+        out = embedder({
+            schema.PATH: np.array(chunk, dtype=object), schema.PIXELS: np.stack(pixels),
+            schema.ERROR: np.array([""] * len(chunk), dtype=object),
+        })
+        embeddings.append(out[schema.EMBEDDING])
+        losses.append(out[schema.LOSS])
+    precision = precision_at_k(np.concatenate(embeddings), np.asarray(labels), k)
+    return Quality(float(np.concatenate(losses).mean()), precision, k)
