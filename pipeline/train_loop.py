@@ -184,8 +184,11 @@ def train_loop(loop: dict[str, Any]) -> None:
             for group in optimizer.param_groups:
                 group["lr"] = lr
             weight = torch.from_numpy(ok).to(device, torch.float32)
-            # Rows that failed to decode (zeros) weigh nothing; every worker still steps, as DDP needs.
-            loss = (model(x).per_sample_loss * weight).sum() / weight.sum().clamp(min=1.0)
+            # bfloat16 autocast on GPUs (the loss itself is float32); rows that failed to decode (zeros) weigh
+            # nothing, and every worker still steps, as DDP needs.
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                per_sample = model(x).per_sample_loss
+            loss = (per_sample * weight).sum() / weight.sum().clamp(min=1.0)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
