@@ -71,7 +71,7 @@ def render(tiles: Sequence[Tile], columns: int = 6, tile_px: int = 192) -> Image
     layout = Layout(columns=max(1, min(columns, len(tiles))), tile_px=tile_px, lines=max(len(t.caption) for t in tiles))
     sheet = Image.new("RGB", layout.size(len(tiles)), BACKGROUND)
     draw = ImageDraw.Draw(sheet)
-    font = _font(layout.line_px - 3)
+    font = label_font(layout.line_px - 3)
     for i, tile in enumerate(tiles):
         left, top, right, bottom = layout.picture_box(i)
         picture = thumbnail(tile.image, tile_px)
@@ -166,7 +166,8 @@ def _fit(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.ImageFont, width:
     return "..." + text
 
 
-def _font(size: int) -> ImageFont.ImageFont:
+def label_font(size: int) -> ImageFont.ImageFont:
+    """Pillow's default font at `size` pixels (shared by the contact sheets and the reconstruction sheets)."""
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1: the bitmap font, one size

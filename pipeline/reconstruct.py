@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from pipeline.contact_sheet import _font, save_png
+from pipeline.contact_sheet import label_font, save_png
 from pipeline.decode import DecodeConfig, DecodeError, decode_image
 from pipeline.infer import mask_noise
 from pipeline.listing import read_bytes, storage_options
@@ -106,7 +106,7 @@ def render_rows(rows: Sequence[Sequence[np.ndarray]], panel_px: int) -> Image.Im
     if panel_px < 1:
         raise ValueError(f"expected panel_px >= 1, got {panel_px}")
     sheet = Image.new("RGB", sheet_size(len(rows), panel_px), BACKGROUND)
-    font = _font(LABEL_PX)
+    font = label_font(LABEL_PX)
     for column, label in enumerate(LABELS):
         # Each label is drawn on its own cell so that a narrow panel clips it instead of overlapping the next one.
         cell = Image.new("RGB", (panel_px, HEADER_PX), BACKGROUND)
