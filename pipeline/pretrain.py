@@ -99,6 +99,12 @@ class PretrainConfig:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}")
+        for name in ("min_lr", "weight_decay", "warmup_epochs"):
+            value = getattr(self, name)
+            if value is not None and not value >= 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 0, got {value}")
+        if self.min_lr > self.peak_lr:
+            raise ValueError(f"--min-lr {self.min_lr} is above the peak learning rate {self.peak_lr:.3g}")
         if self.resume and self.overwrite:
             raise ValueError("--resume and --overwrite contradict each other; pass one")
 

@@ -155,6 +155,9 @@ def test_weight_decay_skips_biases_and_norms_only():
     (["--preset", "tiny", "--mask-ratio", "1"], "--mask-ratio must be in (0, 1)"),
     (["--preset", "tiny", "--batch-size", "1000"], "is more than the 49 images listed"),
     (["--init", "/no/such/model"], "checkpoint folder not found: /no/such/model"),
+    (["--preset", "tiny", "--warmup-epochs", "-1"], "--warmup-epochs must be at least 0"),
+    (["--preset", "tiny", "--lr", "1e-3", "--min-lr", "0.1"], "--min-lr 0.1 is above the peak learning rate"),
+    (["--preset", "tiny", "--image-size", "30", "--patch-size", "4"], "image_size (30) must be a multiple of patch_size (4)"),
 ])
 def test_user_mistakes_are_one_line_errors(mistake, expected, digits, tmp_path, capsys):
     code = pretrain_job.main(["--input", str(digits / "train"), "--output", str(tmp_path / "out"), *mistake])
