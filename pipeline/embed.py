@@ -42,6 +42,7 @@ class EmbedConfig:
     dtype: str = "auto"  # auto (bfloat16 on GPU, float32 on CPU) | float32 | bfloat16 | float16
     num_gpus: int | None = None  # model actors with one GPU each; None: every GPU of the cluster
     num_actors: int = 1  # model actors when running without GPUs
+    cpu_threads: int | None = None  # torch threads per model actor without GPUs; None: the cluster's CPUs / num_actors
     s3_endpoint: str | None = None  # S3 endpoint; else AWS_ENDPOINT_URL
     extensions: tuple[str, ...] = DEFAULT_EXTENSIONS  # file extensions to list
     max_pixels: int = DecodeConfig.max_pixels  # larger images are refused as decompression bombs
@@ -59,8 +60,8 @@ class EmbedConfig:
             raise ValueError(f"--pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
         if self.dtype != "auto":
             parse_dtype(self.dtype)
-        for name in ("loss_samples", "batch_size", "num_actors", "rows_per_file", "max_pixels"):
-            if getattr(self, name) < 1:
+        for name in ("loss_samples", "batch_size", "num_actors", "cpu_threads", "rows_per_file", "max_pixels"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         self.index_config()  # bad index flags fail before any work
 
@@ -136,7 +137,7 @@ def run(config: EmbedConfig) -> dict[str, Any]:
     preprocess = PreprocessConfig(prepared.processor.to_dict(), DecodeConfig(max_pixels=config.max_pixels), prepared.input_options)
     infer = InferConfig(
         config.model, config.mask_ratio, config.loss_samples, config.seed, config.pooling, config.dtype,
-        prepared.model_options,
+        None if gpus else cpu_threads(config), prepared.model_options,
     )
     dataset = (
         decoded_images(listing, preprocess, config.batch_size)
@@ -164,6 +165,16 @@ def run(config: EmbedConfig) -> dict[str, Any]:
     return manifest
 
 
+def cpu_threads(config: EmbedConfig) -> int:
+    """torch threads per model actor on a cluster without GPUs.
+
+    Each CPU actor holds one Ray CPU, and Ray Data fuses the decode stage into it (same resources), so the
+    actor decodes its batches and then runs the model. The model is nearly all the work, so by default the
+    actors share the cluster's CPUs between their torch threads rather than use one each.
+    """
+    return config.cpu_threads or max(1, int(ray.cluster_resources().get("CPU", 1)) // config.num_actors)
+
+
 def _build_index(config: EmbedConfig) -> None:
     """The index, after the manifest; a run it cannot be built for (under 2 embeddings, no fit) still succeeds."""
     try:
@@ -183,6 +194,7 @@ def _manifest(config: EmbedConfig, prepared: Prepared, gpus: int, embedded: int,
         "processor": prepared.processor.to_dict(),
         "embedding_dim": prepared.model_config.get("hidden_size"),
         "gpus": gpus,
+        "cpu_threads": None if gpus else cpu_threads(config),
         "counts": {"listed": prepared.listing.num_rows, "embedded": embedded, "failed": failed},
         "seconds": round(seconds, 3),
         "images_per_second": round(prepared.listing.num_rows / seconds, 3) if seconds > 0 else None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,7 @@ class InferConfig:
     seed: int = 0  # with the path, fixes every image's masks
     pooling: str = "mean"  # mean of the patch tokens, or the class token
     dtype: str = "auto"  # auto: bfloat16 on a GPU, float32 on the CPU
+    threads: int | None = None  # torch threads when running on the CPU (at most the node's cores); None: torch's default
     storage_options: dict[str, Any] = field(default_factory=dict)  # fsspec options of the model location
 
 
@@ -62,7 +64,7 @@ class Embedder:
     """A Ray Data actor: builds the model once, then maps batches.
 
     Runs on the GPU given to it (bfloat16 by default, normalising on the device); without one it runs
-    the same code on the CPU in float32.
+    the same code on the CPU in float32, with `config.threads` torch threads.
     """
 
     def __init__(self, config: InferConfig) -> None:
@@ -73,6 +75,9 @@ class Embedder:
         )
         if self.device.type == "cpu" and ray.is_initialized() and ray.get_gpu_ids():
             logger.warning("the actor was given a GPU but torch sees none; running on the CPU")
+        if self.device.type == "cpu" and config.threads:
+            # Ray sets OMP_NUM_THREADS to the actor's 1 CPU; on CPU-only nodes the model is nearly all the work.
+            torch.set_num_threads(min(config.threads, os.cpu_count() or 1))
         cls = ViTMAEForPreTraining if config.mask_ratio > 0 else ViTMAEModel
         self.model = cls.from_pretrained(
             config.model, dtype=self.dtype, device=self.device, storage_options=config.storage_options
@@ -80,7 +85,7 @@ class Embedder:
         self.encoder = self.model.vit if config.mask_ratio > 0 else self.model
         self.processor = ViTImageProcessor.from_pretrained(config.model, storage_options=config.storage_options)
         self.num_patches = self.model.config.num_patches
-        logger.info("model actor ready on %s (%s)", self.device, self.dtype)
+        logger.info("model actor ready on %s (%s, %d threads)", self.device, self.dtype, torch.get_num_threads())
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Rows with pixels -> the same rows without pixels, with `embedding` [N, D] and `loss` [N]."""

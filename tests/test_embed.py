@@ -21,7 +21,7 @@ import vitmae
 from jobs import embed as embed_job
 from pipeline import schema
 from pipeline.embed import EmbedConfig, run
-from pipeline.infer import mask_noise
+from pipeline.infer import Embedder, InferConfig, mask_noise
 from pipeline.listing import list_inputs
 from pipeline.preprocess import PreprocessConfig, preprocess_batch
 from conftest import MAE_PROCESSOR
@@ -89,6 +89,18 @@ def test_every_listed_input_ends_once_in_embeddings_or_errors(scored_run, images
     assert (huge["width"], huge["height"]) == (10_000, 8_000)
     assert all(len(r["embedding"]) == 64 and r["loss"] > 0 for r in embedded.values())
     assert manifest["mask_ratio"] == 0.75 and manifest["model_config_sha256"] and manifest["versions"]["ray"]
+    assert manifest["cpu_threads"] == 2  # the fixture cluster's 2 CPUs, for its one CPU actor
+
+
+def test_cpu_actors_take_their_threads_up_to_the_cores(model_dir):
+    before = torch.get_num_threads()
+    try:
+        Embedder(InferConfig(str(model_dir), threads=1))
+        assert torch.get_num_threads() == 1
+        Embedder(InferConfig(str(model_dir), threads=10_000))
+        assert torch.get_num_threads() == os.cpu_count()
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_outputs_open_in_pandas_and_duckdb(scored_run):
@@ -176,6 +188,7 @@ def test_rerun_refuses_without_overwrite_and_replaces_with_it(scored_run, images
         (lambda d, m: ["--model", str(d)], "has no config.json"),
         (lambda d, m: ["--mask-ratio", "1.5"], "--mask-ratio must be in [0, 1)"),
         (lambda d, m: ["--dtype", "float8"], "unknown dtype 'float8'"),
+        (lambda d, m: ["--cpu-threads", "0"], "--cpu-threads must be at least 1, got 0"),
     ],
 )
 def test_user_mistakes_are_one_line_errors(mistake, expected, images, model_dir, tmp_path, capsys):
