@@ -274,11 +274,12 @@ def run_plain(images: Path, model: str, output: Path, batch_size: int) -> Run:
     return Run("plain recipe", count, seconds, memory.rss, memory.pss, parse_stages(dataset.stats()))
 
 
-def model_alone(images: Path, model: str, batch_size: int, limit: int, repeats: int) -> dict[str, float]:
+def model_alone(images: Path, model: str, batch_size: int, limit: int) -> dict[str, float]:
     """images/s of `Embedder` called directly on pre-decoded uint8 batches, at torch's default threads and at 1
     (what a Ray actor holding one CPU gets: Ray sets OMP_NUM_THREADS to its CPUs); plus the job's decode alone.
 
-    The fastest of max(3, repeats) interleaved passes: a ceiling, which contention from other processes only lowers.
+    One pass per thread count after a warm-up batch; `compare` runs it in every round, next to the pipelines,
+    because this virtual machine's speed drifts by tens of percent over minutes.
     """
     processor = vitmae.ViTImageProcessor.from_pretrained(model)
     paths = sorted(images.iterdir())[:limit]
@@ -292,18 +293,14 @@ def model_alone(images: Path, model: str, batch_size: int, limit: int, repeats: 
     ]
     embedder = Embedder(InferConfig(model, mask_ratio=0.0, pooling="mean"))
     default_threads = torch.get_num_threads()
-    seconds: dict[int, list[float]] = {default_threads: [], 1: []}
-    for _ in range(max(3, repeats)):  # thread counts interleaved, so contention hits both alike
-        for threads in seconds:
-            torch.set_num_threads(threads)
-            embedder(batches[0])
-            start = time.perf_counter()
-            for batch in batches:
-                embedder(batch)
-            seconds[threads].append(time.perf_counter() - start)
+    for threads in (default_threads, 1):
+        torch.set_num_threads(threads)
+        embedder(batches[0])
+        start = time.perf_counter()
+        for batch in batches:
+            embedder(batch)
+        result[f"model, {threads} thread{'s' if threads > 1 else ''}"] = len(paths) / (time.perf_counter() - start)
     torch.set_num_threads(default_threads)
-    for threads, values in seconds.items():
-        result[f"model, {threads} thread{'s' if threads > 1 else ''}"] = len(paths) / min(values)
     return result
 
 
@@ -340,8 +337,9 @@ def start_up(model: str, images: Path, work: Path, args: argparse.Namespace) -> 
 
 
 def compare(name: str, images: Path, model: str, work: Path, args: argparse.Namespace) -> dict:
-    """Both pipelines in interleaved rounds, then the stages alone."""
+    """Both pipelines and the stages alone, in interleaved rounds."""
     runs: dict[str, list[Run]] = {"this job": [], "plain recipe": []}
+    alone: list[dict[str, float]] = []
     for r in range(args.repeats):  # alternate which goes first, so neither always runs on a warmer machine
         order = [("this job", run_job), ("plain recipe", run_plain)]
         for label, fn in order if r % 2 == 0 else order[::-1]:
@@ -349,10 +347,10 @@ def compare(name: str, images: Path, model: str, work: Path, args: argparse.Name
             runs[label].append(run)
             logger.info("%s, %s, round %d: %d images in %.1fs, %.1f images/s, peak RSS %.2f GB (load %s)",
                         name, label, r + 1, run.images, run.seconds, run.images_per_s, run.rss_bytes / 1e9, load_average())
-    stop_ray()  # the stages alone run without Ray, and without its idle processes
-    alone = model_alone(images, model, args.batch_size, args.model_alone_images, args.repeats)
-    logger.info("%s, stages alone: %s", name, ", ".join(f"{k} {v:.1f} images/s" for k, v in alone.items()))
-    return {"runs": runs, "alone": alone}
+        stop_ray()  # the stages alone run without Ray, and without its idle processes
+        alone.append(model_alone(images, model, args.batch_size, args.model_alone_images))
+        logger.info("%s, stages alone, round %d: %s", name, r + 1, ", ".join(f"{k} {v:.1f} images/s" for k, v in alone[-1].items()))
+    return {"runs": runs, "alone": {k: statistics.median(a[k] for a in alone) for k in alone[0]}, "alone_rounds": alone}
 
 
 def _median(runs: list[Run], key: str) -> float:
@@ -386,6 +384,10 @@ def print_report(results: dict[str, dict], startup: dict[str, float], memory: li
         job = _median(result["runs"]["this job"], "images_per_s")
         for label, rate in result["alone"].items():
             print(f"{name:24} {label:20} {rate:8.1f}   {100 * job / rate:5.0f} %, {100 * result['net']['this job'] / rate:5.0f} %")
+        model = [label for label in result["alone"] if label.startswith("model")][0]  # torch's default threads
+        per_round = [100 * run.images / (run.seconds - startup["this job"]) / rates[model]
+                     for run, rates in zip(result["runs"]["this job"], result["alone_rounds"])]
+        print(f"{'':24} net of start-up as % of the {model} in the same round: {', '.join(f'{x:.0f} %' for x in per_round)}")
     print(f"\n{'images':24} {'pipeline':13} {'operator (last round)':56} {'wall s':>6} {'CPU s':>6} {'ms/image':>8} {'% of run':>8}")
     for name, result in results.items():
         for label, runs in result["runs"].items():

@@ -134,10 +134,14 @@ def run(config: EmbedConfig) -> dict[str, Any]:
         ray.init(logging_level=logging.WARNING)
     gpus = config.num_gpus if config.num_gpus is not None else int(ray.cluster_resources().get("GPU", 0))
     listing = prepared.listing
-    preprocess = PreprocessConfig(prepared.processor.to_dict(), DecodeConfig(max_pixels=config.max_pixels), prepared.input_options)
+    threads = None if gpus else cpu_threads(config)
+    # Without GPUs, Ray Data fuses decoding into the model actors, whose threads then decode too.
+    preprocess = PreprocessConfig(
+        prepared.processor.to_dict(), DecodeConfig(max_pixels=config.max_pixels), prepared.input_options, threads=threads or 1
+    )
     infer = InferConfig(
         config.model, config.mask_ratio, config.loss_samples, config.seed, config.pooling, config.dtype,
-        None if gpus else cpu_threads(config), prepared.model_options,
+        threads, prepared.model_options,
     )
     dataset = (
         decoded_images(listing, preprocess, config.batch_size)
@@ -169,8 +173,8 @@ def cpu_threads(config: EmbedConfig) -> int:
     """torch threads per model actor on a cluster without GPUs.
 
     Each CPU actor holds one Ray CPU, and Ray Data fuses the decode stage into it (same resources), so the
-    actor decodes its batches and then runs the model. The model is nearly all the work, so by default the
-    actors share the cluster's CPUs between their torch threads rather than use one each.
+    actor decodes its batches and then runs the model, both on this many threads. The model is nearly all the
+    work, so by default the actors share the cluster's CPUs between their threads rather than use one each.
     """
     return config.cpu_threads or max(1, int(ray.cluster_resources().get("CPU", 1)) // config.num_actors)
 

@@ -222,6 +222,14 @@ def test_an_object_deleted_after_listing_becomes_an_error_row(tmp_path, photo_pa
     assert out[schema.PIXELS][1].any() and not out[schema.PIXELS][0].any()
 
 
+def test_decoding_on_threads_gives_the_same_rows(images):
+    listing = list_inputs(str(images), ("jpg", "png", "gif"), {})
+    batch = {name: listing.column(name).to_numpy(zero_copy_only=False) for name in listing.column_names}
+    one, two = (preprocess_batch(batch, PreprocessConfig(processor=MAE_PROCESSOR, threads=t)) for t in (1, 2))
+    assert one[schema.ERROR].tolist() == two[schema.ERROR].tolist() and any(one[schema.ERROR])
+    assert np.array_equal(one[schema.PIXELS], two[schema.PIXELS]) and np.array_equal(one[schema.WIDTH], two[schema.WIDTH])
+
+
 def test_s3_input_model_and_output(ray_cluster, s3, model_dir, photo_paths, monkeypatch):
     import s3fs
 
