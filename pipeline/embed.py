@@ -161,7 +161,7 @@ def run(config: EmbedConfig) -> dict[str, Any]:
     seconds = time.time() - start
     if embedded + failed != listing.num_rows:
         raise RuntimeError(f"listed {listing.num_rows} inputs but wrote {embedded} embeddings and {failed} errors")
-    manifest = _manifest(config, prepared, gpus, embedded, failed, seconds)
+    manifest = _manifest(config, prepared, gpus, threads, embedded, failed, seconds)
     manifest["ray_data_stats"] = dataset.stats()
     open_folder(config.output, prepared.output_options, create=True).write_json(MANIFEST, manifest)
     if config.build_index:
@@ -187,7 +187,9 @@ def _build_index(config: EmbedConfig) -> None:
         logger.warning("no index built for %s: %s", config.output, err)
 
 
-def _manifest(config: EmbedConfig, prepared: Prepared, gpus: int, embedded: int, failed: int, seconds: float) -> dict[str, Any]:
+def _manifest(
+    config: EmbedConfig, prepared: Prepared, gpus: int, threads: int | None, embedded: int, failed: int, seconds: float
+) -> dict[str, Any]:
     digest = hashlib.sha256(json.dumps(prepared.model_config, sort_keys=True).encode()).hexdigest()
     settings = {k: v for k, v in asdict(config).items() if k not in ("overwrite",)}
     return {
@@ -198,7 +200,7 @@ def _manifest(config: EmbedConfig, prepared: Prepared, gpus: int, embedded: int,
         "processor": prepared.processor.to_dict(),
         "embedding_dim": prepared.model_config.get("hidden_size"),
         "gpus": gpus,
-        "cpu_threads": None if gpus else cpu_threads(config),
+        "cpu_threads": threads,
         "counts": {"listed": prepared.listing.num_rows, "embedded": embedded, "failed": failed},
         "seconds": round(seconds, 3),
         "images_per_second": round(prepared.listing.num_rows / seconds, 3) if seconds > 0 else None,
