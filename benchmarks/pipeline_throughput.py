@@ -213,7 +213,7 @@ def fresh_ray() -> None:
     """A new local Ray with 2 CPUs for each measured run, so that no run inherits another's workers (and their
     memory): as a job started on its own would see it, less `ray.init` itself."""
     stop_ray()
-    ray.init(num_cpus=2, logging_level=logging.WARNING)
+    ray.init(num_cpus=2, logging_level=logging.WARNING, include_dashboard=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     ray.get([_ready.remote() for _ in range(2)])  # the pre-started workers are up before the clock starts
 
@@ -388,6 +388,11 @@ def print_report(results: dict[str, dict], startup: dict[str, float], memory: li
         per_round = [100 * run.images / (run.seconds - startup["this job"]) / rates[model]
                      for run, rates in zip(result["runs"]["this job"], result["alone_rounds"])]
         print(f"{'':24} net of start-up as % of the {model} in the same round: {', '.join(f'{x:.0f} %' for x in per_round)}")
+        steady = [100 * run.images / stage.wall_s / rates[model]
+                  for run, rates in zip(result["runs"]["this job"], result["alone_rounds"])
+                  for stage in run.stages if "Embedder" in stage.name]
+        print(f"{'':24} steady state (images / the job's model operator's wall time) as % of the same: "
+              f"{', '.join(f'{x:.0f} %' for x in steady)}")
     print(f"\n{'images':24} {'pipeline':13} {'operator (last round)':56} {'wall s':>6} {'CPU s':>6} {'ms/image':>8} {'% of run':>8}")
     for name, result in results.items():
         for label, runs in result["runs"].items():
