@@ -28,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-actors", type=int, default=1, help="model actors when there are no GPUs")
     parser.add_argument("--cpu-threads", type=int, default=None,
                         help="torch threads per model actor when there are no GPUs (default: the cluster's CPUs / --num-actors)")
+    parser.add_argument("--dashboard", action="store_true", help="start Ray's dashboard with the job's own local Ray")
     parser.add_argument("--s3-endpoint", default=None, help="S3 endpoint URL (default: $AWS_ENDPOINT_URL)")
     parser.add_argument("--extensions", default=",".join(DEFAULT_EXTENSIONS), help="comma-separated file extensions to embed")
     parser.add_argument("--max-pixels", type=int, default=EmbedConfig.max_pixels, help="refuse larger images (decompression bombs)")
@@ -41,7 +42,7 @@ def config_from_args(args: argparse.Namespace) -> EmbedConfig:
         input=args.input, output=args.output, model=args.model, mask_ratio=args.mask_ratio,
         loss_samples=args.loss_samples, seed=args.seed, pooling=args.pooling, batch_size=args.batch_size,
         dtype=args.dtype, num_gpus=args.num_gpus, num_actors=args.num_actors, cpu_threads=args.cpu_threads,
-        s3_endpoint=args.s3_endpoint,
+        dashboard=args.dashboard, s3_endpoint=args.s3_endpoint,
         extensions=tuple(e.strip() for e in args.extensions.split(",") if e.strip()), max_pixels=args.max_pixels,
         overwrite=args.overwrite, build_index=not args.no_index, index_type=args.index_type, metric=args.metric,
         memory_budget_gb=args.memory_budget,

@@ -43,6 +43,7 @@ class EmbedConfig:
     num_gpus: int | None = None  # model actors with one GPU each; None: every GPU of the cluster
     num_actors: int = 1  # model actors when running without GPUs
     cpu_threads: int | None = None  # torch threads per model actor without GPUs; None: the cluster's CPUs / num_actors
+    dashboard: bool = False  # start Ray's dashboard with the job's own local Ray (a cluster keeps its own)
     s3_endpoint: str | None = None  # S3 endpoint; else AWS_ENDPOINT_URL
     extensions: tuple[str, ...] = DEFAULT_EXTENSIONS  # file extensions to list
     max_pixels: int = DecodeConfig.max_pixels  # larger images are refused as decompression bombs
@@ -131,7 +132,8 @@ def run(config: EmbedConfig) -> dict[str, Any]:
     _clear_output(config, prepared.output_options)
     start = time.time()
     if not ray.is_initialized():
-        ray.init(logging_level=logging.WARNING)
+        # The dashboard's processes wake at normal priority and stall the model's GEMM threads on small machines.
+        ray.init(logging_level=logging.WARNING, include_dashboard=config.dashboard)
     gpus = config.num_gpus if config.num_gpus is not None else int(ray.cluster_resources().get("GPU", 0))
     listing = prepared.listing
     threads = None if gpus else cpu_threads(config)

@@ -269,6 +269,22 @@ def test_job_submission_to_a_local_head(ray_cluster, model_dir, photo_paths, tmp
     assert json.loads((tmp_path / "out" / "manifest.json").read_text())["counts"]["embedded"] == 2
 
 
+def test_without_a_ray_address_the_job_starts_its_own_local_ray(model_dir, photo_paths, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for p in photo_paths[:2]:
+        (folder / p.name).write_bytes(p.read_bytes())
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    done = subprocess.run(
+        [sys.executable, "-m", "jobs.embed", "--input", str(folder), "--output", str(tmp_path / "out"), "--model", str(model_dir)],
+        capture_output=True, text=True, env=env, cwd=Path(__file__).parents[1], timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "embedded 2 of 2 images" in done.stdout
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["counts"]["embedded"] == 2 and manifest["dashboard"] is False and manifest["cpu_threads"] >= 1
+
+
 def test_console_command_has_help_for_embed():
     out = subprocess.run([sys.executable, "-m", "jobs.cli", "embed", "--help"], capture_output=True, text=True, check=True).stdout
     assert "--mask-ratio" in out and "--s3-endpoint" in out
