@@ -71,6 +71,16 @@ def read_run(output: Path) -> tuple[dict, dict, dict]:
     return {r["path"]: r for r in embeddings}, {r["path"]: r for r in errors}, manifest
 
 
+@pytest.fixture
+def two_photos(tmp_path, photo_paths) -> Path:
+    """A folder of its own with two of the photographs."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for p in photo_paths[:2]:
+        (folder / p.name).write_bytes(p.read_bytes())
+    return folder
+
+
 @pytest.fixture(scope="session")
 def scored_run(ray_cluster, images, model_dir, tmp_path_factory) -> Path:
     output = tmp_path_factory.mktemp("run") / "scored"
@@ -211,11 +221,9 @@ def test_model_processor_mismatch_and_missing_processor_fail_before_work(model_d
     assert "the processor resizes to {'height': 96, 'width': 96} but the model expects 224x224" in capsys.readouterr().err
 
 
-def test_an_object_deleted_after_listing_becomes_an_error_row(tmp_path, photo_paths):
-    for p in photo_paths[:2]:
-        (tmp_path / p.name).write_bytes(p.read_bytes())
-    listing = list_inputs(str(tmp_path), ("png",), {})
-    (tmp_path / photo_paths[0].name).unlink()
+def test_an_object_deleted_after_listing_becomes_an_error_row(two_photos):
+    listing = list_inputs(str(two_photos), ("png",), {})
+    (two_photos / Path(listing.column(schema.PATH)[0].as_py()).name).unlink()
     batch = {name: listing.column(name).to_numpy(zero_copy_only=False) for name in listing.column_names}
     out = preprocess_batch(batch, PreprocessConfig(processor=MAE_PROCESSOR))
     assert out[schema.ERROR].tolist() == ["object not found (deleted or moved after listing)", ""]
@@ -248,16 +256,12 @@ def test_s3_input_model_and_output(ray_cluster, s3, model_dir, photo_paths, monk
     assert fs.exists("test/embed/run/manifest.json")
 
 
-def test_job_submission_to_a_local_head(ray_cluster, model_dir, photo_paths, tmp_path):
+def test_job_submission_to_a_local_head(ray_cluster, model_dir, two_photos, tmp_path):
     from ray.job_submission import JobStatus, JobSubmissionClient
 
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for p in photo_paths[:2]:
-        (folder / p.name).write_bytes(p.read_bytes())
     client = JobSubmissionClient(ray_cluster)
     job = client.submit_job(
-        entrypoint=f"{sys.executable} -m jobs.embed --input {folder} --output {tmp_path / 'out'} --model {model_dir} --num-gpus 0",
+        entrypoint=f"{sys.executable} -m jobs.embed --input {two_photos} --output {tmp_path / 'out'} --model {model_dir} --num-gpus 0",
         runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).parents[1])}},
     )
     deadline = time.time() + 240
@@ -269,14 +273,10 @@ def test_job_submission_to_a_local_head(ray_cluster, model_dir, photo_paths, tmp
     assert json.loads((tmp_path / "out" / "manifest.json").read_text())["counts"]["embedded"] == 2
 
 
-def test_without_a_ray_address_the_job_starts_its_own_local_ray(model_dir, photo_paths, tmp_path):
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for p in photo_paths[:2]:
-        (folder / p.name).write_bytes(p.read_bytes())
+def test_without_a_ray_address_the_job_starts_its_own_local_ray(model_dir, two_photos, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     done = subprocess.run(
-        [sys.executable, "-m", "jobs.embed", "--input", str(folder), "--output", str(tmp_path / "out"), "--model", str(model_dir)],
+        [sys.executable, "-m", "jobs.embed", "--input", str(two_photos), "--output", str(tmp_path / "out"), "--model", str(model_dir)],
         capture_output=True, text=True, env=env, cwd=Path(__file__).parents[1], timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
