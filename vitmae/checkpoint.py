@@ -161,11 +161,12 @@ class PretrainedMixin:
         """Loads config.json and weights from a folder, fsspec URI or hub id; returns the model in eval mode."""
         folder = open_folder(path_or_uri, storage_options)
         config = cls.config_class.from_dict(folder.read_json(CONFIG_NAME))
-        model = cls(config, **model_kwargs)
+        with torch.device("meta"):  # every tensor comes from the checkpoint: no memory or random init spent here
+            model = cls(config, **model_kwargs)
         state = cls._match_prefix(hf_to_vitmae(load_hf_state_dict(folder)))
         _check_state(model, state, folder.uri)
-        model.load_state_dict(state, strict=True)
-        return model.to(device=device, dtype=parse_dtype(dtype)).eval()
+        model.load_state_dict(state, strict=True, assign=True)
+        return model.to(device=device, dtype=parse_dtype(dtype) or torch.get_default_dtype()).eval()
 
     @classmethod
     def _match_prefix(cls, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

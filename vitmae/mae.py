@@ -85,7 +85,12 @@ def random_masking(
 
 
 def _init_weights(module: nn.Module, std: float) -> None:
-    """MAE initialisation: xavier-uniform linears and patch projection, normal tokens."""
+    """MAE initialisation: xavier-uniform linears and patch projection, normal tokens.
+
+    A model built on the meta device (as `from_pretrained` does, before loading every weight) is left as is.
+    """
+    if any(p.is_meta for p in module.parameters()):
+        return
     for m in module.modules():
         if isinstance(m, nn.Linear):
             nn.init.xavier_uniform_(m.weight)

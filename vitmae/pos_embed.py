@@ -22,13 +22,13 @@ def sincos_pos_embed(grid_size: int, dim: int, cls_token: bool = True) -> torch.
     """
     if dim % 4:
         raise ValueError(f"position embedding width must be a multiple of 4, got {dim}")
-    omega = 1.0 / 10000.0 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim // 4))
-    rows, cols = torch.meshgrid(
-        torch.arange(grid_size, dtype=torch.float64), torch.arange(grid_size, dtype=torch.float64), indexing="ij"
-    )
+    # On the CPU even under a default-device context (from_pretrained builds on "meta"): a small fixed table.
+    cpu64 = {"dtype": torch.float64, "device": "cpu"}
+    omega = 1.0 / 10000.0 ** (torch.arange(dim // 4, **cpu64) / (dim // 4))
+    rows, cols = torch.meshgrid(torch.arange(grid_size, **cpu64), torch.arange(grid_size, **cpu64), indexing="ij")
     emb_w = cols.flatten().outer(omega)  # [G*G, D/4]
     emb_h = rows.flatten().outer(omega)
     table = torch.cat([emb_w.sin(), emb_w.cos(), emb_h.sin(), emb_h.cos()], dim=1)
     if cls_token:
-        table = torch.cat([torch.zeros(1, dim, dtype=torch.float64), table], dim=0)
+        table = torch.cat([torch.zeros(1, dim, **cpu64), table], dim=0)
     return table.float()

@@ -87,6 +87,8 @@ class ViTModel(PretrainedMixin, nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
+        if self.pos_embed.is_meta:  # built by from_pretrained, which loads every weight
+            return
         std = self.config.initializer_range
         for m in self.modules():
             if isinstance(m, (nn.Linear, nn.Conv2d)):
