@@ -23,7 +23,7 @@ def main_with_args(args: argparse.Namespace) -> None:
     before, after = report.before, report.after
     print(f"\npre-training: {len(report.loss_per_epoch)} epochs in {report.train_seconds:.0f}s, loss per epoch "
           + " ".join(f"{loss:.3f}" for loss in report.loss_per_epoch))
-    print(f"held-out digits            random init   pre-trained")
+    print("held-out digits            random init   pre-trained")
     print(f"  reconstruction loss      {before.loss:11.4f}   {after.loss:11.4f}")
     print(f"  precision@{after.k} of labels   {before.precision_at_k:11.3f}   {after.precision_at_k:11.3f}")
     print(f"\nnearest of {report.query} (label {label_of(report.query)}):")

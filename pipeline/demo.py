@@ -35,7 +35,7 @@ from pipeline.pretrain import IMAGENET_MEAN, IMAGENET_STD, MODEL_DIR, PretrainCo
 from pipeline.pretrain import run as pretrain
 from pipeline.search import Hit, Searcher
 from vitmae import ViTImageProcessor, ViTMAEConfig, ViTMAEForPreTraining
-from vitmae.checkpoint import open_folder
+from vitmae.folder import open_folder
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,6 @@ from typing import Any
 import pyarrow as pa
 import ray
 
-from pipeline import schema
 from pipeline.decode import DecodeConfig
 from pipeline.index import IndexConfig
 from pipeline.index import build_index as index_run
@@ -22,7 +21,8 @@ from pipeline.listing import DEFAULT_EXTENSIONS, list_inputs, storage_options
 from pipeline.preprocess import PreprocessConfig, decoded_images
 from pipeline.write import EMBEDDINGS_DIR, ERRORS_DIR, MANIFEST, WriteConfig, write_batch
 from vitmae import ViTImageProcessor, ViTMAEConfig
-from vitmae.checkpoint import CONFIG_NAME, load_hf_state_dict, open_folder, parse_dtype
+from vitmae.checkpoint import CONFIG_NAME, load_hf_state_dict, parse_dtype
+from vitmae.folder import open_folder
 
 logger = logging.getLogger(__name__)
 

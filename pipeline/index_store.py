@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
-from vitmae.checkpoint import Folder
+from vitmae.folder import Folder
 
 logger = logging.getLogger(__name__)
 

@@ -33,7 +33,8 @@ from pipeline.preprocess import PreprocessConfig, decoded_images
 from pipeline.reconstruct import save_reconstructions
 from pipeline.train_loop import CHECKPOINTS_DIR, METRICS_FILE, LoopConfig, latest_checkpoint, train_loop
 from vitmae import ViTImageProcessor, ViTMAEConfig, ViTMAEForPreTraining
-from vitmae.checkpoint import CONFIG_NAME, Folder, open_folder
+from vitmae.checkpoint import CONFIG_NAME
+from vitmae.folder import Folder, open_folder
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,8 @@ from pipeline.decode import DecodeConfig, DecodeError, decode_image
 from pipeline.infer import mask_noise
 from pipeline.listing import read_bytes, storage_options
 from vitmae import ViTImageProcessor, ViTMAEForPreTraining
-from vitmae.checkpoint import load_hf_state_dict, open_folder
+from vitmae.checkpoint import load_hf_state_dict
+from vitmae.folder import open_folder
 
 logger = logging.getLogger(__name__)
 

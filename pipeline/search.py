@@ -27,7 +27,8 @@ from pipeline.listing import storage_options
 from pipeline.vectors import for_index, open_embeddings, vectors_of_paths
 from pipeline.write import MANIFEST
 from vitmae import ViTImageProcessor, ViTMAEModel
-from vitmae.checkpoint import CONFIG_NAME, open_folder
+from vitmae.checkpoint import CONFIG_NAME
+from vitmae.folder import open_folder
 
 logger = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from torch import nn
 
 from pipeline import schema
 from vitmae import ViTImageProcessor, ViTMAEConfig, ViTMAEForPreTraining
-from vitmae.checkpoint import Folder, open_folder
+from vitmae.folder import Folder, open_folder
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import schema
-from vitmae.checkpoint import open_folder
+from vitmae.folder import open_folder
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vitmae.checkpoint import open_folder
+from vitmae.folder import open_folder
 
 logger = logging.getLogger(__name__)
 

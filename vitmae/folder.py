@@ -1,0 +1,86 @@
+"""Folders on any fsspec filesystem (local, s3://, Hugging Face hub ids), with writes no reader sees half-done.
+
+Imports no torch, so stages that only read and write files (the pipeline's writer) start quickly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass(frozen=True)
+class Folder:
+    """A folder on any fsspec filesystem: a checkpoint, or a run's outputs."""
+
+    fs: fsspec.AbstractFileSystem
+    root: str
+    uri: str  # as the user gave it, for messages
+
+    def path(self, name: str) -> str:
+        return f"{self.root.rstrip('/')}/{name}"
+
+    def exists(self, name: str) -> bool:
+        return self.fs.exists(self.path(name))
+
+    def read_json(self, name: str) -> dict[str, Any]:
+        if not self.exists(name):
+            raise FileNotFoundError(f"{self.uri} has no {name}")
+        try:
+            return json.loads(self.fs.cat_file(self.path(name)))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{self.uri}/{name} is not valid JSON: {err}") from None
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        """Writes so that no reader sees a half-written file: temp file and rename, or one PUT."""
+        path = self.path(name)
+        if isinstance(self.fs, LocalFileSystem):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        else:
+            self.fs.pipe_file(path, data)
+
+    def write_json(self, name: str, data: dict[str, Any]) -> None:
+        self.write_bytes(name, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+
+
+def open_folder(path_or_uri: str | os.PathLike, storage_options: dict[str, Any] | None = None, create: bool = False) -> Folder:
+    """Resolves a local folder, an fsspec URI, or (when not found locally) a Hugging Face hub id."""
+    uri = os.fspath(path_or_uri)
+    fs, root = fsspec.core.url_to_fs(uri, **(storage_options or {}))
+    if create:
+        fs.makedirs(root, exist_ok=True)
+        return Folder(fs, root, uri)
+    if fs.isdir(root):
+        return Folder(fs, root, uri)
+    if "://" not in uri and _HUB_ID.match(uri) and not os.path.exists(uri):
+        return Folder(LocalFileSystem(), _download_from_hub(uri), uri)
+    raise FileNotFoundError(f"checkpoint folder not found: {uri}")
+
+
+def _download_from_hub(repo_id: str) -> str:
+    advice = (
+        f"download it first (huggingface-cli download {repo_id} --local-dir DIR) and pass DIR, "
+        "or pass a local folder or s3:// URI holding config.json and model.safetensors"
+    )
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise FileNotFoundError(f"{repo_id!r} is not a folder and huggingface_hub is not installed: {advice}") from None
+    try:
+        return snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "pytorch_model.bin"])
+    except Exception as err:  # the hub client raises many types for offline, missing and gated repos
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise FileNotFoundError(f"could not fetch {repo_id!r} from the Hugging Face hub ({reason}): {advice}") from None
