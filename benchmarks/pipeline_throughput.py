@@ -430,6 +430,8 @@ def main() -> None:
     transformers.logging.set_verbosity_error()
     large_size, small_size = (tuple(int(x) for x in s.split("x")) for s in (args.large_size, args.small_size))
     memory_sizes = [int(x) for x in args.memory_sizes.split(",") if x]
+    if args.workdir:
+        os.makedirs(args.workdir, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         work = Path(tmp)
         model = save_checkpoint(work / "model", args.model_size)
