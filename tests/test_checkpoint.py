@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import safetensors.torch
@@ -118,3 +121,26 @@ def test_fsspec_uri_round_trip():
     pixels = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(loaded(pixels, mask_ratio=0.0).last_hidden_state, model.vit(pixels, mask_ratio=0.0).last_hidden_state)
+
+
+def test_loading_takes_every_tensor_from_the_checkpoint_in_float32_by_default(tmp_path):
+    """from_pretrained builds on the meta device; nothing may stay there, and a bf16 file loads as float32."""
+    model = vitmae.ViTMAEForPreTraining(vitmae.ViTMAEConfig(**TINY)).to(torch.bfloat16)
+    model.save_pretrained(tmp_path)
+    loaded = vitmae.ViTMAEForPreTraining.from_pretrained(tmp_path)
+    tensors = dict(loaded.named_parameters()) | dict(loaded.named_buffers())
+    assert not [name for name, t in tensors.items() if t.is_meta or t.dtype != torch.float32]
+    for name, expected in model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[name], expected.float(), rtol=0, atol=0)
+    assert all(p.requires_grad for p in loaded.parameters())
+
+
+def test_file_access_imports_without_torch():
+    """The Ray workers that write Parquet load these modules; importing torch there would cost seconds a run."""
+    code = (
+        "import sys, vitmae.folder, pipeline.write\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] == 'torch')\n"
+        "sys.exit(f'imported {loaded[:3]}' if loaded else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[1], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
