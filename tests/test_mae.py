@@ -157,3 +157,10 @@ def test_bad_pixel_values_are_clear_errors():
         model(torch.randn(2, 3, 48, 48))
     with pytest.raises(ValueError, match=r"expected noise of shape \(2, 16\), got \(2, 15\)"):
         model(torch.randn(2, 3, 32, 32), noise=torch.rand(2, 15))
+
+
+def test_every_tensor_follows_the_default_device():
+    """Under `with torch.device(...)` (from_pretrained uses "meta") the fixed sin-cos tables go there too."""
+    with torch.device("meta"):
+        model = vitmae.ViTMAEForPreTraining(vitmae.ViTMAEConfig(**TINY))
+    assert not [name for name, t in model.state_dict().items() if not t.is_meta]

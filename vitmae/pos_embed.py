@@ -18,11 +18,12 @@ def sincos_pos_embed(grid_size: int, dim: int, cls_token: bool = True) -> torch.
         cls_token: prepend a zero row for the class token.
 
     Returns:
-        float32 [G*G (+1), D], rows in row-major patch order.
+        float32 [G*G (+1), D] on the default device, rows in row-major patch order.
     """
     if dim % 4:
         raise ValueError(f"position embedding width must be a multiple of 4, got {dim}")
-    # On the CPU even under a default-device context (from_pretrained builds on "meta"): a small fixed table.
+    # Computed on the CPU in float64, then put on the default device: arange on "meta" (where from_pretrained
+    # builds) would import torch._dynamo, seconds for a table that the checkpoint replaces anyway.
     cpu64 = {"dtype": torch.float64, "device": "cpu"}
     omega = 1.0 / 10000.0 ** (torch.arange(dim // 4, **cpu64) / (dim // 4))
     rows, cols = torch.meshgrid(torch.arange(grid_size, **cpu64), torch.arange(grid_size, **cpu64), indexing="ij")
@@ -31,4 +32,4 @@ def sincos_pos_embed(grid_size: int, dim: int, cls_token: bool = True) -> torch.
     table = torch.cat([emb_w.sin(), emb_w.cos(), emb_h.sin(), emb_h.cos()], dim=1)
     if cls_token:
         table = torch.cat([torch.zeros(1, dim, **cpu64), table], dim=0)
-    return table.float()
+    return table.float().to(torch.get_default_device())

@@ -87,7 +87,7 @@ class ViTModel(PretrainedMixin, nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        if self.pos_embed.is_meta:  # built by from_pretrained, which loads every weight
+        if any(p.is_meta for p in self.parameters()):  # built by from_pretrained, which loads every weight
             return
         std = self.config.initializer_range
         for m in self.modules():
