@@ -121,7 +121,8 @@ def run(config: DemoConfig) -> DemoReport:
     init = random_init(work / "model-init", config.seed)
     if not ray.is_initialized():
         # One logical CPU more than the machine has: the worker trains on every core (2 torch threads on 2 cores)
-        # while the data stage, which only decodes tiny PNGs, takes the extra slot.
+        # while the data stage, which only decodes tiny PNGs, takes the extra slot. The dashboard stays: Ray Train
+        # needs its State API (see pipeline.pretrain).
         ray.init(num_cpus=(os.cpu_count() or 1) + 1, logging_level=logging.WARNING)
     summary = pretrain(PretrainConfig(
         input=str(train), output=str(work / "pretrain"), init=init, epochs=config.epochs, batch_size=config.batch_size,

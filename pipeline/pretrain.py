@@ -173,6 +173,8 @@ def run(config: PretrainConfig) -> dict[str, Any]:
         storage_options={**options, **(storage_options(init, config.s3_endpoint) if init else {})}, resume=state,
     )
     if not ray.is_initialized():
+        # With the dashboard, unlike the embedding job: Ray Train's placement-group cleaner polls the State API,
+        # which the dashboard serves, and warns every few seconds without it.
         ray.init(logging_level=logging.WARNING)
     start = time.time()
     _fit(config, loop, listing, processor)
