@@ -5,12 +5,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import ray
 import torch
 
 from pipeline import schema
@@ -60,8 +60,14 @@ def mask_noise(path: str, seed: int, num_patches: int, mask_ratio: float, sample
     return (shifted / num_patches).astype(np.float32)
 
 
+def _ray_gpu_ids() -> list:
+    """The GPUs Ray gave this actor; none outside Ray, where the same code runs too (benchmarks/actor_path.py)."""
+    ray = sys.modules.get("ray")
+    return ray.get_gpu_ids() if ray is not None and ray.is_initialized() else []
+
+
 class Embedder:
-    """A Ray Data actor: builds the model once, then maps batches.
+    """A Ray Data actor: builds the model once, then maps batches. Needs no Ray itself.
 
     Runs on the GPU given to it (bfloat16 by default, normalising on the device); without one it runs
     the same code on the CPU in float32, with `config.threads` torch threads.
@@ -73,7 +79,7 @@ class Embedder:
         self.dtype = parse_dtype(config.dtype) if config.dtype != "auto" else (
             torch.bfloat16 if self.device.type == "cuda" else torch.float32
         )
-        if self.device.type == "cpu" and ray.is_initialized() and ray.get_gpu_ids():
+        if self.device.type == "cpu" and _ray_gpu_ids():
             logger.warning("the actor was given a GPU but torch sees none; running on the CPU")
         if self.device.type == "cpu" and config.threads:
             # Ray sets OMP_NUM_THREADS to the actor's 1 CPU; on CPU-only nodes the model is nearly all the work.
@@ -95,7 +101,8 @@ class Embedder:
         embeddings = np.zeros((n, self.encoder.config.hidden_size), dtype=np.float32)
         losses = np.full(n, np.nan, dtype=np.float32)
         if ok.any():
-            pixels = torch.from_numpy(np.ascontiguousarray(batch[schema.PIXELS][ok]))
+            rows = batch[schema.PIXELS] if ok.all() else batch[schema.PIXELS][ok]  # a mask copies: only when needed
+            pixels = torch.from_numpy(np.ascontiguousarray(rows))
             if self.device.type == "cuda":
                 pixels = pixels.pin_memory().to(self.device, non_blocking=True)
             x = self.processor.normalize(pixels, self.dtype)
