@@ -29,7 +29,7 @@ class DecodeConfig:
     """How `decode_image` treats untrusted bytes."""
 
     # Refuse images with more pixels than this (decompression bombs), from the header, before decoding.
-    # Pillow's own hard limit (2 x Image.MAX_IMAGE_PIXELS, about 179 Mpx by default) still applies above it.
+    # Pillow's own limit is raised to it where lower, so that this is the limit that counts.
     max_pixels: int = 150_000_000
     draft: bool = True  # let JPEG decode at a reduced DCT scale (1/2, 1/4, 1/8) when much larger than the target
 
@@ -101,6 +101,8 @@ def _open(data: bytes, config: DecodeConfig) -> Image.Image:
     """Reads the header only (Pillow decodes lazily) and refuses images over `config.max_pixels`."""
     if not data:
         raise DecodeError("empty file (0 bytes)")
+    if Image.MAX_IMAGE_PIXELS is not None and config.max_pixels > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = config.max_pixels  # Pillow refuses from twice its limit, above ours
     try:
         image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:

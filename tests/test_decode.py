@@ -130,6 +130,14 @@ def test_max_pixels_is_enforced_from_the_header_without_pillow_warnings(tmp_path
     assert not caught, [str(w.message) for w in caught]
 
 
+def test_max_pixels_is_the_limit_even_above_pillows_own(tmp_path):
+    data = write_zeros_png(tmp_path / "big.png", 20_000, 10_000)  # 200 Mpx: over Pillow's default refusal at 179 Mpx
+    assert refusal(data, DecodeConfig(max_pixels=150_000_000)) == (
+        "image too large: 20000 x 10000 = 200,000,000 pixels, "
+        "expected at most max_pixels = 150,000,000 (possible decompression bomb)"
+    )
+
+
 def test_the_zeros_png_writer_makes_real_images(tmp_path):
     decoded = decode_image(write_zeros_png(tmp_path / "zeros.png", 1000, 700), PROCESSOR, CONFIG)
     assert (decoded.width, decoded.height) == (1000, 700) and not decoded.pixels.any()
