@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 from jobs.errors import run_cli
 from pipeline.demo import DemoConfig, label_of, run
-
-logger = logging.getLogger("jobs.demo")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 from jobs.errors import run_cli
 from pipeline.index import INDEX_TYPES, IndexConfig, build_index
 from pipeline.vectors import METRICS
-
-logger = logging.getLogger("jobs.index")
 
 
 def add_index_arguments(parser: argparse.ArgumentParser) -> None:

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 from jobs.errors import run_cli
 from pipeline.listing import DEFAULT_EXTENSIONS
 from pipeline.pretrain import PRESETS, MODEL_DIR, PretrainConfig, run
-
-logger = logging.getLogger("jobs.pretrain")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 from jobs.errors import run_cli
 from pipeline.reconstruct import save_reconstructions
-
-logger = logging.getLogger("jobs.reconstruct")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
