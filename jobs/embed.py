@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 from jobs.errors import run_cli
 from jobs.index import add_index_arguments
 from pipeline.embed import EmbedConfig, run
 from pipeline.listing import DEFAULT_EXTENSIONS
-
-logger = logging.getLogger("jobs.embed")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

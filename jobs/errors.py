@@ -7,7 +7,12 @@ import logging
 import sys
 from typing import Callable
 
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError)
+from botocore.exceptions import BotoCoreError
+
+USER_ERRORS = (
+    ValueError, FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError,
+    BotoCoreError,  # S3: no endpoint at that address, no credentials
+)
 
 
 def run_cli(parser: argparse.ArgumentParser, main: Callable[[argparse.Namespace], None], argv: list[str] | None) -> int:
@@ -18,6 +23,8 @@ def run_cli(parser: argparse.ArgumentParser, main: Callable[[argparse.Namespace]
         main(args)
     except USER_ERRORS as err:
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        if isinstance(err, BotoCoreError):
+            message += " (check --s3-endpoint and AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)"
         print(f"{getattr(args, 'prog', parser.prog)}: error: {message}", file=sys.stderr)  # sub-commands set prog
         return 2
     return 0

@@ -6,22 +6,24 @@ import hashlib
 import importlib.metadata
 import json
 import logging
+import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+import fsspec
 import pyarrow as pa
 import ray
 
 from pipeline.decode import DecodeConfig
 from pipeline.index import IndexConfig
 from pipeline.index import build_index as index_run
-from pipeline.infer import POOLINGS, Embedder, InferConfig
-from pipeline.listing import DEFAULT_EXTENSIONS, list_inputs, storage_options
+from pipeline.infer import POOLINGS, Embedder, InferConfig, model_class
+from pipeline.listing import DEFAULT_EXTENSIONS, absolute_uri, list_inputs, storage_options
 from pipeline.preprocess import PreprocessConfig, decoded_images
 from pipeline.write import EMBEDDINGS_DIR, ERRORS_DIR, MANIFEST, WriteConfig, write_batch
 from vitmae import ViTImageProcessor, ViTMAEConfig
-from vitmae.checkpoint import CONFIG_NAME, load_hf_state_dict, parse_dtype
+from vitmae.checkpoint import CONFIG_NAME, parse_dtype
 from vitmae.folder import open_folder
 
 logger = logging.getLogger(__name__)
@@ -64,6 +66,8 @@ class EmbedConfig:
         for name in ("loss_samples", "batch_size", "num_actors", "cpu_threads", "rows_per_file", "max_pixels"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.num_gpus is not None and self.num_gpus < 0:
+            raise ValueError(f"--num-gpus must be at least 0, got {self.num_gpus}")
         self.index_config()  # bad index flags fail before any work
 
     def index_config(self) -> IndexConfig:
@@ -84,7 +88,7 @@ class Prepared:
 
 
 def prepare(config: EmbedConfig) -> Prepared:
-    """Everything that can fail on user input fails here, before any work: output, model, input."""
+    """Everything that can fail on user input fails here, before any work and before anything is written."""
     options = {uri: storage_options(uri, config.s3_endpoint) for uri in (config.input, config.output, config.model)}
     _check_output(config, options[config.output])
     model_folder = open_folder(config.model, options[config.model])
@@ -96,12 +100,14 @@ def prepare(config: EmbedConfig) -> Prepared:
             "trained with next to it (vitmae.ViTImageProcessor(...).save_pretrained(folder))"
         )
     processor = ViTImageProcessor.from_pretrained(model_folder.uri, options[config.model])
-    if processor.size != {"height": mae.image_size, "width": mae.image_size}:
+    if not processor.do_resize or processor.size != {"height": mae.image_size, "width": mae.image_size}:
+        size = processor.size if processor.do_resize else "nothing (do_resize is false)"
         raise ValueError(
-            f"--model {config.model}: the processor resizes to {processor.size} but the model expects "
+            f"--model {config.model}: the processor resizes to {size} but the model expects "
             f"{mae.image_size}x{mae.image_size} images"
         )
-    load_hf_state_dict(model_folder)  # unreadable weights fail now; key checks happen in the actors
+    # The actors' own load on the meta device: unreadable weights, and weights that do not fit the config, fail now.
+    model_class(config.mask_ratio).from_pretrained(model_folder.uri, device="meta", storage_options=options[config.model])
     listing = list_inputs(config.input, config.extensions, options[config.input])
     return Prepared(listing, processor, model_config, options[config.input], options[config.output], options[config.model])
 
@@ -110,8 +116,11 @@ _RUN_FILES = (MANIFEST, EMBEDDINGS_DIR, ERRORS_DIR, "index")
 
 
 def _check_output(config: EmbedConfig, options: dict[str, Any]) -> None:
-    folder = open_folder(config.output, options, create=True)
-    earlier = [name for name in _RUN_FILES if folder.exists(name)]
+    """Refuses an --output that is a file or holds a run (unless --overwrite); creates nothing."""
+    fs, root = fsspec.core.url_to_fs(config.output, **options)
+    if fs.isfile(root):
+        raise FileExistsError(f"--output {config.output} is a file; pass a folder or prefix for the run")
+    earlier = [name for name in _RUN_FILES if fs.exists(f"{root.rstrip('/')}/{name}")]
     if earlier and not config.overwrite:
         raise FileExistsError(
             f"--output {config.output} already holds a run ({', '.join(earlier)}); pass --overwrite to replace it"
@@ -126,15 +135,22 @@ def _clear_output(config: EmbedConfig, options: dict[str, Any]) -> None:
             folder.fs.rm(folder.path(name), recursive=True)
 
 
+def _is_local(uri: str) -> bool:
+    """A path on this machine's disks (a hub id is not: every node fetches it)."""
+    return uri.startswith("file://") or os.path.isabs(uri) or os.path.exists(uri)
+
+
 def run(config: EmbedConfig) -> dict[str, Any]:
     """Runs the job and returns the manifest (also written, last, to `output`/manifest.json)."""
+    config = replace(config, output=absolute_uri(config.output), model=absolute_uri(config.model, may_be_hub_id=True))
     prepared = prepare(config)
-    _clear_output(config, prepared.output_options)
     start = time.time()
     if not ray.is_initialized():
         # The dashboard's processes wake at normal priority and stall the model's GEMM threads on small machines.
         ray.init(logging_level=logging.WARNING, include_dashboard=config.dashboard)
-    gpus = config.num_gpus if config.num_gpus is not None else int(ray.cluster_resources().get("GPU", 0))
+    gpus = _check_cluster(config)
+    _clear_output(config, prepared.output_options)
+    ray_started = time.time()
     listing = prepared.listing
     threads = None if gpus else cpu_threads(config)
     # Without GPUs, Ray Data fuses decoding into the model actors, whose threads then decode too.
@@ -160,15 +176,29 @@ def run(config: EmbedConfig) -> dict[str, Any]:
     for counts in dataset.iter_batches(batch_size=None, batch_format="numpy"):
         embedded += int(counts["embedded"].sum())
         failed += int(counts["failed"].sum())
-    seconds = time.time() - start
     if embedded + failed != listing.num_rows:
         raise RuntimeError(f"listed {listing.num_rows} inputs but wrote {embedded} embeddings and {failed} errors")
-    manifest = _manifest(config, prepared, gpus, threads, embedded, failed, seconds)
+    embedded_at = time.time()
+    index = _build_index(config) if config.build_index else None
+    timings = {"start_ray": ray_started - start, "embed": embedded_at - ray_started, "index": time.time() - embedded_at}
+    manifest = _manifest(config, prepared, gpus, threads, embedded, failed, timings, index)
     manifest["ray_data_stats"] = dataset.stats()
     open_folder(config.output, prepared.output_options, create=True).write_json(MANIFEST, manifest)
-    if config.build_index:
-        _build_index(config)
     return manifest
+
+
+def _check_cluster(config: EmbedConfig) -> int:
+    """The number of GPU actors; refuses more GPUs than the cluster has, warns of local paths on several nodes."""
+    available = int(ray.cluster_resources().get("GPU", 0))
+    if config.num_gpus is not None and config.num_gpus > available:
+        raise ValueError(
+            f"--num-gpus {config.num_gpus} asks for more GPUs than the Ray cluster's {available} (start the GPU "
+            "nodes first, or pass --num-gpus 0 to run on CPUs)"
+        )
+    local = [uri for uri in (config.input, config.output, config.model) if _is_local(uri)]
+    if local and len([node for node in ray.nodes() if node["Alive"]]) > 1:
+        logger.warning("%s: local paths must be on storage that every node of the cluster mounts", ", ".join(local))
+    return config.num_gpus if config.num_gpus is not None else available
 
 
 def cpu_threads(config: EmbedConfig) -> int:
@@ -181,16 +211,23 @@ def cpu_threads(config: EmbedConfig) -> int:
     return config.cpu_threads or max(1, int(ray.cluster_resources().get("CPU", 1)) // config.num_actors)
 
 
-def _build_index(config: EmbedConfig) -> None:
-    """The index, after the manifest; a run it cannot be built for (under 2 embeddings, no fit) still succeeds."""
+def _build_index(config: EmbedConfig) -> str | None:
+    """The index, before the manifest; a run it cannot be built for (under 2 embeddings, no fit) still succeeds.
+
+    Returns:
+        Where the index is, relative to the run, or None (with the reason in the log).
+    """
     try:
         index_run(config.index_config())
     except (ValueError, FileNotFoundError) as err:
         logger.warning("no index built for %s: %s", config.output, err)
+        return None
+    return "index/"
 
 
 def _manifest(
-    config: EmbedConfig, prepared: Prepared, gpus: int, threads: int | None, embedded: int, failed: int, seconds: float
+    config: EmbedConfig, prepared: Prepared, gpus: int, threads: int | None, embedded: int, failed: int,
+    timings: dict[str, float], index: str | None,
 ) -> dict[str, Any]:
     digest = hashlib.sha256(json.dumps(prepared.model_config, sort_keys=True).encode()).hexdigest()
     settings = {k: v for k, v in asdict(config).items() if k not in ("overwrite",)}
@@ -204,10 +241,12 @@ def _manifest(
         "gpus": gpus,
         "cpu_threads": threads,
         "counts": {"listed": prepared.listing.num_rows, "embedded": embedded, "failed": failed},
-        "seconds": round(seconds, 3),
-        "images_per_second": round(prepared.listing.num_rows / seconds, 3) if seconds > 0 else None,
+        "seconds": round(sum(timings.values()), 3),
+        "timings": {f"{name}_seconds": round(value, 3) for name, value in timings.items()},
+        # Throughput of the pipeline itself: Ray's start-up and the index are timed apart.
+        "images_per_second": round(prepared.listing.num_rows / timings["embed"], 3) if timings["embed"] > 0 else None,
         "versions": package_versions(),
-        "outputs": {"embeddings": f"{EMBEDDINGS_DIR}/", "errors": f"{ERRORS_DIR}/"},
+        "outputs": {"embeddings": f"{EMBEDDINGS_DIR}/", "errors": f"{ERRORS_DIR}/", "index": index},
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 

@@ -60,6 +60,11 @@ def mask_noise(path: str, seed: int, num_patches: int, mask_ratio: float, sample
     return (shifted / num_patches).astype(np.float32)
 
 
+def model_class(mask_ratio: float) -> type[ViTMAEModel] | type[ViTMAEForPreTraining]:
+    """The encoder alone for embeddings; encoder and decoder when the loss is scored."""
+    return ViTMAEForPreTraining if mask_ratio > 0 else ViTMAEModel
+
+
 def _ray_gpu_ids() -> list:
     """The GPUs Ray gave this actor; none outside Ray, where the same code runs too (benchmarks/actor_path.py)."""
     ray = sys.modules.get("ray")
@@ -84,8 +89,7 @@ class Embedder:
         if self.device.type == "cpu" and config.threads:
             # Ray sets OMP_NUM_THREADS to the actor's 1 CPU; on CPU-only nodes the model is nearly all the work.
             torch.set_num_threads(min(config.threads, os.cpu_count() or 1))
-        cls = ViTMAEForPreTraining if config.mask_ratio > 0 else ViTMAEModel
-        self.model = cls.from_pretrained(
+        self.model = model_class(config.mask_ratio).from_pretrained(
             config.model, dtype=self.dtype, device=self.device, storage_options=config.storage_options
         )
         self.encoder = self.model.vit if config.mask_ratio > 0 else self.model

@@ -32,7 +32,19 @@ def storage_options(uri: str, s3_endpoint: str | None = None) -> dict[str, Any]:
     if os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY"):
         options["key"] = os.environ["AWS_ACCESS_KEY_ID"]
         options["secret"] = os.environ["AWS_SECRET_ACCESS_KEY"]
+        if os.environ.get("AWS_SESSION_TOKEN"):  # temporary credentials (STS, SSO) need it with the keys
+            options["token"] = os.environ["AWS_SESSION_TOKEN"]
     return options
+
+
+def absolute_uri(uri: str, may_be_hub_id: bool = False) -> str:
+    """`uri` with a local path made absolute: Ray's workers run in other folders than the driver.
+
+    URIs stay as they are, and so does a model name that is no local path (a hub id) when `may_be_hub_id`.
+    """
+    if "://" in uri or (may_be_hub_id and not os.path.exists(uri)):
+        return uri
+    return os.path.abspath(uri)
 
 
 def _mtime(info: dict[str, Any]) -> float | None:
@@ -64,7 +76,10 @@ def list_inputs(uri: str, extensions: Sequence[str], options: dict[str, Any]) ->
         if info.get("type") == "file" and path.rsplit(".", 1)[-1].lower() in allowed
     )
     if not files:
-        raise ValueError(f"--input {uri}: no files with extensions {', '.join(sorted(allowed))}")
+        found = sum(info.get("type") == "file" for info in infos.values())
+        if not found:
+            raise ValueError(f"--input {uri}: no files found there")
+        raise ValueError(f"--input {uri}: none of its {found} files has one of the extensions {', '.join(sorted(allowed))}")
     logger.info("listed %d inputs under %s", len(files), uri)
     return pa.table(
         {
@@ -84,8 +99,8 @@ def read_bytes(paths: Sequence[str], options: dict[str, Any]) -> list[bytes | Ex
         return []
     fs, _ = fsspec.core.url_to_fs(paths[0], **options)
     stripped = [fs._strip_protocol(p) for p in paths]
-    found = fs.cat(stripped, on_error="return")
-    return [found.get(p, FileNotFoundError(p)) for p in stripped]
+    # Whole files, each path taken literally: `cat` would expand `[`, `*` and `?` in file names as a glob.
+    return fs.cat_ranges(stripped, None, None, on_error="return")
 
 
 def read_error(err: Exception) -> str:

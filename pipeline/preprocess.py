@@ -60,14 +60,12 @@ def preprocess_batch(batch: dict[str, np.ndarray], config: PreprocessConfig) -> 
             return
         try:
             decoded = decode_image(data, processor, config.decode, crop)
+            pixels[i], sizes[i] = decoded.pixels, (decoded.width, decoded.height)
         except DecodeError as err:
             errors[i] = str(err)
-            return
         except Exception as err:  # a decoder bug must cost one row, not the job
             logger.exception("unexpected error decoding %s", paths[i])
             errors[i] = f"could not decode: {type(err).__name__}: {err}"
-            return
-        pixels[i], sizes[i] = decoded.pixels, (decoded.width, decoded.height)
 
     contents = read_bytes(paths, config.storage_options)
     if config.threads > 1 and crop is None:  # the crop's random generator is not shared across threads

@@ -28,7 +28,7 @@ from PIL import Image
 from pipeline.augment import AugmentConfig
 from pipeline.decode import DecodeConfig
 from pipeline.embed import package_versions
-from pipeline.listing import DEFAULT_EXTENSIONS, list_inputs, storage_options
+from pipeline.listing import DEFAULT_EXTENSIONS, absolute_uri, list_inputs, storage_options
 from pipeline.preprocess import PreprocessConfig, decoded_images
 from pipeline.reconstruct import save_reconstructions
 from pipeline.train_loop import CHECKPOINTS_DIR, METRICS_FILE, LoopConfig, latest_checkpoint, train_loop
@@ -153,6 +153,8 @@ def output_options(config: PretrainConfig) -> dict[str, Any]:
 
 def run(config: PretrainConfig) -> dict[str, Any]:
     """Checks, trains, and writes the final model, metrics.json and reconstructions.png; returns metrics.json."""
+    init = absolute_uri(config.init, may_be_hub_id=True) if config.init else None
+    config = replace(config, output=absolute_uri(config.output), init=init)  # Ray Train's workers run elsewhere
     listing = list_inputs(config.input, config.extensions, storage_options(config.input, config.s3_endpoint))
     options = output_options(config)
     output = open_folder(config.output, options, create=True)

@@ -16,12 +16,13 @@ import torch
 import transformers
 from PIL import Image
 
+import pipeline.embed
 import vitmae
 from jobs import embed as embed_job
 from pipeline import schema
 from pipeline.embed import EmbedConfig, run
 from pipeline.infer import Embedder, InferConfig, mask_noise
-from pipeline.listing import list_inputs
+from pipeline.listing import absolute_uri, list_inputs, storage_options
 from pipeline.preprocess import PreprocessConfig, preprocess_batch
 from conftest import MAE_PROCESSOR
 from test_decode import encode, write_zeros_png
@@ -52,6 +53,8 @@ def images(tmp_path_factory, photo_paths) -> Path:
     frames = [small, small.transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
     (folder / "animated.gif").write_bytes(encode(frames[0], "GIF", save_all=True, append_images=frames[1:]))
     (folder / "huge.jpg").write_bytes(encode(photo.resize((10_000, 8_000)), "JPEG", quality=85))
+    (folder / "glob [1].png").write_bytes(encode(small, "PNG"))  # read as named, not as a pattern
+    (folder / "star*.png").write_bytes(encode(small, "PNG"))
     (folder / "empty.jpg").write_bytes(b"")
     (folder / "random.png").write_bytes(np.random.default_rng(0).bytes(5000))
     (folder / "text.jpg").write_text("this is not a picture\n")
@@ -98,6 +101,8 @@ def test_every_listed_input_ends_once_in_embeddings_or_errors(scored_run, images
     assert (huge["width"], huge["height"]) == (10_000, 8_000)
     assert all(len(r["embedding"]) == 64 and r["loss"] > 0 for r in embedded.values())
     assert manifest["mask_ratio"] == 0.75 and manifest["model_config_sha256"] and manifest["versions"]["ray"]
+    assert manifest["outputs"]["index"] == "index/" and (scored_run / "index" / "index.json").exists()
+    assert set(manifest["timings"]) == {"start_ray_seconds", "embed_seconds", "index_seconds"}
     assert manifest["cpu_threads"] == 2  # the fixture cluster's 2 CPUs, for its one CPU actor
 
 
@@ -171,6 +176,15 @@ def test_loss_is_the_same_across_runs_and_batch_sizes(scored_run, images, model_
         assert second[path]["loss"] == pytest.approx(first[path]["loss"], rel=1e-5)
 
 
+def test_s3_options_carry_the_session_token_of_temporary_credentials(monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "key")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "token")
+    options = storage_options("s3://bucket/photos/", "http://127.0.0.1:8333")
+    assert options == {"client_kwargs": {"endpoint_url": "http://127.0.0.1:8333"}, "key": "key", "secret": "secret", "token": "token"}
+    assert storage_options("/local/photos") == {}
+
+
 def test_masks_are_a_function_of_seed_and_path_and_cover_every_patch():
     noise = mask_noise("s3://b/a.jpg", 7, 196, 0.75, 4)
     assert np.array_equal(noise, mask_noise("s3://b/a.jpg", 7, 196, 0.75, 4))
@@ -181,23 +195,73 @@ def test_masks_are_a_function_of_seed_and_path_and_cover_every_patch():
     assert mask_noise("x", 0, 196, 0.5, 4).shape == (4, 196)  # too many to be disjoint: independent masks
 
 
-def test_rerun_refuses_without_overwrite_and_replaces_with_it(scored_run, images, model_dir, capsys):
-    args = ["--input", str(images), "--output", str(scored_run), "--model", str(model_dir)]
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_rerun_refuses_without_overwrite_and_replaces_with_it(ray_cluster, model_dir, two_photos, tmp_path, capsys):
+    output = tmp_path / "run"
+    args = ["--input", str(two_photos), "--output", str(output), "--model", str(model_dir)]
+    assert embed_job.main([*args, "--mask-ratio", "0.75"]) == 0
+    before = snapshot(output)
     assert embed_job.main(args) == 2
     assert "already holds a run" in capsys.readouterr().err
-    manifest = json.loads((scored_run / "manifest.json").read_text())
-    assert manifest["counts"]["listed"] > 0  # untouched
+    broken = tmp_path / "broken"  # weights that do not fit the config: refused before the earlier run is removed
+    (broken).mkdir()
+    for name in ("model.safetensors", "preprocessor_config.json"):
+        (broken / name).write_bytes((model_dir / name).read_bytes())
+    config = json.loads((model_dir / "config.json").read_text())
+    (broken / "config.json").write_text(json.dumps({**config, "intermediate_size": config["intermediate_size"] * 2}))
+    assert embed_job.main([*args[:4], "--model", str(broken), "--overwrite"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "does not fit ViTMAEModel: shape mismatch" in err and len(err.splitlines()) == 1, err
+    assert snapshot(output) == before
+    assert embed_job.main([*args, "--overwrite", "--mask-ratio", "0"]) == 0
+    embedded, failed, manifest = read_run(output)
+    assert manifest["mask_ratio"] == 0 and len(embedded) == 2 and not failed
+    assert all(r["loss"] is None for r in embedded.values())  # no row of the first run is left
+    rows = pads.dataset(output / "embeddings", format="parquet").count_rows()
+    assert rows == 2
+
+
+def test_more_gpus_than_the_cluster_has_fail_before_work(ray_cluster, model_dir, two_photos, tmp_path, capsys):
+    args = ["--input", str(two_photos), "--output", str(tmp_path / "out"), "--model", str(model_dir), "--num-gpus", "3"]
+    assert embed_job.main(args) == 2
+    assert "--num-gpus 3 asks for more GPUs than the Ray cluster's 1" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_local_paths_become_absolute_and_uris_and_hub_ids_stay(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models" / "mae").mkdir(parents=True)
+    assert absolute_uri("runs/today") == str(tmp_path / "runs" / "today")  # not there yet: an output
+    assert absolute_uri("models/mae", may_be_hub_id=True) == str(tmp_path / "models" / "mae")
+    assert absolute_uri("facebook/vit-mae-base", may_be_hub_id=True) == "facebook/vit-mae-base"
+    assert absolute_uri("s3://bucket/runs/today") == "s3://bucket/runs/today"
+
+
+def test_relative_paths_mean_the_drivers_folder(ray_cluster, model_dir, two_photos, tmp_path, monkeypatch):
+    """Ray's workers run in another folder than the driver: a relative --output must still land here."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "model").symlink_to(model_dir)
+    run(EmbedConfig(input="photos", output="out", model="model", num_gpus=0))
+    embedded, _, manifest = read_run(tmp_path / "out")
+    assert len(embedded) == 2 and manifest["model"] == str(tmp_path / "model")
 
 
 @pytest.mark.parametrize(
     "mistake, expected",
     [
         (lambda d, m: ["--input", str(d / "nowhere")], "no such folder, prefix or file"),
-        (lambda d, m: ["--input", str(d), "--extensions", "xyz"], "no files with extensions xyz"),
+        (lambda d, m: ["--input", str(d)], "no files found there"),
+        (lambda d, m: ["--input", str(m), "--extensions", "xyz"], "none of its 3 files has one of the extensions xyz"),
         (lambda d, m: ["--model", str(d)], "has no config.json"),
         (lambda d, m: ["--mask-ratio", "1.5"], "--mask-ratio must be in [0, 1)"),
         (lambda d, m: ["--dtype", "float8"], "unknown dtype 'float8'"),
         (lambda d, m: ["--cpu-threads", "0"], "--cpu-threads must be at least 1, got 0"),
+        (lambda d, m: ["--num-gpus", "-1"], "--num-gpus must be at least 0, got -1"),
+        (lambda d, m: ["--output", str(m / "config.json")], "config.json is a file; pass a folder or prefix"),
+        (lambda d, m: ["--input", "s3://bucket/photos/", "--s3-endpoint", "http://127.0.0.1:9"], "(check --s3-endpoint and AWS_ENDPOINT_URL"),
     ],
 )
 def test_user_mistakes_are_one_line_errors(mistake, expected, images, model_dir, tmp_path, capsys):
@@ -218,6 +282,14 @@ def test_model_processor_mismatch_and_missing_processor_fail_before_work(model_d
     vitmae.ViTImageProcessor(size=96).save_pretrained(broken)
     assert embed_job.main(["--input", str(images), "--output", str(tmp_path / "o"), "--model", str(broken)]) == 2
     assert "the processor resizes to {'height': 96, 'width': 96} but the model expects 224x224" in capsys.readouterr().err
+    vitmae.ViTImageProcessor(size=224, do_resize=False).save_pretrained(broken)
+    assert embed_job.main(["--input", str(images), "--output", str(tmp_path / "o"), "--model", str(broken)]) == 2
+    assert "the processor resizes to nothing (do_resize is false)" in capsys.readouterr().err
+    vitmae.ViTImageProcessor(size=224).save_pretrained(broken)
+    (broken / "model.safetensors").write_bytes(b"\x00" * 64)
+    assert embed_job.main(["--input", str(images), "--output", str(tmp_path / "o"), "--model", str(broken)]) == 2
+    assert "cannot read " in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # nothing is created before the checks pass
 
 
 def test_an_object_deleted_after_listing_becomes_an_error_row(two_photos):
@@ -241,17 +313,30 @@ def test_s3_input_model_and_output(ray_cluster, s3, model_dir, photo_paths, monk
     import s3fs
 
     fs = s3fs.S3FileSystem(**s3.storage_options())
-    for p in photo_paths[:3]:
-        fs.pipe(f"test/embed/photos/{p.name}", p.read_bytes())
+    names = [p.name for p in photo_paths[:2]] + ["odd [1].jpg"]  # a key with glob characters is read as named
+    for name, p in zip(names, photo_paths):
+        fs.pipe(f"test/embed/photos/{name}", p.read_bytes())
     fs.pipe("test/embed/photos/broken.jpg", b"\xff\xd8\xff")
+    fs.pipe("test/embed/photos/deleted.jpg", photo_paths[0].read_bytes())
     fs.put(str(model_dir), "test/embed/model", recursive=True)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3.access_key)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3.secret_key)
+
+    def list_then_delete(*args):
+        listing = list_inputs(*args)
+        fs.rm("test/embed/photos/deleted.jpg")  # gone between the listing and the read
+        return listing
+
+    monkeypatch.setattr(pipeline.embed, "list_inputs", list_then_delete)
     manifest = run(EmbedConfig(input="s3://test/embed/photos/", output="s3://test/embed/run", model="s3://test/embed/model", mask_ratio=0.75, s3_endpoint=s3.endpoint_url, num_gpus=0))
-    assert manifest["counts"] == {"listed": 4, "embedded": 3, "failed": 1}
+    assert manifest["counts"] == {"listed": 5, "embedded": 3, "failed": 2}
     embedded = pads.dataset("test/embed/run/embeddings", filesystem=fs, format="parquet").to_table()
-    assert sorted(embedded.column("path").to_pylist()) == sorted(f"s3://test/embed/photos/{p.name}" for p in photo_paths[:3])
+    assert sorted(embedded.column("path").to_pylist()) == sorted(f"s3://test/embed/photos/{name}" for name in names)
     assert all(e for e in embedded.column("etag").to_pylist())
+    errors = pads.dataset("test/embed/run/errors", filesystem=fs, format="parquet").to_table().to_pylist()
+    assert {r["path"]: r["error"] for r in errors}["s3://test/embed/photos/deleted.jpg"] == (
+        "object not found (deleted or moved after listing)"
+    )
     assert fs.exists("test/embed/run/manifest.json")
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import io
 import logging
 import os
+import pickle
 from typing import Any, ClassVar
 
+import safetensors
 import safetensors.torch
 import torch
 from fsspec.implementations.local import LocalFileSystem
@@ -54,13 +56,18 @@ def load_hf_state_dict(folder: Folder) -> dict[str, torch.Tensor]:
 
 
 def _load_file(folder: Folder, name: str) -> dict[str, torch.Tensor]:
+    """Raises ValueError, naming the file, when it is damaged or (a .bin) holds more than tensors."""
     path = folder.path(name)
     local = isinstance(folder.fs, LocalFileSystem)
-    if name.endswith(".safetensors"):
-        return safetensors.torch.load_file(path) if local else safetensors.torch.load(folder.fs.cat_file(path))
-    # weights_only: a .bin is a pickle, and only tensors may come out of it.
-    source = path if local else io.BytesIO(folder.fs.cat_file(path))
-    return torch.load(source, map_location="cpu", weights_only=True)
+    try:
+        if name.endswith(".safetensors"):
+            return safetensors.torch.load_file(path) if local else safetensors.torch.load(folder.fs.cat_file(path))
+        # weights_only: a .bin is a pickle, and only tensors may come out of it.
+        source = path if local else io.BytesIO(folder.fs.cat_file(path))
+        return torch.load(source, map_location="cpu", weights_only=True)
+    except (safetensors.SafetensorError, pickle.UnpicklingError, RuntimeError, EOFError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(f"cannot read {folder.uri}/{name}: {reason}") from err
 
 
 class PretrainedMixin:
