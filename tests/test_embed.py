@@ -148,7 +148,12 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def test_mean_embeddings_match_transformers_on_photographs(scored_run, model_dir, photo_paths, images):
     embedded, _, _ = read_run(scored_run)
     ours = np.stack([embedded[f"file://{images / p.name}"]["embedding"] for p in photo_paths])
-    assert cosines(ours, reference_embeddings(model_dir, photo_paths, "mean")).min() >= 0.999
+    similarity = cosines(ours, reference_embeddings(model_dir, photo_paths, "mean"))
+    assert similarity.min() >= 0.999, similarity  # the bound users are promised, JPEG draft scaling included
+    # retina.jpg (1411 px) decodes at half its DCT scale: 0.999997. The others are too small for that, so their
+    # pixels are PIL's own and only float rounding differs (a bilinear resize would still pass 0.999, at 0.9998).
+    full_scale = [i for i, p in enumerate(photo_paths) if p.name != "retina.jpg"]
+    assert similarity[full_scale].min() >= 0.999_999, similarity
 
 
 def test_cls_embeddings_match_and_the_gpu_request_falls_back_to_the_cpu(ray_cluster, model_dir, photo_paths, tmp_path):
@@ -166,14 +171,17 @@ def test_cls_embeddings_match_and_the_gpu_request_falls_back_to_the_cpu(ray_clus
     assert cosines(ours, reference_embeddings(model_dir, photo_paths, "cls")).min() >= 0.999
 
 
-def test_loss_is_the_same_across_runs_and_batch_sizes(scored_run, images, model_dir, tmp_path):
+def test_loss_is_identical_across_runs_and_the_same_across_batch_sizes(scored_run, images, model_dir, tmp_path):
     again = tmp_path / "again"
     run(EmbedConfig(input=str(images), output=str(again), model=str(model_dir), mask_ratio=0.75, loss_samples=4, batch_size=3, num_gpus=0))
+    same = tmp_path / "same"
+    run(EmbedConfig(input=str(images), output=str(same), model=str(model_dir), mask_ratio=0.75, loss_samples=4, batch_size=8, num_gpus=0))
     first, _, _ = read_run(scored_run)
     second, _, _ = read_run(again)
     assert first.keys() == second.keys()
-    for path in first:
+    for path in first:  # other batches: the GEMMs block differently, so equal up to float rounding
         assert second[path]["loss"] == pytest.approx(first[path]["loss"], rel=1e-5)
+    assert {p: r["loss"] for p, r in read_run(same)[0].items()} == {p: r["loss"] for p, r in first.items()}
 
 
 def test_s3_options_carry_the_session_token_of_temporary_credentials(monkeypatch):
