@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import math
+import shutil
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -17,6 +18,7 @@ import vitmae
 from jobs import pretrain as pretrain_job
 from pipeline.decode import DecodeConfig, decode_image
 from pipeline.pretrain import PretrainConfig, run
+from pipeline.reconstruct import MIN_PANEL_PX, panel_origin, sheet_size
 from pipeline.train_loop import LoopConfig, lr_at, param_groups
 
 TINY_MAE = dict(
@@ -110,15 +112,23 @@ def test_the_checkpoints_load_in_transformers_with_equal_outputs(trained, digits
         torch.testing.assert_close(a.loss, b.loss, atol=1e-6, rtol=1e-5)
 
 
-def test_reconstructions_png_is_written(trained):
+def test_reconstructions_png_shows_two_images_in_four_panels_each(trained):
     output, _ = trained
     with Image.open(output / "reconstructions.png") as sheet:
-        sheet.load()
-        assert sheet.height > sheet.width / 4 * 2  # two rows of four square panels and a header
+        pixels = np.asarray(sheet.convert("RGB"), dtype=np.float32)
+    assert pixels.shape[1::-1] == sheet_size(2, MIN_PANEL_PX)  # the 32-px model's panels drawn at the minimum side
+    for row in range(2):
+        panels = []
+        for column in range(4):  # original | masked | reconstruction | reconstruction + visible
+            x, y = panel_origin(row, column, MIN_PANEL_PX)
+            panels.append(pixels[y:y + MIN_PANEL_PX, x:x + MIN_PANEL_PX])
+        assert all(p.std() > 1 for p in panels)  # drawn, not blank
+        assert all(np.abs(panels[0] - p).mean() > 1 for p in panels[1:])  # masking and reconstructing change it
 
 
-def test_resume_continues_the_step_count_the_loss_curve_and_the_optimizer(trained, digits, init_model):
-    output, _ = trained
+def test_resume_continues_the_step_count_the_loss_curve_and_the_optimizer(trained, digits, init_model, tmp_path):
+    output = tmp_path / "run"
+    shutil.copytree(trained[0], output)  # the other tests read the 2-epoch run
     with pytest.raises(FileExistsError, match="--resume"):
         run(config(digits, init_model, output))
     summary = run(config(digits, init_model, output, epochs=3, resume=True, reconstructions=0))
