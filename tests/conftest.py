@@ -43,6 +43,31 @@ def vit_kwargs(geometry: dict) -> dict:
     return {k: v for k, v in geometry.items() if k in VIT_KEYS}
 
 
+def random_model(model_class: type, config) -> torch.nn.Module:
+    """`model_class(config)` with every parameter and buffer drawn at random.
+
+    Fresh models leave biases, LayerNorms and tokens constant, so a parity test on one cannot see them swapped or
+    dropped. Matrices get N(0, 1.5^2 / fan_in), large enough that attention is far from uniform at any width and a
+    wrong scale shows; LayerNorm weights get 1 + N(0, 0.1^2); everything else (biases, tokens, position tables) N(0, 1).
+    Built on the meta device, because the model's own initialisation would be overwritten and costs seconds at base.
+    """
+    with torch.device("meta"):
+        model = model_class(config)
+    model = model.to_empty(device="cpu")
+    with torch.no_grad():
+        for module in model.modules():
+            for name, p in module.named_parameters(recurse=False):
+                if isinstance(module, torch.nn.LayerNorm) and name == "weight":
+                    p.copy_(1 + 0.1 * torch.randn_like(p))
+                elif name == "weight" and p.ndim >= 2:
+                    p.normal_(std=1.5 / p[0].numel() ** 0.5)
+                else:
+                    p.normal_()
+        for buffer in model.buffers():
+            buffer.normal_()
+    return model
+
+
 @pytest.fixture(scope="session")
 def photo_paths() -> list[Path]:
     import skimage

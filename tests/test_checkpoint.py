@@ -13,18 +13,32 @@ import torch
 import transformers
 
 import vitmae
-from conftest import TINY, vit_kwargs
+from conftest import BASE, TINY, random_model, vit_kwargs
 from vitmae.convert import hf_to_vitmae, vitmae_to_hf
 
+GEOMETRIES = {"tiny": TINY, "base": BASE}
 
-def test_vitmae_files_load_in_transformers_with_equal_outputs(tmp_path):
-    model = vitmae.ViTMAEForPreTraining(vitmae.ViTMAEConfig(**TINY, norm_pix_loss=True)).eval()
+
+def assert_loaded_every_key(info: dict) -> None:
+    """`info` from transformers' from_pretrained(..., output_loading_info=True)."""
+    assert not info["missing_keys"]
+    assert not info["unexpected_keys"]
+    assert not info["mismatched_keys"]
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+def test_vitmae_files_load_in_transformers_with_equal_outputs(geometry, tmp_path):
+    config = vitmae.ViTMAEConfig(**GEOMETRIES[geometry], norm_pix_loss=True)
+    model = random_model(vitmae.ViTMAEForPreTraining, config).eval()
     model.save_pretrained(tmp_path)
-    reference = transformers.ViTMAEForPreTraining.from_pretrained(tmp_path).eval()
+    reference, info = transformers.ViTMAEForPreTraining.from_pretrained(tmp_path, output_loading_info=True)
+    assert_loaded_every_key(info)
     assert reference.config.norm_pix_loss
-    pixels, noise = torch.randn(2, 3, 32, 32), torch.rand(2, 16)
+    pixels, noise = torch.randn(2, 3, config.image_size, config.image_size), torch.rand(2, config.num_patches)
     with torch.no_grad():
-        torch.testing.assert_close(reference(pixels, noise=noise).logits, model(pixels, noise=noise).logits, atol=2e-5, rtol=1e-4)
+        expected, got = reference.eval()(pixels, noise=noise), model(pixels, noise=noise)
+    torch.testing.assert_close(got.logits, expected.logits, atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(got.loss, expected.loss, atol=1e-5, rtol=1e-5)
 
 
 def test_saved_layout_is_the_hub_layout(tmp_path):
@@ -37,32 +51,39 @@ def test_saved_layout_is_the_hub_layout(tmp_path):
     assert config["model_type"] == "vit_mae" and config["architectures"] == ["ViTMAEForPreTraining"]
 
 
-def test_vit_files_load_in_transformers(tmp_path):
-    model = vitmae.ViTForImageClassification(vitmae.ViTConfig(**vit_kwargs(TINY), id2label={0: "cat", 1: "dog"})).eval()
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+def test_vit_files_load_in_transformers(geometry, tmp_path):
+    config = vitmae.ViTConfig(**vit_kwargs(GEOMETRIES[geometry]), id2label={0: "cat", 1: "dog"})
+    model = random_model(vitmae.ViTForImageClassification, config).eval()
     model.save_pretrained(tmp_path)
-    reference = transformers.ViTForImageClassification.from_pretrained(tmp_path).eval()
+    reference, info = transformers.ViTForImageClassification.from_pretrained(tmp_path, output_loading_info=True)
+    assert_loaded_every_key(info)
     assert reference.config.id2label == {0: "cat", 1: "dog"}
-    pixels = torch.randn(2, 3, 32, 32)
+    pixels = torch.randn(2, 3, config.image_size, config.image_size)
     with torch.no_grad():
-        torch.testing.assert_close(reference(pixels).logits, model(pixels).logits, atol=2e-5, rtol=1e-4)
+        torch.testing.assert_close(model(pixels).logits, reference.eval()(pixels).logits, atol=2e-5, rtol=1e-4)
 
 
 def test_conversion_round_trip_is_exact():
-    state = vitmae.ViTMAEForPreTraining(vitmae.ViTMAEConfig(**TINY)).state_dict()
+    state = random_model(vitmae.ViTMAEForPreTraining, vitmae.ViTMAEConfig(**TINY)).state_dict()
     back = hf_to_vitmae(vitmae_to_hf(state))
     assert back.keys() == state.keys()
     assert all(torch.equal(back[k], state[k]) for k in state)
 
 
 def test_transformers5_decoder_spelling_and_pytorch_bin_load(tmp_path):
-    reference = transformers.ViTMAEForPreTraining(transformers.ViTMAEConfig(**TINY)).eval()
+    reference = random_model(transformers.ViTMAEForPreTraining, transformers.ViTMAEConfig(**TINY))
     reference.save_pretrained(tmp_path)  # transformers 5 writes decoder blocks as decoder.decoder_encoder.layer.N
     state = safetensors.torch.load_file(tmp_path / "model.safetensors")
     torch.save(state, tmp_path / "pytorch_model.bin")
     (tmp_path / "model.safetensors").unlink()
     model = vitmae.ViTMAEForPreTraining.from_pretrained(tmp_path, dtype="bfloat16")
     assert model.decoder.decoder_pred.weight.dtype == torch.bfloat16
-    torch.testing.assert_close(model.decoder.blocks[1].mlp.fc1.weight.float(), reference.decoder.decoder_layers[1].mlp.fc1.weight.detach(), atol=1e-2, rtol=1e-2)
+    expected = {name: tensor.to(torch.bfloat16) for name, tensor in hf_to_vitmae(state).items()}
+    loaded = model.state_dict()
+    assert loaded.keys() == expected.keys()
+    for name, tensor in expected.items():
+        torch.testing.assert_close(loaded[name], tensor, rtol=0, atol=0, msg=lambda m: f"{name}: {m}")
 
 
 def test_pytorch_bin_is_never_unpickled_beyond_tensors(tmp_path):

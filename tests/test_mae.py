@@ -8,18 +8,15 @@ import transformers
 from transformers.models.vit_mae.modeling_vit_mae import build_2d_sinusoidal_position_embedding
 
 import vitmae
-from conftest import BASE, TINY
+from conftest import BASE, TINY, random_model
 
 GEOMETRIES = {"tiny": TINY, "base": BASE}
 
 
 def pair(geometry: dict, tmp_path, **overrides):
-    """A transformers ViTMAEForPreTraining with random weights, and vitmae's copy loaded from its files."""
+    """A transformers ViTMAEForPreTraining with every parameter random, and vitmae's copy loaded from its files."""
     config = transformers.ViTMAEConfig(**geometry, **overrides, attn_implementation="eager")
-    reference = transformers.ViTMAEForPreTraining(config).eval()
-    with torch.no_grad():  # transformers 5 leaves fresh position tables at zero; give them real content
-        for table in (reference.vit.embeddings.position_embeddings, reference.decoder.decoder_pos_embed):
-            table.normal_()
+    reference = random_model(transformers.ViTMAEForPreTraining, config).eval()
     reference.save_pretrained(tmp_path)
     return reference, vitmae.ViTMAEForPreTraining.from_pretrained(tmp_path)
 
@@ -28,6 +25,19 @@ def batch(config, n: int = 2, size: int | None = None) -> tuple[torch.Tensor, to
     size = size or config.image_size
     pixels = torch.randn(n, config.num_channels, size, size)
     return pixels, torch.rand(n, (size // config.patch_size) ** 2)
+
+
+def transformers_per_sample_loss(reference, pixels: torch.Tensor, output, interpolate_pos_encoding: bool = False):
+    """Each image's loss [N] from transformers' logits, mask and patchify, the target normalised as its forward does."""
+    target = reference.patchify(pixels, interpolate_pos_encoding=interpolate_pos_encoding)
+    if reference.config.norm_pix_loss:
+        mean, var = target.mean(dim=-1, keepdim=True), target.var(dim=-1, keepdim=True)
+        target = (target - mean) / (var + 1.0e-6) ** 0.5
+    per_patch = ((output.logits - target) ** 2).mean(dim=-1)  # [N, L]
+    per_sample = (per_patch * output.mask).sum(dim=1) / output.mask.sum(dim=1)
+    # Weighted by each image's masked count, it is transformers' own batch loss.
+    torch.testing.assert_close((per_sample * output.mask.sum(dim=1)).sum() / output.mask.sum(), output.loss)
+    return per_sample
 
 
 @pytest.mark.parametrize("geometry", GEOMETRIES)
@@ -42,8 +52,9 @@ def test_pretraining_matches_transformers(geometry, norm_pix_loss, tmp_path):
     torch.testing.assert_close(got.ids_restore, expected.ids_restore)
     torch.testing.assert_close(got.logits, expected.logits, atol=2e-5, rtol=1e-4)
     torch.testing.assert_close(got.loss, expected.loss, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(got.per_sample_loss.mean(), got.loss)
     assert got.per_sample_loss.shape == (2,)
+    per_sample = transformers_per_sample_loss(reference, pixels, expected)
+    torch.testing.assert_close(got.per_sample_loss, per_sample, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("geometry", GEOMETRIES)
@@ -56,12 +67,15 @@ def test_encoder_hidden_states_and_attentions_match(geometry, tmp_path):
         got = model(pixels, noise=noise, output_hidden_states=True, output_attentions=True)
     torch.testing.assert_close(got.last_hidden_state, expected.last_hidden_state, atol=2e-5, rtol=1e-4)
     assert len(got.hidden_states) == len(expected.hidden_states) == reference.config.num_hidden_layers + 1
-    for ours, theirs in zip(got.hidden_states + got.attentions, expected.hidden_states + expected.attentions):
+    assert len(got.attentions) == len(expected.attentions) == reference.config.num_hidden_layers
+    ours_and_theirs = zip(got.hidden_states + got.attentions, expected.hidden_states + expected.attentions, strict=True)
+    for ours, theirs in ours_and_theirs:
         torch.testing.assert_close(ours, theirs, atol=2e-5, rtol=1e-4)
 
 
-def test_mask_ratio_zero_keeps_order_and_matches_reordered_transformers(tmp_path):
-    reference, _ = pair(TINY, tmp_path, mask_ratio=0.0)
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+def test_mask_ratio_zero_keeps_order_and_matches_reordered_transformers(geometry, tmp_path):
+    reference, _ = pair(GEOMETRIES[geometry], tmp_path, mask_ratio=0.0)
     model = vitmae.ViTMAEModel.from_pretrained(tmp_path)
     pixels, _ = batch(reference.config)
     with torch.no_grad():
@@ -83,14 +97,17 @@ def test_mask_ratio_argument_overrides_config(tmp_path):
     assert model.vit(pixels, mask_ratio=0.0).last_hidden_state.shape[1] == 1 + 16
 
 
-def test_interpolate_pos_encoding_at_a_larger_size(tmp_path):
-    reference, model = pair(TINY, tmp_path)
-    pixels, noise = batch(reference.config, size=48)
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+def test_interpolate_pos_encoding_at_a_larger_size(geometry, tmp_path):
+    reference, model = pair(GEOMETRIES[geometry], tmp_path)
+    pixels, noise = batch(reference.config, size=reference.config.image_size + 2 * reference.config.patch_size)
     with torch.no_grad():
         expected = reference(pixels, noise=noise, interpolate_pos_encoding=True)
         got = model(pixels, noise=noise, interpolate_pos_encoding=True)
     torch.testing.assert_close(got.logits, expected.logits, atol=2e-5, rtol=1e-4)
     torch.testing.assert_close(got.loss, expected.loss, atol=1e-5, rtol=1e-5)
+    per_sample = transformers_per_sample_loss(reference, pixels, expected, interpolate_pos_encoding=True)
+    torch.testing.assert_close(got.per_sample_loss, per_sample, atol=1e-5, rtol=1e-5)
 
 
 def test_fresh_model_builds_the_transformers_position_tables():

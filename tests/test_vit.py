@@ -7,14 +7,14 @@ import torch
 import transformers
 
 import vitmae
-from conftest import BASE, TINY, vit_kwargs
+from conftest import BASE, TINY, random_model, vit_kwargs
 
 GEOMETRIES = {"tiny": vit_kwargs(TINY), "base": vit_kwargs(BASE)}
 
 
 @pytest.mark.parametrize("geometry", GEOMETRIES)
 def test_vit_model_pooler_matches_transformers(geometry, tmp_path):
-    reference = transformers.ViTModel(transformers.ViTConfig(**GEOMETRIES[geometry])).eval()
+    reference = random_model(transformers.ViTModel, transformers.ViTConfig(**GEOMETRIES[geometry])).eval()
     reference.save_pretrained(tmp_path)
     model = vitmae.ViTModel.from_pretrained(tmp_path)
     pixels = torch.randn(2, 3, reference.config.image_size, reference.config.image_size)
@@ -26,18 +26,19 @@ def test_vit_model_pooler_matches_transformers(geometry, tmp_path):
         torch.testing.assert_close(ours, theirs, atol=2e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("size", [32, 48])
-def test_classifier_logits_match_transformers(size, tmp_path):
-    config = transformers.ViTConfig(**vit_kwargs(TINY), num_labels=5)
-    reference = transformers.ViTForImageClassification(config).eval()
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+def test_classifier_logits_match_transformers_at_the_trained_and_a_larger_size(geometry, tmp_path):
+    config = transformers.ViTConfig(**GEOMETRIES[geometry], num_labels=5)
+    reference = random_model(transformers.ViTForImageClassification, config).eval()
     reference.save_pretrained(tmp_path)
     model = vitmae.ViTForImageClassification.from_pretrained(tmp_path)
     assert model.config.num_labels == 5
-    pixels = torch.randn(2, 3, size, size)
-    with torch.no_grad():
-        expected = reference(pixels, interpolate_pos_encoding=size != 32).logits
-        got = model(pixels, interpolate_pos_encoding=size != 32).logits
-    torch.testing.assert_close(got, expected, atol=2e-5, rtol=1e-4)
+    for size in (config.image_size, config.image_size + 2 * config.patch_size):
+        pixels = torch.randn(2, 3, size, size)
+        with torch.no_grad():
+            expected = reference(pixels, interpolate_pos_encoding=size != config.image_size).logits
+            got = model(pixels, interpolate_pos_encoding=size != config.image_size).logits
+        torch.testing.assert_close(got, expected, atol=2e-5, rtol=1e-4, msg=lambda m: f"at {size} pixels: {m}")
 
 
 def test_encoder_loads_from_a_classifier_checkpoint_only_without_pooler(tmp_path):
