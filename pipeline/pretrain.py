@@ -15,11 +15,13 @@ each epoch counts them. The loop itself is `pipeline.train_loop`. Outputs under 
 from __future__ import annotations
 
 import logging
+import math
 import time
 import uuid
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+import fsspec
 import numpy as np
 import pyarrow as pa
 import ray
@@ -93,9 +95,16 @@ class PretrainConfig:
             raise ValueError(f"--mask-ratio must be in (0, 1), got {self.mask_ratio}")
         if not 0.0 < self.crop_scale <= 1.0:
             raise ValueError(f"--crop-scale must be in (0, 1], got {self.crop_scale}")
-        for name in ("epochs", "batch_size", "num_workers", "max_pixels"):
+        for name in ("epochs", "batch_size", "num_workers", "max_pixels", "image_size", "patch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        for name in ("seed", "reconstructions"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name} must be at least 0, got {getattr(self, name)}")
+        for name in ("lr", "blr", "min_lr", "weight_decay", "warmup_epochs", "cpus_per_worker"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
         for name in ("lr", "blr", "cpus_per_worker"):
             value = getattr(self, name)
             if value is not None and not value > 0:
@@ -131,9 +140,8 @@ def _start_model(config: PretrainConfig, output: Folder) -> tuple[str | None, di
     elif latest is not None or output.exists(METRICS_FILE):
         if not config.overwrite:
             raise FileExistsError(f"--output {config.output} already holds a run; pass --resume to go on or --overwrite to replace it")
-        for name in (CHECKPOINTS_DIR, METRICS_FILE, SUMMARY_FILE, MODEL_DIR, RECONSTRUCTIONS_FILE):
-            if output.exists(name):
-                output.fs.rm(output.path(name), recursive=True)
+        if config.init is not None and f"{config.init.rstrip('/')}/".startswith(f"{config.output.rstrip('/')}/"):
+            raise ValueError(f"--init {config.init} lies in --output {config.output}, which --overwrite would remove; copy it elsewhere first")
     overrides = {"mask_ratio": config.mask_ratio, "norm_pix_loss": config.norm_pix_loss}
     if config.preset is not None:
         model_config = ViTMAEConfig(**PRESETS[config.preset], image_size=config.image_size, patch_size=config.patch_size, **overrides)
@@ -152,12 +160,18 @@ def output_options(config: PretrainConfig) -> dict[str, Any]:
 
 
 def run(config: PretrainConfig) -> dict[str, Any]:
-    """Checks, trains, and writes the final model, metrics.json and reconstructions.png; returns metrics.json."""
+    """Checks, trains, and writes the final model, metrics.json and reconstructions.png; returns metrics.json.
+
+    Every check on the flags, the input, the model and the cluster comes before anything is written or removed.
+    """
     init = absolute_uri(config.init, may_be_hub_id=True) if config.init else None
     config = replace(config, output=absolute_uri(config.output), init=init)  # Ray Train's workers run elsewhere
     listing = list_inputs(config.input, config.extensions, storage_options(config.input, config.s3_endpoint))
     options = output_options(config)
-    output = open_folder(config.output, options, create=True)
+    fs, root = fsspec.core.url_to_fs(config.output, **options)
+    if fs.isfile(root):
+        raise FileExistsError(f"--output {config.output} is a file; pass a folder or prefix for the run")
+    output = Folder(fs, root, config.output)  # created once the checks pass
     init, model_config, processor, state = _start_model(config, output)
     steps_per_epoch = listing.num_rows // config.num_workers // config.batch_size
     if steps_per_epoch < 1:
@@ -178,9 +192,16 @@ def run(config: PretrainConfig) -> dict[str, Any]:
         # With the dashboard, unlike the embedding job: Ray Train's placement-group cleaner polls the State API,
         # which the dashboard serves, and warns every few seconds without it.
         ray.init(logging_level=logging.WARNING)
+    _check_cluster(config)
+    if state is None:  # a fresh start: an earlier run (refused above without --overwrite) goes now
+        for name in (CHECKPOINTS_DIR, METRICS_FILE, SUMMARY_FILE, MODEL_DIR, RECONSTRUCTIONS_FILE):
+            if output.exists(name):
+                output.fs.rm(output.path(name), recursive=True)
+    output.fs.makedirs(output.root, exist_ok=True)
     start = time.time()
     _fit(config, loop, listing, processor)
     seconds = time.time() - start
+    output.fs.invalidate_cache()  # object stores cache listings, and the workers wrote new checkpoints
     last, final_state = latest_checkpoint(output) or (None, None)
     if last is None or final_state["epoch"] != config.epochs:
         raise RuntimeError(f"training ended without the checkpoint of epoch {config.epochs} in {config.output}")
@@ -190,6 +211,18 @@ def run(config: PretrainConfig) -> dict[str, Any]:
         _draw(config, listing, f"{config.output.rstrip('/')}/{MODEL_DIR}")
     output.write_json(SUMMARY_FILE, summary)
     return summary
+
+
+def _check_cluster(config: PretrainConfig) -> None:
+    """Refuses workers the cluster cannot hold (Ray Train would wait for them forever)."""
+    resources = ray.cluster_resources()
+    asked = {"CPU": config.num_workers * config.cpus_per_worker, "GPU": config.num_workers if config.use_gpu else 0}
+    for name, amount in asked.items():
+        if amount > resources.get(name, 0):
+            raise ValueError(
+                f"--num-workers {config.num_workers} ask for {amount:g} {name}s in all, more than the Ray cluster's "
+                f"{resources.get(name, 0):g} (lower --num-workers or --cpus-per-worker, or start more nodes first)"
+            )
 
 
 def _fit(config: PretrainConfig, loop: LoopConfig, listing: pa.Table, processor: ViTImageProcessor) -> None:
@@ -226,7 +259,7 @@ def _draw(config: PretrainConfig, listing: pa.Table, model: str) -> None:
     png = f"{config.output.rstrip('/')}/{RECONSTRUCTIONS_FILE}"
     try:
         save_reconstructions(model, paths, png, config.mask_ratio, config.seed, config.s3_endpoint, limit=config.reconstructions)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, OSError) as err:  # OSError: also a failed write to the object store
         logger.warning("no %s: %s", RECONSTRUCTIONS_FILE, err)
 
 

@@ -102,10 +102,15 @@ def latest_checkpoint(output: Folder) -> tuple[str, dict[str, Any]] | None:
 
 
 def _build_model(config: LoopConfig) -> ViTMAEForPreTraining:
+    """The model of `config.model_config` (the run's mask ratio and norm_pix_loss), with `config.init`'s weights."""
     torch.manual_seed(config.seed)  # every worker starts from the same weights (DDP also broadcasts rank 0's)
     if config.init is None:
         return ViTMAEForPreTraining(ViTMAEConfig.from_dict(config.model_config))
-    return ViTMAEForPreTraining.from_pretrained(config.init, dtype=torch.float32, storage_options=config.storage_options)
+    weights = ViTMAEForPreTraining.from_pretrained(config.init, dtype=torch.float32, storage_options=config.storage_options)
+    with torch.device("meta"):
+        model = ViTMAEForPreTraining(ViTMAEConfig.from_dict(config.model_config))
+    model.load_state_dict(weights.state_dict(), assign=True)
+    return model
 
 
 def _load_optimizer(optimizer: torch.optim.Optimizer, config: LoopConfig, device: torch.device) -> None:
@@ -133,18 +138,18 @@ def _earlier_metrics(output: Folder, step: int) -> list[pa.Table]:
 
 def _save_checkpoint(output: Folder, model: ViTMAEForPreTraining, processor: ViTImageProcessor, optimizer: torch.optim.Optimizer,
                      state: dict[str, Any], metrics: list[pa.Table], config: LoopConfig) -> None:
-    """Rank 0: the epoch's checkpoint (trainer_state.json last), then metrics.parquet."""
+    """Rank 0: metrics.parquet, then the epoch's checkpoint, trainer_state.json last (a resume trusts only it)."""
     name = checkpoint_name(state["epoch"])
     uri = f"{output.uri.rstrip('/')}/{name}"
+    sink = io.BytesIO()
+    pq.write_table(pa.concat_tables(metrics), sink)
+    output.write_bytes(METRICS_FILE, sink.getvalue())
     model.save_pretrained(uri, config.storage_options)
     processor.save_pretrained(uri, config.storage_options)
     sink = io.BytesIO()
     torch.save(optimizer.state_dict(), sink)
     output.write_bytes(f"{name}/{OPTIMIZER_FILE}", sink.getvalue())
     output.write_json(f"{name}/{STATE_FILE}", state)
-    sink = io.BytesIO()
-    pq.write_table(pa.concat_tables(metrics), sink)
-    output.write_bytes(METRICS_FILE, sink.getvalue())
     logger.info("epoch %d: checkpoint %s", state["epoch"], uri)
 
 
@@ -162,11 +167,12 @@ def train_loop(loop: dict[str, Any]) -> None:
     processor = ViTImageProcessor.from_dict(config.processor)
     optimizer = torch.optim.AdamW(param_groups(core, config.weight_decay), lr=config.lr, betas=config.betas)
     state: dict[str, Any] = {"epoch": 0, "step": 0, "epoch_loss": [], "skipped": [], "seconds": 0.0}
-    output = open_folder(config.output, config.storage_options, create=rank == 0)
+    # Only rank 0 writes; the others may run where the output is not even visible.
+    output = open_folder(config.output, config.storage_options, create=True) if rank == 0 else None
     if config.resume:
         _load_optimizer(optimizer, config, device)
         state = dict(config.resume)
-    metrics = _earlier_metrics(output, state["step"]) if rank == 0 else []
+    metrics = _earlier_metrics(output, state["step"]) if output is not None else []
     torch.manual_seed(config.seed * 1000 + rank + 7919 * state["step"])  # masks differ per worker and after a resume
     shard = ray.train.get_dataset_shard("train")
     for epoch in range(state["epoch"] + 1, config.epochs + 1):
@@ -203,7 +209,7 @@ def train_loop(loop: dict[str, Any]) -> None:
         state["epoch_loss"] = state["epoch_loss"] + [loss_sum / max(steps, 1)]
         state["skipped"] = state["skipped"] + [skipped]
         state["seconds"] = state["seconds"] + time.perf_counter() - start
-        if rank == 0:
+        if output is not None:
             metrics.append(pa.table(rows, schema=METRICS_SCHEMA))
             _save_checkpoint(output, core, processor, optimizer, state, metrics, config)
         ray.train.report({"epoch": epoch, "step": state["step"], "loss": state["epoch_loss"][-1], "skipped": skipped})

@@ -19,7 +19,7 @@ from jobs import pretrain as pretrain_job
 from pipeline.decode import DecodeConfig, decode_image
 from pipeline.pretrain import PretrainConfig, run
 from pipeline.reconstruct import MIN_PANEL_PX, panel_origin, sheet_size
-from pipeline.train_loop import LoopConfig, lr_at, param_groups
+from pipeline.train_loop import LoopConfig, _build_model, lr_at, param_groups
 
 TINY_MAE = dict(
     hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8,
@@ -168,8 +168,46 @@ def test_weight_decay_skips_biases_and_norms_only():
     (["--preset", "tiny", "--warmup-epochs", "-1"], "--warmup-epochs must be at least 0"),
     (["--preset", "tiny", "--lr", "1e-3", "--min-lr", "0.1"], "--min-lr 0.1 is above the peak learning rate"),
     (["--preset", "tiny", "--image-size", "30", "--patch-size", "4"], "image_size (30) must be a multiple of patch_size (4)"),
+    (["--preset", "tiny", "--patch-size", "0"], "--patch-size must be at least 1, got 0"),
+    (["--preset", "tiny", "--seed", "-1"], "--seed must be at least 0, got -1"),
+    (["--preset", "tiny", "--lr", "inf"], "--lr must be a finite number, got inf"),
+    (["--preset", "tiny", "--output", "{digits}/train/broken.png"], "is a file; pass a folder or prefix"),
 ])
 def test_user_mistakes_are_one_line_errors(mistake, expected, digits, tmp_path, capsys):
+    mistake = [m.format(digits=digits) for m in mistake]
     code = pretrain_job.main(["--input", str(digits / "train"), "--output", str(tmp_path / "out"), *mistake])
     err = capsys.readouterr().err.strip()
     assert code == 2 and expected in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()  # nothing is created before the checks pass
+
+
+def test_overwrite_keeps_the_earlier_run_until_every_check_passed(ray_cluster, trained, digits, tmp_path, capsys):
+    output = tmp_path / "run"
+    shutil.copytree(trained[0], output)
+    before = sorted(p.relative_to(output) for p in output.rglob("*"))
+    args = ["--input", str(digits / "train"), "--output", str(output), "--overwrite"]
+    for mistake, expected in [
+        (["--init", "/no/such/model"], "checkpoint folder not found"),
+        (["--init", str(output / "model")], "which --overwrite would remove"),
+        (["--preset", "tiny", "--batch-size", "1000"], "is more than the 49 images listed"),
+        (["--preset", "tiny", "--use-gpu", "--num-workers", "2", "--batch-size", "8"], "ask for 2 GPUs in all, more than the Ray cluster's 1"),
+    ]:
+        assert pretrain_job.main([*args, *mistake]) == 2
+        assert expected in capsys.readouterr().err
+        assert sorted(p.relative_to(output) for p in output.rglob("*")) == before
+
+
+def test_an_adapted_model_trains_with_the_runs_mask_ratio_and_loss(init_model, tmp_path):
+    """--init's weights, but --mask-ratio and --norm-pix-loss of the run, not of the checkpoint."""
+    loop = LoopConfig(
+        output=str(tmp_path), init=str(init_model), processor={}, epochs=1, steps_per_epoch=1, batch_size=1, lr=1e-3,
+        model_config={**vitmae.ViTMAEConfig(**TINY_MAE).to_dict(), "mask_ratio": 0.5, "norm_pix_loss": True},
+        min_lr=0.0, warmup_epochs=0.0, weight_decay=0.0, betas=(0.9, 0.95), seed=0, shuffle_buffer=1,
+    )
+    model = _build_model(loop)
+    assert (model.config.mask_ratio, model.config.norm_pix_loss) == (0.5, True)
+    assert (model.vit.config.mask_ratio, model.vit.config.norm_pix_loss) == (0.5, True)
+    reference = vitmae.ViTMAEForPreTraining.from_pretrained(init_model)
+    assert reference.config.mask_ratio != 0.5
+    for name, tensor in reference.state_dict().items():
+        assert torch.equal(model.state_dict()[name], tensor), name
