@@ -11,7 +11,6 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-import fsspec
 import pyarrow as pa
 import ray
 
@@ -19,7 +18,7 @@ from pipeline.decode import DecodeConfig
 from pipeline.index import IndexConfig
 from pipeline.index import build_index as index_run
 from pipeline.infer import POOLINGS, Embedder, InferConfig, model_class
-from pipeline.listing import DEFAULT_EXTENSIONS, absolute_uri, list_inputs, storage_options
+from pipeline.listing import DEFAULT_EXTENSIONS, absolute_uri, list_inputs, output_folder, storage_options
 from pipeline.preprocess import PreprocessConfig, decoded_images
 from pipeline.write import EMBEDDINGS_DIR, ERRORS_DIR, MANIFEST, WriteConfig, write_batch
 from vitmae import ViTImageProcessor, ViTMAEConfig
@@ -117,10 +116,8 @@ _RUN_FILES = (MANIFEST, EMBEDDINGS_DIR, ERRORS_DIR, "index")
 
 def _check_output(config: EmbedConfig, options: dict[str, Any]) -> None:
     """Refuses an --output that is a file or holds a run (unless --overwrite); creates nothing."""
-    fs, root = fsspec.core.url_to_fs(config.output, **options)
-    if fs.isfile(root):
-        raise FileExistsError(f"--output {config.output} is a file; pass a folder or prefix for the run")
-    earlier = [name for name in _RUN_FILES if fs.exists(f"{root.rstrip('/')}/{name}")]
+    folder = output_folder(config.output, options)
+    earlier = [name for name in _RUN_FILES if folder.exists(name)]
     if earlier and not config.overwrite:
         raise FileExistsError(
             f"--output {config.output} already holds a run ({', '.join(earlier)}); pass --overwrite to replace it"
@@ -129,10 +126,7 @@ def _check_output(config: EmbedConfig, options: dict[str, Any]) -> None:
 
 def _clear_output(config: EmbedConfig, options: dict[str, Any]) -> None:
     """Removes an earlier run (manifest first, so no reader trusts a half-removed run)."""
-    folder = open_folder(config.output, options, create=True)
-    for name in _RUN_FILES:
-        if folder.exists(name):
-            folder.fs.rm(folder.path(name), recursive=True)
+    output_folder(config.output, options).remove(_RUN_FILES)
 
 
 def _is_local(uri: str) -> bool:

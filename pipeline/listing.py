@@ -12,6 +12,7 @@ import pyarrow as pa
 from fsspec.utils import stringify_path
 
 from pipeline import schema
+from vitmae.folder import Folder
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,14 @@ def absolute_uri(uri: str, may_be_hub_id: bool = False) -> str:
     if "://" in uri or (may_be_hub_id and not os.path.exists(uri)):
         return uri
     return os.path.abspath(uri)
+
+
+def output_folder(uri: str, options: dict[str, Any]) -> Folder:
+    """The --output folder of a run, not created (the first write does that); refuses a file there."""
+    fs, root = fsspec.core.url_to_fs(uri, **options)
+    if fs.isfile(root):
+        raise FileExistsError(f"--output {uri} is a file; pass a folder or prefix for the run")
+    return Folder(fs, root, uri)
 
 
 def _mtime(info: dict[str, Any]) -> float | None:

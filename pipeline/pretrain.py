@@ -21,7 +21,6 @@ import uuid
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-import fsspec
 import numpy as np
 import pyarrow as pa
 import ray
@@ -30,7 +29,7 @@ from PIL import Image
 from pipeline.augment import AugmentConfig
 from pipeline.decode import DecodeConfig
 from pipeline.embed import package_versions
-from pipeline.listing import DEFAULT_EXTENSIONS, absolute_uri, list_inputs, storage_options
+from pipeline.listing import DEFAULT_EXTENSIONS, absolute_uri, list_inputs, output_folder, storage_options
 from pipeline.preprocess import PreprocessConfig, decoded_images
 from pipeline.reconstruct import save_reconstructions
 from pipeline.train_loop import CHECKPOINTS_DIR, METRICS_FILE, LoopConfig, latest_checkpoint, train_loop
@@ -168,10 +167,7 @@ def run(config: PretrainConfig) -> dict[str, Any]:
     config = replace(config, output=absolute_uri(config.output), init=init)  # Ray Train's workers run elsewhere
     listing = list_inputs(config.input, config.extensions, storage_options(config.input, config.s3_endpoint))
     options = output_options(config)
-    fs, root = fsspec.core.url_to_fs(config.output, **options)
-    if fs.isfile(root):
-        raise FileExistsError(f"--output {config.output} is a file; pass a folder or prefix for the run")
-    output = Folder(fs, root, config.output)  # created once the checks pass
+    output = output_folder(config.output, options)  # created once the checks pass
     init, model_config, processor, state = _start_model(config, output)
     steps_per_epoch = listing.num_rows // config.num_workers // config.batch_size
     if steps_per_epoch < 1:
@@ -194,10 +190,7 @@ def run(config: PretrainConfig) -> dict[str, Any]:
         ray.init(logging_level=logging.WARNING)
     _check_cluster(config)
     if state is None:  # a fresh start: an earlier run (refused above without --overwrite) goes now
-        for name in (CHECKPOINTS_DIR, METRICS_FILE, SUMMARY_FILE, MODEL_DIR, RECONSTRUCTIONS_FILE):
-            if output.exists(name):
-                output.fs.rm(output.path(name), recursive=True)
-    output.fs.makedirs(output.root, exist_ok=True)
+        output.remove((CHECKPOINTS_DIR, METRICS_FILE, SUMMARY_FILE, MODEL_DIR, RECONSTRUCTIONS_FILE))
     start = time.time()
     _fit(config, loop, listing, processor)
     seconds = time.time() - start

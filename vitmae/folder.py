@@ -32,6 +32,12 @@ class Folder:
     def exists(self, name: str) -> bool:
         return self.fs.exists(self.path(name))
 
+    def remove(self, names: tuple[str, ...]) -> None:
+        """Removes those of `names` (files or folders) that exist, in the order given."""
+        for name in names:
+            if self.exists(name):
+                self.fs.rm(self.path(name), recursive=True)
+
     def read_json(self, name: str) -> dict[str, Any]:
         if not self.exists(name):
             raise FileNotFoundError(f"{self.uri} has no {name}")
