@@ -81,7 +81,9 @@ def test_pretraining_on_two_workers_lowers_the_loss_on_a_fixed_batch(trained, di
         after = vitmae.ViTMAEForPreTraining.from_pretrained(output / "model")(x, noise=noise).loss.item()
     assert after < 0.97 * before, (before, after)  # 6 steps: about 7 % lower, measured
     assert summary["epochs"] == 2 and summary["steps"] == 2 * STEPS_PER_EPOCH
-    assert summary["loss_per_epoch"][-1] < summary["loss_per_epoch"][0]
+    # Each epoch's mean loss is over 3 steps of fresh random crops and masks, so its order between two epochs is
+    # noise (one CI run had 2.61 after 2.59); the fixed batch above is the deterministic check that training learns.
+    assert len(summary["loss_per_epoch"]) == 2 and all(math.isfinite(v) for v in summary["loss_per_epoch"])
 
 
 def test_bad_images_are_skipped_and_counted_every_epoch(trained):
