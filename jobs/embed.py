@@ -19,10 +19,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--loss-samples", type=int, default=1, help="masks averaged per image for the loss (4 covers every patch at 0.75)")
     parser.add_argument("--seed", type=int, default=0, help="with each path, fixes that image's masks")
     parser.add_argument("--pooling", choices=("mean", "cls"), default="mean", help="mean of patch tokens, or the class token")
-    parser.add_argument("--batch-size", type=int, default=64, help="images per model call")
+    parser.add_argument("--batch-size", type=int, default=None, help="images per model call (default: 64 on GPUs, 8 on CPUs)")
     parser.add_argument("--dtype", default="auto", help="auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16, float16")
     parser.add_argument("--num-gpus", type=int, default=None, help="model actors with one GPU each (default: all GPUs of the cluster)")
-    parser.add_argument("--num-actors", type=int, default=1, help="model actors when there are no GPUs")
+    parser.add_argument("--num-actors", type=int, default=None,
+                        help="model actors when there are no GPUs (default: one per CPU, as many as half the memory holds)")
     parser.add_argument("--cpu-threads", type=int, default=None,
                         help="torch threads per model actor when there are no GPUs (default: the cluster's CPUs / --num-actors)")
     parser.add_argument("--dashboard", action="store_true", help="start Ray's dashboard with the job's own local Ray")

@@ -39,10 +39,10 @@ class EmbedConfig:
     loss_samples: int = 1  # masks averaged per image for the loss
     seed: int = 0  # with each path, fixes that image's masks
     pooling: str = "mean"  # mean | cls
-    batch_size: int = 64  # images per model call
+    batch_size: int | None = None  # images per model call; None: 64 on GPUs, 8 on CPUs (see `batch_size_for`)
     dtype: str = "auto"  # auto (bfloat16 on GPU, float32 on CPU) | float32 | bfloat16 | float16
     num_gpus: int | None = None  # model actors with one GPU each; None: every GPU of the cluster
-    num_actors: int = 1  # model actors when running without GPUs
+    num_actors: int | None = None  # model actors without GPUs; None: one per CPU, as memory allows (see `cpu_actors`)
     cpu_threads: int | None = None  # torch threads per model actor without GPUs; None: the cluster's CPUs / num_actors
     dashboard: bool = False  # start Ray's dashboard with the job's own local Ray (a cluster keeps its own)
     s3_endpoint: str | None = None  # S3 endpoint; else AWS_ENDPOINT_URL
@@ -81,6 +81,7 @@ class Prepared:
     listing: pa.Table
     processor: ViTImageProcessor
     model_config: dict[str, Any]
+    parameters: int  # of the model the actors load (the decoder too when the loss is scored)
     input_options: dict[str, Any] = field(default_factory=dict)
     output_options: dict[str, Any] = field(default_factory=dict)
     model_options: dict[str, Any] = field(default_factory=dict)
@@ -106,9 +107,10 @@ def prepare(config: EmbedConfig) -> Prepared:
             f"{mae.image_size}x{mae.image_size} images"
         )
     # The actors' own load on the meta device: unreadable weights, and weights that do not fit the config, fail now.
-    model_class(config.mask_ratio).from_pretrained(model_folder.uri, device="meta", storage_options=options[config.model])
+    model = model_class(config.mask_ratio).from_pretrained(model_folder.uri, device="meta", storage_options=options[config.model])
+    parameters = sum(p.numel() for p in model.parameters())
     listing = list_inputs(config.input, config.extensions, options[config.input])
-    return Prepared(listing, processor, model_config, options[config.input], options[config.output], options[config.model])
+    return Prepared(listing, processor, model_config, parameters, options[config.input], options[config.output], options[config.model])
 
 
 _RUN_FILES = (MANIFEST, EMBEDDINGS_DIR, ERRORS_DIR, "index")
@@ -146,7 +148,9 @@ def run(config: EmbedConfig) -> dict[str, Any]:
     _clear_output(config, prepared.output_options)
     ray_started = time.time()
     listing = prepared.listing
-    threads = None if gpus else cpu_threads(config)
+    actors, threads = (gpus, None) if gpus else cpu_actors(config, prepared.parameters)
+    batch_size = config.batch_size or batch_size_for(gpus)
+    logger.info("%d model actors on %s, %d images a batch", actors, f"{gpus} GPUs" if gpus else f"{threads} CPU threads each", batch_size)
     # Without GPUs, Ray Data fuses decoding into the model actors, whose threads then decode too.
     preprocess = PreprocessConfig(
         prepared.processor.to_dict(), DecodeConfig(max_pixels=config.max_pixels), prepared.input_options, threads=threads or 1
@@ -156,14 +160,15 @@ def run(config: EmbedConfig) -> dict[str, Any]:
         threads, prepared.model_options,
     )
     dataset = (
-        decoded_images(listing, preprocess, config.batch_size)
+        decoded_images(listing, preprocess, batch_size)
         .map_batches(
-            Embedder, fn_constructor_kwargs={"config": infer}, batch_size=config.batch_size, batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=gpus or config.num_actors), num_gpus=1 if gpus else 0,
+            Embedder, fn_constructor_kwargs={"config": infer}, batch_size=batch_size, batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=1 if gpus else 0,
         )
         .map_batches(
+            # Writing is I/O. Holding no CPU, it streams while the model actors hold every CPU of the cluster.
             write_batch, fn_kwargs={"config": WriteConfig(config.output, prepared.output_options)},
-            batch_size=config.rows_per_file, batch_format="numpy",
+            batch_size=config.rows_per_file, batch_format="numpy", num_cpus=0,
         )
     )
     embedded = failed = 0
@@ -175,7 +180,8 @@ def run(config: EmbedConfig) -> dict[str, Any]:
     embedded_at = time.time()
     index = _build_index(config) if config.build_index else None
     timings = {"start_ray": ray_started - start, "embed": embedded_at - ray_started, "index": time.time() - embedded_at}
-    manifest = _manifest(config, prepared, gpus, threads, embedded, failed, timings, index)
+    manifest = _manifest(replace(config, batch_size=batch_size, num_actors=actors, cpu_threads=threads), prepared, gpus,
+                         embedded, failed, timings, index)
     manifest["ray_data_stats"] = dataset.stats()
     open_folder(config.output, prepared.output_options, create=True).write_json(MANIFEST, manifest)
     return manifest
@@ -195,14 +201,34 @@ def _check_cluster(config: EmbedConfig) -> int:
     return config.num_gpus if config.num_gpus is not None else available
 
 
-def cpu_threads(config: EmbedConfig) -> int:
-    """torch threads per model actor on a cluster without GPUs.
+# Beside its weights, a CPU model actor holds torch and Ray (0.3 GB) and a batch's activations (about the weights'
+# size for ViT-B at 8 images, twice that with 4 loss masks): measured 0.85 GB for ViT-B embeddings, 1.5 GB with loss.
+_ACTOR_BASE_BYTES = 2**30
 
-    Each CPU actor holds one Ray CPU, and Ray Data fuses the decode stage into it (same resources), so the
-    actor decodes its batches and then runs the model, both on this many threads. The model is nearly all the
-    work, so by default the actors share the cluster's CPUs between their threads rather than use one each.
+
+def cpu_actors(config: EmbedConfig, parameters: int) -> tuple[int, int]:
+    """Model actors, and torch threads each, on a cluster without GPUs.
+
+    Each CPU actor holds one Ray CPU, and Ray Data fuses the decode stage into it, so the actor decodes its
+    batches and then runs the model, both on its threads. By default there is one actor per CPU with one
+    thread each: independent actors keep every core busy, where the threads of one actor wait for each other
+    at every operation and all stall when one core is taken (benchmarks/RESULTS.md). Only as many actors start
+    as half the cluster's memory holds (their weights, twice, and 1 GB each), the CPUs shared between them.
     """
-    return config.cpu_threads or max(1, int(ray.cluster_resources().get("CPU", 1)) // config.num_actors)
+    resources = ray.cluster_resources()
+    cpus = max(1, int(resources.get("CPU", 1)))
+    actors = config.num_actors
+    if actors is None:
+        itemsize = parse_dtype("float32" if config.dtype == "auto" else config.dtype).itemsize
+        fit = int(resources.get("memory", 0) / 2 // (_ACTOR_BASE_BYTES + 2 * parameters * itemsize))
+        actors = max(1, min(cpus // (config.cpu_threads or 1), fit))
+    return actors, config.cpu_threads or max(1, cpus // actors)
+
+
+def batch_size_for(gpus: int) -> int:
+    """The default batch: 64 images fill a GPU's matrix units better; on CPUs a batch of 8 is as fast per image,
+    and small batches even out the actors' last batches."""
+    return 64 if gpus else 8
 
 
 def _build_index(config: EmbedConfig) -> str | None:
@@ -220,9 +246,10 @@ def _build_index(config: EmbedConfig) -> str | None:
 
 
 def _manifest(
-    config: EmbedConfig, prepared: Prepared, gpus: int, threads: int | None, embedded: int, failed: int,
-    timings: dict[str, float], index: str | None,
+    config: EmbedConfig, prepared: Prepared, gpus: int, embedded: int, failed: int, timings: dict[str, float],
+    index: str | None,
 ) -> dict[str, Any]:
+    """The run's record; `config` holds the batch size, actors and threads the run used."""
     digest = hashlib.sha256(json.dumps(prepared.model_config, sort_keys=True).encode()).hexdigest()
     settings = {k: v for k, v in asdict(config).items() if k not in ("overwrite",)}
     return {
@@ -233,7 +260,6 @@ def _manifest(
         "processor": prepared.processor.to_dict(),
         "embedding_dim": prepared.model_config.get("hidden_size"),
         "gpus": gpus,
-        "cpu_threads": threads,
         "counts": {"listed": prepared.listing.num_rows, "embedded": embedded, "failed": failed},
         "seconds": round(sum(timings.values()), 3),
         "timings": {f"{name}_seconds": round(value, 3) for name, value in timings.items()},

@@ -103,7 +103,26 @@ def test_every_listed_input_ends_once_in_embeddings_or_errors(scored_run, images
     assert manifest["mask_ratio"] == 0.75 and manifest["model_config_sha256"] and manifest["versions"]["ray"]
     assert manifest["outputs"]["index"] == "index/" and (scored_run / "index" / "index.json").exists()
     assert set(manifest["timings"]) == {"start_ray_seconds", "embed_seconds", "index_seconds"}
-    assert manifest["cpu_threads"] == 2  # the fixture cluster's 2 CPUs, for its one CPU actor
+    # The fixture cluster's 2 CPUs: one single-threaded actor each, 8 images a batch where none was given.
+    assert (manifest["num_actors"], manifest["cpu_threads"], manifest["batch_size"]) == (2, 1, 8)
+
+
+@pytest.mark.parametrize(
+    ("resources", "flags", "parameters", "expected"),
+    [
+        ({"CPU": 2, "memory": 16e9}, {}, 86_000_000, (2, 1)),  # ViT-B on this kind of machine: one actor a core
+        ({"CPU": 96, "memory": 100e9}, {}, 632_000_000, (8, 12)),  # ViT-H on a big node: memory caps the actors
+        ({"CPU": 96, "memory": 100e9}, {"dtype": "bfloat16"}, 632_000_000, (13, 7)),  # half the bytes, more fit
+        ({"CPU": 2, "memory": 1e9}, {}, 86_000_000, (1, 2)),  # nothing fits: still one actor, on every core
+        ({"CPU": 8, "memory": 64e9}, {"cpu_threads": 2}, 86_000_000, (4, 2)),
+        ({"CPU": 8, "memory": 64e9}, {"num_actors": 1}, 86_000_000, (1, 8)),
+        ({"CPU": 8, "memory": 64e9}, {"num_actors": 3, "cpu_threads": 1}, 86_000_000, (3, 1)),
+    ],
+)
+def test_cpu_actors_default_to_one_a_core_as_memory_allows(monkeypatch, resources, flags, parameters, expected):
+    monkeypatch.setattr(pipeline.embed.ray, "cluster_resources", lambda: resources)
+    config = EmbedConfig(input="in", output="out", model="m", **flags)
+    assert pipeline.embed.cpu_actors(config, parameters) == expected
 
 
 def test_cpu_actors_take_their_threads_up_to_the_cores(model_dir):
