@@ -296,10 +296,11 @@ def model_alone(images: Path, model: str, batch_size: int, limit: int) -> dict[s
     pixels = np.stack([decode_image(p.read_bytes(), processor, DecodeConfig()).pixels for p in paths])
     result = {"decode, 1 core": len(paths) / (time.perf_counter() - start)}
     cores = os.cpu_count() or 1
+    spawn = multiprocessing.get_context("spawn")
     for processes, threads, batch in ((1, cores, batch_size), (cores, 1, batch_size_for(gpus=0))):
         shares = np.array_split(pixels, processes)
-        with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
-            barrier = multiprocessing.get_context("spawn").Manager().Barrier(processes)
+        with ProcessPoolExecutor(processes, mp_context=spawn) as pool, spawn.Manager() as manager:
+            barrier = manager.Barrier(processes)
             spans = list(pool.map(_time_embedder, [model] * processes, shares, [threads] * processes,
                                   [batch] * processes, [barrier] * processes))
         seconds = max(end for _, end in spans) - min(begin for begin, _ in spans)
