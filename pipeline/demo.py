@@ -137,8 +137,9 @@ def run(config: DemoConfig) -> DemoReport:
     report = DemoReport(before, after, summary["loss_per_epoch"], sum(summary["skipped_per_epoch"]), summary["train_seconds"])
     report.pngs["reconstructions"] = str(work / "pretrain" / "reconstructions.png")
     run_dir = str(work / "run")
+    # One model actor a core, not one per logical CPU of this Ray (which has one more than the machine).
     embed(EmbedConfig(input=str(gallery), output=run_dir, model=trained, mask_ratio=0.75, loss_samples=4,
-                      batch_size=config.batch_size, seed=config.seed, overwrite=True))
+                      batch_size=config.batch_size, num_actors=os.cpu_count() or 1, seed=config.seed, overwrite=True))
     searcher = Searcher(run_dir)
     report.query = f"file://{digits[0]}"
     report.hits = searcher.search_path(report.query, config.k)
