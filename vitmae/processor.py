@@ -53,6 +53,7 @@ class ViTImageProcessor:
         object.__setattr__(self, "size", {"height": height, "width": width})
         object.__setattr__(self, "image_mean", tuple(float(m) for m in np.atleast_1d(self.image_mean)))
         object.__setattr__(self, "image_std", tuple(float(s) for s in np.atleast_1d(self.image_std)))
+        object.__setattr__(self, "_device_stats", {})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ViTImageProcessor":
@@ -104,10 +105,19 @@ class ViTImageProcessor:
                     f"expected images with {len(self.image_mean)} channels to match image_mean, got {x.shape[1]}; "
                     "set do_convert_rgb=True to convert them"
                 )
-            mean = torch.tensor(self.image_mean, device=x.device).view(1, -1, 1, 1)
-            std = torch.tensor(self.image_std, device=x.device).view(1, -1, 1, 1)
+            mean, std = self._stats(x.device)
             x = (x - mean) / std
         return x.to(dtype)
+
+    def _stats(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """image_mean and image_std as float32 [1, C, 1, 1] on `device`, made once per device: making them copies
+        from the host, which on a GPU waits for all queued work and so would stall a pipelined caller."""
+        key = str(device)
+        if key not in self._device_stats:
+            self._device_stats[key] = tuple(
+                torch.tensor(values, device=device).view(1, -1, 1, 1) for values in (self.image_mean, self.image_std)
+            )
+        return self._device_stats[key]
 
     def __call__(
         self, images: Image.Image | np.ndarray | Sequence[Image.Image | np.ndarray], return_tensors: str = "pt"
