@@ -127,6 +127,17 @@ def test_fresh_model_builds_the_transformers_position_tables():
     torch.testing.assert_close(model.vit.pos_embed[0, 2, :half], table[2, half:].float())  # column 1, row 0
 
 
+@pytest.mark.parametrize("size", [(32, 32), (45, 38)])
+def test_patch_embedding_as_gemm_is_the_strided_convolution(size):
+    """The GEMM over cut-out patches (GPUs' path) computes the convolution, dropping pixels past the last patch."""
+    embed = vitmae.ViTMAEModel(vitmae.ViTMAEConfig(**TINY)).patch_embed
+    torch.nn.init.normal_(embed.proj.bias)
+    pixels = torch.randn(2, 3, *size)
+    expected = torch.nn.functional.conv2d(pixels, embed.proj.weight, embed.proj.bias, stride=embed.patch_size)
+    torch.testing.assert_close(embed.as_gemm(pixels), expected.flatten(2).transpose(1, 2), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(embed(pixels), expected.flatten(2).transpose(1, 2), atol=0, rtol=0)
+
+
 def test_patchify_unpatchify_round_trip():
     model = vitmae.ViTMAEForPreTraining(vitmae.ViTMAEConfig(**TINY))
     pixels = torch.randn(3, 3, 32, 32)
