@@ -51,3 +51,28 @@ def test_the_actor_needs_no_ray(model_dir):
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[1], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_a_batch_in_slices_equals_one_pass_with_losses_and_failed_rows(model_dir):
+    """On a GPU a batch goes over in slices (copying one overlaps the model's work on the last); same numbers."""
+    pixels = np.random.default_rng(1).integers(0, 256, (5, 224, 224, 3), dtype=np.uint8)
+    batch = batch_of(pixels, ["", "truncated", "", "", ""])
+    embedder = Embedder(InferConfig(str(model_dir), mask_ratio=0.75, loss_samples=4, threads=1))
+    whole = embedder(batch)
+    embedder.slice_rows = 2
+    sliced = embedder(batch)
+    np.testing.assert_allclose(sliced[schema.EMBEDDING], whole[schema.EMBEDDING], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(sliced[schema.LOSS], whole[schema.LOSS], rtol=1e-5)
+    assert np.isnan(sliced[schema.LOSS][1]) and not np.isnan(sliced[schema.LOSS][[0, 2, 3, 4]]).any()
+
+
+def test_a_compiled_actor_gives_the_eager_numbers_at_every_batch_size(model_dir):
+    """compile=True builds one dynamic graph: other batch sizes reuse it and the numbers stay the eager ones."""
+    config = InferConfig(str(model_dir), mask_ratio=0.75, loss_samples=2, threads=2)
+    eager, compiled = Embedder(config), Embedder(InferConfig(**{**config.__dict__, "compile": True}))
+    rng = np.random.default_rng(2)
+    for n in (4, 6, 2):  # batch sizes other than the channel count, which torch would take for the same size
+        batch = batch_of(rng.integers(0, 256, (n, 224, 224, 3), dtype=np.uint8), [""] * n)
+        expected, got = eager(batch), compiled(batch)
+        np.testing.assert_allclose(got[schema.EMBEDDING], expected[schema.EMBEDDING], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(got[schema.LOSS], expected[schema.LOSS], rtol=1e-4)
