@@ -19,13 +19,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--loss-samples", type=int, default=1, help="masks averaged per image for the loss (4 covers every patch at 0.75)")
     parser.add_argument("--seed", type=int, default=0, help="with each path, fixes that image's masks")
     parser.add_argument("--pooling", choices=("mean", "cls"), default="mean", help="mean of patch tokens, or the class token")
-    parser.add_argument("--batch-size", type=int, default=None, help="images per model call (default: 64 on GPUs, 8 on CPUs)")
+    parser.add_argument("--batch-size", type=int, default=None, help="images per model call (default: 256 on GPUs, 8 on CPUs)")
     parser.add_argument("--dtype", default="auto", help="auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16, float16")
     parser.add_argument("--num-gpus", type=int, default=None, help="model actors with one GPU each (default: all GPUs of the cluster)")
     parser.add_argument("--num-actors", type=int, default=None,
                         help="model actors when there are no GPUs (default: one per CPU, as many as half the memory holds)")
     parser.add_argument("--cpu-threads", type=int, default=None,
                         help="torch threads per model actor when there are no GPUs (default: the cluster's CPUs / --num-actors)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the model in each actor (on GPUs 7 %% more images/s, about 20 s more start-up)")
     parser.add_argument("--dashboard", action="store_true", help="start Ray's dashboard with the job's own local Ray")
     parser.add_argument("--s3-endpoint", default=None, help="S3 endpoint URL (default: $AWS_ENDPOINT_URL)")
     parser.add_argument("--extensions", default=",".join(DEFAULT_EXTENSIONS), help="comma-separated file extensions to embed")
@@ -40,7 +42,7 @@ def config_from_args(args: argparse.Namespace) -> EmbedConfig:
         input=args.input, output=args.output, model=args.model, mask_ratio=args.mask_ratio,
         loss_samples=args.loss_samples, seed=args.seed, pooling=args.pooling, batch_size=args.batch_size,
         dtype=args.dtype, num_gpus=args.num_gpus, num_actors=args.num_actors, cpu_threads=args.cpu_threads,
-        dashboard=args.dashboard, s3_endpoint=args.s3_endpoint,
+        compile=args.compile, dashboard=args.dashboard, s3_endpoint=args.s3_endpoint,
         extensions=tuple(e.strip() for e in args.extensions.split(",") if e.strip()), max_pixels=args.max_pixels,
         overwrite=args.overwrite, build_index=not args.no_index, index_type=args.index_type, metric=args.metric,
         memory_budget_gb=args.memory_budget,

@@ -39,11 +39,12 @@ class EmbedConfig:
     loss_samples: int = 1  # masks averaged per image for the loss
     seed: int = 0  # with each path, fixes that image's masks
     pooling: str = "mean"  # mean | cls
-    batch_size: int | None = None  # images per model call; None: 64 on GPUs, 8 on CPUs (see `batch_size_for`)
+    batch_size: int | None = None  # images per model call; None: 256 on GPUs, 8 on CPUs (see `batch_size_for`)
     dtype: str = "auto"  # auto (bfloat16 on GPU, float32 on CPU) | float32 | bfloat16 | float16
     num_gpus: int | None = None  # model actors with one GPU each; None: every GPU of the cluster
     num_actors: int | None = None  # model actors without GPUs; None: one per CPU, as memory allows (see `cpu_actors`)
     cpu_threads: int | None = None  # torch threads per model actor without GPUs; None: the cluster's CPUs / num_actors
+    compile: bool = False  # torch.compile the model in each actor (GPUs: +7 % images/s, ~20 s more start-up)
     dashboard: bool = False  # start Ray's dashboard with the job's own local Ray (a cluster keeps its own)
     s3_endpoint: str | None = None  # S3 endpoint; else AWS_ENDPOINT_URL
     extensions: tuple[str, ...] = DEFAULT_EXTENSIONS  # file extensions to list
@@ -155,10 +156,7 @@ def run(config: EmbedConfig) -> dict[str, Any]:
     preprocess = PreprocessConfig(
         prepared.processor.to_dict(), DecodeConfig(max_pixels=config.max_pixels), prepared.input_options, threads=threads or 1
     )
-    infer = InferConfig(
-        config.model, config.mask_ratio, config.loss_samples, config.seed, config.pooling, config.dtype,
-        threads, prepared.model_options,
-    )
+    infer = infer_config(config, threads, prepared.model_options)
     dataset = (
         decoded_images(listing, preprocess, batch_size)
         .map_batches(
@@ -185,6 +183,14 @@ def run(config: EmbedConfig) -> dict[str, Any]:
     manifest["ray_data_stats"] = dataset.stats()
     open_folder(config.output, prepared.output_options, create=True).write_json(MANIFEST, manifest)
     return manifest
+
+
+def infer_config(config: EmbedConfig, threads: int | None, model_options: dict[str, Any]) -> InferConfig:
+    """What each model actor gets of the run's settings."""
+    return InferConfig(
+        config.model, config.mask_ratio, config.loss_samples, config.seed, config.pooling, config.dtype,
+        threads, model_options, config.compile,
+    )
 
 
 def _check_cluster(config: EmbedConfig) -> int:
@@ -226,9 +232,10 @@ def cpu_actors(config: EmbedConfig, parameters: int) -> tuple[int, int]:
 
 
 def batch_size_for(gpus: int) -> int:
-    """The default batch: 64 images on GPUs; on CPUs 8, which the model runs as fast per image as 32, and with
-    which the actors' last batches end closer together."""
-    return 64 if gpus else 8
+    """The default batch: 256 images on GPUs, where ViT-B runs as fast per image at 128 as at 1024 (H200, bf16)
+    and a batch goes over in two slices; on CPUs 8, which the model runs as fast per image as 32, and with which
+    the actors' last batches end closer together."""
+    return 256 if gpus else 8
 
 
 def _build_index(config: EmbedConfig) -> str | None:

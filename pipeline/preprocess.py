@@ -20,6 +20,10 @@ from vitmae import ViTImageProcessor
 
 logger = logging.getLogger(__name__)
 
+# Images a decode task takes at most: GPU batches are larger, and a task decoding a whole one would hold back the
+# first batch and spread the work over fewer CPUs.
+MAX_BLOCK_ROWS = 64
+
 
 @dataclass(frozen=True)
 class PreprocessConfig:
@@ -87,11 +91,11 @@ def preprocess_batch(batch: dict[str, np.ndarray], config: PreprocessConfig) -> 
 def decoded_images(listing: pa.Table, config: PreprocessConfig, batch_size: int) -> ray.data.Dataset:
     """The listing as a Ray dataset, mapped through `preprocess_batch` on the cluster's CPUs (lazy, streaming).
 
-    Blocks hold at most `batch_size` rows and fewer when the listing is short, so that decoding spreads over
-    every CPU of the cluster from the start.
+    Blocks hold at most `batch_size` rows, at most `MAX_BLOCK_ROWS`, and fewer when the listing is short, so that
+    decoding spreads over every CPU of the cluster from the start; the model stage gathers them into its batches.
     """
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-    block = max(1, min(batch_size, -(-listing.num_rows // cpus)))
+    block = max(1, min(batch_size, MAX_BLOCK_ROWS, -(-listing.num_rows // cpus)))
     blocks = [listing.slice(i, block) for i in range(0, listing.num_rows, block)]
     return ray.data.from_arrow(blocks).map_batches(
         preprocess_batch, fn_kwargs={"config": config}, batch_size=block, batch_format="numpy"

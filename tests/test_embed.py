@@ -408,3 +408,14 @@ def test_without_a_ray_address_the_job_starts_its_own_local_ray(model_dir, two_p
 def test_console_command_has_help_for_embed():
     out = subprocess.run([sys.executable, "-m", "jobs.cli", "embed", "--help"], capture_output=True, text=True, check=True).stdout
     assert "--mask-ratio" in out and "--s3-endpoint" in out
+
+
+
+def test_compile_flag_reaches_the_model_actors():
+    """--compile is a setting of the run (so of its manifest) that every model actor's config carries."""
+    parser = embed_job.argparse.ArgumentParser()
+    embed_job.add_arguments(parser)
+    flags = ["--input", "in", "--output", "out", "--model", "m"]
+    on, off = (embed_job.config_from_args(parser.parse_args(flags + extra)) for extra in (["--compile"], []))
+    assert on.compile and not off.compile
+    assert pipeline.embed.infer_config(on, None, {}).compile and not pipeline.embed.infer_config(off, 1, {}).compile
