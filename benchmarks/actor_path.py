@@ -1,16 +1,20 @@
 """The model actor's code path without Ray: decoded uint8 batches in, pooled embeddings out.
 
-Three ways to embed the same batches with the same model, timed in alternating rounds:
+Ways to embed the same batches with the same model, timed in alternating rounds:
 
 - `model alone`: normalised pixels already on the device, encoder and pooling only (the upper bound);
-- `actor path`: `pipeline.infer.Embedder` as Ray Data calls it: uint8 rows in (pinned and copied to a GPU),
-  normalised on the device in the model's dtype, embeddings back as numpy;
+- `actor path`: `pipeline.infer.Embedder` as Ray Data calls it: uint8 rows in (on a GPU pinned and copied in
+  slices of `GPU_SLICE_ROWS`, so that copying one slice overlaps the model's work on the last), normalised on
+  the device in the model's dtype, embeddings back as numpy;
+- on a GPU, `actor, 1 slice`: the same with the whole batch copied before the model starts, and `copy only`:
+  pinning, copying and normalising alone, no model;
 - `CPU normalise`: what a plain recipe does: float32 pixels normalised on the CPU (as transformers'
-  processor returns them), copied to the device, cast to the model's dtype.
+  processor returns them), copied to the device, cast to the model's dtype;
+- with `--compile`: `model compiled` and `actor compiled` (`InferConfig(compile=True)`).
 
 Runs wherever torch does (Ray is not needed), so it measures the actor on a GPU machine too:
 
-    python benchmarks/actor_path.py --device cuda --batch-size 512 --batches 8
+    python benchmarks/actor_path.py --device cuda --batch-size 512 --batches 8 --compile
     PYTHONPATH=. python3 benchmarks/actor_path.py ...    # from a checkout where the project is not installed
     python benchmarks/actor_path.py --device cpu --batch-size 8 --batches 2
 """
@@ -22,13 +26,14 @@ import logging
 import statistics
 import tempfile
 import time
+from dataclasses import replace
 from typing import Callable
 
 import numpy as np
 import torch
 
 from pipeline import schema
-from pipeline.infer import Embedder, InferConfig, pool
+from pipeline.infer import GPU_SLICE_ROWS, Embedder, InferConfig, pool
 from vitmae import ViTImageProcessor, ViTMAEConfig, ViTMAEModel
 
 logger = logging.getLogger("actor_path")
@@ -63,42 +68,67 @@ def batches(count: int, size: int, seed: int = 0) -> list[dict[str, np.ndarray]]
     ]
 
 
-def paths(embedder: Embedder, data: list[dict[str, np.ndarray]]) -> dict[str, Callable[[], object]]:
-    """The three ways, each a call that embeds every batch once and returns when the numbers are on the host."""
+def paths(embedder: Embedder, compiled: Embedder | None, data: list[dict[str, np.ndarray]]) -> dict[str, Callable[[], object]]:
+    """The ways, each a call that embeds every batch once and returns when the numbers are on the host."""
     device, dtype, processor, encoder = embedder.device, embedder.dtype, embedder.processor, embedder.encoder
     resident = [processor.normalize(torch.from_numpy(b[schema.PIXELS]).to(device), dtype) for b in data]
     cpu_float = [processor.normalize(torch.from_numpy(b[schema.PIXELS])) for b in data]
 
-    def model_alone() -> None:
-        for x in resident:
-            pool(encoder(x, mask_ratio=0.0).last_hidden_state, "mean").cpu().numpy()
+    def sync() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    def actor_path() -> None:
-        for batch in data:
-            embedder(batch)
+    def alone(model: Callable) -> Callable[[], None]:
+        def call() -> None:
+            for x in resident:
+                pool(model(x, mask_ratio=0.0).last_hidden_state, "mean").cpu().numpy()
+            sync()
+        return call
+
+    def actor(which: Embedder, slice_rows: int) -> Callable[[], None]:
+        def call() -> None:
+            which.slice_rows = slice_rows
+            for batch in data:
+                which(batch)
+        return call
 
     def cpu_normalise() -> None:
         for x in cpu_float:
             pool(encoder(x.to(device).to(dtype), mask_ratio=0.0).last_hidden_state, "mean").cpu().numpy()
 
-    return {"model alone": model_alone, "actor path": actor_path, "CPU normalise": cpu_normalise}
+    def copy_only() -> None:
+        for batch in data:
+            processor.normalize(embedder._to_device(torch.from_numpy(batch[schema.PIXELS])), dtype)
+        sync()
+
+    ways = {"model alone": alone(encoder), "actor path": actor(embedder, GPU_SLICE_ROWS)}
+    if device.type == "cuda":
+        ways["actor, 1 slice"] = actor(embedder, 1 << 30)
+        ways["copy only"] = copy_only
+    ways["CPU normalise"] = cpu_normalise
+    if compiled is not None:
+        ways["model compiled"] = alone(torch.compile(encoder, dynamic=True))  # as the actor compiles it
+        ways["actor compiled"] = actor(compiled, GPU_SLICE_ROWS)
+    return ways
 
 
 def run(args: argparse.Namespace) -> dict[str, list[float]]:
     """Seconds per pass over all batches, per way, one value per round."""
     with tempfile.TemporaryDirectory() as folder:
         save_model(folder)
-        embedder = Embedder(InferConfig(model=folder, dtype=args.dtype, threads=args.threads))
+        config = InferConfig(model=folder, dtype=args.dtype, threads=args.threads)
+        embedder = Embedder(config)
+        compiled = Embedder(replace(config, compile=True)) if args.compile else None
     if embedder.device.type != args.device:
         raise SystemExit(f"asked for --device {args.device} but torch runs the actor on {embedder.device}")
     data = batches(args.batches, args.batch_size)
-    calls = paths(embedder, data)
+    calls = paths(embedder, compiled, data)
     seconds: dict[str, list[float]] = {name: [] for name in calls}
     with torch.inference_mode():
-        for fn in calls.values():  # warm-up: kernels, allocator, pinned-memory cache
+        for name, fn in calls.items():  # warm-up: kernels, compilation, allocator, pinned-memory cache
+            start = time.perf_counter()
             fn()
+            logger.info("%s: first pass %.1f s", name, time.perf_counter() - start)
         for _ in range(args.rounds):
             for name, fn in calls.items():
                 start = time.perf_counter()
@@ -116,6 +146,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=2, help="batches per timed pass")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="torch threads on the CPU (default: torch's)")
+    parser.add_argument("--compile", action="store_true", help="also time the model and the actor under torch.compile")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     seconds = run(args)

@@ -4,7 +4,7 @@ Both models get the same random ViT-B/16 weights (through one saved checkpoint),
 dtype; timings alternate between the models in rounds and the median round is reported.
 
     python benchmarks/model_throughput.py --batch-size 8 --rounds 5
-    python benchmarks/model_throughput.py --device cuda --dtypes bf16 --batch-size 512
+    python benchmarks/model_throughput.py --device cuda --dtypes bf16 --batch-size 256,1024 --iters 10 --compile both
 """
 
 from __future__ import annotations
@@ -60,6 +60,21 @@ def build(task: str, folder: str, dtype: torch.dtype, device: str):
     return ref.to(device).eval(), ours.to(device).eval()
 
 
+def calls_for(task: str, ref, ours, pixels: torch.Tensor, noise: torch.Tensor, compile_models: str) -> dict[str, Callable[[], object]]:
+    """The timed calls of one task: each library, and under torch.compile those `compile_models` names."""
+    kwargs = {"mask_ratio": 0.0} if task == "embed" else {"noise": noise}
+    ref_kwargs = {} if task == "embed" else {"noise": noise}
+    calls = {"transformers": lambda: ref(pixels, **ref_kwargs), "vitmae": lambda: ours(pixels, **kwargs)}
+    # dynamic=True, as the actor compiles: one graph for every batch size
+    if compile_models == "both":
+        ref_compiled = torch.compile(ref, dynamic=True)
+        calls["transformers compiled"] = lambda: ref_compiled(pixels, **ref_kwargs)
+    if compile_models in ("vitmae", "both"):
+        ours_compiled = torch.compile(ours, dynamic=True)
+        calls["vitmae compiled"] = lambda: ours_compiled(pixels, **kwargs)
+    return calls
+
+
 def run(args: argparse.Namespace) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as folder:
@@ -67,35 +82,32 @@ def run(args: argparse.Namespace) -> list[dict]:
         transformers.ViTMAEForPreTraining(transformers.ViTMAEConfig()).save_pretrained(folder)
         for dtype_name in args.dtypes.split(","):
             dtype = parse_dtype(dtype_name)
-            batch = args.batch_size if dtype == torch.float32 or args.device != "cpu" else args.half_batch_size
-            pixels = torch.randn(batch, 3, 224, 224, device=args.device, dtype=dtype)
-            noise = torch.rand(batch, 196, device=args.device)
-            for task in args.tasks.split(","):
-                ref, ours = build(task, folder, dtype, args.device)
-                if task == "embed":
-                    calls = {"transformers": lambda: ref(pixels), "vitmae": lambda: ours(pixels, mask_ratio=0.0)}
-                else:
-                    calls = {"transformers": lambda: ref(pixels, noise=noise), "vitmae": lambda: ours(pixels, noise=noise)}
-                if args.compile:
-                    compiled = torch.compile(ours)
-                    kwargs = {"mask_ratio": 0.0} if task == "embed" else {"noise": noise}
-                    calls["vitmae compiled"] = lambda: compiled(pixels, **kwargs)
-                seconds = {name: [] for name in calls}
-                with torch.inference_mode():
-                    for name, fn in calls.items():  # warm-up (and compilation) outside the timed rounds
-                        fn()
-                    for _ in range(args.rounds):
-                        for name, fn in calls.items():
-                            seconds[name].append(time_call(fn, args.iters, args.device))
-                base = statistics.median(seconds["transformers"])
-                for name, values in seconds.items():
-                    median = statistics.median(values)
-                    rows.append(
-                        {"task": task, "dtype": dtype_name, "batch": batch, "model": name,
-                         "images_per_s": batch / median, "ratio": base / median}
-                    )
-                    logger.info("%s %s %s: %.1f images/s (%.2fx)", task, dtype_name, name, batch / median, base / median)
-                del ref, ours, calls
+            sizes = args.batch_size if dtype == torch.float32 or args.device != "cpu" else args.half_batch_size
+            for batch in (int(size) for size in sizes.split(",")):
+                pixels = torch.randn(batch, 3, 224, 224, device=args.device, dtype=dtype)
+                noise = torch.rand(batch, 196, device=args.device)
+                for task in args.tasks.split(","):
+                    ref, ours = build(task, folder, dtype, args.device)
+                    calls = calls_for(task, ref, ours, pixels, noise, args.compile)
+                    seconds = {name: [] for name in calls}
+                    with torch.inference_mode():
+                        for name, fn in calls.items():  # warm-up (and compilation) outside the timed rounds
+                            start = time.perf_counter()
+                            fn()
+                            sync(args.device)
+                            logger.info("%s %s %d %s: first call %.1f s", task, dtype_name, batch, name, time.perf_counter() - start)
+                        for _ in range(args.rounds):
+                            for name, fn in calls.items():
+                                seconds[name].append(time_call(fn, args.iters, args.device))
+                    base = statistics.median(seconds["transformers"])
+                    for name, values in seconds.items():
+                        median = statistics.median(values)
+                        rows.append(
+                            {"task": task, "dtype": dtype_name, "batch": batch, "model": name,
+                             "images_per_s": batch / median, "ratio": base / median}
+                        )
+                        logger.info("%s %s %d %s: %.1f images/s (%.2fx)", task, dtype_name, batch, name, batch / median, base / median)
+                    del ref, ours, calls
     return rows
 
 
@@ -104,22 +116,22 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtypes", default="fp32,bf16", help="comma-separated: fp32, bf16, fp16")
     parser.add_argument("--tasks", default="embed,loss", help="embed (mask ratio 0), loss (mask ratio 0.75)")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--half-batch-size", type=int, default=2, help="batch for bf16/fp16 on the CPU (slow there)")
+    parser.add_argument("--batch-size", default="8", help="comma-separated batch sizes")
+    parser.add_argument("--half-batch-size", default="2", help="batch sizes for bf16/fp16 on the CPU (slow there)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--iters", type=int, default=2, help="calls per timed round")
-    parser.add_argument("--compile", action="store_true", help="also time vitmae under torch.compile")
+    parser.add_argument("--compile", choices=("none", "vitmae", "both"), default="none", help="also time these under torch.compile")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.compile and args.device == "cpu":
+    if args.compile != "none" and args.device == "cpu":
         import torch._inductor.config as inductor_config
 
         inductor_config.freezing = True  # fold weights into oneDNN-packed linears, as for CPU inference
     rows = run(args)
     print(f"\nViT-B/16 at 224, random weights; {hardware(args.device)}")
-    print(f"{'task':6} {'dtype':5} {'batch':>5} {'model':16} {'images/s':>9} {'vs transformers':>15}")
+    print(f"{'task':6} {'dtype':5} {'batch':>5} {'model':21} {'images/s':>9} {'vs transformers':>15}")
     for r in rows:
-        print(f"{r['task']:6} {r['dtype']:5} {r['batch']:>5} {r['model']:16} {r['images_per_s']:9.1f} {r['ratio']:14.2f}x")
+        print(f"{r['task']:6} {r['dtype']:5} {r['batch']:>5} {r['model']:21} {r['images_per_s']:9.1f} {r['ratio']:14.2f}x")
 
 
 if __name__ == "__main__":
