@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 import torch
@@ -61,3 +63,17 @@ def test_non_images_are_clear_errors():
         processor(np.zeros((4, 4, 3), dtype=np.float64))
     with pytest.raises(ValueError, match="expected size as an int"):
         vitmae.ViTImageProcessor(size={"longest_edge": 3})
+
+
+def test_normalize_constants_are_made_once_per_device_and_not_pickled():
+    processor = vitmae.ViTImageProcessor(image_mean=(0.4, 0.5, 0.6), image_std=(0.2, 0.3, 0.4))
+    pixels = torch.randint(0, 256, (2, 8, 8, 3), dtype=torch.uint8)
+    with torch.inference_mode():
+        first = processor.normalize(pixels)
+    second = processor.normalize(pixels)
+    torch.testing.assert_close(first, second, rtol=0, atol=0)
+    mean, std = processor._stats(torch.device("cpu"))
+    assert not mean.is_inference() and processor._stats(torch.device("cpu"))[0] is mean  # usable with autograd, cached
+    copy = pickle.loads(pickle.dumps(processor))
+    assert copy == processor and copy._device_stats == {}
+    torch.testing.assert_close(copy.normalize(pixels), first, rtol=0, atol=0)

@@ -114,10 +114,15 @@ class ViTImageProcessor:
         from the host, which on a GPU waits for all queued work and so would stall a pipelined caller."""
         key = str(device)
         if key not in self._device_stats:
-            self._device_stats[key] = tuple(
-                torch.tensor(values, device=device).view(1, -1, 1, 1) for values in (self.image_mean, self.image_std)
-            )
+            with torch.inference_mode(False):  # plain tensors, usable where autograd runs too
+                self._device_stats[key] = tuple(
+                    torch.tensor(values, device=device).view(1, -1, 1, 1) for values in (self.image_mean, self.image_std)
+                )
         return self._device_stats[key]
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickles without the per-device tensors, so a processor travels to machines without that device."""
+        return {**self.__dict__, "_device_stats": {}}
 
     def __call__(
         self, images: Image.Image | np.ndarray | Sequence[Image.Image | np.ndarray], return_tensors: str = "pt"
