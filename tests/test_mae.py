@@ -192,3 +192,11 @@ def test_every_tensor_follows_the_default_device():
     with torch.device("meta"):
         model = vitmae.ViTMAEForPreTraining(vitmae.ViTMAEConfig(**TINY))
     assert not [name for name, t in model.state_dict().items() if not t.is_meta]
+
+
+def test_images_smaller_than_a_patch_are_a_clear_error():
+    model = vitmae.ViTMAEModel(vitmae.ViTMAEConfig(**TINY))
+    with pytest.raises(ValueError, match="at least 8x8 pixels, got 5x40"):
+        model(torch.randn(1, 3, 5, 40), interpolate_pos_encoding=True)
+    with pytest.raises(ValueError, match="at least 8x8 pixels, got 40x7"):
+        model.patch_embed(torch.randn(1, 3, 40, 7))

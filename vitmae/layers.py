@@ -53,6 +53,11 @@ class PatchEmbed(nn.Module):
                 f"expected pixel_values of shape (batch, {self.num_channels}, height, width), "
                 f"got {tuple(pixel_values.shape)}"
             )
+        if min(pixel_values.shape[2:]) < self.patch_size:
+            raise ValueError(
+                f"expected images of at least {self.patch_size}x{self.patch_size} pixels, "
+                f"got {pixel_values.shape[2]}x{pixel_values.shape[3]}"
+            )
         if pixel_values.is_cuda:
             return self.as_gemm(pixel_values)
         return self.proj(pixel_values).flatten(2).transpose(1, 2)
