@@ -98,7 +98,7 @@ def paths(embedder: Embedder, compiled: Embedder | None, data: list[dict[str, np
 
     def copy_only() -> None:
         for batch in data:
-            processor.normalize(embedder._to_device(torch.from_numpy(batch[schema.PIXELS])), dtype)
+            processor.normalize(embedder.to_device(torch.from_numpy(batch[schema.PIXELS])), dtype)
         sync()
 
     ways = {"model alone": alone(encoder), "actor path": actor(embedder, GPU_SLICE_ROWS)}

@@ -128,14 +128,14 @@ class Embedder:
 
         Nothing here waits for the GPU, so on a GPU the host pins and sends the next slice while this one runs.
         """
-        pixels = self._to_device(torch.from_numpy(np.ascontiguousarray(rows)))
+        pixels = self.to_device(torch.from_numpy(np.ascontiguousarray(rows)))
         x = self.processor.normalize(pixels, self.dtype)
         with torch.inference_mode():
             embedding = pool(self.encode(x, mask_ratio=0.0).last_hidden_state, self.config.pooling)
             loss = self._loss(x, paths) if self.config.mask_ratio > 0 else None
         return embedding, loss
 
-    def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
+    def to_device(self, tensor: torch.Tensor) -> torch.Tensor:
         """A host tensor on the model's device; to a GPU through pinned memory, without waiting for the copy."""
         if self.device.type != "cuda":
             return tensor
@@ -148,7 +148,7 @@ class Embedder:
         """
         cfg = self.config
         noise = np.stack([mask_noise(p, cfg.seed, self.num_patches, cfg.mask_ratio, cfg.loss_samples) for p in paths])
-        noise_t = self._to_device(torch.from_numpy(noise)).flatten(0, 1)  # [N * K, L], image-major
+        noise_t = self.to_device(torch.from_numpy(noise)).flatten(0, 1)  # [N * K, L], image-major
         copies = x.repeat_interleave(cfg.loss_samples, dim=0)  # [N * K, C, H, W]
         per_sample = self.score(copies, noise=noise_t, mask_ratio=cfg.mask_ratio).per_sample_loss
         return per_sample.view(len(paths), cfg.loss_samples).mean(dim=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -410,10 +411,9 @@ def test_console_command_has_help_for_embed():
     assert "--mask-ratio" in out and "--s3-endpoint" in out
 
 
-
 def test_compile_flag_reaches_the_model_actors():
     """--compile is a setting of the run (so of its manifest) that every model actor's config carries."""
-    parser = embed_job.argparse.ArgumentParser()
+    parser = argparse.ArgumentParser()
     embed_job.add_arguments(parser)
     flags = ["--input", "in", "--output", "out", "--model", "m"]
     on, off = (embed_job.config_from_args(parser.parse_args(flags + extra)) for extra in (["--compile"], []))
