@@ -78,9 +78,10 @@ def write_zeros_png(path: Path, width: int, height: int) -> bytes:
 
 @pytest.fixture(scope="module")
 def large_astronaut_jpeg() -> bytes:
-    """astronaut.png (512 x 512) upscaled to a 4480 x 3584 JPEG: draft decodes it at 1/8 scale, 560 x 448."""
+    """astronaut.png (512 x 512) upscaled to a 12-megapixel camera's 4032 x 3024 JPEG: draft decodes it at 1/8
+    scale, 504 x 378."""
     photo = Image.open(skimage_photo("astronaut.png")).convert("RGB")
-    return encode(photo.resize((4480, 3584), Image.Resampling.BICUBIC), "JPEG", quality=90)
+    return encode(photo.resize((4032, 3024), Image.Resampling.BICUBIC), "JPEG", quality=90)
 
 
 # Bad input.
@@ -254,8 +255,8 @@ def test_large_jpeg_decodes_at_a_reduced_scale(large_astronaut_jpeg, monkeypatch
     sizes = resized_sizes(monkeypatch)
     decoded = decode_image(large_astronaut_jpeg, PROCESSOR, CONFIG)
     decode_image(large_astronaut_jpeg, PROCESSOR, DecodeConfig(draft=False))
-    assert sizes == [(560, 448), (4480, 3584)]  # 1/8 scale keeps >= 2 x 224 on each side
-    assert (decoded.width, decoded.height) == (4480, 3584)
+    assert sizes == [(504, 378), (4032, 3024)]  # 1/8 scale keeps >= 1.5 x 224 on each side
+    assert (decoded.width, decoded.height) == (4032, 3024)
 
 
 def test_draft_is_close_to_the_full_decode(large_astronaut_jpeg):
@@ -264,4 +265,4 @@ def test_draft_is_close_to_the_full_decode(large_astronaut_jpeg):
     mean_abs = np.abs(draft.astype(np.int16) - full.astype(np.int16)).mean()
     a, b = (PROCESSOR.normalize(torch.from_numpy(np.array(x))[None]).flatten() for x in (draft, full))
     cosine = torch.nn.functional.cosine_similarity(a, b, dim=0).item()
-    assert mean_abs < 0.6 and cosine > 0.9995, (mean_abs, cosine)  # measured: 0.37 and 0.99994
+    assert mean_abs < 0.6 and cosine > 0.9995, (mean_abs, cosine)  # measured: 0.44 and 0.99992

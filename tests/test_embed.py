@@ -170,7 +170,7 @@ def test_mean_embeddings_match_transformers_on_photographs(scored_run, model_dir
     ours = np.stack([embedded[f"file://{images / p.name}"]["embedding"] for p in photo_paths])
     similarity = cosines(ours, reference_embeddings(model_dir, photo_paths, "mean"))
     assert similarity.min() >= 0.999, similarity  # the bound users are promised, JPEG draft scaling included
-    # retina.jpg (1411 px) decodes at half its DCT scale: 0.999997. The others are too small for that, so their
+    # retina.jpg (1411 px) decodes at a quarter of its DCT scale: 0.999997. The others are too small for that, so their
     # pixels are PIL's own and only float rounding differs (a bilinear resize would still pass 0.999, at 0.9998).
     full_scale = [i for i, p in enumerate(photo_paths) if p.name != "retina.jpg"]
     assert similarity[full_scale].min() >= 0.999_999, similarity
