@@ -19,11 +19,6 @@ from PIL import Image, UnidentifiedImageError
 from vitmae import ViTImageProcessor
 
 _SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
-# A JPEG draft keeps at least this multiple of the target size on each side, so that the final PIL resize
-# (which filters over the whole footprint) sees nearly the same signal as it would from the full-size image.
-# At 1.5 a 12-megapixel photo (4032 x 3024) decodes at 1/8 scale, in two thirds of the time 1/4 takes, its pixels
-# 0.4 of 255 from the full decode's on average and ViT-B's embeddings at cosine 0.99999 (benchmarks/RESULTS.md).
-_DRAFT_MARGIN = 1.5
 
 
 @dataclass(frozen=True)
@@ -34,10 +29,17 @@ class DecodeConfig:
     # Pillow's own limit is raised to it where lower, so that this is the limit that counts.
     max_pixels: int = 150_000_000
     draft: bool = True  # let JPEG decode at a reduced DCT scale (1/2, 1/4, 1/8) when much larger than the target
+    # A draft keeps at least this multiple of the target size on each side, so that the final PIL resize (which
+    # filters over the whole footprint) sees nearly the same signal as from the full-size image. At 1.5 a
+    # 12-megapixel photo decodes at 1/8 scale, not 1/4, in two thirds of the time, with ViT-B's embeddings at
+    # cosine 0.99999 to the full decode's (benchmarks/decode_draft.py).
+    draft_margin: float = 1.5
 
     def __post_init__(self) -> None:
         if self.max_pixels < 1:
             raise ValueError(f"expected max_pixels >= 1, got {self.max_pixels}")
+        if self.draft_margin < 1:
+            raise ValueError(f"expected draft_margin >= 1 (never below the target size), got {self.draft_margin}")
 
 
 class DecodeError(ValueError):
@@ -61,7 +63,7 @@ def decode_image(
     Args:
         data: the file's bytes, in any format Pillow opens (animated images give their first frame).
         processor: its `size`, `resample` and `resize_to_uint8` make the output.
-        config: the pixel limit and the JPEG draft switch.
+        config: the pixel limit and the JPEG draft's switch and margin.
         resize: replaces `processor.resize_to_uint8` (RGB image -> uint8 [H, W, 3] at the processor's size), as
             the pre-training augmentation (`pipeline.augment.RandomResizedCrop`) does.
 
@@ -77,7 +79,7 @@ def decode_image(
         image = _open(data, config)
         width, height = image.size
         if config.draft and processor.do_resize:
-            _draft(image, processor)
+            _draft(image, processor, config.draft_margin)
         try:
             image.load()
             rgb = to_rgb(image)
@@ -124,9 +126,9 @@ def _open(data: bytes, config: DecodeConfig) -> Image.Image:
     return image
 
 
-def _draft(image: Image.Image, processor: ViTImageProcessor) -> None:
-    """Lets a JPEG decode at 1/2, 1/4 or 1/8 scale, still >= _DRAFT_MARGIN x the target on each side."""
-    target = (round(_DRAFT_MARGIN * processor.size["width"]), round(_DRAFT_MARGIN * processor.size["height"]))
+def _draft(image: Image.Image, processor: ViTImageProcessor, margin: float) -> None:
+    """Lets a JPEG decode at 1/2, 1/4 or 1/8 scale, still >= `margin` x the target on each side."""
+    target = (round(margin * processor.size["width"]), round(margin * processor.size["height"]))
     # Only when a real reduction applies, so that smaller images decode exactly as without a draft.
     if min(image.width // target[0], image.height // target[1]) >= 2:
         image.draft("RGB", target)  # a no-op for formats other than JPEG

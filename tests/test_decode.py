@@ -149,6 +149,11 @@ def test_config_rejects_a_non_positive_pixel_limit():
         DecodeConfig(max_pixels=0)
 
 
+def test_config_rejects_a_draft_margin_below_the_target():
+    with pytest.raises(ValueError, match=r"expected draft_margin >= 1 \(never below the target size\), got 0.5"):
+        DecodeConfig(draft_margin=0.5)
+
+
 # Odd modes, all to RGB uint8 [224, 224, 3].
 
 
@@ -257,6 +262,12 @@ def test_large_jpeg_decodes_at_a_reduced_scale(large_astronaut_jpeg, monkeypatch
     decode_image(large_astronaut_jpeg, PROCESSOR, DecodeConfig(draft=False))
     assert sizes == [(504, 378), (4032, 3024)]  # 1/8 scale keeps >= 1.5 x 224 on each side
     assert (decoded.width, decoded.height) == (4032, 3024)
+
+
+def test_a_larger_draft_margin_decodes_at_a_larger_scale(large_astronaut_jpeg, monkeypatch):
+    sizes = resized_sizes(monkeypatch)
+    decode_image(large_astronaut_jpeg, PROCESSOR, DecodeConfig(draft_margin=2))
+    assert sizes == [(1008, 756)]  # 1/8 would give 378 < 2 x 224 rows, so 1/4
 
 
 def test_draft_is_close_to_the_full_decode(large_astronaut_jpeg):
