@@ -41,6 +41,20 @@ def test_vitmae_files_load_in_transformers_with_equal_outputs(geometry, tmp_path
     torch.testing.assert_close(got.loss, expected.loss, atol=1e-5, rtol=1e-5)
 
 
+def test_configs_with_class_labels_load_and_keep_them(tmp_path):
+    """Fine-tuned checkpoints on the hub carry num_labels, id2label and label2id, whatever their model type."""
+    labels = {0: "normal", 1: "scratch", 2: "dent"}
+    transformers.ViTMAEConfig(**TINY, id2label=labels, label2id={v: k for k, v in labels.items()}).save_pretrained(tmp_path)
+    data = json.loads((tmp_path / "config.json").read_text())
+    assert data["id2label"] and data["label2id"]
+    config = vitmae.ViTMAEConfig.from_dict(data)
+    assert config.id2label == labels and config.num_labels == 3 and config.to_dict()["label2id"] == {"normal": 0, "scratch": 1, "dent": 2}
+    assert vitmae.ViTMAEConfig.from_dict({"model_type": "vit_mae", "num_labels": 2}).id2label == {0: "LABEL_0", 1: "LABEL_1"}
+    vitmae.ViTMAEForPreTraining(config).save_pretrained(tmp_path)
+    assert vitmae.ViTMAEModel.from_pretrained(tmp_path).config.id2label == labels
+    assert transformers.ViTMAEConfig.from_pretrained(tmp_path).id2label == labels
+
+
 def test_saved_layout_is_the_hub_layout(tmp_path):
     vitmae.ViTMAEForPreTraining(vitmae.ViTMAEConfig(**TINY)).save_pretrained(tmp_path)
     keys = set(safetensors.torch.load_file(tmp_path / "model.safetensors"))
@@ -159,7 +173,7 @@ def test_loading_takes_every_tensor_from_the_checkpoint_in_float32_by_default(tm
 def test_file_access_imports_without_torch():
     """The Ray workers that write Parquet load these modules; importing torch there would cost seconds a run."""
     code = (
-        "import sys, vitmae.folder, pipeline.write\n"
+        "import sys, vitmae.folder, pipeline.embed.write\n"
         "loaded = sorted(m for m in sys.modules if m.split('.')[0] == 'torch')\n"
         "sys.exit(f'imported {loaded[:3]}' if loaded else 0)"
     )

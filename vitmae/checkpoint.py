@@ -16,6 +16,7 @@ from torch import nn
 
 from vitmae.config import EncoderConfig
 from vitmae.convert import hf_to_vitmae, vitmae_to_hf
+from vitmae.errors import one_line
 from vitmae.folder import Folder, open_folder
 
 logger = logging.getLogger(__name__)
@@ -66,8 +67,7 @@ def _load_file(folder: Folder, name: str) -> dict[str, torch.Tensor]:
         source = path if local else io.BytesIO(folder.fs.cat_file(path))
         return torch.load(source, map_location="cpu", weights_only=True)
     except (safetensors.SafetensorError, pickle.UnpicklingError, RuntimeError, EOFError) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ValueError(f"cannot read {folder.uri}/{name}: {reason}") from err
+        raise ValueError(f"cannot read {folder.uri}/{name}: {one_line(err)}") from err
 
 
 class PretrainedMixin:

@@ -50,8 +50,12 @@ class EncoderConfig:
     patch_size: int = 16  # square patch side in pixels
     num_channels: int = 3  # input channels
     qkv_bias: bool = True  # bias on the query/key/value projections
+    # Class labels of a fine-tuned checkpoint (hub configs carry them with num_labels and label2id); None: none.
+    id2label: dict[int, str] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
+        if self.id2label is not None:
+            object.__setattr__(self, "id2label", {int(k): str(v) for k, v in self.id2label.items()})
         object.__setattr__(self, "image_size", _square(self.image_size, "image_size"))
         object.__setattr__(self, "patch_size", _square(self.patch_size, "patch_size"))
         if self.hidden_size % self.num_attention_heads:
@@ -65,6 +69,10 @@ class EncoderConfig:
     def num_patches(self) -> int:
         """Patches per image at `image_size`."""
         return (self.image_size // self.patch_size) ** 2
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.id2label) if self.id2label else 2
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "EncoderConfig":
@@ -83,7 +91,13 @@ class EncoderConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """The config.json dict, readable by transformers."""
-        return {"model_type": self.model_type, **dataclasses.asdict(self)}
+        data = {"model_type": self.model_type, **dataclasses.asdict(self)}
+        if self.id2label:
+            data["id2label"] = {str(k): v for k, v in self.id2label.items()}
+            data["label2id"] = {v: k for k, v in self.id2label.items()}
+        else:
+            del data["id2label"]
+        return data
 
 
 @dataclass(frozen=True)
@@ -95,26 +109,11 @@ class ViTConfig(EncoderConfig):
     encoder_stride: int = 16  # kept for file compatibility (masked image modeling heads)
     pooler_output_size: int | None = None  # ViTModel pooler width; None means hidden_size
     pooler_act: str = "tanh"  # ViTModel pooler activation
-    id2label: dict[int, str] | None = field(default=None, compare=False)  # classifier labels
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.id2label is not None:
-            object.__setattr__(self, "id2label", {int(k): str(v) for k, v in self.id2label.items()})
-
-    @property
-    def num_labels(self) -> int:
-        return len(self.id2label) if self.id2label else 2
 
     def to_dict(self) -> dict[str, Any]:
         data = super().to_dict()
         if data["pooler_output_size"] is None:
             data["pooler_output_size"] = self.hidden_size
-        if self.id2label:
-            data["id2label"] = {str(k): v for k, v in self.id2label.items()}
-            data["label2id"] = {v: k for k, v in self.id2label.items()}
-        else:
-            del data["id2label"]
         return data
 
 

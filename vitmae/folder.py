@@ -5,15 +5,20 @@ Imports no torch, so stages that only read and write files (the pipeline's write
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import shutil
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
+
+from vitmae.errors import one_line
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -50,16 +55,35 @@ class Folder:
         """Writes so that no reader sees a half-written file: temp file and rename, or one PUT."""
         path = self.path(name)
         if isinstance(self.fs, LocalFileSystem):
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-            with open(tmp, "wb") as f:
+            with _replacing(path) as tmp, open(tmp, "wb") as f:
                 f.write(data)
-            os.replace(tmp, path)
         else:
             self.fs.pipe_file(path, data)
 
+    def put_file(self, name: str, local_path: str) -> None:
+        """Copies a local file to `name` so that no reader sees it half-written, as `write_bytes`."""
+        path = self.path(name)
+        if isinstance(self.fs, LocalFileSystem):
+            with _replacing(path) as tmp:
+                shutil.copyfile(local_path, tmp)
+        else:
+            self.fs.put_file(local_path, path)
+
     def write_json(self, name: str, data: dict[str, Any]) -> None:
         self.write_bytes(name, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+
+
+@contextlib.contextmanager
+def _replacing(path: str) -> Iterator[str]:
+    """Yields a temporary name beside `path` to write; renames it to `path` when the block succeeds, else removes it."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def open_folder(path_or_uri: str | os.PathLike, storage_options: dict[str, Any] | None = None, create: bool = False) -> Folder:
@@ -88,5 +112,4 @@ def _download_from_hub(repo_id: str) -> str:
     try:
         return snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "pytorch_model.bin"])
     except Exception as err:  # the hub client raises many types for offline, missing and gated repos
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise FileNotFoundError(f"could not fetch {repo_id!r} from the Hugging Face hub ({reason}): {advice}") from None
+        raise FileNotFoundError(f"could not fetch {repo_id!r} from the Hugging Face hub ({one_line(err)}): {advice}") from None

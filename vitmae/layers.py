@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vitmae.config import EncoderConfig
+
 _ACTIVATIONS = {
     "gelu": lambda: nn.GELU(),
     "gelu_new": lambda: nn.GELU(approximate="tanh"),
@@ -44,8 +46,8 @@ class PatchEmbed(nn.Module):
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """pixel_values: [N, C, H, W] -> tokens [N, L, D] in row-major patch order.
 
-        On a GPU the convolution runs as `as_gemm`: cuDNN's kernel for it took 9 % of ViT-B's time on an H200,
-        the GEMM a third of that (benchmarks/RESULTS.md). Elsewhere it stays the convolution that transformers
+        On a GPU the convolution runs as `as_gemm`, because cuDNN's kernel for it was measured several times slower
+        than the GEMM (benchmarks/RESULTS.md). Elsewhere it stays the convolution that transformers
         runs, whose tokens on the CPU are then transformers' to the bit.
         """
         if pixel_values.ndim != 4 or pixel_values.shape[1] != self.num_channels:
@@ -159,6 +161,18 @@ class Block(nn.Module):
         x = x + self.drop(attended)
         x = x + self.drop(self.mlp(self.norm2(x)))
         return x, weights
+
+
+def build_blocks(config: EncoderConfig, dim: int, depth: int, heads: int, mlp_hidden: int) -> nn.ModuleList:
+    """`depth` blocks of width `dim` with the config's activation, qkv bias, LayerNorm epsilon and dropouts:
+    the ViT and MAE encoders (the config's own sizes) and the MAE decoder (its decoder sizes)."""
+    return nn.ModuleList(
+        Block(
+            dim, heads, mlp_hidden, act=config.hidden_act, qkv_bias=config.qkv_bias, eps=config.layer_norm_eps,
+            drop=config.hidden_dropout_prob, attn_drop=config.attention_probs_dropout_prob,
+        )
+        for _ in range(depth)
+    )
 
 
 def run_blocks(

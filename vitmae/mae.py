@@ -9,7 +9,7 @@ from torch import nn
 
 from vitmae.checkpoint import PretrainedMixin
 from vitmae.config import ViTMAEConfig
-from vitmae.layers import Block, PatchEmbed, position_table, run_blocks
+from vitmae.layers import PatchEmbed, build_blocks, position_table, run_blocks
 from vitmae.pos_embed import sincos_pos_embed
 
 
@@ -105,16 +105,6 @@ def _init_weights(module: nn.Module, std: float) -> None:
             nn.init.normal_(p, std=std)
 
 
-def _blocks(config: ViTMAEConfig, dim: int, depth: int, heads: int, mlp: int) -> nn.ModuleList:
-    return nn.ModuleList(
-        Block(
-            dim, heads, mlp, act=config.hidden_act, qkv_bias=config.qkv_bias, eps=config.layer_norm_eps,
-            drop=config.hidden_dropout_prob, attn_drop=config.attention_probs_dropout_prob,
-        )
-        for _ in range(depth)
-    )
-
-
 class ViTMAEModel(PretrainedMixin, nn.Module):
     """The MAE encoder: patch embedding, fixed sin-cos positions, masking, blocks, final LayerNorm.
 
@@ -131,7 +121,7 @@ class ViTMAEModel(PretrainedMixin, nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
         grid = config.image_size // config.patch_size
         self.register_buffer("pos_embed", sincos_pos_embed(grid, config.hidden_size)[None])
-        self.blocks = _blocks(
+        self.blocks = build_blocks(
             config, config.hidden_size, config.num_hidden_layers, config.num_attention_heads, config.intermediate_size
         )
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
@@ -179,7 +169,7 @@ class ViTMAEDecoder(nn.Module):
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
         grid = config.image_size // config.patch_size
         self.register_buffer("decoder_pos_embed", sincos_pos_embed(grid, dim)[None])
-        self.blocks = _blocks(
+        self.blocks = build_blocks(
             config, dim, config.decoder_num_hidden_layers, config.decoder_num_attention_heads,
             config.decoder_intermediate_size,
         )

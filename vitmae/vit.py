@@ -9,7 +9,7 @@ from torch import nn
 
 from vitmae.checkpoint import PretrainedMixin
 from vitmae.config import ViTConfig
-from vitmae.layers import Block, PatchEmbed, activation, position_table, run_blocks
+from vitmae.layers import PatchEmbed, activation, build_blocks, position_table, run_blocks
 
 
 @dataclass
@@ -74,14 +74,7 @@ class ViTModel(PretrainedMixin, nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, config.num_patches + 1, dim))
         self.drop = nn.Dropout(config.hidden_dropout_prob) if config.hidden_dropout_prob > 0 else nn.Identity()
-        self.blocks = nn.ModuleList(
-            Block(
-                dim, config.num_attention_heads, config.intermediate_size, act=config.hidden_act,
-                qkv_bias=config.qkv_bias, eps=config.layer_norm_eps, drop=config.hidden_dropout_prob,
-                attn_drop=config.attention_probs_dropout_prob,
-            )
-            for _ in range(config.num_hidden_layers)
-        )
+        self.blocks = build_blocks(config, dim, config.num_hidden_layers, config.num_attention_heads, config.intermediate_size)
         self.norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
         self.pooler = ViTPooler(config) if add_pooling_layer else None
         self._init_weights()
