@@ -3,7 +3,7 @@
 Ways to embed the same batches with the same model, timed in alternating rounds:
 
 - `model alone`: normalised pixels already on the device, encoder and pooling only (the upper bound);
-- `actor path`: `pipeline.infer.Embedder` as Ray Data calls it: uint8 rows in (on a GPU pinned and copied in
+- `actor path`: `pipeline.embed.infer.Embedder` as Ray Data calls it: uint8 rows in (on a GPU pinned and copied in
   slices of `GPU_SLICE_ROWS`, so that copying one slice overlaps the model's work on the last), normalised on
   the device in the model's dtype, embeddings back as numpy;
 - on a GPU, `actor, 1 slice`: the same with the whole batch copied before the model starts, and `copy only`:
@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from pipeline import schema
-from pipeline.infer import GPU_SLICE_ROWS, Embedder, InferConfig, pool
+from pipeline.embed.infer import GPU_SLICE_ROWS, Embedder, InferConfig, pool
 from vitmae import ViTImageProcessor, ViTMAEConfig, ViTMAEModel
 
 logger = logging.getLogger("actor_path")
@@ -116,9 +116,9 @@ def run(args: argparse.Namespace) -> dict[str, list[float]]:
     """Seconds per pass over all batches, per way, one value per round."""
     with tempfile.TemporaryDirectory() as folder:
         save_model(folder)
-        config = InferConfig(model=folder, dtype=args.dtype, threads=args.threads)
-        embedder = Embedder(config)
-        compiled = Embedder(replace(config, compile=True)) if args.compile else None
+        config = InferConfig(dtype=args.dtype)
+        embedder = Embedder(folder, config, threads=args.threads)
+        compiled = Embedder(folder, replace(config, compile=True), threads=args.threads) if args.compile else None
     if embedder.device.type != args.device:
         raise SystemExit(f"asked for --device {args.device} but torch runs the actor on {embedder.device}")
     data = batches(args.batches, args.batch_size)

@@ -1,6 +1,6 @@
 """The JPEG draft's margin: decode time against the fidelity of pixels and embeddings to a full-size decode.
 
-`pipeline.decode.decode_image` lets a large JPEG decode at a reduced DCT scale (1/2, 1/4, 1/8) that keeps at least
+`pipeline.embed.decode.decode_image` lets a large JPEG decode at a reduced DCT scale (1/2, 1/4, 1/8) that keeps at least
 `DecodeConfig.draft_margin` times the model's input on each side, then resizes as `ViTImageProcessor` does. This
 times the full-size decode and each margin on the same multi-megapixel photographs (interleaved rounds in one
 process; Pillow decodes on one core), and compares each margin's pixels and mean-pooled embeddings with the
@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from pipeline import schema
-from pipeline.decode import DecodeConfig, decode_image
-from pipeline.infer import Embedder, InferConfig
+from pipeline.embed.decode import DecodeConfig, decode_image
+from pipeline.embed.infer import Embedder, InferConfig
 from pipeline_throughput import hardware, make_images, save_checkpoint
 
 logger = logging.getLogger("decode_draft")
@@ -61,7 +61,7 @@ def main() -> None:
         model = args.model or save_checkpoint(Path(tmp) / "model", "base")
         folder = make_images(Path(tmp) / "images", args.images, size)
         datas = [path.read_bytes() for path in sorted(folder.iterdir())]
-        embedder = Embedder(InferConfig(model, mask_ratio=0.0, pooling="mean"))
+        embedder = Embedder(model, InferConfig(mask_ratio=0.0, pooling="mean"))
         seconds: dict[str, list[float]] = {name: [] for name in configs}
         pixels: dict[str, np.ndarray] = {}
         for _ in range(args.rounds):

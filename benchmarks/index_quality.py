@@ -33,9 +33,9 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.index import ExactTopK, IndexConfig, build_index, load_index  # noqa: E402
-from pipeline.index_store import search  # noqa: E402
-from pipeline.vectors import for_index, iter_batches, open_embeddings  # noqa: E402
+from pipeline.retrieval.index import ExactTopK, IndexConfig, build_index, load_index  # noqa: E402
+from pipeline.retrieval.index_store import search  # noqa: E402
+from pipeline.retrieval.vectors import for_index, iter_batches, open_embeddings  # noqa: E402
 
 
 def clustered(rng: np.random.Generator, centres: np.ndarray, n: int, noise: float) -> np.ndarray:

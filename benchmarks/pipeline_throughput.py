@@ -4,7 +4,7 @@
 `transformers.ViTImageProcessorPil` in map_batches -> `transformers.ViTMAEModel` (mask_ratio 0, sdpa) in one actor
 -> mean pooling -> `write_parquet`. For multi-megapixel and small JPEGs it reports images/s end to end (the two
 run interleaved, median of --repeats), per-operator times from Ray Data's `stats()`, the model stage alone
-(`pipeline.infer.Embedder` called directly, no Ray, on pre-decoded uint8 batches) and the peak summed RSS of the
+(`pipeline.embed.infer.Embedder` called directly, no Ray, on pre-decoded uint8 batches) and the peak summed RSS of the
 driver and its Ray workers; then the job's peak memory at N and 10 N multi-megapixel JPEGs. The images are the
 colour photographs scikit-image ships, cropped, mirrored and upscaled (JPEG quality 90); the job runs with its
 other defaults (so including any final step it has, such as the index).
@@ -40,10 +40,10 @@ from PIL import Image
 
 import vitmae
 from pipeline import schema
-from pipeline.decode import DecodeConfig, decode_image
-from pipeline.embed import EmbedConfig, batch_size_for
-from pipeline.embed import run as run_job_plan
-from pipeline.infer import Embedder, InferConfig
+from pipeline.embed.decode import DecodeConfig, decode_image
+from pipeline.embed.run import EmbedConfig, batch_size_for
+from pipeline.embed.run import run as run_job_plan
+from pipeline.embed.infer import Embedder, InferConfig
 
 try:
     import psutil
@@ -233,7 +233,7 @@ def _ready() -> None:
 
 def run_job(images: Path, model: str, output: Path, batch_size: int | None) -> Run:
     fresh_ray()
-    config = EmbedConfig(input=str(images), output=str(output), model=model, mask_ratio=0.0, pooling="mean",
+    config = EmbedConfig(input=str(images), output=str(output), model=model, infer=InferConfig(mask_ratio=0.0, pooling="mean"),
                          batch_size=batch_size, overwrite=True)
     count = len(list(images.iterdir()))
     with PeakMemory() as memory:
@@ -314,7 +314,7 @@ def _time_embedder(model: str, pixels: np.ndarray, threads: int, batch_size: int
     Returns:
         The start and end of the timed batches (`time.time()`, comparable across processes).
     """
-    embedder = Embedder(InferConfig(model, mask_ratio=0.0, pooling="mean", threads=threads))
+    embedder = Embedder(model, InferConfig(mask_ratio=0.0, pooling="mean"), threads=threads)
     batches = [
         {schema.PATH: np.array([f"{i}" for i in range(i, i + len(chunk))], dtype=object),
          schema.ERROR: np.full(len(chunk), "", dtype=object), schema.PIXELS: chunk}

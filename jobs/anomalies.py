@@ -9,9 +9,12 @@ import math
 import sys
 
 from jobs.errors import run_cli
-from pipeline import anomalies, schema
-from pipeline.anomalies import BY, AnomalyConfig, rank_anomalies
-from pipeline.contact_sheet import anomaly_tiles, render, save_png
+from pipeline import schema
+from pipeline.layout import ANOMALIES_FILE
+from pipeline.render import anomaly_tiles, render, save_png
+from pipeline.retrieval import anomalies
+from pipeline.retrieval.anomalies import BY, AnomalyConfig, rank_anomalies
+from pipeline.storage import Storage
 
 logger = logging.getLogger("jobs.anomalies")
 
@@ -19,7 +22,8 @@ logger = logging.getLogger("jobs.anomalies")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", required=True, help="run folder written by the embedding job, local or s3://")
     parser.add_argument("--top", type=int, default=50, help="rows to print (every image is written to anomalies.parquet)")
-    parser.add_argument("--by", choices=BY, default="both", help="loss, knn (mean distance to the k nearest), or both rank-averaged")
+    parser.add_argument("--by", choices=BY, default="auto",
+                        help="loss, knn (mean distance to the k nearest), both rank-averaged, or auto: both when the run has a loss, else knn")
     parser.add_argument("-k", "--k", type=int, default=AnomalyConfig.k, help="neighbours averaged for the kNN distance (default %(default)s)")
     parser.add_argument("--json", action="store_true", help="print only a JSON array of the top rows")
     parser.add_argument("--png", default=None, help="also write a contact sheet of the top anomalies to this PNG file")
@@ -29,18 +33,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main_with_args(args: argparse.Namespace) -> None:
     if args.top < 1:
         raise ValueError(f"--top must be at least 1, got {args.top}")
-    table = rank_anomalies(AnomalyConfig(run=args.run, by=args.by, k=args.k, s3_endpoint=args.s3_endpoint))
+    storage = Storage.from_environment(args.s3_endpoint)
+    table = rank_anomalies(AnomalyConfig(run=args.run, by=args.by, k=args.k), storage)
+    by = table.schema.metadata[b"anomalies.by"].decode()
     top = [{key: _clean(value) for key, value in row.items()} for row in table.slice(0, args.top).to_pylist()]
     if args.json:
         print(json.dumps(top))
     else:
-        print(f"top {len(top)} of {table.num_rows} images by {args.by} (all in {args.run.rstrip('/')}/{anomalies.ANOMALIES_FILE})")
+        chosen = f"{by} (auto: the run {'has a' if by == 'both' else 'has no'} reconstruction loss)" if args.by == "auto" else by
+        print(f"top {len(top)} of {table.num_rows} images by {chosen} (all in {args.run.rstrip('/')}/{ANOMALIES_FILE})")
         print(f"{'rank':>4}  {'loss':>9}  {'knn dist':>9}  path")
         for row in top:
             print(f"{_show(row[anomalies.RANK], 'd'):>4}  {_show(row[schema.LOSS], '.5f'):>9}  "
                   f"{_show(row[anomalies.KNN_DISTANCE], '.5f'):>9}  {row[schema.PATH]}")
     if args.png:
-        save_png(render(anomaly_tiles(top, args.s3_endpoint)), args.png, args.s3_endpoint)
+        save_png(render(anomaly_tiles(top, storage)), args.png, storage)
         logger.info("contact sheet: %s", args.png)
 
 

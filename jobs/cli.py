@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from jobs import anomalies, embed, index, pretrain, reconstruct, search
-from jobs.errors import run_cli
+from jobs.errors import add_debug_flag, run_cli
 
 COMMANDS = {
     "embed": embed, "index": index, "search": search, "anomalies": anomalies, "pretrain": pretrain, "reconstruct": reconstruct,
@@ -19,6 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, module in COMMANDS.items():
         sub = commands.add_parser(name, help=module.__doc__.split(":", 1)[-1].strip(), description=module.__doc__)
         module.add_arguments(sub)
+        add_debug_flag(sub)
         sub.set_defaults(main=module.main_with_args, prog=f"vitmae {name}")
     return run_cli(parser, lambda args: args.main(args), argv)
 

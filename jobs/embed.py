@@ -6,9 +6,11 @@ import argparse
 import sys
 
 from jobs.errors import run_cli
-from jobs.index import add_index_arguments
-from pipeline.embed import EmbedConfig, run
-from pipeline.listing import DEFAULT_EXTENSIONS
+from jobs.index import add_index_arguments, index_config
+from pipeline.embed.decode import DecodeConfig
+from pipeline.embed.infer import POOLINGS, InferConfig
+from pipeline.embed.listing import DEFAULT_EXTENSIONS
+from pipeline.embed.run import EmbedConfig, run
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,9 +18,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, help="run folder, local or s3://")
     parser.add_argument("--model", required=True, help="checkpoint folder, URI or hub id (config.json, model.safetensors, preprocessor_config.json)")
     parser.add_argument("--mask-ratio", type=float, default=0.0, help="0: embeddings only; >0: also per-image reconstruction loss (e.g. 0.75)")
-    parser.add_argument("--loss-samples", type=int, default=1, help="masks averaged per image for the loss (4 covers every patch at 0.75)")
+    parser.add_argument("--loss-samples", type=int, default=InferConfig.loss_samples,
+                        help="masks averaged per image for the loss (default %(default)s: at 0.75, every patch once)")
     parser.add_argument("--seed", type=int, default=0, help="with each path, fixes that image's masks")
-    parser.add_argument("--pooling", choices=("mean", "cls"), default="mean", help="mean of patch tokens, or the class token")
+    parser.add_argument("--pooling", choices=POOLINGS, default="mean", help="mean of patch tokens, or the class token")
     parser.add_argument("--batch-size", type=int, default=None, help="images per model call (default: 256 on GPUs, 8 on CPUs)")
     parser.add_argument("--dtype", default="auto", help="auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16, float16")
     parser.add_argument("--num-gpus", type=int, default=None, help="model actors with one GPU each (default: all GPUs of the cluster)")
@@ -27,26 +30,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cpu-threads", type=int, default=None,
                         help="torch threads per model actor when there are no GPUs (default: the cluster's CPUs / --num-actors)")
     parser.add_argument("--compile", action="store_true",
-                        help="torch.compile the model in each actor (on GPUs 7 %% more images/s, about 20 s more start-up)")
+                        help="torch.compile the model in each actor (on GPUs more images/s for a longer start-up; see the README)")
     parser.add_argument("--dashboard", action="store_true", help="start Ray's dashboard with the job's own local Ray")
     parser.add_argument("--s3-endpoint", default=None, help="S3 endpoint URL (default: $AWS_ENDPOINT_URL)")
     parser.add_argument("--extensions", default=",".join(DEFAULT_EXTENSIONS), help="comma-separated file extensions to embed")
-    parser.add_argument("--max-pixels", type=int, default=EmbedConfig.max_pixels, help="refuse larger images (decompression bombs)")
+    parser.add_argument("--max-pixels", type=int, default=DecodeConfig.max_pixels, help="refuse larger images (decompression bombs)")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier run in --output")
     parser.add_argument("--no-index", action="store_true", help="do not build the FAISS index (vitmae index builds it later)")
     add_index_arguments(parser)
 
 
 def config_from_args(args: argparse.Namespace) -> EmbedConfig:
+    infer = InferConfig(mask_ratio=args.mask_ratio, loss_samples=args.loss_samples, seed=args.seed, pooling=args.pooling,
+                        dtype=args.dtype, compile=args.compile)
     return EmbedConfig(
-        input=args.input, output=args.output, model=args.model, mask_ratio=args.mask_ratio,
-        loss_samples=args.loss_samples, seed=args.seed, pooling=args.pooling, batch_size=args.batch_size,
-        dtype=args.dtype, num_gpus=args.num_gpus, num_actors=args.num_actors, cpu_threads=args.cpu_threads,
-        compile=args.compile, dashboard=args.dashboard, s3_endpoint=args.s3_endpoint,
-        extensions=tuple(e.strip() for e in args.extensions.split(",") if e.strip()), max_pixels=args.max_pixels,
-        overwrite=args.overwrite, build_index=not args.no_index, index_type=args.index_type, metric=args.metric,
-        memory_budget_gb=args.memory_budget,
+        input=args.input, output=args.output, model=args.model, infer=infer, decode=DecodeConfig(max_pixels=args.max_pixels),
+        index=None if args.no_index else index_config(args), batch_size=args.batch_size, num_gpus=args.num_gpus,
+        num_actors=args.num_actors, cpu_threads=args.cpu_threads, dashboard=args.dashboard, s3_endpoint=args.s3_endpoint,
+        extensions=extensions(args.extensions), overwrite=args.overwrite,
     )
+
+
+def extensions(flag: str) -> tuple[str, ...]:
+    """--extensions jpg,png -> ("jpg", "png")."""
+    return tuple(e.strip() for e in flag.split(",") if e.strip())
 
 
 def main_with_args(args: argparse.Namespace) -> None:

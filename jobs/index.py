@@ -6,8 +6,9 @@ import argparse
 import sys
 
 from jobs.errors import run_cli
-from pipeline.index import INDEX_TYPES, IndexConfig, build_index
-from pipeline.vectors import METRICS
+from pipeline.retrieval.index import INDEX_TYPES, IndexConfig, build_index
+from pipeline.retrieval.vectors import METRICS
+from pipeline.storage import Storage
 
 
 def add_index_arguments(parser: argparse.ArgumentParser) -> None:
@@ -15,24 +16,23 @@ def add_index_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--index-type", choices=INDEX_TYPES, default="auto", help="auto picks by count and --memory-budget: flat, hnsw, ivfsq8 or ivfpq")
     parser.add_argument("--metric", choices=METRICS, default="cosine", help="cosine (unit-length copies in the index; Parquet keeps the raw vectors) or l2")
     parser.add_argument("--memory-budget", type=float, default=IndexConfig.memory_budget_gb, help="GB the index may take (default %(default)s)")
+    parser.add_argument("--recall-target", type=float, default=IndexConfig.recall_target, help="nprobe/efSearch grow until recall@10 on held-out queries reaches this")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", required=True, help="run folder written by the embedding job, local or s3://")
     add_index_arguments(parser)
-    parser.add_argument("--recall-target", type=float, default=IndexConfig.recall_target, help="nprobe/efSearch grow until recall@10 on held-out queries reaches this")
     parser.add_argument("--s3-endpoint", default=None, help="S3 endpoint URL (default: $AWS_ENDPOINT_URL)")
 
 
-def config_from_args(args: argparse.Namespace) -> IndexConfig:
-    return IndexConfig(
-        run=args.run, index_type=args.index_type, metric=args.metric, memory_budget_gb=args.memory_budget,
-        recall_target=args.recall_target, s3_endpoint=args.s3_endpoint,
-    )
+def index_config(args: argparse.Namespace) -> IndexConfig:
+    """The index flags (shared with the embedding job) as a config."""
+    return IndexConfig(index_type=args.index_type, metric=args.metric, memory_budget_gb=args.memory_budget,
+                       recall_target=args.recall_target)
 
 
 def main_with_args(args: argparse.Namespace) -> None:
-    info = build_index(config_from_args(args))
+    info = build_index(args.run, index_config(args), Storage.from_environment(args.s3_endpoint))
     recall = info["recall"]
     print(
         f"built a {info['index_type']} index ({info['factory']}, {info['metric']}) of {info['count']} x {info['dimension']}-d "

@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from jobs.embed import extensions
 from jobs.errors import run_cli
-from pipeline.listing import DEFAULT_EXTENSIONS
-from pipeline.pretrain import PRESETS, MODEL_DIR, PretrainConfig, run
+from pipeline.embed.decode import DecodeConfig
+from pipeline.embed.listing import DEFAULT_EXTENSIONS
+from pipeline.layout import MODEL_DIR
+from pipeline.train.pretrain import PRESETS, PretrainConfig, run
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reconstructions", type=int, default=PretrainConfig.reconstructions, help="training images drawn in reconstructions.png (0: none)")
     parser.add_argument("--s3-endpoint", default=None, help="S3 endpoint URL (default: $AWS_ENDPOINT_URL)")
     parser.add_argument("--extensions", default=",".join(DEFAULT_EXTENSIONS), help="comma-separated file extensions to train on")
-    parser.add_argument("--max-pixels", type=int, default=PretrainConfig.max_pixels, help="skip larger images (decompression bombs)")
+    parser.add_argument("--max-pixels", type=int, default=DecodeConfig.max_pixels, help="skip larger images (decompression bombs)")
 
 
 def config_from_args(args: argparse.Namespace) -> PretrainConfig:
@@ -48,7 +51,7 @@ def config_from_args(args: argparse.Namespace) -> PretrainConfig:
         min_lr=args.min_lr, warmup_epochs=args.warmup_epochs, weight_decay=args.weight_decay, mask_ratio=args.mask_ratio,
         norm_pix_loss=args.norm_pix_loss, crop_scale=args.crop_scale, flip=not args.no_flip, num_workers=args.num_workers,
         use_gpu=args.use_gpu, cpus_per_worker=args.cpus_per_worker, seed=args.seed, s3_endpoint=args.s3_endpoint,
-        extensions=tuple(e.strip() for e in args.extensions.split(",") if e.strip()), max_pixels=args.max_pixels,
+        extensions=extensions(args.extensions), decode=DecodeConfig(max_pixels=args.max_pixels),
         resume=args.resume, overwrite=args.overwrite, reconstructions=args.reconstructions,
     )
 

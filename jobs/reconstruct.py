@@ -6,7 +6,8 @@ import argparse
 import sys
 
 from jobs.errors import run_cli
-from pipeline.reconstruct import save_reconstructions
+from pipeline.storage import Storage
+from pipeline.train.reconstruct import save_reconstructions
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,7 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main_with_args(args: argparse.Namespace) -> None:
     if not 0 < args.mask_ratio < 1:
         raise ValueError(f"--mask-ratio must be in (0, 1), got {args.mask_ratio}")
-    save_reconstructions(args.model, args.image, args.png, args.mask_ratio, args.seed, args.s3_endpoint)
+    storage = Storage.from_environment(args.s3_endpoint)
+    save_reconstructions(args.model, args.image, args.png, args.mask_ratio, args.seed, storage)
     print(f"wrote the reconstructions of {len(args.image)} images to {args.png}")
 
 

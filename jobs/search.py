@@ -8,8 +8,10 @@ import logging
 import sys
 
 from jobs.errors import run_cli
-from pipeline.contact_sheet import render, save_png, search_tiles
-from pipeline.search import Searcher
+from pipeline.embed.query import QueryEmbedder, search_image
+from pipeline.render import render, save_png, search_tiles
+from pipeline.retrieval.search import Searcher
+from pipeline.storage import Storage
 
 logger = logging.getLogger("jobs.search")
 
@@ -28,10 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main_with_args(args: argparse.Namespace) -> None:
     if args.k < 1:
         raise ValueError(f"-k must be at least 1, got {args.k}")
-    searcher = Searcher(args.run, args.s3_endpoint)
+    storage = Storage.from_environment(args.s3_endpoint)
+    searcher = Searcher(args.run, storage)
     if args.image is not None:
         query = args.image
-        hits = searcher.search_image(args.image, args.k)
+        hits = search_image(searcher, QueryEmbedder(args.run, storage), args.image, args.k)
     else:
         query = searcher.resolve_path(args.path)
         hits = searcher.search_path(query, args.k)
@@ -44,7 +47,7 @@ def main_with_args(args: argparse.Namespace) -> None:
         for hit in hits:
             print(f"{hit.rank:>4}  {hit.score:>8.4f}  {hit.path}")
     if args.png:
-        save_png(render(search_tiles(query, hits, args.s3_endpoint)), args.png, args.s3_endpoint)
+        save_png(render(search_tiles(query, hits, storage)), args.png, storage)
         logger.info("contact sheet: %s", args.png)
 
 

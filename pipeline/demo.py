@@ -6,7 +6,7 @@ gallery, and the gallery gets a few of scikit-image's photographs planted in it 
 
 1. A random-init model of the demo's geometry is saved; the pre-training job adapts it (`--init`), so "before" is
    exactly where training started.
-2. Both checkpoints are scored on the held-out digits (`pipeline.evaluate`): masked-reconstruction loss, and the
+2. Both checkpoints are scored on the held-out digits (`pipeline.train.evaluate`): masked-reconstruction loss, and the
    precision of each digit's 10 nearest neighbours' labels.
 3. The embedding job runs over the gallery with loss scoring and builds the index; then one search and the anomaly
    ranking, each with a PNG. The planted photographs should top the anomalies.
@@ -26,20 +26,24 @@ import ray
 import torch
 from PIL import Image
 
-from pipeline.anomalies import AnomalyConfig, rank_anomalies
-from pipeline.contact_sheet import anomaly_tiles, render, save_png, search_tiles
-from pipeline.embed import EmbedConfig
-from pipeline.embed import run as embed
-from pipeline.evaluate import Quality, evaluate
-from pipeline.pretrain import IMAGENET_MEAN, IMAGENET_STD, MODEL_DIR, PretrainConfig
-from pipeline.pretrain import run as pretrain
-from pipeline.search import Hit, Searcher
+from pipeline.embed.infer import InferConfig
+from pipeline.embed.run import EmbedConfig
+from pipeline.embed.run import run as embed
+from pipeline.layout import MODEL_DIR, RECONSTRUCTIONS_FILE
+from pipeline.render import anomaly_tiles, render, save_png, search_tiles
+from pipeline.retrieval.anomalies import AnomalyConfig, rank_anomalies
+from pipeline.retrieval.search import Hit, Searcher
+from pipeline.storage import Storage
+from pipeline.train.evaluate import Quality, evaluate
+from pipeline.train.pretrain import IMAGENET_MEAN, IMAGENET_STD, PretrainConfig
+from pipeline.train.pretrain import run as pretrain
 from vitmae import ViTImageProcessor, ViTMAEConfig, ViTMAEForPreTraining
 from vitmae.folder import open_folder
 
 logger = logging.getLogger(__name__)
 
-# 64 patches of 4 x 4 on 32 x 32 inputs; ViT-Ti width at a third of its depth, so that training fits 5 minutes on 2 cores.
+# 64 patches of 4 x 4 on 32 x 32 inputs; ViT-Ti width at a third of its depth, so that training takes minutes on 2 cores
+# (the demo's times: README and benchmarks/RESULTS.md).
 DEMO_MAE = dict(hidden_size=192, num_hidden_layers=4, num_attention_heads=3, intermediate_size=768, image_size=32,
                 patch_size=4, decoder_hidden_size=128, decoder_num_hidden_layers=2, decoder_num_attention_heads=4,
                 decoder_intermediate_size=512, norm_pix_loss=False)
@@ -122,7 +126,7 @@ def run(config: DemoConfig) -> DemoReport:
     if not ray.is_initialized():
         # One logical CPU more than the machine has: the worker trains on every core (2 torch threads on 2 cores)
         # while the data stage, which only decodes tiny PNGs, takes the extra slot. The dashboard stays: Ray Train
-        # needs its State API (see pipeline.pretrain).
+        # needs its State API (see pipeline.train.pretrain).
         ray.init(num_cpus=(os.cpu_count() or 1) + 1, logging_level=logging.WARNING)
     summary = pretrain(PretrainConfig(
         input=str(train), output=str(work / "pretrain"), init=init, epochs=config.epochs, batch_size=config.batch_size,
@@ -135,21 +139,22 @@ def run(config: DemoConfig) -> DemoReport:
     before = evaluate(init, digits, labels, seed=config.seed, k=config.k)
     after = evaluate(trained, digits, labels, seed=config.seed, k=config.k)
     report = DemoReport(before, after, summary["loss_per_epoch"], sum(summary["skipped_per_epoch"]), summary["train_seconds"])
-    report.pngs["reconstructions"] = str(work / "pretrain" / "reconstructions.png")
+    report.pngs["reconstructions"] = str(work / "pretrain" / RECONSTRUCTIONS_FILE)
     run_dir = str(work / "run")
     # One model actor a core, not one per logical CPU of this Ray (which has one more than the machine).
-    embed(EmbedConfig(input=str(gallery), output=run_dir, model=trained, mask_ratio=0.75, loss_samples=4,
-                      batch_size=config.batch_size, num_actors=os.cpu_count() or 1, seed=config.seed, overwrite=True))
-    searcher = Searcher(run_dir)
+    embed(EmbedConfig(input=str(gallery), output=run_dir, model=trained, infer=InferConfig(mask_ratio=0.75, seed=config.seed),
+                      batch_size=config.batch_size, num_actors=os.cpu_count() or 1, overwrite=True))
+    local = Storage()
+    searcher = Searcher(run_dir, local)
     report.query = f"file://{digits[0]}"
     report.hits = searcher.search_path(report.query, config.k)
     report.pngs["search"] = str(work / "search.png")
-    save_png(render(search_tiles(report.query, report.hits)), report.pngs["search"])
-    table = rank_anomalies(AnomalyConfig(run_dir, by="both"))
+    save_png(render(search_tiles(report.query, report.hits, local)), report.pngs["search"], local)
+    table = rank_anomalies(AnomalyConfig(run_dir, by="both"), local)
     report.anomalies = table.slice(0, 2 * len(OUTLIERS)).to_pylist()
     report.planted_in_top = sum(label_of(row["path"]) == "photo" for row in report.anomalies[: len(OUTLIERS)])
     report.pngs["anomalies"] = str(work / "anomalies.png")
-    save_png(render(anomaly_tiles(report.anomalies)), report.pngs["anomalies"])
+    save_png(render(anomaly_tiles(report.anomalies, local)), report.pngs["anomalies"], local)
     open_folder(work).write_json("demo.json", _finite(asdict(report)))
     return report
 

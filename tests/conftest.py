@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 import vitmae
+from pipeline.storage import Storage
 from s3server import S3Server, S3ServerError
 
 # Real photographs (and one grayscale scan) that the scikit-image wheel ships in skimage/data.
@@ -105,6 +106,11 @@ def s3() -> Iterator[S3Server]:
         server.stop()
 
 
+def s3_storage(server: S3Server) -> Storage:
+    """The pipeline's storage settings for the test server."""
+    return Storage(server.endpoint_url, server.access_key, server.secret_key)
+
+
 @pytest.fixture(scope="session")
 def ray_cluster():
     """One local Ray for the session; it says it has a GPU so that the actor's CPU fallback runs."""
@@ -146,10 +152,12 @@ def gallery(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def gallery_run(ray_cluster, model_dir, gallery, tmp_path_factory) -> Path:
     """The embedding job over the gallery, with loss scoring; it builds the index (flat, for 27 images) last."""
-    from pipeline.embed import EmbedConfig, run
+    from pipeline.embed.infer import InferConfig
+    from pipeline.embed.run import EmbedConfig, run
 
     output = tmp_path_factory.mktemp("gallery_run") / "run"
-    run(EmbedConfig(input=str(gallery), output=str(output), model=str(model_dir), mask_ratio=0.75, batch_size=16, num_gpus=0))
+    run(EmbedConfig(input=str(gallery), output=str(output), model=str(model_dir), infer=InferConfig(mask_ratio=0.75),
+                    batch_size=16, num_gpus=0))
     return output
 
 

@@ -12,9 +12,9 @@ from PIL import Image
 
 from conftest import GALLERY_CROPS, GALLERY_OUTLIERS, clustered_vectors, write_embeddings
 from jobs import anomalies as anomalies_job
-from pipeline.anomalies import AnomalyConfig, descending_ranks, rank_anomalies, ranking
-from pipeline.contact_sheet import Layout
-from pipeline.index import IndexConfig, build_index
+from pipeline.retrieval.anomalies import AnomalyConfig, descending_ranks, rank_anomalies, ranking
+from pipeline.render import Layout
+from pipeline.retrieval.index import IndexConfig, build_index
 
 
 def test_planted_outliers_top_the_knn_ranking(gallery_run, tmp_path, capsys):
@@ -35,10 +35,10 @@ def test_planted_outliers_top_the_knn_ranking(gallery_run, tmp_path, capsys):
     assert sheet.size == Layout(columns=5, lines=3).size(5)  # five tiles with three caption lines
 
 
-def test_both_averages_the_two_ranks(gallery_run, capsys):
+def test_both_averages_the_two_ranks_and_is_the_default_for_a_run_with_a_loss(gallery_run, capsys):
     assert anomalies_job.main(["--run", str(gallery_run), "--top", "3"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("top 3 of 27 images by both") and len(out) == 5
+    assert out[0].startswith("top 3 of 27 images by both (auto: the run has a reconstruction loss)") and len(out) == 5
     table = pq.read_table(gallery_run / "anomalies.parquet").to_pydict()
     mean = np.array(table["mean_rank"])
     assert np.allclose(mean, (np.array(table["loss_rank"]) + np.array(table["knn_rank"])) / 2)
@@ -66,7 +66,7 @@ def test_knn_scores_need_an_index_and_loss_scores_need_a_loss(tmp_path, capsys):
     write_embeddings(str(tmp_path), vectors)
     assert anomalies_job.main(["--run", str(tmp_path), "--by", "knn"]) == 2
     assert "has no index" in capsys.readouterr().err
-    build_index(IndexConfig(run=str(tmp_path), index_type="hnsw"))
+    build_index(str(tmp_path), IndexConfig(index_type="hnsw"))
     for by in ("loss", "both"):
         assert anomalies_job.main(["--run", str(tmp_path), "--by", by]) == 2
         err = capsys.readouterr().err.strip()
@@ -79,7 +79,20 @@ def test_knn_scores_need_an_index_and_loss_scores_need_a_loss(tmp_path, capsys):
 
 def test_a_stale_index_is_refused(tmp_path):
     write_embeddings(str(tmp_path), clustered_vectors(50, 8))
-    build_index(IndexConfig(run=str(tmp_path)))
+    build_index(str(tmp_path))
     write_embeddings(str(tmp_path), clustered_vectors(50, 8), paths=[f"file:///other/{i}.png" for i in range(50)])
     with pytest.raises(ValueError, match="the index does not match the run's embeddings"):
         rank_anomalies(AnomalyConfig(run=str(tmp_path), by="knn"))
+
+
+def test_auto_ranks_a_run_without_a_loss_by_knn(tmp_path, capsys):
+    """`vitmae embed` (mask ratio 0 by default) then `vitmae anomalies` with its defaults: ranked by kNN, and said so."""
+    vectors = clustered_vectors(40, 8, clusters=1, noise=0.1)
+    vectors[3] *= -1
+    write_embeddings(str(tmp_path), vectors)
+    build_index(str(tmp_path))
+    assert anomalies_job.main(["--run", str(tmp_path), "--top", "2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("top 2 of 40 images by knn (auto: the run has no reconstruction loss)")
+    assert out[2].endswith("s3://images/000003.jpg")
+    assert pq.read_table(tmp_path / "anomalies.parquet").schema.metadata[b"anomalies.by"] == b"knn"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.augment import AugmentConfig, RandomResizedCrop, crop_box
+from pipeline.train.augment import AugmentConfig, RandomResizedCrop, crop_box
 
 
 def test_crop_boxes_stay_inside_with_area_and_ratio_in_range():
@@ -30,16 +30,25 @@ def test_a_very_long_image_falls_back_to_a_central_crop_within_the_ratio():
 
 
 def test_output_size_flips_and_full_crops():
-    image = Image.fromarray(np.tile(np.arange(64, dtype=np.uint8), (64, 1)))  # brighter to the right
+    image = Image.fromarray(np.tile(np.arange(64, dtype=np.uint8), (64, 1))).convert("RGB")  # brighter to the right
     full = AugmentConfig(scale=(1.0, 1.0), ratio=(1.0, 1.0), flip=True)
-    crops = [RandomResizedCrop((32, 32), int(Image.Resampling.NEAREST), full, np.random.default_rng(i))(image.convert("RGB"))
-             for i in range(20)]
+    crop = RandomResizedCrop((32, 32), int(Image.Resampling.NEAREST), full)
+    crops = [crop(f"s3://b/{i}.png", image) for i in range(20)]
     assert all(c.shape == (32, 32, 3) and c.dtype == np.uint8 for c in crops)
     rising = [c[0, -1, 0] > c[0, 0, 0] for c in crops]
     assert 0 < sum(rising) < len(crops)  # some flipped, some not
-    no_flip = RandomResizedCrop((32, 32), int(Image.Resampling.NEAREST), AugmentConfig(scale=(1.0, 1.0), ratio=(1.0, 1.0), flip=False),
-                                np.random.default_rng(0))
-    assert all(no_flip(image.convert("RGB"))[0, -1, 0] > 0 for _ in range(10))
+    no_flip = RandomResizedCrop((32, 32), int(Image.Resampling.NEAREST), AugmentConfig(scale=(1.0, 1.0), ratio=(1.0, 1.0), flip=False))
+    assert all(no_flip(f"s3://b/{i}.png", image)[0, -1, 0] > 0 for i in range(10))
+
+
+def test_crops_are_a_function_of_seed_epoch_and_path():
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (96, 128, 3), dtype=np.uint8))
+    crop = RandomResizedCrop((32, 32), int(Image.Resampling.BICUBIC), AugmentConfig(), seed=3, epoch=1)
+    first = crop("s3://b/a.png", image)
+    assert np.array_equal(first, RandomResizedCrop((32, 32), int(Image.Resampling.BICUBIC), AugmentConfig(), 3, 1)("s3://b/a.png", image))
+    others = [RandomResizedCrop((32, 32), int(Image.Resampling.BICUBIC), AugmentConfig(), seed, epoch)(path, image)
+              for seed, epoch, path in ((4, 1, "s3://b/a.png"), (3, 2, "s3://b/a.png"), (3, 1, "s3://b/c.png"))]
+    assert not any(np.array_equal(first, other) for other in others)
 
 
 @pytest.mark.parametrize("bad", [dict(scale=(0.0, 1.0)), dict(scale=(0.5, 0.2)), dict(scale=(0.2, 1.5)), dict(ratio=(2.0, 1.0))])

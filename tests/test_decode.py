@@ -17,7 +17,7 @@ import torch
 from PIL import Image, features
 
 import vitmae
-from pipeline.decode import DecodeConfig, Decoded, DecodeError, decode_image
+from pipeline.embed.decode import DecodeConfig, Decoded, DecodeError, decode_image
 
 PROCESSOR = vitmae.ViTImageProcessor.from_dict({  # facebook/vit-mae-base's preprocessor_config.json
     "do_normalize": True, "do_resize": True, "image_mean": [0.485, 0.456, 0.406],

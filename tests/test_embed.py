@@ -17,14 +17,17 @@ import torch
 import transformers
 from PIL import Image
 
-import pipeline.embed
+import pipeline.embed.run
 import vitmae
 from jobs import embed as embed_job
 from pipeline import schema
-from pipeline.embed import EmbedConfig, run
-from pipeline.infer import Embedder, InferConfig, mask_noise
-from pipeline.listing import absolute_uri, list_inputs, storage_options
-from pipeline.preprocess import PreprocessConfig, preprocess_batch
+from pipeline.embed.run import EmbedConfig, run
+from pipeline.embed.infer import Embedder, InferConfig, mask_noise
+from pipeline.embed.listing import list_inputs
+from pipeline.storage import Storage, absolute_uri
+from pipeline.embed.preprocess import PreprocessConfig, preprocess_batch
+from pipeline.layout import ANOMALIES_FILE, RUN_FILES
+from pipeline.retrieval.anomalies import AnomalyConfig, rank_anomalies
 from conftest import MAE_PROCESSOR
 from test_decode import encode, write_zeros_png
 
@@ -87,7 +90,7 @@ def two_photos(tmp_path, photo_paths) -> Path:
 @pytest.fixture(scope="session")
 def scored_run(ray_cluster, images, model_dir, tmp_path_factory) -> Path:
     output = tmp_path_factory.mktemp("run") / "scored"
-    run(EmbedConfig(input=str(images), output=str(output), model=str(model_dir), mask_ratio=0.75, loss_samples=4, batch_size=8, num_gpus=0))
+    run(EmbedConfig(input=str(images), output=str(output), model=str(model_dir), infer=InferConfig(mask_ratio=0.75), batch_size=8, num_gpus=0))
     return output
 
 
@@ -101,7 +104,7 @@ def test_every_listed_input_ends_once_in_embeddings_or_errors(scored_run, images
     huge = embedded[f"file://{images / 'huge.jpg'}"]
     assert (huge["width"], huge["height"]) == (10_000, 8_000)
     assert all(len(r["embedding"]) == 64 and r["loss"] > 0 for r in embedded.values())
-    assert manifest["mask_ratio"] == 0.75 and manifest["model_config_sha256"] and manifest["versions"]["ray"]
+    assert manifest["infer"]["mask_ratio"] == 0.75 and manifest["model_config_sha256"] and manifest["versions"]["ray"]
     assert manifest["outputs"]["index"] == "index/" and (scored_run / "index" / "index.json").exists()
     assert set(manifest["timings"]) == {"start_ray_seconds", "embed_seconds", "index_seconds"}
     # The fixture cluster's 2 CPUs: one single-threaded actor each, 8 images a batch where none was given.
@@ -113,7 +116,7 @@ def test_every_listed_input_ends_once_in_embeddings_or_errors(scored_run, images
     [
         ({"CPU": 2, "memory": 16e9}, {}, 86_000_000, (2, 1)),  # ViT-B on this kind of machine: one actor a core
         ({"CPU": 96, "memory": 100e9}, {}, 632_000_000, (8, 12)),  # ViT-H on a big node: memory caps the actors
-        ({"CPU": 96, "memory": 100e9}, {"dtype": "bfloat16"}, 632_000_000, (13, 7)),  # half the bytes, more fit
+        ({"CPU": 96, "memory": 100e9}, {"infer": InferConfig(dtype="bfloat16")}, 632_000_000, (13, 7)),  # half the bytes, more fit
         ({"CPU": 2, "memory": 1e9}, {}, 86_000_000, (1, 2)),  # nothing fits: still one actor, on every core
         ({"CPU": 8, "memory": 64e9}, {"cpu_threads": 2}, 86_000_000, (4, 2)),
         ({"CPU": 8, "memory": 64e9}, {"num_actors": 1}, 86_000_000, (1, 8)),
@@ -121,17 +124,17 @@ def test_every_listed_input_ends_once_in_embeddings_or_errors(scored_run, images
     ],
 )
 def test_cpu_actors_default_to_one_a_core_as_memory_allows(monkeypatch, resources, flags, parameters, expected):
-    monkeypatch.setattr(pipeline.embed.ray, "cluster_resources", lambda: resources)
+    monkeypatch.setattr(pipeline.embed.run.ray, "cluster_resources", lambda: resources)
     config = EmbedConfig(input="in", output="out", model="m", **flags)
-    assert pipeline.embed.cpu_actors(config, parameters) == expected
+    assert pipeline.embed.run.cpu_actors(config, parameters) == expected
 
 
 def test_cpu_actors_take_their_threads_up_to_the_cores(model_dir):
     before = torch.get_num_threads()
     try:
-        Embedder(InferConfig(str(model_dir), threads=1))
+        Embedder(str(model_dir), threads=1)
         assert torch.get_num_threads() == 1
-        Embedder(InferConfig(str(model_dir), threads=10_000))
+        Embedder(str(model_dir), threads=10_000)
         assert torch.get_num_threads() == os.cpu_count()
     finally:
         torch.set_num_threads(before)
@@ -182,7 +185,7 @@ def test_cls_embeddings_match_and_the_gpu_request_falls_back_to_the_cpu(ray_clus
     for p in photo_paths:
         (folder / p.name).write_bytes(p.read_bytes())
     output = tmp_path / "cls"
-    manifest = run(EmbedConfig(input=str(folder), output=str(output), model=str(model_dir), pooling="cls", num_gpus=1))
+    manifest = run(EmbedConfig(input=str(folder), output=str(output), model=str(model_dir), infer=InferConfig(pooling="cls"), num_gpus=1))
     assert manifest["gpus"] == 1, manifest
     assert manifest["counts"]["embedded"] == len(photo_paths), read_run(output)[1]
     embedded, _, _ = read_run(output)
@@ -193,9 +196,9 @@ def test_cls_embeddings_match_and_the_gpu_request_falls_back_to_the_cpu(ray_clus
 
 def test_loss_is_identical_across_runs_and_the_same_across_batch_sizes(scored_run, images, model_dir, tmp_path):
     again = tmp_path / "again"
-    run(EmbedConfig(input=str(images), output=str(again), model=str(model_dir), mask_ratio=0.75, loss_samples=4, batch_size=3, num_gpus=0))
+    run(EmbedConfig(input=str(images), output=str(again), model=str(model_dir), infer=InferConfig(mask_ratio=0.75), batch_size=3, num_gpus=0))
     same = tmp_path / "same"
-    run(EmbedConfig(input=str(images), output=str(same), model=str(model_dir), mask_ratio=0.75, loss_samples=4, batch_size=8, num_gpus=0))
+    run(EmbedConfig(input=str(images), output=str(same), model=str(model_dir), infer=InferConfig(mask_ratio=0.75), batch_size=8, num_gpus=0))
     first, _, _ = read_run(scored_run)
     second, _, _ = read_run(again)
     assert first.keys() == second.keys()
@@ -208,9 +211,11 @@ def test_s3_options_carry_the_session_token_of_temporary_credentials(monkeypatch
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "key")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
     monkeypatch.setenv("AWS_SESSION_TOKEN", "token")
-    options = storage_options("s3://bucket/photos/", "http://127.0.0.1:8333")
+    storage = Storage.from_environment("http://127.0.0.1:8333")
+    options = storage.options("s3://bucket/photos/")
     assert options == {"client_kwargs": {"endpoint_url": "http://127.0.0.1:8333"}, "key": "key", "secret": "secret", "token": "token"}
-    assert storage_options("/local/photos") == {}
+    assert storage.options("/local/photos") == {}
+    assert "secret" not in repr(storage) and "token" not in repr(storage) and "key" not in repr(storage).split("(")[1]
 
 
 def test_masks_are_a_function_of_seed_and_path_and_cover_every_patch():
@@ -246,7 +251,7 @@ def test_rerun_refuses_without_overwrite_and_replaces_with_it(ray_cluster, model
     assert snapshot(output) == before
     assert embed_job.main([*args, "--overwrite", "--mask-ratio", "0"]) == 0
     embedded, failed, manifest = read_run(output)
-    assert manifest["mask_ratio"] == 0 and len(embedded) == 2 and not failed
+    assert manifest["infer"]["mask_ratio"] == 0 and len(embedded) == 2 and not failed
     assert all(r["loss"] is None for r in embedded.values())  # no row of the first run is left
     rows = pads.dataset(output / "embeddings", format="parquet").count_rows()
     assert rows == 2
@@ -321,7 +326,7 @@ def test_model_processor_mismatch_and_missing_processor_fail_before_work(model_d
 
 
 def test_an_object_deleted_after_listing_becomes_an_error_row(two_photos):
-    listing = list_inputs(str(two_photos), ("png",), {})
+    listing = list_inputs(str(two_photos), ("png",), Storage())
     (two_photos / Path(listing.column(schema.PATH)[0].as_py()).name).unlink()
     batch = {name: listing.column(name).to_numpy(zero_copy_only=False) for name in listing.column_names}
     out = preprocess_batch(batch, PreprocessConfig(processor=MAE_PROCESSOR))
@@ -330,7 +335,7 @@ def test_an_object_deleted_after_listing_becomes_an_error_row(two_photos):
 
 
 def test_decoding_on_threads_gives_the_same_rows(images):
-    listing = list_inputs(str(images), ("jpg", "png", "gif"), {})
+    listing = list_inputs(str(images), ("jpg", "png", "gif"), Storage())
     batch = {name: listing.column(name).to_numpy(zero_copy_only=False) for name in listing.column_names}
     one, two = (preprocess_batch(batch, PreprocessConfig(processor=MAE_PROCESSOR, threads=t)) for t in (1, 2))
     assert one[schema.ERROR].tolist() == two[schema.ERROR].tolist() and any(one[schema.ERROR])
@@ -355,8 +360,9 @@ def test_s3_input_model_and_output(ray_cluster, s3, model_dir, photo_paths, monk
         fs.rm("test/embed/photos/deleted.jpg")  # gone between the listing and the read
         return listing
 
-    monkeypatch.setattr(pipeline.embed, "list_inputs", list_then_delete)
-    manifest = run(EmbedConfig(input="s3://test/embed/photos/", output="s3://test/embed/run", model="s3://test/embed/model", mask_ratio=0.75, s3_endpoint=s3.endpoint_url, num_gpus=0))
+    monkeypatch.setattr(pipeline.embed.run, "list_inputs", list_then_delete)
+    manifest = run(EmbedConfig(input="s3://test/embed/photos/", output="s3://test/embed/run", model="s3://test/embed/model",
+                               infer=InferConfig(mask_ratio=0.75), s3_endpoint=s3.endpoint_url, num_gpus=0))
     assert manifest["counts"] == {"listed": 5, "embedded": 3, "failed": 2}
     embedded = pads.dataset("test/embed/run/embeddings", filesystem=fs, format="parquet").to_table()
     assert sorted(embedded.column("path").to_pylist()) == sorted(f"s3://test/embed/photos/{name}" for name in names)
@@ -417,5 +423,60 @@ def test_compile_flag_reaches_the_model_actors():
     embed_job.add_arguments(parser)
     flags = ["--input", "in", "--output", "out", "--model", "m"]
     on, off = (embed_job.config_from_args(parser.parse_args(flags + extra)) for extra in (["--compile"], []))
-    assert on.compile and not off.compile
-    assert pipeline.embed.infer_config(on, None, {}).compile and not pipeline.embed.infer_config(off, 1, {}).compile
+    assert on.infer.compile and not off.infer.compile
+
+
+def test_overwrite_removes_everything_an_earlier_run_wrote(ray_cluster, model_dir, two_photos, tmp_path):
+    """Every name under a run folder is in `layout.RUN_FILES`, so --overwrite leaves no ranking of a run that is gone."""
+    output = tmp_path / "run"
+    args = ["--input", str(two_photos), "--output", str(output), "--model", str(model_dir), "--mask-ratio", "0.75"]
+    assert embed_job.main(args) == 0
+    rank_anomalies(AnomalyConfig(str(output)), Storage())
+    written = {p.name for p in output.iterdir()}
+    assert ANOMALIES_FILE in written and written <= {name.split("/")[0] for name in RUN_FILES}
+    (two_photos / "third.png").write_bytes((two_photos / sorted(os.listdir(two_photos))[0]).read_bytes())
+    assert embed_job.main([*args, "--overwrite"]) == 0
+    assert not (output / ANOMALIES_FILE).exists()
+    assert json.loads((output / "manifest.json").read_text())["counts"]["embedded"] == 3
+
+
+def test_a_failed_index_fails_the_run_and_keeps_the_embeddings(ray_cluster, model_dir, two_photos, tmp_path, capsys):
+    output = tmp_path / "run"
+    args = ["--input", str(two_photos), "--output", str(output), "--model", str(model_dir)]
+    assert embed_job.main([*args, "--index-type", "flat", "--memory-budget", "1e-9"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err
+    err = err.splitlines()[-1]  # Ray Data's progress lines come before
+    assert err.startswith("vitmae embed: error: the embeddings are written, but the index could not be built"), err
+    assert "--index-type flat needs about" in err and f"vitmae index --run {output}" in err
+    embedded, _, manifest = read_run(output)
+    assert len(embedded) == 2 and manifest["outputs"]["index"] is None and "over the --memory-budget" in manifest["index_error"]
+    assert not (output / "index").exists()
+    one = tmp_path / "one"
+    one.mkdir()
+    (one / "a.png").write_bytes(next(two_photos.iterdir()).read_bytes())
+    assert embed_job.main(["--input", str(one), "--output", str(tmp_path / "single"), "--model", str(model_dir)]) == 0
+    assert json.loads((tmp_path / "single" / "manifest.json").read_text())["outputs"]["index"] is None  # too few: a warning
+
+
+def test_a_bug_is_one_line_with_its_traceback_behind_debug(monkeypatch, capsys):
+    def bug(config):
+        raise RuntimeError("boom\nsecond line of the message")
+
+    monkeypatch.setattr(embed_job, "run", bug)
+    args = ["--input", "in", "--output", "out", "--model", "m"]
+    assert embed_job.main(args) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == "vitmae embed: error: internal error, RuntimeError: boom (run again with --debug (or VITMAE_DEBUG=1) for the traceback)"
+    assert embed_job.main([*args, "--debug"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "second line of the message" in err
+    monkeypatch.setenv("VITMAE_DEBUG", "1")
+    assert embed_job.main(args) == 1 and "Traceback" in capsys.readouterr().err
+
+
+def test_four_masks_by_default_when_the_loss_is_scored():
+    parser = argparse.ArgumentParser()
+    embed_job.add_arguments(parser)
+    config = embed_job.config_from_args(parser.parse_args(["--input", "i", "--output", "o", "--model", "m", "--mask-ratio", "0.75"]))
+    assert config.infer.loss_samples == 4 == InferConfig().loss_samples

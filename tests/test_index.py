@@ -9,10 +9,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import clustered_vectors, write_embeddings
+from conftest import clustered_vectors, s3_storage, write_embeddings
 from jobs import index as index_job
-from pipeline.index import ExactTopK, IndexConfig, build_index, choose_index, load_index
-from pipeline.search import Searcher
+from pipeline.retrieval.index import ExactTopK, IndexConfig, build_index, choose_index, load_index
+from pipeline.retrieval.search import Searcher
 
 GB = 10**9
 
@@ -71,7 +71,7 @@ def exact_neighbours(vectors: np.ndarray, queries: np.ndarray, k: int) -> np.nda
 def test_recall_of_approximate_indexes_against_exact(index_type, bound, tmp_path):
     vectors = clustered_vectors(4000, 32)
     write_embeddings(str(tmp_path), vectors)
-    info = build_index(IndexConfig(run=str(tmp_path), index_type=index_type, batch_rows=700))
+    info = build_index(str(tmp_path), IndexConfig(index_type=index_type, batch_rows=700))
     queries = np.arange(0, 4000, 7)
     truth = exact_neighbours(vectors, queries, 10)
     hits = Searcher(str(tmp_path)).search_vectors(vectors[queries], 11)
@@ -97,7 +97,7 @@ def test_exact_top_k_over_batches_equals_one_pass():
 def test_index_files_and_cosine_versus_l2(tmp_path):
     vectors = clustered_vectors(300, 8) * 5  # raw vectors far from unit length
     paths = write_embeddings(str(tmp_path), vectors, rows_per_file=128)
-    info = build_index(IndexConfig(run=str(tmp_path)))
+    info = build_index(str(tmp_path))
     written = json.loads((tmp_path / "index" / "index.json").read_text())
     assert written == info and info["index_type"] == "flat" and info["metric"] == "cosine"
     assert {"reason", "build_seconds", "params", "search_params", "file_bytes"} <= set(info)
@@ -105,7 +105,7 @@ def test_index_files_and_cosine_versus_l2(tmp_path):
     assert ids.column("path").to_pylist() == paths and ids.column("id").to_pylist() == list(range(300))
     hit = Searcher(str(tmp_path)).search_vectors(vectors[7] * 3, 1)[0][0]  # cosine ignores the length
     assert hit.path == paths[7] and hit.score == pytest.approx(1.0, abs=1e-5)
-    build_index(IndexConfig(run=str(tmp_path), metric="l2"))
+    build_index(str(tmp_path), IndexConfig(metric="l2"))
     l2 = Searcher(str(tmp_path)).search_vectors(vectors[7] + 0.01, 2)[0]
     assert l2[0].path == paths[7] and l2[0].score == pytest.approx(0.01 * np.sqrt(8), rel=1e-2)  # L2 distance
     assert l2[1].score > l2[0].score
@@ -122,9 +122,9 @@ def test_index_round_trip_through_s3(s3, monkeypatch, capsys):
     assert "built a hnsw index" in capsys.readouterr().out
     fs = fsspec.filesystem("s3", **options)
     assert sorted(p.rsplit("/", 1)[-1] for p in fs.ls("test/index-rt/run/index")) == ["ids.parquet", "index.faiss", "index.json"]
-    loaded = load_index("s3://test/index-rt/run", options)
+    loaded = load_index("s3://test/index-rt/run", s3_storage(s3))
     assert loaded.index.ntotal == 2500 and loaded.info["search_params"] == {"efSearch": 64}
-    searcher = Searcher("s3://test/index-rt/run", s3.endpoint_url)
+    searcher = Searcher("s3://test/index-rt/run", s3_storage(s3))
     hits = searcher.search_path(paths[42], 5)
     assert hits[0].path == paths[42] and hits[0].score == pytest.approx(1.0, abs=1e-5)
     assert len({h.id for h in hits[1:]} & set(exact_neighbours(vectors, np.array([42]), 4)[0].tolist())) >= 3

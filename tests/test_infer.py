@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 
 import vitmae
 from pipeline import schema
-from pipeline.infer import Embedder, InferConfig, pool
+from pipeline.embed.infer import Embedder, InferConfig, pool
 
 
 def batch_of(pixels: np.ndarray, errors: list[str]) -> dict[str, np.ndarray]:
@@ -24,7 +25,7 @@ def batch_of(pixels: np.ndarray, errors: list[str]) -> dict[str, np.ndarray]:
 
 def test_failed_rows_pass_through_and_the_rest_equal_the_model(model_dir):
     pixels = np.random.default_rng(0).integers(0, 256, (3, 224, 224, 3), dtype=np.uint8)
-    embedder = Embedder(InferConfig(str(model_dir), threads=1))
+    embedder = Embedder(str(model_dir), threads=1)
     mixed = embedder(batch_of(pixels, ["", "not an image file", ""]))
     clean = embedder(batch_of(pixels, ["", "", ""]))
     assert schema.PIXELS not in mixed and list(mixed[schema.ERROR]) == ["", "not an image file", ""]
@@ -43,8 +44,8 @@ def test_the_actor_needs_no_ray(model_dir):
         "import sys\n"
         "sys.modules['ray'] = None  # any import of ray now fails\n"
         "import numpy as np\n"
-        "from pipeline.infer import Embedder, InferConfig\n"
-        f"embedder = Embedder(InferConfig({str(model_dir)!r}, threads=1))\n"
+        "from pipeline.embed.infer import Embedder, InferConfig\n"
+        f"embedder = Embedder({str(model_dir)!r}, threads=1)\n"
         "pixels = np.zeros((2, 224, 224, 3), dtype=np.uint8)\n"
         "out = embedder({'path': np.array(['a', 'b']), 'error': np.array(['', '']), 'pixels': pixels})\n"
         "sys.exit(0 if out['embedding'].shape == (2, embedder.encoder.config.hidden_size) else 'wrong shape')"
@@ -57,7 +58,7 @@ def test_a_batch_in_slices_equals_one_pass_with_losses_and_failed_rows(model_dir
     """On a GPU a batch goes over in slices (copying one overlaps the model's work on the last); same numbers."""
     pixels = np.random.default_rng(1).integers(0, 256, (5, 224, 224, 3), dtype=np.uint8)
     batch = batch_of(pixels, ["", "truncated", "", "", ""])
-    embedder = Embedder(InferConfig(str(model_dir), mask_ratio=0.75, loss_samples=4, threads=1))
+    embedder = Embedder(str(model_dir), InferConfig(mask_ratio=0.75, loss_samples=4), threads=1)
     whole = embedder(batch)
     embedder.slice_rows = 2
     sliced = embedder(batch)
@@ -68,8 +69,8 @@ def test_a_batch_in_slices_equals_one_pass_with_losses_and_failed_rows(model_dir
 
 def test_a_compiled_actor_gives_the_eager_numbers_at_every_batch_size(model_dir):
     """compile=True builds one dynamic graph: other batch sizes reuse it and the numbers stay the eager ones."""
-    config = InferConfig(str(model_dir), mask_ratio=0.75, loss_samples=2, threads=2)
-    eager, compiled = Embedder(config), Embedder(InferConfig(**{**config.__dict__, "compile": True}))
+    config = InferConfig(mask_ratio=0.75, loss_samples=2)
+    eager, compiled = (Embedder(str(model_dir), replace(config, compile=c), threads=2) for c in (False, True))
     rng = np.random.default_rng(2)
     for n in (4, 6, 2):  # batch sizes other than the channel count, which torch would take for the same size
         batch = batch_of(rng.integers(0, 256, (n, 224, 224, 3), dtype=np.uint8), [""] * n)

@@ -9,10 +9,10 @@ from PIL import Image
 
 import vitmae
 from jobs.cli import main as cli_main
-from pipeline.infer import mask_noise
-from pipeline.reconstruct import (
-    HEADER_PX, LABELS, MARGIN_PX, MASK_GREY, MIN_PANEL_PX, reconstruction_rows, render_reconstructions, render_rows,
-    save_reconstructions,
+from pipeline.embed.infer import mask_noise
+from pipeline.render import HEADER_PX, LABELS, MARGIN_PX, MIN_PANEL_PX, render_rows
+from pipeline.train.reconstruct import (
+    MASK_GREY, reconstruction_rows, render_reconstructions, save_reconstructions,
 )
 
 TINY_MAE = dict(
@@ -185,7 +185,7 @@ def test_cli_user_mistakes_are_one_line_errors(model_folder, photo_paths, tmp_pa
     err = cli_error(["--model", str(tmp_path / "nowhere"), *good], capsys)
     assert f"checkpoint folder not found: {tmp_path / 'nowhere'}" in err
     err = cli_error(["--model", str(model_folder), "--image", str(tmp_path / "gone.jpg"), "--png", str(tmp_path / "x.png")], capsys)
-    assert f"image not found: {tmp_path / 'gone.jpg'}" in err
+    assert f"{tmp_path / 'gone.jpg'}: no such file" in err
     for ratio in ("0", "1", "nan"):
         assert f"--mask-ratio must be in (0, 1), got {float(ratio)}" in cli_error(["--model", str(model_folder), *good, "--mask-ratio", ratio], capsys)
     encoder_only = tmp_path / "encoder"

@@ -14,8 +14,9 @@ from PIL import Image
 import vitmae
 from conftest import GALLERY_OUTLIERS, MAE_PROCESSOR, write_embeddings
 from jobs import search as search_job
-from pipeline.contact_sheet import Layout, thumbnail
-from pipeline.search import Searcher
+from pipeline.embed.query import QueryEmbedder
+from pipeline.render import Layout, thumbnail
+from pipeline.retrieval.search import Searcher
 
 
 def test_the_embedding_job_built_a_flat_index(gallery_run, gallery):
@@ -36,9 +37,9 @@ def test_search_by_image_finds_itself_first(gallery_run, gallery, capsys):
 
 
 def test_search_by_image_matches_the_stored_embedding(gallery_run, gallery):
-    searcher = Searcher(str(gallery_run))
+    searcher, embed = Searcher(str(gallery_run)), QueryEmbedder(str(gallery_run))
     for name in ("coffee-07.png", GALLERY_OUTLIERS[0]):
-        fresh = searcher.embed_image((gallery / name).read_bytes())
+        fresh = embed((gallery / name).read_bytes())
         stored = searcher.vector_of_path(str(gallery / name))
         assert np.dot(fresh, stored) / np.linalg.norm(fresh) / np.linalg.norm(stored) > 0.9999
 

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from vitmae import ViTImageProcessor
+from vitmae.errors import one_line
 
 _SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
 
@@ -31,8 +32,8 @@ class DecodeConfig:
     draft: bool = True  # let JPEG decode at a reduced DCT scale (1/2, 1/4, 1/8) when much larger than the target
     # A draft keeps at least this multiple of the target size on each side, so that the final PIL resize (which
     # filters over the whole footprint) sees nearly the same signal as from the full-size image. At 1.5 a
-    # 12-megapixel photo decodes at 1/8 scale, not 1/4, in two thirds of the time, with ViT-B's embeddings at
-    # cosine 0.99999 to the full decode's (benchmarks/decode_draft.py).
+    # 12-megapixel photo decodes at 1/8 scale, not 1/4 (the time and the embeddings' agreement with a full
+    # decode: benchmarks/decode_draft.py and RESULTS.md).
     draft_margin: float = 1.5
 
     def __post_init__(self) -> None:
@@ -65,7 +66,7 @@ def decode_image(
         processor: its `size`, `resample` and `resize_to_uint8` make the output.
         config: the pixel limit and the JPEG draft's switch and margin.
         resize: replaces `processor.resize_to_uint8` (RGB image -> uint8 [H, W, 3] at the processor's size), as
-            the pre-training augmentation (`pipeline.augment.RandomResizedCrop`) does.
+            pre-training's random resized crop does.
 
     Returns:
         `Decoded` with pixels uint8 [H, W, 3] (H, W from `processor.size`) and the original width and height.
@@ -76,7 +77,7 @@ def decode_image(
     with warnings.catch_warnings():
         # max_pixels replaces Pillow's soft limit, whose long warning would only repeat what we check ourselves.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        image = _open(data, config)
+        image = open_image(data, config.max_pixels)
         width, height = image.size
         if config.draft and processor.do_resize:
             _draft(image, processor, config.draft_margin)
@@ -84,7 +85,7 @@ def decode_image(
             image.load()
             rgb = to_rgb(image)
         except Exception as error:  # untrusted bytes make Pillow raise anything from OSError to struct.error
-            raise DecodeError(f"cannot decode {image.format} image: {_one_line(error)}") from error
+            raise DecodeError(f"cannot decode {image.format} image: {one_line(error, 200)}") from error
     return Decoded(pixels=(resize or processor.resize_to_uint8)(rgb), width=width, height=height)
 
 
@@ -101,12 +102,16 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def _open(data: bytes, config: DecodeConfig) -> Image.Image:
-    """Reads the header only (Pillow decodes lazily) and refuses images over `config.max_pixels`."""
+def open_image(data: bytes, max_pixels: int = DecodeConfig.max_pixels) -> Image.Image:
+    """Untrusted bytes -> a lazily decoding Pillow image: reads the header only, and refuses images over `max_pixels`.
+
+    Raises:
+        DecodeError: empty or unidentifiable bytes, an unreadable header, or too many pixels.
+    """
     if not data:
         raise DecodeError("empty file (0 bytes)")
-    if Image.MAX_IMAGE_PIXELS is not None and config.max_pixels > Image.MAX_IMAGE_PIXELS:
-        Image.MAX_IMAGE_PIXELS = config.max_pixels  # Pillow refuses from twice its limit, above ours
+    if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = max_pixels  # Pillow refuses from twice its limit, above ours
     try:
         image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
@@ -116,12 +121,12 @@ def _open(data: bytes, config: DecodeConfig) -> Image.Image:
         message = f"image too large: over Pillow's limit of {limit:,} pixels (possible decompression bomb)"
         raise DecodeError(message) from None
     except Exception as error:
-        raise DecodeError(f"cannot read image header: {_one_line(error)}") from error
+        raise DecodeError(f"cannot read image header: {one_line(error, 200)}") from error
     width, height = image.size
-    if width * height > config.max_pixels:
+    if width * height > max_pixels:
         raise DecodeError(
             f"image too large: {width} x {height} = {width * height:,} pixels, "
-            f"expected at most max_pixels = {config.max_pixels:,} (possible decompression bomb)"
+            f"expected at most max_pixels = {max_pixels:,} (possible decompression bomb)"
         )
     return image
 
@@ -138,8 +143,3 @@ def _to_8_bit(image: Image.Image) -> Image.Image:
     """16-bit grayscale -> 'L' by its top byte (Pillow's own conversion clips everything above 255 to white)."""
     values = np.clip(np.asarray(image), 0, 65535)  # [H, W] uint16, or int32 for mode 'I'
     return Image.fromarray((values >> 8).astype(np.uint8))
-
-
-def _one_line(error: Exception) -> str:
-    text = str(error).strip().splitlines()
-    return text[0][:200] if text else type(error).__name__

@@ -3,29 +3,30 @@
 The kNN score of an image is its mean distance to the k nearest *other* images (cosine distance 1 - cos for a
 cosine index, L2 distance for an l2 one): an image unlike the rest of the set has far neighbours. The loss score is
 the masked-reconstruction loss the embedding job wrote. Rank 1 is the most anomalous. `both` averages an image's
-two ranks and ranks that average (ties: the kNN rank decides). The ranking is written to `run/anomalies.parquet`
-with every score and rank, one row per embedded image, sorted by `rank`.
+two ranks and ranks that average (ties: the kNN rank decides); `auto` is `both` for a run with a loss and `knn`
+for one embedded without (mask ratio 0). The ranking is written to `run/anomalies.parquet` with every score and
+rank, one row per embedded image, sorted by `rank`; its metadata say what it ranked by.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
 
 from pipeline import schema
-from pipeline.index_store import LoadedIndex, load_index, run_folder, search, to_distances
-from pipeline.listing import storage_options
-from pipeline.vectors import Batch, for_index, iter_batches, open_embeddings
+from pipeline.layout import ANOMALIES_FILE
+from pipeline.retrieval.index_store import LoadedIndex, load_index, search, to_distances
+from pipeline.retrieval.vectors import Batch, for_index, iter_batches, open_embeddings
+from pipeline.storage import Storage, run_folder, write_parquet
 
 logger = logging.getLogger(__name__)
 
-BY = ("loss", "knn", "both")
-ANOMALIES_FILE = "anomalies.parquet"
+BY = ("auto", "loss", "knn", "both")
 # Columns of anomalies.parquet, besides schema.PATH and schema.LOSS.
 RANK = "rank"  # int32: position in the ranking asked for (1 = most anomalous); null when that score is missing
 LOSS_RANK = "loss_rank"  # int32: rank by loss, largest first; null without a loss
@@ -39,9 +40,8 @@ class AnomalyConfig:
     """One anomaly ranking."""
 
     run: str  # run folder, local or s3://
-    by: str = "both"  # loss | knn | both: what `rank` orders by
+    by: str = "auto"  # auto | loss | knn | both: what `rank` orders by (auto: both with a loss, else knn)
     k: int = 10  # neighbours averaged for the kNN distance
-    s3_endpoint: str | None = None  # S3 endpoint; else AWS_ENDPOINT_URL
     batch_rows: int = 8_192  # rows read and searched at a time
 
     def __post_init__(self) -> None:
@@ -51,16 +51,22 @@ class AnomalyConfig:
             raise ValueError(f"--k must be at least 1, got {self.k}")
 
 
-def rank_anomalies(config: AnomalyConfig) -> pa.Table:
+def rank_anomalies(config: AnomalyConfig, storage: Storage | None = None) -> pa.Table:
     """Scores every embedded image, writes `run/anomalies.parquet`, and returns it (sorted by rank).
+
+    The table's metadata hold `anomalies.by`, what it was ranked by (for `auto`, the choice made).
 
     Raises:
         FileNotFoundError: no embeddings; or no index when ranking by knn or both.
         ValueError: no loss in the run when ranking by loss or both; an index older than the embeddings.
     """
-    options = storage_options(config.run, config.s3_endpoint)
-    dataset = open_embeddings(config.run, options)
-    loaded = _index_for(config, options)
+    storage = storage or Storage.from_environment()
+    dataset = open_embeddings(config.run, storage)
+    by = config.by
+    if by == "auto":
+        by = "both" if _has_loss(dataset) else "knn"
+        logger.info("ranking by %s: the run %s a reconstruction loss", by, "has" if by == "both" else "has no")
+    loaded = _index_for(config.run, by, storage)
     columns = (schema.PATH, schema.LOSS) + ((schema.EMBEDDING,) if loaded else ())
     paths, losses, knn = [], [], []
     for batch in iter_batches(dataset, config.batch_rows, columns):
@@ -69,28 +75,32 @@ def rank_anomalies(config: AnomalyConfig) -> pa.Table:
         if loaded:
             knn.append(knn_distances(loaded, batch, config.k))
     loss = np.concatenate(losses) if losses else np.empty(0, np.float32)
-    if config.by != "knn" and np.isnan(loss).all():
+    if by != "knn" and np.isnan(loss).all():
         raise ValueError(
             f"{config.run} has no reconstruction loss (it was embedded with --mask-ratio 0); "
             "rank with --by knn, or embed again with --mask-ratio 0.75"
         )
     distance = np.concatenate(knn) if knn else np.full(len(loss), np.nan, np.float32)
-    table = ranking(pa.concat_arrays(paths), loss, distance, config.by)
-    sink = io.BytesIO()
-    meta = {"by": config.by, "k": str(config.k), "metric": loaded.metric if loaded else ""}
-    pq.write_table(table.replace_schema_metadata({f"anomalies.{k}": v for k, v in meta.items()}), sink, compression="zstd")
-    run_folder(config.run, options).write_bytes(ANOMALIES_FILE, sink.getvalue())
-    logger.info("ranked %d images by %s; wrote %s/%s", table.num_rows, config.by, config.run, ANOMALIES_FILE)
+    table = ranking(pa.concat_arrays(paths), loss, distance, by)
+    meta = {"by": by, "k": str(config.k), "metric": loaded.metric if loaded else ""}
+    table = table.replace_schema_metadata({f"anomalies.{k}": v for k, v in meta.items()})
+    write_parquet(run_folder(config.run, storage), ANOMALIES_FILE, table)
+    logger.info("ranked %d images by %s; wrote %s/%s", table.num_rows, by, config.run, ANOMALIES_FILE)
     return table
 
 
-def _index_for(config: AnomalyConfig, options: dict) -> LoadedIndex | None:
+def _has_loss(dataset: pads.Dataset) -> bool:
+    """Whether any embedding row of the run has a loss (the job writes all or none)."""
+    return dataset.count_rows(filter=pc.field(schema.LOSS).is_valid()) > 0
+
+
+def _index_for(run: str, by: str, storage: Storage) -> LoadedIndex | None:
     """The run's index: required for knn and both, used when present for loss (to fill knn_distance)."""
     try:
-        return load_index(config.run, options)
+        return load_index(run, storage)
     except FileNotFoundError:
-        if config.by == "loss":
-            logger.info("%s has no index; knn_distance stays empty", config.run)
+        if by == "loss":
+            logger.info("%s has no index; knn_distance stays empty", run)
             return None
         raise
 

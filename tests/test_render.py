@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.contact_sheet import PICTURE_BACKGROUND, UNREADABLE, Layout, Tile, render, save_png
+from pipeline.render import PICTURE_BACKGROUND, UNREADABLE, Layout, Tile, render, save_png
+from pipeline.storage import Storage
 
 
 def png(colour: tuple[int, int, int], size: tuple[int, int]) -> bytes:
@@ -24,7 +25,7 @@ def test_tiles_land_in_their_cells_with_their_colours(tmp_path):
     sheet = render(tiles, columns=4, tile_px=64)
     layout = Layout(columns=4, tile_px=64, lines=2)
     assert sheet.size == layout.size(6) == (4 * 76, 2 * (64 + 30 + 18))
-    save_png(sheet, str(tmp_path / "out" / "sheet.png"))
+    save_png(sheet, str(tmp_path / "out" / "sheet.png"), Storage())
     pixels = np.asarray(Image.open(tmp_path / "out" / "sheet.png").convert("RGB"))
     for i, colour in enumerate(colours):
         left, top, right, bottom = layout.picture_box(i)
@@ -44,7 +45,7 @@ def test_an_empty_sheet_is_refused():
 
 
 def test_small_images_grow_by_whole_pixels():
-    from pipeline.contact_sheet import thumbnail
+    from pipeline.render import thumbnail
 
     checker = np.kron(np.array([[0, 255], [255, 0]], np.uint8), np.ones((8, 8), np.uint8))  # 16 x 16
     grown = thumbnail(_encode(checker), 64)

@@ -1,4 +1,7 @@
-"""What an MAE model learned, drawn as in the paper's figures: original, masked, reconstruction, reconstruction + visible."""
+"""What an MAE model learned, as in the paper's figures: original, masked, reconstruction, reconstruction + visible.
+
+The panels are computed here and drawn by `pipeline.render`.
+"""
 
 from __future__ import annotations
 
@@ -8,28 +11,19 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
-from pipeline.contact_sheet import label_font, save_png
-from pipeline.decode import DecodeConfig, DecodeError, decode_image
-from pipeline.infer import mask_noise
-from pipeline.listing import read_bytes, storage_options
+from pipeline.embed.decode import DecodeConfig, DecodeError, decode_image
+from pipeline.embed.infer import mask_noise
+from pipeline.render import MIN_PANEL_PX, render_rows, save_png
+from pipeline.storage import Storage, read_uri
 from vitmae import ViTImageProcessor, ViTMAEForPreTraining
 from vitmae.checkpoint import load_hf_state_dict
 from vitmae.folder import open_folder
 
 logger = logging.getLogger(__name__)
 
-LABELS = ("original", "masked", "reconstruction", "reconstruction + visible")  # the panels of a row, left to right
 MASK_GREY = 128  # uint8 value (every channel) of the masked patches in the "masked" panel
-MIN_PANEL_PX = 128  # default panel side: the model's image size, but at least this (tiny models stay visible)
-MARGIN_PX = 8  # around the sheet and between panels
-LABEL_PX = 14  # font size of the labels
-LINE_PX = 17  # height of one label line
-HEADER_LINES = 2  # label lines in the header ("reconstruction + visible" wraps in a narrow panel)
-HEADER_PX = HEADER_LINES * LINE_PX  # the header row above the first row of panels
-BACKGROUND = (255, 255, 255)
-TEXT = (20, 20, 20)
 
 
 def reconstruction_rows(
@@ -42,7 +36,7 @@ def reconstruction_rows(
     """The four panels of each image, as uint8 arrays at the model's input size.
 
     The mask of an image is a pure function of (seed, name), as in the embedding job's loss
-    (`pipeline.infer.mask_noise`), so reruns draw the same patches. With `model.config.norm_pix_loss` the
+    (`pipeline.embed.infer.mask_noise`), so reruns draw the same patches. With `model.config.norm_pix_loss` the
     model predicts per-patch normalised pixels; each predicted patch is de-normalised with the mean and
     variance of the same patch of the input, as the MAE visualisation does (so the reconstruction borrows
     each masked patch's mean colour and contrast from the original). The model runs on its own device and
@@ -100,28 +94,6 @@ def to_uint8(x: torch.Tensor, processor: ViTImageProcessor) -> np.ndarray:
     return x.permute(0, 2, 3, 1).round().clamp(0, 255).to(torch.uint8).numpy()
 
 
-def render_rows(rows: Sequence[Sequence[np.ndarray]], panel_px: int) -> Image.Image:
-    """The sheet: the header of `LABELS`, then one row of panels per image, each scaled (NEAREST) to panel_px."""
-    if not rows:
-        raise ValueError("expected at least one row of panels, got none")
-    if panel_px < 1:
-        raise ValueError(f"expected panel_px >= 1, got {panel_px}")
-    sheet = Image.new("RGB", sheet_size(len(rows), panel_px), BACKGROUND)
-    font = label_font(LABEL_PX)
-    for column, label in enumerate(LABELS):
-        # Each label is drawn on its own cell so that a narrow panel clips it instead of overlapping the next one.
-        cell = Image.new("RGB", (panel_px, HEADER_PX), BACKGROUND)
-        draw = ImageDraw.Draw(cell)
-        for line, text in enumerate(_wrap(draw, label, font, panel_px)):
-            draw.text((0, line * LINE_PX), text, fill=TEXT, font=font)
-        sheet.paste(cell, (panel_origin(0, column, panel_px)[0], MARGIN_PX))
-    for row, panels in enumerate(rows):
-        for column, panel in enumerate(panels):
-            picture = Image.fromarray(panel).resize((panel_px, panel_px), Image.Resampling.NEAREST)
-            sheet.paste(picture, panel_origin(row, column, panel_px))
-    return sheet
-
-
 def render_reconstructions(
     model: ViTMAEForPreTraining,
     processor: ViTImageProcessor,
@@ -141,7 +113,7 @@ def save_reconstructions(
     png_uri: str,
     mask_ratio: float = 0.75,
     seed: int = 0,
-    s3_endpoint: str | None = None,
+    storage: Storage | None = None,
     limit: int | None = None,
 ) -> None:
     """Loads the MAE (with its decoder) and processor from `model_uri` and writes the sheet of `image_uris` as PNG.
@@ -152,7 +124,7 @@ def save_reconstructions(
         image_uris: the images, local paths or URIs; each URI seeds its mask.
         png_uri: where the PNG goes, local path or URI.
         mask_ratio, seed: as in `reconstruction_rows`.
-        s3_endpoint: S3 endpoint URL for s3:// URIs (default: the AWS_* variables).
+        storage: reaches s3:// URIs (None: the AWS_* variables).
         limit: None: every image must read and decode. A number: draw the first `limit` images that read and
             decode, skipping the others with a warning (for callers that pick a few images from a listing).
 
@@ -163,22 +135,13 @@ def save_reconstructions(
     """
     if limit is not None and limit < 1:
         raise ValueError(f"expected limit >= 1 (or None for every image), got {limit}")
-    options = storage_options(model_uri, s3_endpoint)
+    storage = storage or Storage.from_environment()
+    options = storage.options(model_uri)
     model = _load_model(model_uri, options)
     processor = ViTImageProcessor.from_pretrained(model_uri, options)
-    images = _read_images(image_uris, processor, s3_endpoint, limit)
+    images = _read_images(image_uris, processor, storage, limit)
     sheet = render_reconstructions(model, processor, images, mask_ratio, seed)
-    save_png(sheet, png_uri, s3_endpoint)
-
-
-def sheet_size(rows: int, panel_px: int) -> tuple[int, int]:
-    """(width, height) of a sheet of `rows` images."""
-    return MARGIN_PX + len(LABELS) * (panel_px + MARGIN_PX), MARGIN_PX + HEADER_PX + rows * (panel_px + MARGIN_PX)
-
-
-def panel_origin(row: int, column: int, panel_px: int) -> tuple[int, int]:
-    """(left, top) of the panel in `column` (a `LABELS` index) of image `row`."""
-    return MARGIN_PX + column * (panel_px + MARGIN_PX), MARGIN_PX + HEADER_PX + row * (panel_px + MARGIN_PX)
+    save_png(sheet, png_uri, storage)
 
 
 def _load_model(model_uri: str, options: dict[str, Any]) -> ViTMAEForPreTraining:
@@ -226,7 +189,7 @@ def _decode(name: str, data: bytes, processor: ViTImageProcessor) -> np.ndarray:
 
 
 def _read_images(
-    uris: Sequence[str], processor: ViTImageProcessor, s3_endpoint: str | None, limit: int | None
+    uris: Sequence[str], processor: ViTImageProcessor, storage: Storage, limit: int | None
 ) -> list[tuple[str, bytes]]:
     """(uri, bytes) of the images to draw: all of them (any failure raises), or the first `limit` usable ones."""
     images: list[tuple[str, bytes]] = []
@@ -234,7 +197,7 @@ def _read_images(
         if limit is not None and len(images) == limit:
             break
         try:
-            data = _read(uri, s3_endpoint)
+            data = read_uri(uri, storage)
             if limit is not None:
                 _decode(uri, data, processor)  # skip what would fail the whole sheet
         except (FileNotFoundError, ValueError) as err:
@@ -246,24 +209,3 @@ def _read_images(
     if not images:
         raise ValueError(f"none of the {len(uris)} images could be read and decoded")
     return images
-
-
-def _read(uri: str, s3_endpoint: str | None) -> bytes:
-    found = read_bytes([uri], storage_options(uri, s3_endpoint))[0]
-    if isinstance(found, FileNotFoundError):
-        raise FileNotFoundError(f"image not found: {uri}")
-    if isinstance(found, Exception):
-        reason = str(found).splitlines()[0] if str(found) else type(found).__name__
-        raise ValueError(f"cannot read {uri}: {reason}")
-    return found
-
-
-def _wrap(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.ImageFont, width: int) -> list[str]:
-    """`text` in at most HEADER_LINES lines of at most `width` pixels, broken at spaces where it can be."""
-    lines: list[str] = []
-    for word in text.split():
-        if lines and draw.textlength(f"{lines[-1]} {word}", font=font) <= width:
-            lines[-1] = f"{lines[-1]} {word}"
-        else:
-            lines.append(word)
-    return lines[: HEADER_LINES - 1] + [" ".join(lines[HEADER_LINES - 1:])] if len(lines) > HEADER_LINES else lines

@@ -1,23 +1,24 @@
-"""Contact sheets: a grid of thumbnails with captions, saved as one PNG that any image viewer opens (Pillow only)."""
+"""Pictures for people, drawn with Pillow and saved as PNG: contact sheets (a grid of thumbnails with captions) and
+reconstruction sheets (a row of panels per image under a header of labels)."""
 
 from __future__ import annotations
 
 import io
 import logging
-import os
 import posixpath
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import fsspec
+import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from pipeline.decode import to_rgb
-from pipeline.listing import read_bytes, storage_options
+from pipeline.embed.decode import open_image, to_rgb
+from pipeline.storage import Storage, read_bytes, write_uri
+from vitmae.errors import one_line
 
 if TYPE_CHECKING:
-    from pipeline.search import Hit
+    from pipeline.retrieval.search import Hit
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +26,14 @@ BACKGROUND = (255, 255, 255)  # sheet and caption area
 PICTURE_BACKGROUND = (235, 235, 235)  # around a thumbnail that is not square
 UNREADABLE = (160, 160, 160)  # the square drawn for an image that could not be read or decoded
 TEXT = (20, 20, 20)
-MAX_PIXELS = 150_000_000  # larger images are not decoded for a thumbnail (decompression bombs)
+# Reconstruction sheets.
+LABELS = ("original", "masked", "reconstruction", "reconstruction + visible")  # the panels of a row, left to right
+MIN_PANEL_PX = 128  # default panel side: the model's image size, but at least this (tiny models stay visible)
+MARGIN_PX = 8  # around the sheet and between panels
+LABEL_PX = 14  # font size of the labels
+LINE_PX = 17  # height of one label line
+HEADER_LINES = 2  # label lines in the header ("reconstruction + visible" wraps in a narrow panel)
+HEADER_PX = HEADER_LINES * LINE_PX  # the header row above the first row of panels
 
 
 @dataclass(frozen=True)
@@ -87,23 +95,23 @@ def render(tiles: Sequence[Tile], columns: int = 6, tile_px: int = 192) -> Image
     return sheet
 
 
-def search_tiles(query: str | bytes, hits: Sequence[Hit], s3_endpoint: str | None = None) -> list[Tile]:
+def search_tiles(query: str | bytes, hits: Sequence[Hit], storage: Storage) -> list[Tile]:
     """The query (a path, URI or encoded bytes) first, then each neighbour with its rank and score."""
-    images = read_images([h.path for h in hits], s3_endpoint)
+    images = read_images([h.path for h in hits], storage)
     if isinstance(query, str):
-        first = Tile(read_images([query], s3_endpoint)[0], ("query", short_name(query)))
+        first = Tile(read_images([query], storage)[0], ("query", short_name(query)))
     else:
         first = Tile(query, ("query", ""))
     return [first] + [Tile(data, (f"#{h.rank}  {h.score:.4f}", short_name(h.path))) for h, data in zip(hits, images)]
 
 
-def anomaly_tiles(rows: Sequence[dict[str, Any]], s3_endpoint: str | None = None) -> list[Tile]:
+def anomaly_tiles(rows: Sequence[dict[str, Any]], storage: Storage) -> list[Tile]:
     """One tile per row of anomalies.parquet (as dicts): rank and both scores over the file name."""
 
     def show(value: Any, spec: str) -> str:
         return "-" if value is None or value != value else format(value, spec)
 
-    images = read_images([row["path"] for row in rows], s3_endpoint)
+    images = read_images([row["path"] for row in rows], storage)
     return [
         Tile(data, (f"#{show(row['rank'], 'd')}  knn {show(row['knn_distance'], '.4f')}", f"loss {show(row['loss'], '.4f')}",
                     short_name(row["path"])))
@@ -116,9 +124,7 @@ def thumbnail(data: bytes | None, tile_px: int) -> Image.Image | None:
     if not data:
         return None
     try:
-        image = Image.open(io.BytesIO(data))
-        if image.width * image.height > MAX_PIXELS:
-            return None
+        image = open_image(data)  # refuses decompression bombs as the job does
         image.draft("RGB", (tile_px, tile_px))  # JPEG: decode at a reduced scale
         image = to_rgb(image)
         image.thumbnail((tile_px, tile_px), Image.Resampling.BICUBIC)
@@ -127,29 +133,25 @@ def thumbnail(data: bytes | None, tile_px: int) -> Image.Image | None:
             image = image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
         return image
     except Exception as err:  # untrusted bytes make Pillow raise many types; a thumbnail is never worth failing for
-        logger.info("no thumbnail: %s", str(err).splitlines()[0] if str(err) else type(err).__name__)
+        logger.info("no thumbnail: %s", one_line(err))
         return None
 
 
-def read_images(paths: Sequence[str], s3_endpoint: str | None = None) -> list[bytes | None]:
+def read_images(paths: Sequence[str], storage: Storage) -> list[bytes | None]:
     """The bytes of each path (local or any fsspec URI), None for those that cannot be read."""
     out: list[bytes | None] = []
     for path in paths:  # one at a time: paths may live on different filesystems, and sheets are small
-        found = read_bytes([path], storage_options(path, s3_endpoint))[0]
+        found = read_bytes([path], storage)[0]
         out.append(None if isinstance(found, Exception) else found)
     return out
 
 
-def save_png(sheet: Image.Image, uri: str, s3_endpoint: str | None = None) -> None:
-    """Writes the sheet as PNG to a local path or URI."""
+def save_png(sheet: Image.Image, uri: str, storage: Storage) -> None:
+    """Writes a sheet as PNG to a local path or URI, so that no reader sees it half-written."""
     sink = io.BytesIO()
     sheet.save(sink, format="PNG", optimize=False)
-    fs, path = fsspec.core.url_to_fs(uri, **storage_options(uri, s3_endpoint))
-    parent = posixpath.dirname(path) if "://" in uri else os.path.dirname(os.path.abspath(path))
-    if parent:
-        fs.makedirs(parent, exist_ok=True)
-    fs.pipe_file(path, sink.getvalue())
-    logger.info("wrote a %dx%d contact sheet to %s", sheet.width, sheet.height, uri)
+    write_uri(uri, sink.getvalue(), storage)
+    logger.info("wrote a %dx%d sheet to %s", sheet.width, sheet.height, uri)
 
 
 def short_name(path: str) -> str:
@@ -172,3 +174,46 @@ def label_font(size: int) -> ImageFont.ImageFont:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1: the bitmap font, one size
         return ImageFont.load_default()
+
+
+def render_rows(rows: Sequence[Sequence[np.ndarray]], panel_px: int) -> Image.Image:
+    """The sheet: the header of `LABELS`, then one row of panels per image, each scaled (NEAREST) to panel_px."""
+    if not rows:
+        raise ValueError("expected at least one row of panels, got none")
+    if panel_px < 1:
+        raise ValueError(f"expected panel_px >= 1, got {panel_px}")
+    sheet = Image.new("RGB", sheet_size(len(rows), panel_px), BACKGROUND)
+    font = label_font(LABEL_PX)
+    for column, label in enumerate(LABELS):
+        # Each label is drawn on its own cell so that a narrow panel clips it instead of overlapping the next one.
+        cell = Image.new("RGB", (panel_px, HEADER_PX), BACKGROUND)
+        draw = ImageDraw.Draw(cell)
+        for line, text in enumerate(_wrap(draw, label, font, panel_px)):
+            draw.text((0, line * LINE_PX), text, fill=TEXT, font=font)
+        sheet.paste(cell, (panel_origin(0, column, panel_px)[0], MARGIN_PX))
+    for row, panels in enumerate(rows):
+        for column, panel in enumerate(panels):
+            picture = Image.fromarray(panel).resize((panel_px, panel_px), Image.Resampling.NEAREST)
+            sheet.paste(picture, panel_origin(row, column, panel_px))
+    return sheet
+
+
+def sheet_size(rows: int, panel_px: int) -> tuple[int, int]:
+    """(width, height) of a sheet of `rows` images."""
+    return MARGIN_PX + len(LABELS) * (panel_px + MARGIN_PX), MARGIN_PX + HEADER_PX + rows * (panel_px + MARGIN_PX)
+
+
+def panel_origin(row: int, column: int, panel_px: int) -> tuple[int, int]:
+    """(left, top) of the panel in `column` (a `LABELS` index) of image `row`."""
+    return MARGIN_PX + column * (panel_px + MARGIN_PX), MARGIN_PX + HEADER_PX + row * (panel_px + MARGIN_PX)
+
+
+def _wrap(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.ImageFont, width: int) -> list[str]:
+    """`text` in at most HEADER_LINES lines of at most `width` pixels, broken at spaces where it can be."""
+    lines: list[str] = []
+    for word in text.split():
+        if lines and draw.textlength(f"{lines[-1]} {word}", font=font) <= width:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    return lines[: HEADER_LINES - 1] + [" ".join(lines[HEADER_LINES - 1:])] if len(lines) > HEADER_LINES else lines

@@ -1,6 +1,6 @@
 """How good a ViTMAE checkpoint is on labelled images: held-out reconstruction loss and nearest-neighbour precision.
 
-Both numbers come from the embedding job's own model stage (`pipeline.infer.Embedder`, called directly, no Ray):
+Both numbers come from the embedding job's own model stage (`pipeline.embed.infer.Embedder`, called directly, no Ray):
 the loss with the job's deterministic masks, the embeddings with its pooling, so they say what a run would see.
 """
 
@@ -13,10 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline import schema
-from pipeline.decode import DecodeConfig, decode_image
-from pipeline.infer import Embedder, InferConfig
-from pipeline.listing import read_bytes
-from vitmae import ViTImageProcessor
+from pipeline.embed.decode import DecodeConfig, decode_image
+from pipeline.embed.infer import Embedder, InferConfig
+from pipeline.storage import Storage, read_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -42,19 +41,21 @@ def precision_at_k(embeddings: np.ndarray, labels: np.ndarray, k: int) -> float:
 
 
 def evaluate(model: str, paths: Sequence[str], labels: Sequence[object], mask_ratio: float = 0.75, loss_samples: int = 4,
-             seed: int = 0, pooling: str = "mean", k: int = 10, batch_size: int = 256) -> Quality:
-    """Scores checkpoint `model` on the images at `paths` (local paths or URIs) with their `labels`.
+             seed: int = 0, pooling: str = "mean", k: int = 10, batch_size: int = 256,
+             storage: Storage | None = None) -> Quality:
+    """Scores checkpoint `model` on the images at `paths` (local paths or URIs of one filesystem) with their `labels`.
 
     Raises:
         ValueError: an image does not decode, or there are no more images than k.
     """
-    embedder = Embedder(InferConfig(model, mask_ratio, loss_samples, seed, pooling))
-    processor = ViTImageProcessor.from_pretrained(model)
+    storage = storage or Storage.from_environment()
+    embedder = Embedder(model, InferConfig(mask_ratio, loss_samples, seed, pooling), storage)
+    processor = embedder.processor
     embeddings, losses = [], []
     for start in range(0, len(paths), batch_size):
         chunk = list(paths[start:start + batch_size])
         pixels = []
-        for path, data in zip(chunk, read_bytes(chunk, {})):
+        for path, data in zip(chunk, read_bytes(chunk, storage)):
             if isinstance(data, Exception):
                 raise ValueError(f"{path}: {data}")
             pixels.append(decode_image(data, processor, DecodeConfig()).pixels)

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from pipeline.seeding import image_rng
+
 
 @dataclass(frozen=True)
 class AugmentConfig:
@@ -51,20 +53,26 @@ def crop_box(width: int, height: int, config: AugmentConfig, rng: np.random.Gene
     return left, top, left + w, top + h
 
 
+@dataclass(frozen=True)
 class RandomResizedCrop:
-    """A callable for `decode_image`: RGB PIL image -> uint8 [size, size, 3], randomly cropped and flipped."""
+    """A transform for the CPU stage (`PreprocessConfig.transform`): (path, RGB PIL image) -> uint8 [H, W, 3],
+    randomly cropped and flipped.
 
-    def __init__(self, size: tuple[int, int], resample: int, config: AugmentConfig, rng: np.random.Generator) -> None:
-        """size: (height, width) of the output; resample: the PIL filter (the processor's)."""
-        self.size = size
-        self.resample = resample
-        self.config = config
-        self.rng = rng
+    The crop and the flip are a function of (seed, epoch, path), as the embedding job's masks are of (seed, path):
+    each epoch shows other crops, and two runs with the same seed show the same ones.
+    """
 
-    def __call__(self, image: Image.Image) -> np.ndarray:
-        box = crop_box(image.width, image.height, self.config, self.rng)
+    size: tuple[int, int]  # (height, width) of the output
+    resample: int  # the PIL filter (the processor's)
+    config: AugmentConfig = AugmentConfig()
+    seed: int = 0
+    epoch: int = 0
+
+    def __call__(self, path: str, image: Image.Image) -> np.ndarray:
+        rng = image_rng(self.seed, path, self.epoch)
+        box = crop_box(image.width, image.height, self.config, rng)
         height, width = self.size
         out = image.resize((width, height), resample=self.resample, box=box, reducing_gap=None)
-        if self.config.flip and self.rng.random() < 0.5:
+        if self.config.flip and rng.random() < 0.5:
             out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         return np.asarray(out)

@@ -1,9 +1,10 @@
 """Pre-training or adapting ViTMAE on a folder of images: Ray Data decodes and augments, Ray Train (DDP) trains.
 
-The listing, reading, decoding and bad-input handling are the embedding job's (`pipeline.listing`,
-`pipeline.preprocess`); each epoch re-runs the CPU stage with a fresh random resized crop and flip
-(`pipeline.augment`). Rows that fail to decode stay in the stream with their error and weigh nothing in the loss;
-each epoch counts them. The loop itself is `pipeline.train_loop`. Outputs under `--output`:
+The listing, reading, decoding and bad-input handling are the embedding job's (`pipeline.embed.listing`,
+`pipeline.embed.preprocess`); each epoch re-runs the CPU stage with a random resized crop and flip drawn from
+(seed, epoch, path) (`pipeline.train.augment`). Rows that fail to decode stay in the stream with their error and
+weigh nothing in the loss; each epoch counts them. The loop itself is `pipeline.train.loop`. Outputs under
+`--output` (names in `pipeline.layout`):
 
     checkpoints/epoch-NNNN/   a Hugging Face folder per epoch, plus optimizer.pt and trainer_state.json
     metrics.parquet           step, epoch, loss, lr, images: one row per optimizer step
@@ -21,18 +22,18 @@ import uuid
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import ray
 from PIL import Image
 
-from pipeline.augment import AugmentConfig
-from pipeline.decode import DecodeConfig
-from pipeline.embed import package_versions
-from pipeline.listing import DEFAULT_EXTENSIONS, absolute_uri, list_inputs, output_folder, storage_options
-from pipeline.preprocess import PreprocessConfig, decoded_images
-from pipeline.reconstruct import save_reconstructions
-from pipeline.train_loop import CHECKPOINTS_DIR, METRICS_FILE, LoopConfig, latest_checkpoint, train_loop
+from pipeline.embed.decode import DecodeConfig
+from pipeline.embed.listing import DEFAULT_EXTENSIONS, list_inputs
+from pipeline.embed.preprocess import PreprocessConfig
+from pipeline.layout import MODEL_DIR, RECONSTRUCTIONS_FILE, SUMMARY_FILE, TRAINING_FILES, package_versions
+from pipeline.storage import Storage, absolute_uri, output_folder
+from pipeline.train.augment import AugmentConfig
+from pipeline.train.loop import LoopConfig, latest_checkpoint, train_loop
+from pipeline.train.reconstruct import save_reconstructions
 from vitmae import ViTImageProcessor, ViTMAEConfig, ViTMAEForPreTraining
 from vitmae.checkpoint import CONFIG_NAME
 from vitmae.folder import Folder, open_folder
@@ -48,9 +49,6 @@ PRESETS: dict[str, dict[str, int]] = {
     "base": {},  # facebook/vit-mae-base: ViT-B/16 and the 8-block, 512-wide decoder
 }
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # MAE's normalisation
-MODEL_DIR = "model"
-SUMMARY_FILE = "metrics.json"
-RECONSTRUCTIONS_FILE = "reconstructions.png"
 
 
 @dataclass(frozen=True)
@@ -80,7 +78,7 @@ class PretrainConfig:
     seed: int = 0  # model init, listing order, masks
     s3_endpoint: str | None = None  # S3 endpoint; else AWS_ENDPOINT_URL
     extensions: tuple[str, ...] = DEFAULT_EXTENSIONS  # file extensions to list
-    max_pixels: int = DecodeConfig.max_pixels  # larger images are skipped as decompression bombs
+    decode: DecodeConfig = DecodeConfig()  # pixel limit (decompression bombs are skipped) and JPEG draft
     resume: bool = False  # continue from the last checkpoint in `output`
     overwrite: bool = False  # replace an earlier run in `output`
     reconstructions: int = 4  # training images drawn in reconstructions.png at the end (0: none)
@@ -94,7 +92,7 @@ class PretrainConfig:
             raise ValueError(f"--mask-ratio must be in (0, 1), got {self.mask_ratio}")
         if not 0.0 < self.crop_scale <= 1.0:
             raise ValueError(f"--crop-scale must be in (0, 1], got {self.crop_scale}")
-        for name in ("epochs", "batch_size", "num_workers", "max_pixels", "image_size", "patch_size"):
+        for name in ("epochs", "batch_size", "num_workers", "image_size", "patch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         for name in ("seed", "reconstructions"):
@@ -122,7 +120,7 @@ class PretrainConfig:
         return self.lr if self.lr is not None else self.blr * self.batch_size * self.num_workers / 256
 
 
-def _start_model(config: PretrainConfig, output: Folder) -> tuple[str | None, dict[str, Any], ViTImageProcessor, dict | None]:
+def _start_model(config: PretrainConfig, output: Folder, storage: Storage) -> tuple[str | None, dict[str, Any], ViTImageProcessor, dict | None]:
     """(weights to start from, model config, processor, trainer state of a resumed checkpoint)."""
     latest = latest_checkpoint(output)
     if config.resume and latest is not None:
@@ -130,13 +128,13 @@ def _start_model(config: PretrainConfig, output: Folder) -> tuple[str | None, di
         if state["epoch"] >= config.epochs:
             raise ValueError(f"{uri} already trained {state['epoch']} of --epochs {config.epochs}; raise --epochs to go on")
         logger.info("resuming from %s (epoch %d, step %d)", uri, state["epoch"], state["step"])
-        folder = open_folder(uri, output_options(config))
-        return uri, folder.read_json(CONFIG_NAME), ViTImageProcessor.from_pretrained(uri, output_options(config)), state
+        folder = open_folder(uri, storage.options(uri))
+        return uri, folder.read_json(CONFIG_NAME), ViTImageProcessor.from_pretrained(uri, storage.options(uri)), state
     if config.resume:
         if config.init is None and config.preset is None:
             raise FileNotFoundError(f"--resume: {config.output} holds no checkpoint; start with --init or --preset")
         logger.warning("--resume: %s holds no checkpoint yet; starting from the beginning", config.output)
-    elif latest is not None or output.exists(METRICS_FILE):
+    elif any(output.exists(name) for name in TRAINING_FILES):
         if not config.overwrite:
             raise FileExistsError(f"--output {config.output} already holds a run; pass --resume to go on or --overwrite to replace it")
         if config.init is not None and f"{config.init.rstrip('/')}/".startswith(f"{config.output.rstrip('/')}/"):
@@ -147,15 +145,11 @@ def _start_model(config: PretrainConfig, output: Folder) -> tuple[str | None, di
         processor = ViTImageProcessor(size=config.image_size, resample=int(Image.Resampling.BICUBIC),
                                       image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD)
         return None, model_config.to_dict(), processor, None
-    options = storage_options(config.init, config.s3_endpoint)
+    options = storage.options(config.init)
     ViTMAEForPreTraining.from_pretrained(config.init, storage_options=options)  # a bad or decoder-less checkpoint fails now
     folder = open_folder(config.init, options)
     model_config = replace(ViTMAEConfig.from_dict(folder.read_json(CONFIG_NAME)), **overrides)
     return config.init, model_config.to_dict(), ViTImageProcessor.from_pretrained(config.init, options), None
-
-
-def output_options(config: PretrainConfig) -> dict[str, Any]:
-    return storage_options(config.output, config.s3_endpoint)
 
 
 def run(config: PretrainConfig) -> dict[str, Any]:
@@ -165,43 +159,43 @@ def run(config: PretrainConfig) -> dict[str, Any]:
     """
     init = absolute_uri(config.init, may_be_hub_id=True) if config.init else None
     config = replace(config, output=absolute_uri(config.output), init=init)  # Ray Train's workers run elsewhere
-    listing = list_inputs(config.input, config.extensions, storage_options(config.input, config.s3_endpoint))
-    options = output_options(config)
-    output = output_folder(config.output, options)  # created once the checks pass
-    init, model_config, processor, state = _start_model(config, output)
+    storage = Storage.from_environment(config.s3_endpoint)
+    listing = list_inputs(config.input, config.extensions, storage)
+    output = output_folder(config.output, storage)  # created once the checks pass
+    init, model_config, processor, state = _start_model(config, output, storage)
     steps_per_epoch = listing.num_rows // config.num_workers // config.batch_size
     if steps_per_epoch < 1:
         raise ValueError(
             f"--batch-size {config.batch_size} x --num-workers {config.num_workers} is more than the "
             f"{listing.num_rows} images listed under {config.input}"
         )
-    # One shuffle of the listing by the seed (folders are often sorted by class); each worker also shuffles locally.
-    listing = listing.take(pa.array(np.random.default_rng(config.seed).permutation(listing.num_rows)))
-    loop = LoopConfig(
-        output=config.output, model_config=model_config, processor=processor.to_dict(), init=init, epochs=config.epochs,
-        steps_per_epoch=steps_per_epoch, batch_size=config.batch_size, lr=config.peak_lr, min_lr=config.min_lr,
-        warmup_epochs=config.warmup_epochs if config.warmup_epochs is not None else 0.05 * config.epochs,
-        weight_decay=config.weight_decay, betas=(0.9, 0.95), seed=config.seed, shuffle_buffer=4 * config.batch_size,
-        storage_options={**options, **(storage_options(init, config.s3_endpoint) if init else {})}, resume=state,
-    )
     if not ray.is_initialized():
         # With the dashboard, unlike the embedding job: Ray Train's placement-group cleaner polls the State API,
         # which the dashboard serves, and warns every few seconds without it.
         ray.init(logging_level=logging.WARNING)
     _check_cluster(config)
+    loop = LoopConfig(
+        output=config.output, model_config=model_config, listing=ray.put(listing),
+        preprocess=PreprocessConfig(processor.to_dict(), config.decode, storage),
+        augment=AugmentConfig(scale=(config.crop_scale, 1.0), flip=config.flip), init=init, epochs=config.epochs,
+        steps_per_epoch=steps_per_epoch, batch_size=config.batch_size, lr=config.peak_lr, min_lr=config.min_lr,
+        warmup_epochs=config.warmup_epochs if config.warmup_epochs is not None else 0.05 * config.epochs,
+        weight_decay=config.weight_decay, betas=(0.9, 0.95), seed=config.seed, storage=storage, resume=state,
+    )
     if state is None:  # a fresh start: an earlier run (refused above without --overwrite) goes now
-        output.remove((CHECKPOINTS_DIR, METRICS_FILE, SUMMARY_FILE, MODEL_DIR, RECONSTRUCTIONS_FILE))
+        output.remove(TRAINING_FILES)
     start = time.time()
-    _fit(config, loop, listing, processor)
+    _fit(config, loop)
     seconds = time.time() - start
     output.fs.invalidate_cache()  # object stores cache listings, and the workers wrote new checkpoints
     last, final_state = latest_checkpoint(output) or (None, None)
     if last is None or final_state["epoch"] != config.epochs:
         raise RuntimeError(f"training ended without the checkpoint of epoch {config.epochs} in {config.output}")
-    _copy_model(last, f"{config.output.rstrip('/')}/{MODEL_DIR}", options)
+    model = f"{config.output.rstrip('/')}/{MODEL_DIR}"
+    _copy_model(last, model, storage)
     summary = _summary(config, loop, listing.num_rows, final_state, seconds)
     if config.reconstructions:
-        _draw(config, listing, f"{config.output.rstrip('/')}/{MODEL_DIR}")
+        _draw(config, listing, model, storage)
     output.write_json(SUMMARY_FILE, summary)
     return summary
 
@@ -218,40 +212,36 @@ def _check_cluster(config: PretrainConfig) -> None:
             )
 
 
-def _fit(config: PretrainConfig, loop: LoopConfig, listing: pa.Table, processor: ViTImageProcessor) -> None:
+def _fit(config: PretrainConfig, loop: LoopConfig) -> None:
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    preprocess = PreprocessConfig(
-        processor.to_dict(), DecodeConfig(max_pixels=config.max_pixels), storage_options(config.input, config.s3_endpoint),
-        AugmentConfig(scale=(config.crop_scale, 1.0), flip=config.flip),
-    )
     resources = {"CPU": config.cpus_per_worker, **({"GPU": 1} if config.use_gpu else {})}
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={"config": loop},
         scaling_config=ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu, resources_per_worker=resources),
         run_config=RunConfig(name=f"vitmae-pretrain-{uuid.uuid4().hex[:8]}"),
-        datasets={"train": decoded_images(listing, preprocess, config.batch_size)},
     )
     logger.info("training %d epochs of %d steps x %d workers x %d images, peak lr %.3g",
                 config.epochs, loop.steps_per_epoch, config.num_workers, config.batch_size, loop.lr)
     trainer.fit()
 
 
-def _copy_model(checkpoint: str, target: str, options: dict[str, Any]) -> None:
+def _copy_model(checkpoint: str, target: str, storage: Storage) -> None:
     """The Hugging Face files of the last checkpoint (not its optimizer state) -> `target`."""
-    source, destination = open_folder(checkpoint, options), open_folder(target, options, create=True)
+    source = open_folder(checkpoint, storage.options(checkpoint))
+    destination = open_folder(target, storage.options(target), create=True)
     for name in (CONFIG_NAME, "model.safetensors", "preprocessor_config.json"):
         destination.write_bytes(name, source.fs.cat_file(source.path(name)))
 
 
-def _draw(config: PretrainConfig, listing: pa.Table, model: str) -> None:
+def _draw(config: PretrainConfig, listing: pa.Table, model: str, storage: Storage) -> None:
     """reconstructions.png on the first training images that decode; a drawing is never worth failing the run for."""
     paths = listing.column("path").to_pylist()[: 4 * config.reconstructions]
     png = f"{config.output.rstrip('/')}/{RECONSTRUCTIONS_FILE}"
     try:
-        save_reconstructions(model, paths, png, config.mask_ratio, config.seed, config.s3_endpoint, limit=config.reconstructions)
+        save_reconstructions(model, paths, png, config.mask_ratio, config.seed, storage, limit=config.reconstructions)
     except (ValueError, OSError) as err:  # OSError: also a failed write to the object store
         logger.warning("no %s: %s", RECONSTRUCTIONS_FILE, err)
 
@@ -261,7 +251,7 @@ def _summary(config: PretrainConfig, loop: LoopConfig, listed: int, state: dict[
     return {
         "settings": {**asdict(config), "extensions": list(config.extensions)},
         "model_config": loop.model_config,
-        "processor": loop.processor,
+        "processor": loop.preprocess.processor,
         "peak_lr": loop.lr,
         "warmup_epochs": loop.warmup_epochs,
         "listed": listed,

@@ -5,16 +5,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from pipeline import schema
-from pipeline.write import EMBEDDINGS_DIR
+from pipeline.layout import EMBEDDINGS_DIR
+from pipeline.storage import Storage, folder
 
 logger = logging.getLogger(__name__)
 
@@ -31,13 +30,13 @@ class Batch:
     table: pa.RecordBatch  # every column read, for callers that want more than path and embedding
 
 
-def open_embeddings(run: str, options: dict[str, Any]) -> pads.Dataset:
+def open_embeddings(run: str, storage: Storage) -> pads.Dataset:
     """The run's `embeddings/*.parquet` as one dataset, files in name order (so row numbers are stable)."""
-    fs, root = fsspec.core.url_to_fs(run, **options)
-    files = sorted(fs.glob(f"{root.rstrip('/')}/{EMBEDDINGS_DIR}/*.parquet"))
+    found = folder(run, storage)
+    files = sorted(found.fs.glob(found.path(f"{EMBEDDINGS_DIR}/*.parquet")))
     if not files:
         raise FileNotFoundError(f"{run} has no {EMBEDDINGS_DIR}/*.parquet; expected the --output folder of an embedding run")
-    return pads.dataset(files, filesystem=fs, format="parquet")
+    return pads.dataset(files, filesystem=found.fs, format="parquet")
 
 
 def iter_batches(dataset: pads.Dataset, batch_rows: int, columns: Sequence[str] = (schema.PATH, schema.EMBEDDING)) -> Iterator[Batch]:

@@ -1,12 +1,10 @@
-"""The embedding run: checks, then list -> preprocess -> infer -> write on Ray Data, then the manifest."""
+"""The embedding run: checks, then list -> preprocess -> infer -> write on Ray Data, then the index and the manifest."""
 
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -14,15 +12,17 @@ from typing import Any
 import pyarrow as pa
 import ray
 
-from pipeline.decode import DecodeConfig
-from pipeline.index import IndexConfig
-from pipeline.index import build_index as index_run
-from pipeline.infer import POOLINGS, Embedder, InferConfig, model_class
-from pipeline.listing import DEFAULT_EXTENSIONS, absolute_uri, list_inputs, output_folder, storage_options
-from pipeline.preprocess import PreprocessConfig, decoded_images
-from pipeline.write import EMBEDDINGS_DIR, ERRORS_DIR, MANIFEST, WriteConfig, write_batch
+from pipeline.embed.decode import DecodeConfig
+from pipeline.embed.infer import Embedder, InferConfig, model_class
+from pipeline.embed.listing import DEFAULT_EXTENSIONS, list_inputs
+from pipeline.embed.preprocess import PreprocessConfig, decoded_images
+from pipeline.embed.write import WriteConfig, write_batch
+from pipeline.layout import EMBEDDINGS_DIR, ERRORS_DIR, INDEX_DIR, MANIFEST, RUN_FILES, package_versions
+from pipeline.retrieval.index import IndexConfig, TooFewVectors, build_index
+from pipeline.storage import Storage, absolute_uri, is_local, output_folder
 from vitmae import ViTImageProcessor, ViTMAEConfig
 from vitmae.checkpoint import CONFIG_NAME, parse_dtype
+from vitmae.errors import one_line
 from vitmae.folder import open_folder
 
 logger = logging.getLogger(__name__)
@@ -35,44 +35,25 @@ class EmbedConfig:
     input: str  # folder, prefix or glob, local or s3://
     output: str  # run folder, local or s3://
     model: str  # checkpoint folder, URI or hub id
-    mask_ratio: float = 0.0  # 0: embeddings only; > 0: also the masked-reconstruction loss
-    loss_samples: int = 1  # masks averaged per image for the loss
-    seed: int = 0  # with each path, fixes that image's masks
-    pooling: str = "mean"  # mean | cls
+    infer: InferConfig = InferConfig()  # mask ratio, loss samples, seed, pooling, dtype, compile
+    decode: DecodeConfig = DecodeConfig()  # pixel limit and JPEG draft
+    index: IndexConfig | None = IndexConfig()  # the FAISS index built last (the rule: pipeline/retrieval/index.py); None: none
     batch_size: int | None = None  # images per model call; None: 256 on GPUs, 8 on CPUs (see `batch_size_for`)
-    dtype: str = "auto"  # auto (bfloat16 on GPU, float32 on CPU) | float32 | bfloat16 | float16
     num_gpus: int | None = None  # model actors with one GPU each; None: every GPU of the cluster
     num_actors: int | None = None  # model actors without GPUs; None: one per CPU, as memory allows (see `cpu_actors`)
     cpu_threads: int | None = None  # torch threads per model actor without GPUs; None: the cluster's CPUs / num_actors
-    compile: bool = False  # torch.compile the model in each actor (GPUs: +7 % images/s, ~20 s more start-up)
     dashboard: bool = False  # start Ray's dashboard with the job's own local Ray (a cluster keeps its own)
     s3_endpoint: str | None = None  # S3 endpoint; else AWS_ENDPOINT_URL
     extensions: tuple[str, ...] = DEFAULT_EXTENSIONS  # file extensions to list
-    max_pixels: int = DecodeConfig.max_pixels  # larger images are refused as decompression bombs
     rows_per_file: int = 4096  # rows per output Parquet file
     overwrite: bool = False  # replace an earlier run in `output`
-    build_index: bool = True  # build the FAISS index (index/) as the last step
-    index_type: str = "auto"  # auto | flat | hnsw | ivfsq8 | ivfpq (the rule: pipeline/index.py)
-    metric: str = "cosine"  # the index's metric; Parquet keeps the raw vectors
-    memory_budget_gb: float = IndexConfig.memory_budget_gb  # GB the index may take
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.mask_ratio < 1.0:
-            raise ValueError(f"--mask-ratio must be in [0, 1), got {self.mask_ratio}")
-        if self.pooling not in POOLINGS:
-            raise ValueError(f"--pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
-        if self.dtype != "auto":
-            parse_dtype(self.dtype)
-        for name in ("loss_samples", "batch_size", "num_actors", "cpu_threads", "rows_per_file", "max_pixels"):
+        for name in ("batch_size", "num_actors", "cpu_threads", "rows_per_file"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.num_gpus is not None and self.num_gpus < 0:
             raise ValueError(f"--num-gpus must be at least 0, got {self.num_gpus}")
-        self.index_config()  # bad index flags fail before any work
-
-    def index_config(self) -> IndexConfig:
-        """The index the run builds last."""
-        return IndexConfig(self.output, self.index_type, self.metric, self.memory_budget_gb, self.s3_endpoint)
 
 
 @dataclass
@@ -83,16 +64,15 @@ class Prepared:
     processor: ViTImageProcessor
     model_config: dict[str, Any]
     parameters: int  # of the model the actors load (the decoder too when the loss is scored)
-    input_options: dict[str, Any] = field(default_factory=dict)
-    output_options: dict[str, Any] = field(default_factory=dict)
-    model_options: dict[str, Any] = field(default_factory=dict)
+    storage: Storage = field(default_factory=Storage)  # reaches input, output and model
 
 
 def prepare(config: EmbedConfig) -> Prepared:
     """Everything that can fail on user input fails here, before any work and before anything is written."""
-    options = {uri: storage_options(uri, config.s3_endpoint) for uri in (config.input, config.output, config.model)}
-    _check_output(config, options[config.output])
-    model_folder = open_folder(config.model, options[config.model])
+    storage = Storage.from_environment(config.s3_endpoint)
+    _check_output(config, storage)
+    options = storage.options(config.model)
+    model_folder = open_folder(config.model, options)
     model_config = model_folder.read_json(CONFIG_NAME)
     mae = ViTMAEConfig.from_dict(model_config)
     if not model_folder.exists("preprocessor_config.json"):
@@ -100,7 +80,7 @@ def prepare(config: EmbedConfig) -> Prepared:
             f"--model {config.model} has no preprocessor_config.json; save the processor the model was "
             "trained with next to it (vitmae.ViTImageProcessor(...).save_pretrained(folder))"
         )
-    processor = ViTImageProcessor.from_pretrained(model_folder.uri, options[config.model])
+    processor = ViTImageProcessor.from_pretrained(model_folder.uri, options)
     if not processor.do_resize or processor.size != {"height": mae.image_size, "width": mae.image_size}:
         size = processor.size if processor.do_resize else "nothing (do_resize is false)"
         raise ValueError(
@@ -108,33 +88,19 @@ def prepare(config: EmbedConfig) -> Prepared:
             f"{mae.image_size}x{mae.image_size} images"
         )
     # The actors' own load on the meta device: unreadable weights, and weights that do not fit the config, fail now.
-    model = model_class(config.mask_ratio).from_pretrained(model_folder.uri, device="meta", storage_options=options[config.model])
+    model = model_class(config.infer.mask_ratio).from_pretrained(model_folder.uri, device="meta", storage_options=options)
     parameters = sum(p.numel() for p in model.parameters())
-    listing = list_inputs(config.input, config.extensions, options[config.input])
-    return Prepared(listing, processor, model_config, parameters, options[config.input], options[config.output], options[config.model])
+    listing = list_inputs(config.input, config.extensions, storage)
+    return Prepared(listing, processor, model_config, parameters, storage)
 
 
-_RUN_FILES = (MANIFEST, EMBEDDINGS_DIR, ERRORS_DIR, "index")
-
-
-def _check_output(config: EmbedConfig, options: dict[str, Any]) -> None:
+def _check_output(config: EmbedConfig, storage: Storage) -> None:
     """Refuses an --output that is a file or holds a run (unless --overwrite); creates nothing."""
-    folder = output_folder(config.output, options)
-    earlier = [name for name in _RUN_FILES if folder.exists(name)]
+    earlier = [name for name in RUN_FILES if output_folder(config.output, storage).exists(name)]
     if earlier and not config.overwrite:
         raise FileExistsError(
             f"--output {config.output} already holds a run ({', '.join(earlier)}); pass --overwrite to replace it"
         )
-
-
-def _clear_output(config: EmbedConfig, options: dict[str, Any]) -> None:
-    """Removes an earlier run (manifest first, so no reader trusts a half-removed run)."""
-    output_folder(config.output, options).remove(_RUN_FILES)
-
-
-def _is_local(uri: str) -> bool:
-    """A path on this machine's disks (a hub id is not: every node fetches it)."""
-    return uri.startswith("file://") or os.path.isabs(uri) or os.path.exists(uri)
 
 
 def run(config: EmbedConfig) -> dict[str, Any]:
@@ -146,26 +112,25 @@ def run(config: EmbedConfig) -> dict[str, Any]:
         # The dashboard's processes wake at normal priority and stall the model's GEMM threads on small machines.
         ray.init(logging_level=logging.WARNING, include_dashboard=config.dashboard)
     gpus = _check_cluster(config)
-    _clear_output(config, prepared.output_options)
+    output_folder(config.output, prepared.storage).remove(RUN_FILES)  # an earlier run, refused above without --overwrite
     ray_started = time.time()
     listing = prepared.listing
     actors, threads = (gpus, None) if gpus else cpu_actors(config, prepared.parameters)
     batch_size = config.batch_size or batch_size_for(gpus)
     logger.info("%d model actors on %s, %d images a batch", actors, f"{gpus} GPUs" if gpus else f"{threads} CPU threads each", batch_size)
     # Without GPUs, Ray Data fuses decoding into the model actors, whose threads then decode too.
-    preprocess = PreprocessConfig(
-        prepared.processor.to_dict(), DecodeConfig(max_pixels=config.max_pixels), prepared.input_options, threads=threads or 1
-    )
-    infer = infer_config(config, threads, prepared.model_options)
+    preprocess = PreprocessConfig(prepared.processor.to_dict(), config.decode, prepared.storage, threads=threads or 1)
     dataset = (
         decoded_images(listing, preprocess, batch_size)
         .map_batches(
-            Embedder, fn_constructor_kwargs={"config": infer}, batch_size=batch_size, batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=1 if gpus else 0,
+            Embedder, fn_constructor_kwargs={"model": config.model, "config": config.infer, "storage": prepared.storage,
+                                             "threads": threads},
+            batch_size=batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=actors),
+            num_gpus=1 if gpus else 0,
         )
         .map_batches(
             # Writing is I/O. Holding no CPU, it streams while the model actors hold every CPU of the cluster.
-            write_batch, fn_kwargs={"config": WriteConfig(config.output, prepared.output_options)},
+            write_batch, fn_kwargs={"config": WriteConfig(config.output, prepared.storage)},
             batch_size=config.rows_per_file, batch_format="numpy", num_cpus=0,
         )
     )
@@ -176,21 +141,22 @@ def run(config: EmbedConfig) -> dict[str, Any]:
     if embedded + failed != listing.num_rows:
         raise RuntimeError(f"listed {listing.num_rows} inputs but wrote {embedded} embeddings and {failed} errors")
     embedded_at = time.time()
-    index = _build_index(config) if config.build_index else None
+    built, index_error = False, None
+    try:
+        built = _build_index(config, prepared.storage)
+    except Exception as err:  # the embeddings stay, with their manifest; the run fails below with one line
+        index_error = err
     timings = {"start_ray": ray_started - start, "embed": embedded_at - ray_started, "index": time.time() - embedded_at}
     manifest = _manifest(replace(config, batch_size=batch_size, num_actors=actors, cpu_threads=threads), prepared, gpus,
-                         embedded, failed, timings, index)
+                         embedded, failed, timings, built, index_error)
     manifest["ray_data_stats"] = dataset.stats()
-    open_folder(config.output, prepared.output_options, create=True).write_json(MANIFEST, manifest)
+    open_folder(config.output, prepared.storage.options(config.output), create=True).write_json(MANIFEST, manifest)
+    if index_error is not None:
+        raise IndexNotBuilt(
+            f"the embeddings are written, but the index could not be built ({manifest['index_error']}); "
+            f"build it with: vitmae index --run {config.output}"
+        ) from index_error
     return manifest
-
-
-def infer_config(config: EmbedConfig, threads: int | None, model_options: dict[str, Any]) -> InferConfig:
-    """What each model actor gets of the run's settings."""
-    return InferConfig(
-        config.model, config.mask_ratio, config.loss_samples, config.seed, config.pooling, config.dtype,
-        threads, model_options, config.compile,
-    )
 
 
 def _check_cluster(config: EmbedConfig) -> int:
@@ -201,14 +167,14 @@ def _check_cluster(config: EmbedConfig) -> int:
             f"--num-gpus {config.num_gpus} asks for more GPUs than the Ray cluster's {available} (start the GPU "
             "nodes first, or pass --num-gpus 0 to run on CPUs)"
         )
-    local = [uri for uri in (config.input, config.output, config.model) if _is_local(uri)]
+    local = [uri for uri in (config.input, config.output, config.model) if is_local(uri)]
     if local and len([node for node in ray.nodes() if node["Alive"]]) > 1:
         logger.warning("%s: local paths must be on storage that every node of the cluster mounts", ", ".join(local))
     return config.num_gpus if config.num_gpus is not None else available
 
 
-# Beside its weights, a CPU model actor holds torch and Ray (0.3 GB) and a batch's activations (about the weights'
-# size for ViT-B at 8 images, twice that with 4 loss masks): measured 0.85 GB for ViT-B embeddings, 1.5 GB with loss.
+# Beside its weights, a CPU model actor holds torch and Ray and a batch's activations (about the weights' size for
+# ViT-B at 8 images, twice that with 4 loss masks; measured in benchmarks/RESULTS.md).
 _ACTOR_BASE_BYTES = 2**30
 
 
@@ -225,36 +191,42 @@ def cpu_actors(config: EmbedConfig, parameters: int) -> tuple[int, int]:
     cpus = max(1, int(resources.get("CPU", 1)))
     actors = config.num_actors
     if actors is None:
-        itemsize = parse_dtype("float32" if config.dtype == "auto" else config.dtype).itemsize
+        dtype = config.infer.dtype
+        itemsize = parse_dtype("float32" if dtype == "auto" else dtype).itemsize
         fit = int(resources.get("memory", 0) / 2 // (_ACTOR_BASE_BYTES + 2 * parameters * itemsize))
         actors = max(1, min(cpus // (config.cpu_threads or 1), fit))
     return actors, config.cpu_threads or max(1, cpus // actors)
 
 
 def batch_size_for(gpus: int) -> int:
-    """The default batch: 256 images on GPUs, where ViT-B runs as fast per image at 128 as at 1024 (H200, bf16)
-    and a batch goes over in two slices; on CPUs 8, which the model runs as fast per image as 32, and with which
-    the actors' last batches end closer together."""
+    """The default batch: 256 images on GPUs, where ViT-B runs as fast per image at 128 as at 1024 and a batch goes
+    over in two slices; on CPUs 8, which the model runs as fast per image as 32, and with which the actors' last
+    batches end closer together (benchmarks/RESULTS.md)."""
     return 256 if gpus else 8
 
 
-def _build_index(config: EmbedConfig) -> str | None:
-    """The index, before the manifest; a run it cannot be built for (under 2 embeddings, no fit) still succeeds.
+class IndexNotBuilt(ValueError):
+    """The embeddings were written, but building their index failed."""
 
-    Returns:
-        Where the index is, relative to the run, or None (with the reason in the log).
+
+def _build_index(config: EmbedConfig, storage: Storage) -> bool:
+    """Builds the index, before the manifest; whether there is one.
+
+    A run with fewer than two embeddings has nothing to index: a warning, not a failure. Anything else raises.
     """
+    if config.index is None:
+        return False
     try:
-        index_run(config.index_config())
-    except (ValueError, FileNotFoundError) as err:
-        logger.warning("no index built for %s: %s", config.output, err)
-        return None
-    return "index/"
+        build_index(config.output, config.index, storage)
+    except TooFewVectors as err:
+        logger.warning("no index built: %s", err)
+        return False
+    return True
 
 
 def _manifest(
     config: EmbedConfig, prepared: Prepared, gpus: int, embedded: int, failed: int, timings: dict[str, float],
-    index: str | None,
+    built: bool, index_error: Exception | None,
 ) -> dict[str, Any]:
     """The run's record; `config` holds the batch size, actors and threads the run used."""
     digest = hashlib.sha256(json.dumps(prepared.model_config, sort_keys=True).encode()).hexdigest()
@@ -273,17 +245,7 @@ def _manifest(
         # Throughput of the pipeline itself: Ray's start-up and the index are timed apart.
         "images_per_second": round(prepared.listing.num_rows / timings["embed"], 3) if timings["embed"] > 0 else None,
         "versions": package_versions(),
-        "outputs": {"embeddings": f"{EMBEDDINGS_DIR}/", "errors": f"{ERRORS_DIR}/", "index": index},
+        "outputs": {"embeddings": f"{EMBEDDINGS_DIR}/", "errors": f"{ERRORS_DIR}/", "index": f"{INDEX_DIR}/" if built else None},
+        "index_error": f"{type(index_error).__name__}: {one_line(index_error)}" if index_error else None,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-
-
-def package_versions() -> dict[str, str | None]:
-    """Installed versions of what a run's numbers depend on, for manifests."""
-    versions: dict[str, str | None] = {}
-    for name in ("ray", "torch", "pyarrow", "pillow", "numpy", "fsspec", "s3fs", "faiss-cpu", "vitmae-pipeline"):
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions

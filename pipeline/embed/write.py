@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import io
 import logging
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pipeline import schema
-from vitmae.folder import open_folder
+from pipeline.layout import EMBEDDINGS_DIR, ERRORS_DIR
+from pipeline.storage import Storage, folder, write_parquet
 
 logger = logging.getLogger(__name__)
-
-EMBEDDINGS_DIR = "embeddings"
-ERRORS_DIR = "errors"
-MANIFEST = "manifest.json"
 
 
 @dataclass(frozen=True)
@@ -26,7 +20,7 @@ class WriteConfig:
     """Where the write stage puts its files."""
 
     output: str  # run folder, local or s3://
-    storage_options: dict[str, Any] = field(default_factory=dict)  # fsspec options of the output filesystem
+    storage: Storage = field(default_factory=Storage)  # reaches the output
 
 
 def _table(batch: dict[str, np.ndarray], rows: np.ndarray, target: pa.Schema) -> pa.Table:
@@ -43,12 +37,6 @@ def _table(batch: dict[str, np.ndarray], rows: np.ndarray, target: pa.Schema) ->
     return pa.table(columns, schema=target)
 
 
-def _put(folder, name: str, table: pa.Table) -> None:
-    sink = io.BytesIO()
-    pq.write_table(table, sink, compression="zstd")
-    folder.write_bytes(name, sink.getvalue())
-
-
 def write_batch(batch: dict[str, np.ndarray], config: WriteConfig) -> dict[str, np.ndarray]:
     """Writes the batch's embedded rows and failed rows; returns one row of counts.
 
@@ -57,9 +45,9 @@ def write_batch(batch: dict[str, np.ndarray], config: WriteConfig) -> dict[str, 
     """
     failed = schema.failed_rows(batch[schema.ERROR])
     name = f"part-{int(np.min(batch[schema.ROW_ID])):010d}.parquet"
-    folder = open_folder(config.output, config.storage_options, create=True)
+    output = folder(config.output, config.storage, create=True)
     if (~failed).any():
-        _put(folder, f"{EMBEDDINGS_DIR}/{name}", _table(batch, ~failed, schema.EMBEDDINGS_SCHEMA))
+        write_parquet(output, f"{EMBEDDINGS_DIR}/{name}", _table(batch, ~failed, schema.EMBEDDINGS_SCHEMA))
     if failed.any():
-        _put(folder, f"{ERRORS_DIR}/{name}", _table(batch, failed, schema.ERRORS_SCHEMA))
+        write_parquet(output, f"{ERRORS_DIR}/{name}", _table(batch, failed, schema.ERRORS_SCHEMA))
     return {"embedded": np.array([int((~failed).sum())]), "failed": np.array([int(failed.sum())])}

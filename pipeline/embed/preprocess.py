@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
+import functools
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,12 +13,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import ray
+from PIL import Image
 
 from pipeline import schema
-from pipeline.augment import AugmentConfig, RandomResizedCrop
-from pipeline.decode import DecodeConfig, DecodeError, decode_image
-from pipeline.listing import read_bytes, read_error
+from pipeline.embed.decode import DecodeConfig, DecodeError, decode_image
+from pipeline.storage import Storage, read_bytes, read_error
 from vitmae import ViTImageProcessor
+from vitmae.errors import one_line
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +34,10 @@ class PreprocessConfig:
 
     processor: dict[str, Any]  # ViTImageProcessor.to_dict() of the model's preprocessor_config.json
     decode: DecodeConfig = field(default_factory=DecodeConfig)  # pixel limit and JPEG draft
-    storage_options: dict[str, Any] = field(default_factory=dict)  # fsspec options of the input filesystem
-    augment: AugmentConfig | None = None  # pre-training: a random resized crop and flip instead of the resize
+    storage: Storage = field(default_factory=Storage)  # reaches the inputs
+    # (path, RGB image) -> uint8 [H, W, 3], in place of the processor's resize: pre-training's random resized crop,
+    # drawn from the path so that it is the same on every run. Called from several threads at once.
+    transform: Callable[[str, Image.Image], np.ndarray] | None = None
     threads: int = 1  # images decoded at once (PIL releases the GIL); more only where the stage owns more cores
 
 
@@ -53,8 +58,6 @@ def preprocess_batch(batch: dict[str, np.ndarray], config: PreprocessConfig) -> 
     pixels = np.zeros((n, height, width, 3), dtype=np.uint8)
     sizes = np.zeros((n, 2), dtype=np.int32)
     errors = np.full(n, "", dtype=object)
-    # Fresh entropy per batch: every epoch re-runs this stage and should see other crops.
-    crop = RandomResizedCrop((height, width), processor.resample, config.augment, np.random.default_rng()) if config.augment else None
     start = time.perf_counter()
     paths = list(batch[schema.PATH])
 
@@ -62,17 +65,18 @@ def preprocess_batch(batch: dict[str, np.ndarray], config: PreprocessConfig) -> 
         if isinstance(data, Exception):
             errors[i] = read_error(data)
             return
+        resize = functools.partial(config.transform, paths[i]) if config.transform else None
         try:
-            decoded = decode_image(data, processor, config.decode, crop)
+            decoded = decode_image(data, processor, config.decode, resize)
             pixels[i], sizes[i] = decoded.pixels, (decoded.width, decoded.height)
         except DecodeError as err:
             errors[i] = str(err)
         except Exception as err:  # a decoder bug must cost one row, not the job
             logger.exception("unexpected error decoding %s", paths[i])
-            errors[i] = f"could not decode: {type(err).__name__}: {err}"
+            errors[i] = f"could not decode: {type(err).__name__}: {one_line(err)}"
 
-    contents = read_bytes(paths, config.storage_options)
-    if config.threads > 1 and crop is None:  # the crop's random generator is not shared across threads
+    contents = read_bytes(paths, config.storage)
+    if config.threads > 1:
         with ThreadPoolExecutor(config.threads) as pool:
             list(pool.map(one, range(n), contents))
     else:

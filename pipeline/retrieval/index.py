@@ -12,8 +12,8 @@ budget of B bytes for the index:
    - `ivfsq8` (`IndexIVFScalarQuantizer`, 8 bits per dimension, d bytes each) when they fit in B, else
    - `ivfpq` (`IndexIVFPQ`, m = d/4, d/8, d/16 or d/32 sub-quantizers of 8 bits, the largest that fits).
    nprobe is tuned on held-out queries until recall@10 reaches the target (0.95 by default).
-   SQ8 comes before PQ because of a measurement: on 200,000 clustered 768-d vectors, PQ with d/4 bytes
-   stayed at recall@10 0.65 and d/8 at 0.39 whatever nprobe, where SQ8 reached 0.98 (benchmarks/index_quality.py).
+   SQ8 comes before PQ because of a measurement: on clustered 768-d vectors PQ's recall@10 stayed far below the
+   target whatever nprobe, where SQ8 reached it (benchmarks/index_quality.py; figures in benchmarks/RESULTS.md).
    1M 768-d SQ8 codes take 0.78 GB, which is why 1M vectors fit a 1 GB budget without PQ.
    If even d/32-byte PQ codes do not fit, the build fails before reading any vector.
 
@@ -39,13 +39,13 @@ import faiss
 import numpy as np
 import pyarrow as pa
 
-from pipeline.index_store import LoadedIndex, load_index, save_index, set_search_params
-from pipeline.listing import storage_options
-from pipeline.vectors import METRICS, Batch, first_dimension, for_index, iter_batches, open_embeddings
+from pipeline.retrieval.index_store import LoadedIndex, load_index, save_index, set_search_params
+from pipeline.retrieval.vectors import METRICS, Batch, first_dimension, for_index, iter_batches, open_embeddings
+from pipeline.storage import Storage
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["IndexConfig", "IndexSpec", "LoadedIndex", "build_index", "choose_index", "load_index", "recall_at_k"]
+__all__ = ["IndexConfig", "IndexSpec", "LoadedIndex", "TooFewVectors", "build_index", "choose_index", "load_index", "recall_at_k"]
 
 INDEX_TYPES = ("auto", "flat", "hnsw", "ivfsq8", "ivfpq")
 GB = 1e9
@@ -58,15 +58,17 @@ PQ_DIVISORS = (4, 8, 16, 32)  # ivfpq: m = d / divisor sub-quantizers, largest m
 EF_SEARCH_LADDER = (64, 128, 256, 512)  # efSearch values tried, smallest first, until the recall target is met
 
 
+class TooFewVectors(ValueError):
+    """A run with fewer than two embeddings: nothing to index, which is no failure of the run."""
+
+
 @dataclass(frozen=True)
 class IndexConfig:
-    """How to build the index of one run."""
+    """How to build the index of a run."""
 
-    run: str  # run folder (holds embeddings/*.parquet), local or s3://
     index_type: str = "auto"  # auto | flat | hnsw | ivfsq8 | ivfpq
     metric: str = "cosine"  # cosine (unit-length copies in the index) | l2 (raw vectors)
     memory_budget_gb: float = 4.0  # memory the index may take, in GB (1e9 bytes)
-    s3_endpoint: str | None = None  # S3 endpoint; else AWS_ENDPOINT_URL
     batch_rows: int = 16_384  # rows read from Parquet at a time
     train_rows: int = 100_000  # most vectors in the training sample (IVF k-means, SQ and PQ tables)
     recall_k: int = 10  # k of the recall@k measured after building
@@ -184,19 +186,19 @@ def _checked(spec: IndexSpec, budget: int) -> IndexSpec:
     return spec
 
 
-def build_index(config: IndexConfig) -> dict[str, Any]:
-    """Builds, measures and saves the index of `config.run` under `run/index/`; returns what index.json holds.
+def build_index(run: str, config: IndexConfig = IndexConfig(), storage: Storage = Storage()) -> dict[str, Any]:
+    """Builds, measures and saves the index of `run` under `run/index/`; returns what index.json holds.
 
     Raises:
         FileNotFoundError: the run has no embeddings.
-        ValueError: fewer than 2 embeddings, or no index fits the budget.
+        TooFewVectors: fewer than 2 embeddings.
+        ValueError: no index fits the budget, or unreadable embeddings.
     """
     start = time.perf_counter()
-    options = storage_options(config.run, config.s3_endpoint)
-    dataset = open_embeddings(config.run, options)
+    dataset = open_embeddings(run, storage)
     count = dataset.count_rows()
     if count < 2:
-        raise ValueError(f"{config.run} holds {count} embedding(s); an index needs at least 2")
+        raise TooFewVectors(f"{run} holds {count} embedding(s); an index needs at least 2")
     dim = first_dimension(dataset)
     spec = choose_index(count, dim, int(config.memory_budget_gb * GB), config.index_type, config.train_rows)
     logger.info("building a %s index (%s): %s", spec.index_type, spec.factory, spec.reason)
@@ -209,7 +211,7 @@ def build_index(config: IndexConfig) -> dict[str, Any]:
     if spec.index_type == "hnsw":
         index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
     if spec.index_type == "ivfpq":
-        index.do_polysemous_training = False  # only serves Hamming filtering, which we do not use; 10x the training time
+        index.do_polysemous_training = False  # only serves Hamming filtering, which we do not use, and costs training time
     if spec.train_rows:
         index.train(sample)
     del sample
@@ -238,11 +240,11 @@ def build_index(config: IndexConfig) -> dict[str, Any]:
         "reason": spec.reason,
         "recall": {"k": k, "queries": len(query_ids), "value": round(recall, 4), "target": config.recall_target,
                    "target_met": recall >= config.recall_target, "curve": curve},
-        "config": {key: value for key, value in asdict(config).items() if key not in ("run",)},
+        "config": asdict(config),
         "faiss_version": faiss.__version__,
     }
     info["build_seconds"] = round(time.perf_counter() - start, 3)
-    save_index(config.run, options, index, pa.concat_arrays(paths), info)
+    save_index(run, storage, index, pa.concat_arrays(paths), info)
     logger.info("%s index of %d vectors built in %.1fs, recall@%d %.3f", spec.index_type, count, info["build_seconds"], k, recall)
     return info
 

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import sys
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from pipeline import schema
+from pipeline.seeding import image_rng
+from pipeline.storage import Storage
 from vitmae import ViTImageProcessor, ViTMAEForPreTraining, ViTMAEModel
 from vitmae.checkpoint import parse_dtype
 
@@ -26,17 +26,26 @@ GPU_SLICE_ROWS = 128
 
 @dataclass(frozen=True)
 class InferConfig:
-    """What each model actor needs."""
+    """How the model stage embeds and scores; every field but `compile` changes the numbers a run writes."""
 
-    model: str  # checkpoint folder, URI or hub id
     mask_ratio: float = 0.0  # 0: embeddings only (no decoder); > 0: also the reconstruction loss
-    loss_samples: int = 1  # masks averaged per image for the loss
+    # Masks averaged per image for the loss: four disjoint masks at 0.75 reconstruct every patch once, and rank
+    # images far more stably across seeds than one (benchmarks/RESULTS.md, "The loss score across mask seeds").
+    loss_samples: int = 4
     seed: int = 0  # with the path, fixes every image's masks
     pooling: str = "mean"  # mean of the patch tokens, or the class token
     dtype: str = "auto"  # auto: bfloat16 on a GPU, float32 on the CPU
-    threads: int | None = None  # torch threads when running on the CPU (at most the node's cores); None: torch's default
-    storage_options: dict[str, Any] = field(default_factory=dict)  # fsspec options of the model location
-    compile: bool = False  # torch.compile the model in each actor: fuses the work between GEMMs, ~20 s more start-up
+    compile: bool = False  # torch.compile the model in each actor: fuses the work between GEMMs, at a start-up cost
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.mask_ratio < 1.0:
+            raise ValueError(f"--mask-ratio must be in [0, 1), got {self.mask_ratio}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"--pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
+        if self.dtype != "auto":
+            parse_dtype(self.dtype)
+        if self.loss_samples < 1:
+            raise ValueError(f"--loss-samples must be at least 1, got {self.loss_samples}")
 
 
 def pool(last_hidden_state: torch.Tensor, pooling: str) -> torch.Tensor:
@@ -51,8 +60,7 @@ def mask_noise(path: str, seed: int, num_patches: int, mask_ratio: float, sample
     When `samples` visible sets of the kept size fit in the image (for a ratio of 0.75, four), they
     are disjoint, so every patch is masked, and so reconstructed, in some sample.
     """
-    digest = hashlib.blake2b(f"{seed}\0{path}".encode(), digest_size=8).digest()
-    rng = np.random.default_rng(int.from_bytes(digest, "little"))
+    rng = image_rng(seed, path)
     keep = int(num_patches * (1 - mask_ratio))
     if samples * keep > num_patches:
         return rng.random((samples, num_patches), dtype=np.float32)
@@ -78,10 +86,12 @@ class Embedder:
     """A Ray Data actor: builds the model once, then maps batches. Needs no Ray itself.
 
     Runs on the GPU given to it (bfloat16 by default, normalising on the device); without one it runs
-    the same code on the CPU in float32, with `config.threads` torch threads.
+    the same code on the CPU in float32, with `threads` torch threads (at most the node's cores; None: torch's default).
     """
 
-    def __init__(self, config: InferConfig) -> None:
+    def __init__(self, model: str, config: InferConfig = InferConfig(), storage: Storage = Storage(),
+                 threads: int | None = None) -> None:
+        """model: checkpoint folder, URI or hub id (with preprocessor_config.json)."""
         self.config = config
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.dtype = parse_dtype(config.dtype) if config.dtype != "auto" else (
@@ -89,18 +99,17 @@ class Embedder:
         )
         if self.device.type == "cpu" and _ray_gpu_ids():
             logger.warning("the actor was given a GPU but torch sees none; running on the CPU")
-        if self.device.type == "cpu" and config.threads:
+        if self.device.type == "cpu" and threads:
             # Ray sets OMP_NUM_THREADS to the actor's 1 CPU; on CPU-only nodes the model is nearly all the work.
-            torch.set_num_threads(min(config.threads, os.cpu_count() or 1))
-        self.model = model_class(config.mask_ratio).from_pretrained(
-            config.model, dtype=self.dtype, device=self.device, storage_options=config.storage_options
-        )
+            torch.set_num_threads(min(threads, os.cpu_count() or 1))
+        options = storage.options(model)
+        self.model = model_class(config.mask_ratio).from_pretrained(model, dtype=self.dtype, device=self.device, storage_options=options)
         self.encoder = self.model.vit if config.mask_ratio > 0 else self.model
         # One graph for every batch size (dynamic), so a short last batch compiles nothing new.
         self.encode = torch.compile(self.encoder, dynamic=True) if config.compile else self.encoder
         self.score = torch.compile(self.model, dynamic=True) if config.compile and config.mask_ratio > 0 else self.model
         self.slice_rows = GPU_SLICE_ROWS if self.device.type == "cuda" else 1 << 30  # the CPU has nothing to overlap
-        self.processor = ViTImageProcessor.from_pretrained(config.model, storage_options=config.storage_options)
+        self.processor = ViTImageProcessor.from_pretrained(model, storage_options=options)
         self.num_patches = self.model.config.num_patches
         logger.info("model actor ready on %s (%s, %d threads)", self.device, self.dtype, torch.get_num_threads())
 

@@ -1,0 +1,166 @@
+"""Where files live and how to reach them: S3 endpoint and credentials, URIs, whole-file reads and atomic writes.
+
+`Storage` is resolved once per run on the driver (from `--s3-endpoint` and the standard AWS variables) and shipped
+to every Ray worker inside the stage configs, so workers on other machines use the driver's settings. Its
+credentials never print: `repr` says only whether they are set, and it is no dataclass, so `dataclasses.asdict`
+of a config cannot copy them into a record (json.dumps refuses the object instead).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import posixpath
+from collections.abc import Sequence
+from typing import Any
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+from fsspec.utils import stringify_path
+
+from vitmae.errors import one_line
+from vitmae.folder import Folder
+
+S3_SCHEMES = ("s3://", "s3a://")
+
+
+class Storage:
+    """The S3 endpoint and credentials of a run (nothing is needed for local paths)."""
+
+    __slots__ = ("endpoint", "_key", "_secret", "_token")
+
+    def __init__(self, endpoint: str | None = None, key: str | None = None, secret: str | None = None,
+                 token: str | None = None) -> None:
+        self.endpoint = endpoint  # S3 endpoint URL; None: the AWS SDK's default
+        self._key, self._secret, self._token = key, secret, token  # None: the AWS SDK's own chain (profiles, roles)
+
+    @classmethod
+    def from_environment(cls, endpoint: str | None = None) -> "Storage":
+        """The flag's endpoint (else AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL) and the AWS_* keys, when both are set.
+
+        The keys are carried explicitly so that Ray workers on other machines use the driver's settings.
+        """
+        endpoint = endpoint or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+        key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
+        if not (key and secret):
+            return cls(endpoint)
+        # Temporary credentials (STS, SSO) need the session token with the keys.
+        return cls(endpoint, key, secret, os.environ.get("AWS_SESSION_TOKEN") or None)
+
+    def options(self, uri: str) -> dict[str, Any]:
+        """fsspec options for `uri`: none for local paths, endpoint and keys for s3://."""
+        if not str(uri).startswith(S3_SCHEMES):
+            return {}
+        options: dict[str, Any] = {}
+        if self.endpoint:
+            options["client_kwargs"] = {"endpoint_url": self.endpoint}
+        if self._key:
+            options.update(key=self._key, secret=self._secret)
+            if self._token:
+                options["token"] = self._token
+        return options
+
+    def __repr__(self) -> str:
+        return f"Storage(endpoint={self.endpoint!r}, credentials={'set' if self._key else 'from the AWS SDK'})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Storage) and all(getattr(self, s) == getattr(other, s) for s in self.__slots__)
+
+    def __hash__(self) -> int:
+        return hash(self.endpoint)
+
+    def __getstate__(self) -> tuple:
+        return tuple(getattr(self, s) for s in self.__slots__)
+
+    def __setstate__(self, state: tuple) -> None:
+        for name, value in zip(self.__slots__, state):
+            setattr(self, name, value)
+
+
+def absolute_uri(uri: str, may_be_hub_id: bool = False) -> str:
+    """`uri` with a local path made absolute: Ray's workers run in other folders than the driver.
+
+    URIs stay as they are, and so does a model name that is no local path (a hub id) when `may_be_hub_id`.
+    """
+    if "://" in uri or (may_be_hub_id and not os.path.exists(uri)):
+        return uri
+    return os.path.abspath(uri)
+
+
+def is_local(uri: str) -> bool:
+    """A path on this machine's disks (a hub id is not: every node fetches it)."""
+    return uri.startswith("file://") or os.path.isabs(uri) or os.path.exists(uri)
+
+
+def folder(uri: str, storage: Storage, create: bool = False) -> Folder:
+    """The folder at `uri` (no hub-id guessing, unlike checkpoints); created with `create`."""
+    fs, root = fsspec.core.url_to_fs(stringify_path(uri), **storage.options(uri))
+    if create:
+        fs.makedirs(root, exist_ok=True)
+    return Folder(fs, root, str(uri))
+
+
+def output_folder(uri: str, storage: Storage) -> Folder:
+    """The --output folder of a job, not created (the first write does that); refuses a file there."""
+    found = folder(uri, storage)
+    if found.fs.isfile(found.root):
+        raise FileExistsError(f"--output {uri} is a file; pass a folder or prefix")
+    return found
+
+
+def run_folder(run: str, storage: Storage) -> Folder:
+    """An existing run folder; FileNotFoundError when there is none."""
+    found = folder(run, storage)
+    if not found.fs.isdir(found.root):
+        raise FileNotFoundError(f"{run}: no such run folder")
+    return found
+
+
+def read_bytes(paths: Sequence[str], storage: Storage) -> list[bytes | Exception]:
+    """The bytes of each path (all on one filesystem), or the exception that reading it raised; object stores
+    fetch concurrently."""
+    if not len(paths):
+        return []
+    fs, _ = fsspec.core.url_to_fs(paths[0], **storage.options(paths[0]))
+    stripped = [fs._strip_protocol(p) for p in paths]
+    # Whole files, each path taken literally: `cat` would expand `[`, `*` and `?` in file names as a glob.
+    return fs.cat_ranges(stripped, None, None, on_error="return")
+
+
+def read_uri(uri: str, storage: Storage) -> bytes:
+    """The bytes of one file or object: FileNotFoundError when it is missing, ValueError (one line) when unreadable."""
+    found = read_bytes([uri], storage)[0]
+    if isinstance(found, FileNotFoundError):
+        raise FileNotFoundError(f"{uri}: no such file")
+    if isinstance(found, Exception):
+        raise ValueError(f"cannot read {uri}: {one_line(found)}")
+    return found
+
+
+def read_error(err: Exception) -> str:
+    """A one-line reason for a failed read, for the errors table."""
+    if isinstance(err, FileNotFoundError):
+        return "object not found (deleted or moved after listing)"
+    if isinstance(err, PermissionError):
+        return "permission denied reading the object"
+    return f"could not read the object: {type(err).__name__} {one_line(err, default='')}".strip()
+
+
+def write_uri(uri: str, data: bytes, storage: Storage) -> None:
+    """Writes one file so that no reader sees it half-written (temporary name and rename, or one PUT)."""
+    parent, name = posixpath.split(str(uri).rstrip("/")) if "://" in str(uri) else os.path.split(os.path.abspath(uri))
+    folder(parent, storage, create=True).write_bytes(name, data)
+
+
+def write_parquet(target: Folder, name: str, table: pa.Table) -> None:
+    """Writes `table` as the zstd-compressed Parquet file `name` of `target`, atomically."""
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression="zstd")
+    target.write_bytes(name, sink.getvalue())
+
+
+def read_parquet(target: Folder, name: str) -> pa.Table:
+    """The Parquet file `name` of `target`, read whole."""
+    with target.fs.open(target.path(name), "rb") as f:
+        return pq.read_table(f)
