@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import importlib.metadata
 
-# An embedding run (`vitmae embed`, then `vitmae index`, `vitmae anomalies`).
-MANIFEST = "manifest.json"  # the run's record, written last: a run without it is incomplete
-EMBEDDINGS_DIR = "embeddings"  # one row per embedded image
-ERRORS_DIR = "errors"  # one row per image that could not be embedded
+# The output of the embedding job (`vitmae embed`, then `vitmae index`, `vitmae anomalies`), updated by every run.
+EMBEDDINGS_DIR = "embeddings"  # Delta table: one row per embedded image
+ERRORS_DIR = "errors"  # Delta table: one row per image that could not be embedded
+RUNS_DIR = "runs"  # Delta table: one row per finished run, its record
 INDEX_DIR = "index"  # the FAISS index of the embeddings
 INDEX_FILE = f"{INDEX_DIR}/index.faiss"
-IDS_FILE = f"{INDEX_DIR}/ids.parquet"  # FAISS id -> path
+IDS_FILE = f"{INDEX_DIR}/ids.parquet"  # FAISS id (the table's id) -> path, of every vector in the index
+REMOVED_FILE = f"{INDEX_DIR}/removed.parquet"  # ids still in an HNSW graph whose rows are gone; filtered out
 INFO_FILE = f"{INDEX_DIR}/index.json"  # written last: readers trust an index only when it is there
 ANOMALIES_FILE = "anomalies.parquet"  # the anomaly ranking
-# What an embedding run folder may hold, the manifest first: removed in this order, no reader trusts a half-removed run.
-RUN_FILES = (MANIFEST, INFO_FILE, INDEX_DIR, ANOMALIES_FILE, EMBEDDINGS_DIR, ERRORS_DIR)
+# What an output folder may hold, derived outputs first: removed in this order, so no reader trusts a half-removed run.
+RUN_FILES = (INFO_FILE, INDEX_DIR, ANOMALIES_FILE, RUNS_DIR, EMBEDDINGS_DIR, ERRORS_DIR)
 
 # A pre-training run (`vitmae pretrain`).
 CHECKPOINTS_DIR = "checkpoints"  # checkpoints/epoch-NNNN/: a Hugging Face folder, optimizer.pt, trainer_state.json

@@ -6,11 +6,12 @@ import numpy as np
 import pyarrow as pa
 
 # Listing and row identity.
-ROW_ID = "row_id"  # position of the input in the sorted listing; names output files deterministically
+ID = "id"  # int64 id of the row in the embeddings table: unique, never reused; the FAISS id
 PATH = "path"  # the input URI as listed, with scheme (s3://bucket/key, file:///abs/path)
 SIZE = "size_bytes"  # object size at listing time
 MTIME = "mtime"  # last-modified time at listing, seconds since the epoch (null when unknown)
 ETAG = "etag"  # object-store ETag at listing ("" between stages, null in outputs, on local disks)
+RUN = "run_id"  # the run that wrote the row
 
 # Decoding.
 PIXELS = "pixels"  # uint8 [H, W, 3] resized image (between stages only, never written)
@@ -22,14 +23,18 @@ ERROR = "error"  # readable reason an input could not be embedded; "" between st
 EMBEDDING = "embedding"  # float32 [D] pooled encoder output, not normalised
 LOSS = "loss"  # float32 masked-reconstruction loss averaged over the masks; null at mask ratio 0
 
-LISTING_SCHEMA = pa.schema(
-    [(ROW_ID, pa.int64()), (PATH, pa.string()), (SIZE, pa.int64()), (MTIME, pa.float64()), (ETAG, pa.string())]
-)
-_META = [(PATH, pa.string()), (SIZE, pa.int64()), (MTIME, pa.float64()), (ETAG, pa.string())]
+# What identifies an object's content: its ETag where the store gives one, else its size and modification time.
+IDENTITY = (SIZE, MTIME, ETAG)
+
+LISTING_SCHEMA = pa.schema([(PATH, pa.string()), (SIZE, pa.int64()), (MTIME, pa.float64()), (ETAG, pa.string())])
+# The listing rows a run embeds, with the id each gets if it is embedded.
+WORK_SCHEMA = pa.schema([(ID, pa.int64()), *LISTING_SCHEMA])
+_META = [(SIZE, pa.int64()), (MTIME, pa.float64()), (ETAG, pa.string()), (RUN, pa.string())]
 EMBEDDINGS_SCHEMA = pa.schema(
-    [_META[0], (EMBEDDING, pa.list_(pa.float32())), (LOSS, pa.float32()), (WIDTH, pa.int32()), (HEIGHT, pa.int32()), *_META[1:]]
+    [(ID, pa.int64()), (PATH, pa.string()), (EMBEDDING, pa.list_(pa.float32())), (LOSS, pa.float32()),
+     (WIDTH, pa.int32()), (HEIGHT, pa.int32()), *_META]
 )
-ERRORS_SCHEMA = pa.schema([_META[0], (ERROR, pa.string()), *_META[1:]])
+ERRORS_SCHEMA = pa.schema([(PATH, pa.string()), (ERROR, pa.string()), *_META])
 
 
 # Between stages, missing strings are "" rather than null: Ray types an all-null batch column as

@@ -16,7 +16,9 @@ from typing import Any
 
 import fsspec
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
 from fsspec.utils import stringify_path
 
 from vitmae.errors import one_line
@@ -28,38 +30,66 @@ S3_SCHEMES = ("s3://", "s3a://")
 class Storage:
     """The S3 endpoint and credentials of a run (nothing is needed for local paths)."""
 
-    __slots__ = ("endpoint", "_key", "_secret", "_token")
+    __slots__ = ("endpoint", "region", "_key", "_secret", "_token")
 
     def __init__(self, endpoint: str | None = None, key: str | None = None, secret: str | None = None,
-                 token: str | None = None) -> None:
+                 token: str | None = None, region: str | None = None) -> None:
         self.endpoint = endpoint  # S3 endpoint URL; None: the AWS SDK's default
+        self.region = region  # S3 region; None: the SDK's default
         self._key, self._secret, self._token = key, secret, token  # None: the AWS SDK's own chain (profiles, roles)
 
     @classmethod
     def from_environment(cls, endpoint: str | None = None) -> "Storage":
-        """The flag's endpoint (else AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL) and the AWS_* keys, when both are set.
+        """The flag's endpoint (else AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL), the region, and the AWS_* keys when
+        both are set.
 
         The keys are carried explicitly so that Ray workers on other machines use the driver's settings.
         """
         endpoint = endpoint or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None
         key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
         if not (key and secret):
-            return cls(endpoint)
+            return cls(endpoint, region=region)
         # Temporary credentials (STS, SSO) need the session token with the keys.
-        return cls(endpoint, key, secret, os.environ.get("AWS_SESSION_TOKEN") or None)
+        return cls(endpoint, key, secret, os.environ.get("AWS_SESSION_TOKEN") or None, region)
 
     def options(self, uri: str) -> dict[str, Any]:
         """fsspec options for `uri`: none for local paths, endpoint and keys for s3://."""
         if not str(uri).startswith(S3_SCHEMES):
             return {}
-        options: dict[str, Any] = {}
+        client: dict[str, Any] = {}
         if self.endpoint:
-            options["client_kwargs"] = {"endpoint_url": self.endpoint}
+            client["endpoint_url"] = self.endpoint
+        if self.region:
+            client["region_name"] = self.region
+        options: dict[str, Any] = {"client_kwargs": client} if client else {}
         if self._key:
             options.update(key=self._key, secret=self._secret)
             if self._token:
                 options["token"] = self._token
         return options
+
+    def delta_options(self, uri: str) -> dict[str, str]:
+        """`deltalake` (object_store) options for `uri`: none for local paths."""
+        if not str(uri).startswith(S3_SCHEMES):
+            return {}
+        options = {"AWS_REGION": self.region or "us-east-1"}  # object_store needs one; S3 redirects to the right one
+        if self.endpoint:
+            options["AWS_ENDPOINT_URL"] = self.endpoint
+            if self.endpoint.startswith("http://"):
+                options["AWS_ALLOW_HTTP"] = "true"
+        if self._key:
+            options.update(AWS_ACCESS_KEY_ID=self._key, AWS_SECRET_ACCESS_KEY=self._secret)
+            if self._token:
+                options["AWS_SESSION_TOKEN"] = self._token
+        return options
+
+    def arrow_filesystem(self, uri: str) -> tuple[pafs.FileSystem, str]:
+        """A pyarrow filesystem and the path of `uri` on it, for reading Parquet and Delta tables with pyarrow."""
+        fs, path = fsspec.core.url_to_fs(stringify_path(uri), **self.options(uri))
+        if isinstance(fs, LocalFileSystem):
+            return pafs.LocalFileSystem(), path
+        return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path
 
     def __repr__(self) -> str:
         return f"Storage(endpoint={self.endpoint!r}, credentials={'set' if self._key else 'from the AWS SDK'})"
@@ -153,11 +183,12 @@ def write_uri(uri: str, data: bytes, storage: Storage) -> None:
     folder(parent, storage, create=True).write_bytes(name, data)
 
 
-def write_parquet(target: Folder, name: str, table: pa.Table) -> None:
-    """Writes `table` as the zstd-compressed Parquet file `name` of `target`, atomically."""
+def write_parquet(target: Folder, name: str, table: pa.Table) -> int:
+    """Writes `table` as the zstd-compressed Parquet file `name` of `target`, atomically; returns its size in bytes."""
     sink = io.BytesIO()
     pq.write_table(table, sink, compression="zstd")
     target.write_bytes(name, sink.getvalue())
+    return sink.tell()
 
 
 def read_parquet(target: Folder, name: str) -> pa.Table:
