@@ -34,7 +34,10 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.retrieval.index import ExactTopK, IndexConfig, build_index, load_index  # noqa: E402
-from pipeline.retrieval.index_store import search  # noqa: E402
+from deltalake import write_deltalake  # noqa: E402
+
+from pipeline import schema  # noqa: E402
+from pipeline.storage import Storage  # noqa: E402
 from pipeline.retrieval.vectors import for_index, iter_batches, open_embeddings  # noqa: E402
 
 
@@ -48,29 +51,29 @@ def clustered(rng: np.random.Generator, centres: np.ndarray, n: int, noise: floa
 
 
 def write_run(folder: Path, args: argparse.Namespace) -> np.ndarray:
-    """Writes folder/embeddings/part-*.parquet; returns the held-out queries, float32 [Q, D] (raw)."""
+    """Writes the embeddings table folder/embeddings; returns the held-out queries, float32 [Q, D] (raw)."""
     centres = np.random.default_rng(args.seed).standard_normal((args.clusters, args.dim), dtype=np.float32)
     queries = clustered(np.random.default_rng([args.seed, 2**32 - 1]), centres, args.queries, args.noise)
-    if (folder / "embeddings").exists():  # shards of an earlier run in --workdir (same arguments: same data)
+    if (folder / "embeddings" / "_delta_log").exists():  # the table of an earlier run in --workdir (same arguments: same data)
         return queries
-    (folder / "embeddings").mkdir(parents=True)
     for start in range(0, args.count, args.shard_rows):
         n = min(args.shard_rows, args.count - start)
         x = clustered(np.random.default_rng([args.seed, start]), centres, n, args.noise)
         offsets = pa.array(np.arange(n + 1, dtype=np.int32) * args.dim)
         table = pa.table({
-            "path": pa.array([f"synthetic://{i:09d}" for i in range(start, start + n)]),
-            "embedding": pa.ListArray.from_arrays(offsets, pa.array(x.ravel())),
+            schema.ID: pa.array(np.arange(start, start + n), pa.int64()),
+            schema.PATH: pa.array([f"synthetic://{i:09d}" for i in range(start, start + n)]),
+            schema.EMBEDDING: pa.ListArray.from_arrays(offsets, pa.array(x.ravel())),
         })
-        pq.write_table(table, folder / "embeddings" / f"part-{start:010d}.parquet", compression="zstd", row_group_size=16_384)
+        write_deltalake(str(folder / "embeddings"), table, mode="append")
     return queries
 
 
 def exact_neighbours(run: Path, queries: np.ndarray, k: int) -> np.ndarray:
     """int64 [Q, k]: exact cosine neighbours of the (normalised) queries, scanning the run in batches."""
     top = ExactTopK(for_index(queries, "cosine"), k)
-    for batch in iter_batches(open_embeddings(str(run), {}), 16_384):
-        top.add(for_index(batch.vectors, "cosine"), batch.start)
+    for batch in iter_batches(open_embeddings(str(run), Storage()), 16_384):
+        top.add(for_index(batch.vectors, "cosine"), batch.ids)
     return top.ids
 
 
@@ -84,7 +87,7 @@ def build_in_child(run: str, index_type: str, budget_gb: float) -> tuple[dict, f
     """Runs in a fresh process: (index.json, wall seconds, peak RSS in GB of that process)."""
     rss_before = peak_rss_gb()
     start = time.perf_counter()
-    info = build_index(IndexConfig(run=run, index_type=index_type, memory_budget_gb=budget_gb))
+    info = build_index(run, IndexConfig(index_type=index_type, memory_budget_gb=budget_gb), Storage())
     seconds = time.perf_counter() - start
     info["_rss_after_imports_gb"] = rss_before
     return info, seconds, peak_rss_gb()
@@ -92,20 +95,20 @@ def build_in_child(run: str, index_type: str, budget_gb: float) -> tuple[dict, f
 
 def measure(run: Path, truth: np.ndarray, queries: np.ndarray, singles: int, repeats: int) -> dict:
     """Recall@10 and latencies of the run's saved index on the held-out queries."""
-    loaded = load_index(str(run), {})
+    loaded = load_index(str(run), Storage())
     x = for_index(queries, "cosine")
     k = truth.shape[1]
-    _, found = search(loaded.index, x, k)
+    _, found = loaded.search(x, k)
     recall = float(np.mean([len(np.intersect1d(a, b)) / k for a, b in zip(found, truth)]))
     single = []
     for q in x[:singles]:
         t = time.perf_counter()
-        search(loaded.index, q[None], k)  # as Searcher does it
+        loaded.search(q[None], k)  # as Searcher does it
         single.append(time.perf_counter() - t)
     batch = []
     for _ in range(repeats):
         t = time.perf_counter()
-        search(loaded.index, x, k)
+        loaded.search(x, k)
         batch.append(time.perf_counter() - t)
     return {
         "recall": recall,

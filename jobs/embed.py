@@ -1,4 +1,5 @@
-"""`python -m jobs.embed`: embed every image under --input and write Parquet under --output."""
+"""`python -m jobs.embed`: bring the Delta tables under --output up to date with the images under --input: embed
+what is new or changed, remove what is gone, keep the index current."""
 
 from __future__ import annotations
 
@@ -14,8 +15,12 @@ from pipeline.embed.run import EmbedConfig, run
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--input", required=True, help="folder, prefix or glob of images, local or s3://")
-    parser.add_argument("--output", required=True, help="run folder, local or s3://")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", help="folder, prefix or glob of images, local or s3://")
+    source.add_argument("--input-list", help="a file listing the images instead: Parquet with a path column (an S3 "
+                        "Inventory report, say), or text with one URI a line; local or s3://")
+    parser.add_argument("--output", required=True, help="the output folder (Delta tables and index), local or s3://; "
+                        "every run updates it")
     parser.add_argument("--model", required=True, help="checkpoint folder, URI or hub id (config.json, model.safetensors, preprocessor_config.json)")
     parser.add_argument("--mask-ratio", type=float, default=0.0, help="0: embeddings only; >0: also per-image reconstruction loss (e.g. 0.75)")
     parser.add_argument("--loss-samples", type=int, default=InferConfig.loss_samples,
@@ -35,7 +40,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--s3-endpoint", default=None, help="S3 endpoint URL (default: $AWS_ENDPOINT_URL)")
     parser.add_argument("--extensions", default=",".join(DEFAULT_EXTENSIONS), help="comma-separated file extensions to embed")
     parser.add_argument("--max-pixels", type=int, default=DecodeConfig.max_pixels, help="refuse larger images (decompression bombs)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an earlier run in --output")
+    parser.add_argument("--overwrite", action="store_true", help="start new tables in --output instead of updating them")
+    parser.add_argument("--retry-errors", action="store_true", help="embed again the unchanged images that failed before")
+    parser.add_argument("--keep-missing", action="store_true", help="keep the rows of images that are no longer listed")
+    parser.add_argument("--commit-rows", type=int, default=EmbedConfig.commit_rows,
+                        help="commit when this many rows are written... (default %(default)s)")
+    parser.add_argument("--commit-seconds", type=float, default=EmbedConfig.commit_seconds,
+                        help="...or this long after the last commit (default %(default)s)")
+    parser.add_argument("--vacuum-hours", type=float, default=EmbedConfig.vacuum_hours,
+                        help="delete files that no table version of the last this-many hours needs (default %(default)s, "
+                        "Delta's 7 days; keep it above your longest run and reader)")
     parser.add_argument("--no-index", action="store_true", help="do not build the FAISS index (vitmae index builds it later)")
     add_index_arguments(parser)
 
@@ -44,10 +58,12 @@ def config_from_args(args: argparse.Namespace) -> EmbedConfig:
     infer = InferConfig(mask_ratio=args.mask_ratio, loss_samples=args.loss_samples, seed=args.seed, pooling=args.pooling,
                         dtype=args.dtype, compile=args.compile)
     return EmbedConfig(
-        input=args.input, output=args.output, model=args.model, infer=infer, decode=DecodeConfig(max_pixels=args.max_pixels),
-        index=None if args.no_index else index_config(args), batch_size=args.batch_size, num_gpus=args.num_gpus,
-        num_actors=args.num_actors, cpu_threads=args.cpu_threads, dashboard=args.dashboard, s3_endpoint=args.s3_endpoint,
-        extensions=extensions(args.extensions), overwrite=args.overwrite,
+        input=args.input, input_list=args.input_list, output=args.output, model=args.model, infer=infer,
+        decode=DecodeConfig(max_pixels=args.max_pixels), index=None if args.no_index else index_config(args),
+        batch_size=args.batch_size, num_gpus=args.num_gpus, num_actors=args.num_actors, cpu_threads=args.cpu_threads,
+        dashboard=args.dashboard, s3_endpoint=args.s3_endpoint, extensions=extensions(args.extensions),
+        overwrite=args.overwrite, retry_errors=args.retry_errors, keep_missing=args.keep_missing,
+        commit_rows=args.commit_rows, commit_seconds=args.commit_seconds, vacuum_hours=args.vacuum_hours,
     )
 
 
@@ -57,12 +73,20 @@ def extensions(flag: str) -> tuple[str, ...]:
 
 
 def main_with_args(args: argparse.Namespace) -> None:
-    manifest = run(config_from_args(args))
-    counts = manifest["counts"]
-    print(
-        f"embedded {counts['embedded']} of {counts['listed']} images ({counts['failed']} failed) "
-        f"in {manifest['seconds']:.1f}s, {manifest['images_per_second']:.1f} images/s; outputs in {args.output}"
-    )
+    record = run(config_from_args(args))
+    print(summary(record))
+
+
+def summary(record: dict) -> str:
+    """What a run found and did, in two lines."""
+    counts = record["counts"]
+    found = (f"listed {counts['listed']}: {counts['new']} new, {counts['changed']} changed, {counts['unchanged']} unchanged, "
+             f"{counts['removed']} gone, {counts['failed_before']} failed before ({counts['retried']} retried)")
+    versions = record["versions"]
+    speed = f", {record['images_per_second']:.1f} images/s" if record.get("images_per_second") else ""
+    did = (f"embedded {counts.get('embedded', 0)}, failed {counts.get('failed', 0)} in {record['seconds']:.1f}s{speed}; "
+           f"committed embeddings version {versions['embeddings']} and errors version {versions['errors']} of {record['output']}")
+    return f"{found}\n{did}"
 
 
 def main(argv: list[str] | None = None) -> int:

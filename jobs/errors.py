@@ -12,11 +12,13 @@ from typing import Callable
 
 from botocore.exceptions import BotoCoreError
 
+from pipeline.tables import ConcurrentRunError
 from vitmae.errors import one_line
 
 USER_ERRORS = (
     ValueError, FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError,
     BotoCoreError,  # S3: no endpoint at that address, no credentials
+    ConcurrentRunError,  # two runs on one output: the one that finds the other's commit stops, and says so
 )
 DEBUG_VARIABLE = "VITMAE_DEBUG"
 

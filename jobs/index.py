@@ -1,4 +1,4 @@
-"""`python -m jobs.index`: build the FAISS index of a run (--run) from its embeddings, under RUN/index/."""
+"""`python -m jobs.index`: bring the FAISS index of a run (--run) up to its embeddings table, under RUN/index/."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import sys
 
 from jobs.errors import run_cli
 from pipeline.retrieval.index import INDEX_TYPES, IndexConfig, build_index
+from pipeline.retrieval.index_update import update_index
 from pipeline.retrieval.vectors import METRICS
 from pipeline.storage import Storage
 
@@ -22,6 +23,7 @@ def add_index_arguments(parser: argparse.ArgumentParser) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", required=True, help="run folder written by the embedding job, local or s3://")
     add_index_arguments(parser)
+    parser.add_argument("--rebuild", action="store_true", help="build it anew even where it could be updated")
     parser.add_argument("--s3-endpoint", default=None, help="S3 endpoint URL (default: $AWS_ENDPOINT_URL)")
 
 
@@ -32,12 +34,16 @@ def index_config(args: argparse.Namespace) -> IndexConfig:
 
 
 def main_with_args(args: argparse.Namespace) -> None:
-    info = build_index(args.run, index_config(args), Storage.from_environment(args.s3_endpoint))
+    storage = Storage.from_environment(args.s3_endpoint)
+    info = (build_index if args.rebuild else update_index)(args.run, index_config(args), storage)
     recall = info["recall"]
+    update = info["updates"][-1] if info.get("updates") else None
+    if update and update["table_version"] == info["table_version"]:
+        print(f"updated the {info['index_type']} index: {update['added']} added, {update['removed']} removed")
     print(
-        f"built a {info['index_type']} index ({info['factory']}, {info['metric']}) of {info['count']} x {info['dimension']}-d "
-        f"vectors in {info['build_seconds']:.1f}s; recall@{recall['k']} {recall['value']:.3f} with {info['search_params'] or 'exact search'}; "
-        f"in {args.run.rstrip('/')}/index/"
+        f"{info['index_type']} index ({info['factory']}, {info['metric']}) of {info['count']} x {info['dimension']}-d "
+        f"vectors at table version {info['table_version']} (built in {info['build_seconds']:.1f}s); recall@{recall['k']} "
+        f"{recall['value']:.3f} with {info['search_params'] or 'exact search'}; in {args.run.rstrip('/')}/index/"
     )
     print(f"why: {info['reason']}")
 

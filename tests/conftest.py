@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import torch
 from PIL import Image
@@ -168,31 +167,31 @@ def clustered_vectors(count: int, dim: int, clusters: int = 20, noise: float = 0
     return centres[rng.integers(0, clusters, count)] + noise * rng.standard_normal((count, dim)).astype(np.float32)
 
 
-def write_embeddings(run: str, vectors: np.ndarray, storage_options: dict | None = None, rows_per_file: int = 1000,
-                     paths: Sequence[str] | None = None, loss: np.ndarray | None = None) -> list[str]:
-    """Writes `vectors` [N, D] as `run/embeddings/part-*.parquet` in the job's schema; returns the paths."""
-    import fsspec
+def write_embeddings(run: str, vectors: np.ndarray, storage: Storage | None = None, rows_per_file: int = 1000,
+                     paths: Sequence[str] | None = None, loss: np.ndarray | None = None, first_id: int = 0) -> list[str]:
+    """Writes `vectors` [N, D] as the embeddings table of `run` (replacing any), ids from `first_id`; returns the paths."""
+    from deltalake import write_deltalake
 
     from pipeline import schema
+    from pipeline.records import table_uri
 
-    fs, root = fsspec.core.url_to_fs(run, **(storage_options or {}))
+    storage = storage or Storage()
     paths = list(paths) if paths is not None else [f"s3://images/{i:06d}.jpg" for i in range(len(vectors))]
     n, dim = vectors.shape
+    uri = table_uri(run, "embeddings")
     for start in range(0, n, rows_per_file):
         rows = slice(start, min(n, start + rows_per_file))
         part = np.ascontiguousarray(vectors[rows], dtype=np.float32)
         count = len(part)
         losses = loss[rows] if loss is not None else np.full(count, np.nan, np.float32)
         table = pa.table({
+            schema.ID: pa.array(np.arange(first_id + start, first_id + start + count), pa.int64()),
             schema.PATH: pa.array(paths[rows], pa.string()),
             schema.EMBEDDING: pa.ListArray.from_arrays(pa.array(np.arange(count + 1, dtype=np.int32) * dim), pa.array(part.ravel())),
             schema.LOSS: pa.array(losses, pa.float32(), mask=np.isnan(losses)),
             schema.WIDTH: pa.array([100] * count, pa.int32()), schema.HEIGHT: pa.array([80] * count, pa.int32()),
             schema.SIZE: pa.array([1000] * count, pa.int64()), schema.MTIME: pa.array([None] * count, pa.float64()),
-            schema.ETAG: pa.array([None] * count, pa.string()),
+            schema.ETAG: pa.array([None] * count, pa.string()), schema.RUN: pa.array(["test"] * count, pa.string()),
         }, schema=schema.EMBEDDINGS_SCHEMA)
-        sink = io.BytesIO()
-        pq.write_table(table, sink)
-        fs.makedirs(f"{root}/embeddings", exist_ok=True)
-        fs.pipe_file(f"{root}/embeddings/part-{start:010d}.parquet", sink.getvalue())
+        write_deltalake(uri, table, mode="overwrite" if start == 0 else "append", storage_options=storage.delta_options(uri))
     return paths

@@ -81,7 +81,7 @@ def test_a_stale_index_is_refused(tmp_path):
     write_embeddings(str(tmp_path), clustered_vectors(50, 8))
     build_index(str(tmp_path))
     write_embeddings(str(tmp_path), clustered_vectors(50, 8), paths=[f"file:///other/{i}.png" for i in range(50)])
-    with pytest.raises(ValueError, match="the index does not match the run's embeddings"):
+    with pytest.raises(ValueError, match="reflects version 0 of its embeddings table, which is now at version 1; update it"):
         rank_anomalies(AnomalyConfig(run=str(tmp_path), by="knn"))
 
 

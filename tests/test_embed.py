@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow.dataset as pads
 import pytest
 import torch
 import transformers
@@ -24,11 +23,13 @@ from pipeline import schema
 from pipeline.embed.run import EmbedConfig, run
 from pipeline.embed.infer import Embedder, InferConfig, mask_noise
 from pipeline.embed.listing import list_inputs
+from pipeline.records import latest_run
 from pipeline.storage import Storage, absolute_uri
+from pipeline.tables import dataset, open_table
 from pipeline.embed.preprocess import PreprocessConfig, preprocess_batch
 from pipeline.layout import ANOMALIES_FILE, RUN_FILES
 from pipeline.retrieval.anomalies import AnomalyConfig, rank_anomalies
-from conftest import MAE_PROCESSOR
+from conftest import MAE_PROCESSOR, s3_storage
 from test_decode import encode, write_zeros_png
 
 BAD = {  # file name -> expected start of its error
@@ -68,13 +69,15 @@ def images(tmp_path_factory, photo_paths) -> Path:
     return folder
 
 
-def read_run(output: Path) -> tuple[dict, dict, dict]:
-    """(rows of embeddings by path, rows of errors by path, manifest)."""
-    embeddings = pads.dataset(output / "embeddings", format="parquet").to_table().to_pylist()
-    errors_dir = output / "errors"
-    errors = pads.dataset(errors_dir, format="parquet").to_table().to_pylist() if errors_dir.exists() else []
-    manifest = json.loads((output / "manifest.json").read_text())
-    return {r["path"]: r for r in embeddings}, {r["path"]: r for r in errors}, manifest
+def read_run(output: Path | str, storage: Storage = Storage()) -> tuple[dict, dict, dict]:
+    """(rows of embeddings by path, rows of errors by path, the latest run's record), each path once."""
+    tables = {}
+    for name in ("embeddings", "errors"):
+        found = open_table(f"{output}/{name}", storage)
+        rows = dataset(found, f"{output}/{name}", storage).to_table().to_pylist() if found else []
+        tables[name] = {r["path"]: r for r in rows}
+        assert len(tables[name]) == len(rows), f"a path twice in {name}"
+    return tables["embeddings"], tables["errors"], latest_run(str(output), storage)
 
 
 @pytest.fixture
@@ -98,17 +101,20 @@ def test_every_listed_input_ends_once_in_embeddings_or_errors(scored_run, images
     embedded, failed, manifest = read_run(scored_run)
     listed = {f"file://{p}" for p in images.iterdir() if p.suffix != ".txt"}
     assert set(embedded) | set(failed) == listed and not set(embedded) & set(failed)
-    assert manifest["counts"] == {"listed": len(listed), "embedded": len(embedded), "failed": len(BAD)}
+    counts = manifest["counts"]
+    assert (counts["listed"], counts["new"], counts["embedded"], counts["failed"]) == (len(listed), len(listed), len(embedded), len(BAD))
     for name, reason in BAD.items():
         assert failed[f"file://{images / name}"]["error"].startswith(reason)
     huge = embedded[f"file://{images / 'huge.jpg'}"]
     assert (huge["width"], huge["height"]) == (10_000, 8_000)
     assert all(len(r["embedding"]) == 64 and r["loss"] > 0 for r in embedded.values())
-    assert manifest["infer"]["mask_ratio"] == 0.75 and manifest["model_config_sha256"] and manifest["versions"]["ray"]
-    assert manifest["outputs"]["index"] == "index/" and (scored_run / "index" / "index.json").exists()
-    assert set(manifest["timings"]) == {"start_ray_seconds", "embed_seconds", "index_seconds"}
+    assert manifest["infer"]["mask_ratio"] == 0.75 and manifest["settings"]["model_sha256"] and manifest["package_versions"]["ray"]
+    assert manifest["index"]["count"] == len(embedded) and (scored_run / "index" / "index.json").exists()
+    assert set(manifest["timings"]) == {"start_ray_seconds", "embed_seconds", "maintenance_seconds", "index_seconds"}
+    assert sorted(r["id"] for r in embedded.values()) == sorted(set(r["id"] for r in embedded.values()))
     # The fixture cluster's 2 CPUs: one single-threaded actor each, 8 images a batch where none was given.
-    assert (manifest["num_actors"], manifest["cpu_threads"], manifest["batch_size"]) == (2, 1, 8)
+    resources = manifest["resources"]
+    assert (resources["actors"], resources["cpu_threads"], resources["batch_size"]) == (2, 1, 8)
 
 
 @pytest.mark.parametrize(
@@ -140,15 +146,18 @@ def test_cpu_actors_take_their_threads_up_to_the_cores(model_dir):
         torch.set_num_threads(before)
 
 
-def test_outputs_open_in_pandas_and_duckdb(scored_run):
+def test_outputs_read_back_as_delta_tables_in_pandas_duckdb_and_ray(ray_cluster, scored_run):
     import duckdb
-    import pandas as pd
+    import ray
+    from deltalake import DeltaTable
 
-    frame = pd.read_parquet(scored_run / "embeddings")
-    assert frame["embedding"].map(len).eq(64).all()
-    count = duckdb.sql(f"select count(*) from read_parquet('{scored_run}/embeddings/*.parquet')").fetchall()[0][0]
-    assert count == len(frame)
-    assert duckdb.sql(f"select error from read_parquet('{scored_run}/errors/*.parquet')").fetchall()
+    embeddings = DeltaTable(str(scored_run / "embeddings")).to_pyarrow_dataset()  # as the README says to read them
+    frame = embeddings.to_table().to_pandas()
+    assert frame["embedding"].map(len).eq(64).all() and frame["id"].is_unique
+    assert duckdb.sql("select count(*) from embeddings").fetchall()[0][0] == len(frame)
+    errors = DeltaTable(str(scored_run / "errors")).to_pyarrow_dataset()
+    assert duckdb.sql("select count(*) from errors where error is not null").fetchall()[0][0] == len(BAD)
+    assert ray.data.read_delta(str(scored_run / "embeddings")).count() == len(frame)
 
 
 def reference_embeddings(model_dir: Path, paths: list[Path], pooling: str) -> np.ndarray:
@@ -186,7 +195,7 @@ def test_cls_embeddings_match_and_the_gpu_request_falls_back_to_the_cpu(ray_clus
         (folder / p.name).write_bytes(p.read_bytes())
     output = tmp_path / "cls"
     manifest = run(EmbedConfig(input=str(folder), output=str(output), model=str(model_dir), infer=InferConfig(pooling="cls"), num_gpus=1))
-    assert manifest["gpus"] == 1, manifest
+    assert manifest["resources"]["gpus"] == 1, manifest
     assert manifest["counts"]["embedded"] == len(photo_paths), read_run(output)[1]
     embedded, _, _ = read_run(output)
     assert all(r["loss"] is None for r in embedded.values())
@@ -232,13 +241,17 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def test_rerun_refuses_without_overwrite_and_replaces_with_it(ray_cluster, model_dir, two_photos, tmp_path, capsys):
+def test_other_settings_are_refused_before_work_and_overwrite_starts_anew(ray_cluster, model_dir, two_photos, tmp_path, capsys):
     output = tmp_path / "run"
     args = ["--input", str(two_photos), "--output", str(output), "--model", str(model_dir)]
     assert embed_job.main([*args, "--mask-ratio", "0.75"]) == 0
     before = snapshot(output)
-    assert embed_job.main(args) == 2
-    assert "already holds a run" in capsys.readouterr().err
+    assert embed_job.main([*args, "--mask-ratio", "0.5", "--seed", "3", "--pooling", "cls"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"--output {output} was embedded with other settings: " in err and "pass --overwrite to start a new table" in err
+    for difference in ("pooling 'mean' (the table) vs 'cls' (this run)", "mask_ratio 0.75 (the table) vs 0.5 (this run)",
+                       "seed 0 (the table) vs 3 (this run)"):
+        assert difference in err, err
     broken = tmp_path / "broken"  # weights that do not fit the config: refused before the earlier run is removed
     (broken).mkdir()
     for name in ("model.safetensors", "preprocessor_config.json"):
@@ -253,8 +266,7 @@ def test_rerun_refuses_without_overwrite_and_replaces_with_it(ray_cluster, model
     embedded, failed, manifest = read_run(output)
     assert manifest["infer"]["mask_ratio"] == 0 and len(embedded) == 2 and not failed
     assert all(r["loss"] is None for r in embedded.values())  # no row of the first run is left
-    rows = pads.dataset(output / "embeddings", format="parquet").count_rows()
-    assert rows == 2
+    assert open_table(str(output / "embeddings"), Storage()).version() == 2  # a new table: created, described, data
 
 
 def test_more_gpus_than_the_cluster_has_fail_before_work(ray_cluster, model_dir, two_photos, tmp_path, capsys):
@@ -363,15 +375,12 @@ def test_s3_input_model_and_output(ray_cluster, s3, model_dir, photo_paths, monk
     monkeypatch.setattr(pipeline.embed.run, "list_inputs", list_then_delete)
     manifest = run(EmbedConfig(input="s3://test/embed/photos/", output="s3://test/embed/run", model="s3://test/embed/model",
                                infer=InferConfig(mask_ratio=0.75), s3_endpoint=s3.endpoint_url, num_gpus=0))
-    assert manifest["counts"] == {"listed": 5, "embedded": 3, "failed": 2}
-    embedded = pads.dataset("test/embed/run/embeddings", filesystem=fs, format="parquet").to_table()
-    assert sorted(embedded.column("path").to_pylist()) == sorted(f"s3://test/embed/photos/{name}" for name in names)
-    assert all(e for e in embedded.column("etag").to_pylist())
-    errors = pads.dataset("test/embed/run/errors", filesystem=fs, format="parquet").to_table().to_pylist()
-    assert {r["path"]: r["error"] for r in errors}["s3://test/embed/photos/deleted.jpg"] == (
-        "object not found (deleted or moved after listing)"
-    )
-    assert fs.exists("test/embed/run/manifest.json")
+    assert (manifest["counts"]["listed"], manifest["counts"]["embedded"], manifest["counts"]["failed"]) == (5, 3, 2)
+    embedded, errors, _ = read_run("s3://test/embed/run", s3_storage(s3))
+    assert sorted(embedded) == sorted(f"s3://test/embed/photos/{name}" for name in names)
+    assert all(r["etag"] for r in embedded.values())
+    assert errors["s3://test/embed/photos/deleted.jpg"]["error"] == "object not found (deleted or moved after listing)"
+    assert fs.exists("test/embed/run/runs/_delta_log")
 
 
 def test_job_submission_to_a_local_head(ray_cluster, model_dir, two_photos, tmp_path):
@@ -396,8 +405,8 @@ def test_job_submission_to_a_local_head(ray_cluster, model_dir, two_photos, tmp_
         time.sleep(2)
     logs = client.get_job_logs(job)
     assert client.get_job_status(job) == JobStatus.SUCCEEDED, logs[-3000:]
-    assert "embedded 2 of 2 images" in logs
-    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["counts"]["embedded"] == 2
+    assert "embedded 2, failed 0" in logs
+    assert read_run(tmp_path / "out")[2]["counts"]["embedded"] == 2
 
 
 def test_without_a_ray_address_the_job_starts_its_own_local_ray(model_dir, two_photos, tmp_path):
@@ -407,9 +416,9 @@ def test_without_a_ray_address_the_job_starts_its_own_local_ray(model_dir, two_p
         capture_output=True, text=True, env=env, cwd=Path(__file__).parents[1], timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "embedded 2 of 2 images" in done.stdout
-    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
-    assert manifest["counts"]["embedded"] == 2 and manifest["dashboard"] is False and manifest["cpu_threads"] >= 1
+    assert "embedded 2, failed 0" in done.stdout
+    manifest = read_run(tmp_path / "out")[2]
+    assert manifest["counts"]["embedded"] == 2 and manifest["resources"]["dashboard"] is False and manifest["resources"]["cpu_threads"] >= 1
 
 
 def test_console_command_has_help_for_embed():
@@ -418,7 +427,7 @@ def test_console_command_has_help_for_embed():
 
 
 def test_compile_flag_reaches_the_model_actors():
-    """--compile is a setting of the run (so of its manifest) that every model actor's config carries."""
+    """--compile is a setting of the run (so of its record) that every model actor's config carries."""
     parser = argparse.ArgumentParser()
     embed_job.add_arguments(parser)
     flags = ["--input", "in", "--output", "out", "--model", "m"]
@@ -437,7 +446,7 @@ def test_overwrite_removes_everything_an_earlier_run_wrote(ray_cluster, model_di
     (two_photos / "third.png").write_bytes((two_photos / sorted(os.listdir(two_photos))[0]).read_bytes())
     assert embed_job.main([*args, "--overwrite"]) == 0
     assert not (output / ANOMALIES_FILE).exists()
-    assert json.loads((output / "manifest.json").read_text())["counts"]["embedded"] == 3
+    assert read_run(output)[2]["counts"]["embedded"] == 3
 
 
 def test_a_failed_index_fails_the_run_and_keeps_the_embeddings(ray_cluster, model_dir, two_photos, tmp_path, capsys):
@@ -447,16 +456,16 @@ def test_a_failed_index_fails_the_run_and_keeps_the_embeddings(ray_cluster, mode
     err = capsys.readouterr().err.strip()
     assert "Traceback" not in err
     err = err.splitlines()[-1]  # Ray Data's progress lines come before
-    assert err.startswith("vitmae embed: error: the embeddings are written, but the index could not be built"), err
+    assert err.startswith("vitmae embed: error: the tables are updated, but the index could not be"), err
     assert "--index-type flat needs about" in err and f"vitmae index --run {output}" in err
     embedded, _, manifest = read_run(output)
-    assert len(embedded) == 2 and manifest["outputs"]["index"] is None and "over the --memory-budget" in manifest["index_error"]
+    assert len(embedded) == 2 and "over the --memory-budget" in manifest["index"]["error"]
     assert not (output / "index").exists()
     one = tmp_path / "one"
     one.mkdir()
     (one / "a.png").write_bytes(next(two_photos.iterdir()).read_bytes())
     assert embed_job.main(["--input", str(one), "--output", str(tmp_path / "single"), "--model", str(model_dir)]) == 0
-    assert json.loads((tmp_path / "single" / "manifest.json").read_text())["outputs"]["index"] is None  # too few: a warning
+    assert read_run(tmp_path / "single")[2]["index"] is None  # too few: a warning
 
 
 def test_a_bug_is_one_line_with_its_traceback_behind_debug(monkeypatch, capsys):

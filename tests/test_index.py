@@ -89,7 +89,7 @@ def test_exact_top_k_over_batches_equals_one_pass():
     vectors, queries = rng.standard_normal((1000, 16)).astype(np.float32), rng.standard_normal((20, 16)).astype(np.float32)
     streamed = ExactTopK(queries, 5)
     for start in range(0, 1000, 64):  # uneven last batch
-        streamed.add(vectors[start:start + 64], start)
+        streamed.add(vectors[start:start + 64], np.arange(start, min(start + 64, 1000)))
     distances = ((queries[:, None] - vectors[None]) ** 2).sum(-1)
     assert np.array_equal(streamed.ids, np.argsort(distances, axis=1)[:, :5])
 
@@ -114,14 +114,14 @@ def test_index_files_and_cosine_versus_l2(tmp_path):
 def test_index_round_trip_through_s3(s3, monkeypatch, capsys):
     options = s3.storage_options()
     vectors = clustered_vectors(2500, 24, seed=3)
-    paths = write_embeddings("s3://test/index-rt/run", vectors, options, rows_per_file=600)
+    paths = write_embeddings("s3://test/index-rt/run", vectors, s3_storage(s3), rows_per_file=600)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3.access_key)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3.secret_key)
     argv = ["--run", "s3://test/index-rt/run", "--s3-endpoint", s3.endpoint_url, "--index-type", "hnsw"]
     assert index_job.main(argv) == 0
-    assert "built a hnsw index" in capsys.readouterr().out
+    assert "hnsw index (HNSW32, cosine) of 2500 x 24-d vectors" in capsys.readouterr().out
     fs = fsspec.filesystem("s3", **options)
-    assert sorted(p.rsplit("/", 1)[-1] for p in fs.ls("test/index-rt/run/index")) == ["ids.parquet", "index.faiss", "index.json"]
+    assert sorted(p.rsplit("/", 1)[-1] for p in fs.ls("test/index-rt/run/index")) == ["ids.parquet", "index.faiss", "index.json", "removed.parquet"]
     loaded = load_index("s3://test/index-rt/run", s3_storage(s3))
     assert loaded.index.ntotal == 2500 and loaded.info["search_params"] == {"efSearch": 64}
     searcher = Searcher("s3://test/index-rt/run", s3_storage(s3))
@@ -137,10 +137,10 @@ def test_index_command_errors_are_one_line(tmp_path, capsys):
         assert len(err.splitlines()) == 1 and "Traceback" not in err
         return err
 
-    assert "has no embeddings/*.parquet" in error(["--run", str(tmp_path)])
+    assert "has no embeddings table" in error(["--run", str(tmp_path)])
     write_embeddings(str(tmp_path), clustered_vectors(1, 8))
     assert "holds 1 embedding(s); an index needs at least 2" in error(["--run", str(tmp_path)])
     assert "--memory-budget must be a positive number" in error(["--run", str(tmp_path), "--memory-budget", "0"])
     write_embeddings(str(tmp_path), clustered_vectors(100, 8))
     assert "--index-type flat needs about" in error(["--run", str(tmp_path), "--index-type", "flat", "--memory-budget", "1e-6"])
-    assert "has no embeddings/*.parquet" in error(["--run", str(tmp_path / "missing")])
+    assert "has no embeddings table" in error(["--run", str(tmp_path / "missing")])

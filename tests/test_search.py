@@ -16,7 +16,9 @@ from conftest import GALLERY_OUTLIERS, MAE_PROCESSOR, write_embeddings
 from jobs import search as search_job
 from pipeline.embed.query import QueryEmbedder
 from pipeline.render import Layout, thumbnail
+from pipeline.records import append_run, latest_run
 from pipeline.retrieval.search import Searcher
+from pipeline.storage import Storage
 
 
 def test_the_embedding_job_built_a_flat_index(gallery_run, gallery):
@@ -88,7 +90,7 @@ def test_user_mistakes_are_one_line_errors(gallery_run, gallery, model_dir, tmp_
     bare = tmp_path / "bare"
     write_embeddings(str(bare), np.ones((3, 64), np.float32))
     assert "has no index (index/index.json is missing); build it with: vitmae index --run" in error(["--run", str(bare), "--path", "x"])
-    assert "no such run folder" in error(["--run", str(tmp_path / "nowhere"), "--path", "x"])
+    assert "has no embeddings table" in error(["--run", str(tmp_path / "nowhere"), "--path", "x"])
     assert "--path /nowhere/cat.jpg is not in the index" in error(["--run", run, "--path", "/nowhere/cat.jpg"])
     (tmp_path / "text.jpg").write_text("this is not a picture\n")
     assert "text.jpg: not an image file" in error(["--run", run, "--image", str(tmp_path / "text.jpg")])
@@ -107,7 +109,7 @@ def test_user_mistakes_are_one_line_errors(gallery_run, gallery, model_dir, tmp_
     torch.manual_seed(0)
     vitmae.ViTMAEModel(config).save_pretrained(model32)
     vitmae.ViTImageProcessor.from_dict(MAE_PROCESSOR).save_pretrained(model32)
-    manifest = json.loads((other / "manifest.json").read_text())
-    (other / "manifest.json").write_text(json.dumps({**manifest, "model": str(model32)}))
+    record = latest_run(str(other), Storage())
+    append_run(str(other), Storage(), {**record, "model": str(model32), "finished": "9999-12-31T00:00:00.000Z"})
     message = error(["--run", str(other), "--image", str(gallery / "coffee-00.png")])
     assert f"the run's model {model32} makes 32-d embeddings but the index of {other} holds 64-d vectors" in message

@@ -39,8 +39,8 @@ def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     return _DTYPES[dtype]
 
 
-def load_hf_state_dict(folder: Folder) -> dict[str, torch.Tensor]:
-    """The tensors of a checkpoint folder, with the names as stored (safetensors preferred)."""
+def weight_files(folder: Folder) -> list[str]:
+    """The names of a checkpoint folder's weight files (safetensors preferred; the shards of a sharded one)."""
     name = next((n for n in _WEIGHT_FILES if folder.exists(n)), None)
     if name is None:
         present = sorted(os.path.basename(p) for p in folder.fs.ls(folder.root, detail=False))
@@ -48,12 +48,16 @@ def load_hf_state_dict(folder: Folder) -> dict[str, torch.Tensor]:
             f"no weights in {folder.uri}: expected one of {', '.join(_WEIGHT_FILES)}, found {present or 'nothing'}"
         )
     if name.endswith(".index.json"):
-        shards = sorted(set(folder.read_json(name)["weight_map"].values()))
-        state: dict[str, torch.Tensor] = {}
-        for shard in shards:
-            state.update(_load_file(folder, shard))
-        return state
-    return _load_file(folder, name)
+        return sorted(set(folder.read_json(name)["weight_map"].values()))
+    return [name]
+
+
+def load_hf_state_dict(folder: Folder) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint folder, with the names as stored (safetensors preferred)."""
+    state: dict[str, torch.Tensor] = {}
+    for name in weight_files(folder):
+        state.update(_load_file(folder, name))
+    return state
 
 
 def _load_file(folder: Folder, name: str) -> dict[str, torch.Tensor]:

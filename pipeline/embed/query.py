@@ -13,9 +13,9 @@ import numpy as np
 from pipeline import schema
 from pipeline.embed.decode import DecodeConfig, decode_image
 from pipeline.embed.infer import Embedder, InferConfig
-from pipeline.layout import MANIFEST
+from pipeline.records import latest_run
 from pipeline.retrieval.search import Hit, Searcher
-from pipeline.storage import Storage, read_uri, run_folder
+from pipeline.storage import Storage, read_uri
 from vitmae import ViTImageProcessor
 
 logger = logging.getLogger(__name__)
@@ -25,20 +25,20 @@ class QueryEmbedder:
     """The run's model, loaded once (on the CPU, float32), for images that are not in the run."""
 
     def __init__(self, run: str, storage: Storage | None = None) -> None:
-        """Reads the run's manifest and loads its model.
+        """Reads the latest run's record and loads its model.
 
         Raises:
-            FileNotFoundError: no run, a run without a manifest, or a model that is gone.
+            FileNotFoundError: no finished run, or a model that is gone.
         """
         self.storage = storage or Storage.from_environment()
-        manifest = run_folder(run, self.storage).read_json(MANIFEST)
-        self.processor = ViTImageProcessor.from_dict(manifest["processor"])
-        self.decode = DecodeConfig(**manifest["decode"])
-        infer = InferConfig(pooling=manifest["infer"]["pooling"], dtype="float32")
-        self.model = manifest["model"]
+        record = latest_run(run, self.storage)
+        self.processor = ViTImageProcessor.from_dict(record["processor"])
+        self.decode = DecodeConfig(**record["decode"])
+        infer = InferConfig(pooling=record["infer"]["pooling"], dtype="float32")
+        self.model = record["model"]
         self.embedder = Embedder(self.model, infer, self.storage)
         self.dimension = int(self.embedder.encoder.config.hidden_size)
-        logger.info("loaded the run's model %s for image queries", manifest["model"])
+        logger.info("loaded the run's model %s for image queries", self.model)
 
     def __call__(self, image: str | bytes) -> np.ndarray:
         """An image (local path, URI or encoded bytes) -> its raw embedding, float32 [D].

@@ -1,29 +1,41 @@
-"""The embedding run: checks, then list -> preprocess -> infer -> write on Ray Data, then the index and the manifest."""
+"""The embedding run: the checks, the diff against the tables, then list -> preprocess -> infer -> write on Ray Data
+with commits as it goes, then compaction, the index and the run's record.
+
+Every run on an output updates the same Delta tables: it embeds only what is new or changed, removes what is gone,
+and commits while it goes, so that a run killed at any moment keeps what it committed and the same command embeds
+the rest. Removals are committed before any new row, so an image is never in both tables, nor twice in one.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field, replace
+import uuid
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import ray
 
+from pipeline import schema
+from pipeline.embed.checks import Model, check_model, check_settings, check_weights, settings
+from pipeline.embed.commit import Committer
 from pipeline.embed.decode import DecodeConfig
-from pipeline.embed.infer import Embedder, InferConfig, model_class
-from pipeline.embed.listing import DEFAULT_EXTENSIONS, list_inputs
+from pipeline.embed.diff import Diff, DiffConfig, compare
+from pipeline.embed.infer import Embedder, InferConfig
+from pipeline.embed.listing import DEFAULT_EXTENSIONS, list_inputs, read_input_list
 from pipeline.embed.preprocess import PreprocessConfig, decoded_images
-from pipeline.embed.write import WriteConfig, write_batch
-from pipeline.layout import EMBEDDINGS_DIR, ERRORS_DIR, INDEX_DIR, MANIFEST, RUN_FILES, package_versions
-from pipeline.retrieval.index import IndexConfig, TooFewVectors, build_index
+from pipeline.embed.write import WriteConfig, data_files, write_batch
+from pipeline.layout import EMBEDDINGS_DIR, ERRORS_DIR, RUN_FILES, package_versions
+from pipeline.records import append_run, table_uri
+from pipeline.retrieval.index import IndexConfig, TooFewVectors
+from pipeline.retrieval.index_update import update_index
 from pipeline.storage import Storage, absolute_uri, is_local, output_folder
-from vitmae import ViTImageProcessor, ViTMAEConfig
-from vitmae.checkpoint import CONFIG_NAME, parse_dtype
+from pipeline.tables import DESCRIPTION_FORMAT, RunTable, dataset, description, open_table
+from vitmae.checkpoint import parse_dtype
 from vitmae.errors import one_line
-from vitmae.folder import open_folder
 
 logger = logging.getLogger(__name__)
 
@@ -32,12 +44,13 @@ logger = logging.getLogger(__name__)
 class EmbedConfig:
     """One embedding run, as the job's flags give it."""
 
-    input: str  # folder, prefix or glob, local or s3://
-    output: str  # run folder, local or s3://
+    input: str | None  # folder, prefix or glob, local or s3:// (None with input_list)
+    output: str  # the output folder (Delta tables, index), local or s3://
     model: str  # checkpoint folder, URI or hub id
+    input_list: str | None = None  # a file listing the inputs (Parquet with a path column, or text), instead of input
     infer: InferConfig = InferConfig()  # mask ratio, loss samples, seed, pooling, dtype, compile
     decode: DecodeConfig = DecodeConfig()  # pixel limit and JPEG draft
-    index: IndexConfig | None = IndexConfig()  # the FAISS index built last (the rule: pipeline/retrieval/index.py); None: none
+    index: IndexConfig | None = IndexConfig()  # the FAISS index kept up to date last (pipeline/retrieval/index.py); None: none
     batch_size: int | None = None  # images per model call; None: 256 on GPUs, 8 on CPUs (see `batch_size_for`)
     num_gpus: int | None = None  # model actors with one GPU each; None: every GPU of the cluster
     num_actors: int | None = None  # model actors without GPUs; None: one per CPU, as memory allows (see `cpu_actors`)
@@ -45,118 +58,156 @@ class EmbedConfig:
     dashboard: bool = False  # start Ray's dashboard with the job's own local Ray (a cluster keeps its own)
     s3_endpoint: str | None = None  # S3 endpoint; else AWS_ENDPOINT_URL
     extensions: tuple[str, ...] = DEFAULT_EXTENSIONS  # file extensions to list
-    rows_per_file: int = 4096  # rows per output Parquet file
-    overwrite: bool = False  # replace an earlier run in `output`
+    overwrite: bool = False  # start new tables in `output` instead of updating them
+    retry_errors: bool = False  # embed again the unchanged objects that failed in earlier runs
+    keep_missing: bool = False  # keep the rows of objects no longer listed
+    commit_rows: int = 4096  # commit when this many rows are written but not committed...
+    commit_seconds: float = 60.0  # ...or when this long has passed since the last commit
+    vacuum_hours: float = 168.0  # files no version of the last this-many hours needs are deleted (Delta's default: 7 days)
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "num_actors", "cpu_threads", "rows_per_file"):
+        if (self.input is None) == (self.input_list is None):
+            raise ValueError("pass exactly one of --input and --input-list")
+        for name in ("batch_size", "num_actors", "cpu_threads", "commit_rows"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if self.num_gpus is not None and self.num_gpus < 0:
-            raise ValueError(f"--num-gpus must be at least 0, got {self.num_gpus}")
-
-
-@dataclass
-class Prepared:
-    """What the checks before the run found."""
-
-    listing: pa.Table
-    processor: ViTImageProcessor
-    model_config: dict[str, Any]
-    parameters: int  # of the model the actors load (the decoder too when the loss is scored)
-    storage: Storage = field(default_factory=Storage)  # reaches input, output and model
-
-
-def prepare(config: EmbedConfig) -> Prepared:
-    """Everything that can fail on user input fails here, before any work and before anything is written."""
-    storage = Storage.from_environment(config.s3_endpoint)
-    _check_output(config, storage)
-    options = storage.options(config.model)
-    model_folder = open_folder(config.model, options)
-    model_config = model_folder.read_json(CONFIG_NAME)
-    mae = ViTMAEConfig.from_dict(model_config)
-    if not model_folder.exists("preprocessor_config.json"):
-        raise FileNotFoundError(
-            f"--model {config.model} has no preprocessor_config.json; save the processor the model was "
-            "trained with next to it (vitmae.ViTImageProcessor(...).save_pretrained(folder))"
-        )
-    processor = ViTImageProcessor.from_pretrained(model_folder.uri, options)
-    if not processor.do_resize or processor.size != {"height": mae.image_size, "width": mae.image_size}:
-        size = processor.size if processor.do_resize else "nothing (do_resize is false)"
-        raise ValueError(
-            f"--model {config.model}: the processor resizes to {size} but the model expects "
-            f"{mae.image_size}x{mae.image_size} images"
-        )
-    # The actors' own load on the meta device: unreadable weights, and weights that do not fit the config, fail now.
-    model = model_class(config.infer.mask_ratio).from_pretrained(model_folder.uri, device="meta", storage_options=options)
-    parameters = sum(p.numel() for p in model.parameters())
-    listing = list_inputs(config.input, config.extensions, storage)
-    return Prepared(listing, processor, model_config, parameters, storage)
-
-
-def _check_output(config: EmbedConfig, storage: Storage) -> None:
-    """Refuses an --output that is a file or holds a run (unless --overwrite); creates nothing."""
-    earlier = [name for name in RUN_FILES if output_folder(config.output, storage).exists(name)]
-    if earlier and not config.overwrite:
-        raise FileExistsError(
-            f"--output {config.output} already holds a run ({', '.join(earlier)}); pass --overwrite to replace it"
-        )
+        for name in ("num_gpus", "commit_seconds", "vacuum_hours"):
+            if getattr(self, name) is not None and not getattr(self, name) >= 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 0, got {getattr(self, name)}")
 
 
 def run(config: EmbedConfig) -> dict[str, Any]:
-    """Runs the job and returns the manifest (also written, last, to `output`/manifest.json)."""
-    config = replace(config, output=absolute_uri(config.output), model=absolute_uri(config.model, may_be_hub_id=True))
-    prepared = prepare(config)
+    """Updates the output with the inputs as they are now; returns the run's record (also kept in `runs/`).
+
+    Raises:
+        ConcurrentRunError: another run committed to the output meanwhile (what this run committed stays).
+        IndexNotBuilt: the tables are updated and recorded, but their index could not be brought up to date.
+    """
     start = time.time()
-    if not ray.is_initialized():
-        # The dashboard's processes wake at normal priority and stall the model's GEMM threads on small machines.
-        ray.init(logging_level=logging.WARNING, include_dashboard=config.dashboard)
-    gpus = _check_cluster(config)
-    output_folder(config.output, prepared.storage).remove(RUN_FILES)  # an earlier run, refused above without --overwrite
-    ray_started = time.time()
-    listing = prepared.listing
-    actors, threads = (gpus, None) if gpus else cpu_actors(config, prepared.parameters)
+    config = replace(config, output=absolute_uri(config.output), model=absolute_uri(config.model, may_be_hub_id=True),
+                     input=config.input and absolute_uri(config.input), input_list=config.input_list and absolute_uri(config.input_list))
+    storage = Storage.from_environment(config.s3_endpoint)
+    output_folder(config.output, storage)  # refuses a file
+    run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(start)) + "-" + uuid.uuid4().hex[:6]
+    existing = {} if config.overwrite else {name: open_table(table_uri(config.output, name), storage) for name in (EMBEDDINGS_DIR, ERRORS_DIR)}
+    known = description(existing[EMBEDDINGS_DIR]) if existing.get(EMBEDDINGS_DIR) else {}
+    model = check_model(config.model, storage, known.get("model"))
+    if known:
+        check_settings(known["settings"], settings(model, config.infer, config.infer.dtype), config.output)
+    listing = list_inputs(config.input, config.extensions, storage) if config.input else read_input_list(config.input_list, storage)
+    datasets = {name: dataset(table, table_uri(config.output, name), storage) for name, table in existing.items() if table}
+    diff = compare(listing, datasets.get(EMBEDDINGS_DIR), datasets.get(ERRORS_DIR),
+                   DiffConfig(retry_errors=config.retry_errors, keep_missing=config.keep_missing))
+    record: dict[str, Any] = {"run_id": run_id, "started": _iso(start), "input": config.input, "input_list": config.input_list,
+                              "output": config.output, "model": config.model, "counts": dict(diff.counts), "timings": {}}
+    if diff.work.num_rows or len(diff.remove_embeddings) or len(diff.remove_errors) or config.overwrite:
+        record.update(_update(config, storage, model, known, diff, run_id))
+    else:
+        logger.info("nothing to embed or remove in %s", config.output)
+        record["settings"] = known["settings"]
+    indexing = time.time()
+    index_error = None
+    try:
+        record["index"] = update_index(config.output, config.index, storage) if config.index else None
+    except TooFewVectors as err:
+        logger.warning("no index: %s", err)
+        record["index"] = None
+    except Exception as err:  # the tables stay as committed and recorded; the run fails with one line below
+        record["index"], index_error = {"error": f"{type(err).__name__}: {one_line(err)}"}, err
+    record["timings"]["index_seconds"] = round(time.time() - indexing, 3)
+    record["versions"] = {name: _version(config.output, name, storage) for name in (EMBEDDINGS_DIR, ERRORS_DIR)}
+    record.update(processor=model.processor.to_dict(), decode=asdict(config.decode), infer=asdict(config.infer),
+                  package_versions=package_versions(), finished=_iso(time.time()), seconds=round(time.time() - start, 3))
+    append_run(config.output, storage, record)
+    if index_error is not None:
+        raise IndexNotBuilt(
+            f"the tables are updated, but the index could not be ({record['index']['error']}); "
+            f"build it with: vitmae index --run {config.output}"
+        ) from index_error
+    return record
+
+
+def _update(config: EmbedConfig, storage: Storage, model: Model, known: dict[str, Any], diff: Diff, run_id: str) -> dict[str, Any]:
+    """Removes what went or changed, embeds the work and commits as it goes, then compacts and vacuums."""
+    work_rows = diff.work.num_rows
+    gpus, parameters, dtype, timings = 0, 0, config.infer.dtype, {}
+    if work_rows:
+        parameters = check_weights(model, config.infer, storage)
+        started = time.time()
+        if not ray.is_initialized():
+            # The dashboard's processes wake at normal priority and stall the model's GEMM threads on small machines.
+            ray.init(logging_level=logging.WARNING, include_dashboard=config.dashboard)
+        gpus = _check_cluster(config)
+        dtype = dtype if dtype != "auto" else ("bfloat16" if gpus else "float32")
+        timings["start_ray_seconds"] = round(time.time() - started, 3)
+    run_settings = settings(model, config.infer, dtype)
+    if known:
+        check_settings(known["settings"], run_settings, config.output)
+    if config.overwrite:  # every check has passed: the earlier tables go now
+        output_folder(config.output, storage).remove(RUN_FILES)
+    next_id = int(known.get("next_id", 0))
+    about = {"format": DESCRIPTION_FORMAT, "settings": known.get("settings", run_settings),
+             "model": {"files": model.files, "sha256": model.sha256}}
+    tables = {
+        name: RunTable.open_or_create(table_uri(config.output, name), storage, table_schema, run_id,
+                                      json.dumps({**about, "next_id": next_id}) if name == EMBEDDINGS_DIR else "")
+        for name, table_schema in ((EMBEDDINGS_DIR, schema.EMBEDDINGS_SCHEMA), (ERRORS_DIR, schema.ERRORS_SCHEMA))
+    }
+    work = diff.work.add_column(0, schema.ID, pa.array(np.arange(next_id, next_id + work_rows, dtype=np.int64)))
+    # The ids this run may give are taken before any row is committed, so a killed run's are never given again.
+    tables[EMBEDDINGS_DIR].set_description(json.dumps({**about, "next_id": next_id + work_rows}), work=work_rows)
+    removed = {name: tables[name].delete_paths(paths) for name, paths in
+               ((EMBEDDINGS_DIR, diff.remove_embeddings), (ERRORS_DIR, diff.remove_errors))}
+    embed_start = time.time()
+    committer = Committer(tables, config.commit_rows, config.commit_seconds)
+    embedding = _embed(config, storage, model, work, committer, gpus, parameters, run_id) if work_rows else {}
+    committer.flush()
+    embedded, failed = committer.committed[EMBEDDINGS_DIR], committer.committed[ERRORS_DIR]
+    if embedded + failed != work_rows:
+        raise RuntimeError(f"{work_rows} inputs to embed, but {embedded} embeddings and {failed} errors were written")
+    timings["embed_seconds"] = round(time.time() - embed_start, 3)
+    maintenance = time.time()
+    for table in tables.values():
+        table.compact()
+        table.vacuum(config.vacuum_hours)
+    timings["maintenance_seconds"] = round(time.time() - maintenance, 3)
+    return {
+        "settings": run_settings,
+        "counts": {**diff.counts, "embedded": embedded, "failed": failed, "rows_removed": removed},
+        "commits": committer.commits,
+        "timings": timings,
+        # Throughput of the pipeline itself: Ray's start-up, the maintenance and the index are timed apart.
+        "images_per_second": round(work_rows / timings["embed_seconds"], 3) if work_rows and timings["embed_seconds"] > 0 else None,
+        **embedding,
+    }
+
+
+def _embed(config: EmbedConfig, storage: Storage, model: Model, work: pa.Table, committer: Committer, gpus: int,
+           parameters: int, run_id: str) -> dict[str, Any]:
+    """Runs the Ray Data pipeline over `work` (`schema.WORK_SCHEMA`); returns the resources it used and Ray Data's
+    stage statistics."""
+    actors, threads = (gpus, None) if gpus else cpu_actors(config, parameters)
     batch_size = config.batch_size or batch_size_for(gpus)
     logger.info("%d model actors on %s, %d images a batch", actors, f"{gpus} GPUs" if gpus else f"{threads} CPU threads each", batch_size)
     # Without GPUs, Ray Data fuses decoding into the model actors, whose threads then decode too.
-    preprocess = PreprocessConfig(prepared.processor.to_dict(), config.decode, prepared.storage, threads=threads or 1)
-    dataset = (
-        decoded_images(listing, preprocess, batch_size)
+    preprocess = PreprocessConfig(model.processor.to_dict(), config.decode, storage, threads=threads or 1)
+    dataset_ = (
+        decoded_images(work, preprocess, batch_size)
         .map_batches(
-            Embedder, fn_constructor_kwargs={"model": config.model, "config": config.infer, "storage": prepared.storage,
-                                             "threads": threads},
-            batch_size=batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=actors),
-            num_gpus=1 if gpus else 0,
+            Embedder, fn_constructor_kwargs={"model": config.model, "config": config.infer, "storage": storage, "threads": threads},
+            batch_size=batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=1 if gpus else 0,
         )
         .map_batches(
-            # Writing is I/O. Holding no CPU, it streams while the model actors hold every CPU of the cluster.
-            write_batch, fn_kwargs={"config": WriteConfig(config.output, prepared.storage)},
-            batch_size=config.rows_per_file, batch_format="numpy", num_cpus=0,
+            # Writing is I/O. Holding no CPU, it streams while the model actors hold every CPU of the cluster; one
+            # file per model batch, so that the driver can commit as soon as rows are written (compaction follows).
+            write_batch, fn_kwargs={"config": WriteConfig(config.output, run_id, storage)}, batch_size=None,
+            batch_format="numpy", num_cpus=0,
         )
     )
-    embedded = failed = 0
-    for counts in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-        embedded += int(counts["embedded"].sum())
-        failed += int(counts["failed"].sum())
-    if embedded + failed != listing.num_rows:
-        raise RuntimeError(f"listed {listing.num_rows} inputs but wrote {embedded} embeddings and {failed} errors")
-    embedded_at = time.time()
-    built, index_error = False, None
-    try:
-        built = _build_index(config, prepared.storage)
-    except Exception as err:  # the embeddings stay, with their manifest; the run fails below with one line
-        index_error = err
-    timings = {"start_ray": ray_started - start, "embed": embedded_at - ray_started, "index": time.time() - embedded_at}
-    manifest = _manifest(replace(config, batch_size=batch_size, num_actors=actors, cpu_threads=threads), prepared, gpus,
-                         embedded, failed, timings, built, index_error)
-    manifest["ray_data_stats"] = dataset.stats()
-    open_folder(config.output, prepared.storage.options(config.output), create=True).write_json(MANIFEST, manifest)
-    if index_error is not None:
-        raise IndexNotBuilt(
-            f"the embeddings are written, but the index could not be built ({manifest['index_error']}); "
-            f"build it with: vitmae index --run {config.output}"
-        ) from index_error
-    return manifest
+    for files in dataset_.iter_batches(batch_size=None, batch_format="numpy"):
+        committer.add(data_files(files))
+    resources = {"gpus": gpus, "actors": actors, "cpu_threads": threads, "batch_size": batch_size, "dashboard": config.dashboard}
+    return {"resources": resources, "ray_data_stats": dataset_.stats()}
 
 
 def _check_cluster(config: EmbedConfig) -> int:
@@ -167,7 +218,7 @@ def _check_cluster(config: EmbedConfig) -> int:
             f"--num-gpus {config.num_gpus} asks for more GPUs than the Ray cluster's {available} (start the GPU "
             "nodes first, or pass --num-gpus 0 to run on CPUs)"
         )
-    local = [uri for uri in (config.input, config.output, config.model) if is_local(uri)]
+    local = [uri for uri in (config.input, config.input_list, config.output, config.model) if uri and is_local(uri)]
     if local and len([node for node in ray.nodes() if node["Alive"]]) > 1:
         logger.warning("%s: local paths must be on storage that every node of the cluster mounts", ", ".join(local))
     return config.num_gpus if config.num_gpus is not None else available
@@ -206,46 +257,14 @@ def batch_size_for(gpus: int) -> int:
 
 
 class IndexNotBuilt(ValueError):
-    """The embeddings were written, but building their index failed."""
+    """The tables were updated, but bringing their index up to date failed."""
 
 
-def _build_index(config: EmbedConfig, storage: Storage) -> bool:
-    """Builds the index, before the manifest; whether there is one.
-
-    A run with fewer than two embeddings has nothing to index: a warning, not a failure. Anything else raises.
-    """
-    if config.index is None:
-        return False
-    try:
-        build_index(config.output, config.index, storage)
-    except TooFewVectors as err:
-        logger.warning("no index built: %s", err)
-        return False
-    return True
+def _version(output: str, name: str, storage: Storage) -> int | None:
+    table = open_table(table_uri(output, name), storage)
+    return table.version() if table is not None else None
 
 
-def _manifest(
-    config: EmbedConfig, prepared: Prepared, gpus: int, embedded: int, failed: int, timings: dict[str, float],
-    built: bool, index_error: Exception | None,
-) -> dict[str, Any]:
-    """The run's record; `config` holds the batch size, actors and threads the run used."""
-    digest = hashlib.sha256(json.dumps(prepared.model_config, sort_keys=True).encode()).hexdigest()
-    settings = {k: v for k, v in asdict(config).items() if k not in ("overwrite",)}
-    return {
-        **settings,
-        "extensions": list(config.extensions),
-        "model_config_sha256": digest,
-        "model_config": prepared.model_config,
-        "processor": prepared.processor.to_dict(),
-        "embedding_dim": prepared.model_config.get("hidden_size"),
-        "gpus": gpus,
-        "counts": {"listed": prepared.listing.num_rows, "embedded": embedded, "failed": failed},
-        "seconds": round(sum(timings.values()), 3),
-        "timings": {f"{name}_seconds": round(value, 3) for name, value in timings.items()},
-        # Throughput of the pipeline itself: Ray's start-up and the index are timed apart.
-        "images_per_second": round(prepared.listing.num_rows / timings["embed"], 3) if timings["embed"] > 0 else None,
-        "versions": package_versions(),
-        "outputs": {"embeddings": f"{EMBEDDINGS_DIR}/", "errors": f"{ERRORS_DIR}/", "index": f"{INDEX_DIR}/" if built else None},
-        "index_error": f"{type(index_error).__name__}: {one_line(index_error)}" if index_error else None,
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
+def _iso(seconds: float) -> str:
+    """UTC, ISO 8601, to the millisecond."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{int(seconds % 1 * 1000):03d}Z"

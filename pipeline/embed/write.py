@@ -1,8 +1,14 @@
-"""The write stage: each batch becomes one embeddings and one errors Parquet file, written atomically."""
+"""The write stage: each batch becomes one Parquet data file in the embeddings table's folder and one in the errors
+table's, written atomically; the driver commits them (`pipeline.tables`).
+
+File names come from the run and the batch's smallest id, zero-padded: a retried batch writes the same name again, so
+a file is never committed twice.
+"""
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -11,21 +17,29 @@ import pyarrow as pa
 from pipeline import schema
 from pipeline.layout import EMBEDDINGS_DIR, ERRORS_DIR
 from pipeline.storage import Storage, folder, write_parquet
+from pipeline.tables import DataFile, file_stats
 
 logger = logging.getLogger(__name__)
+
+# The columns of the stage's output: one row per data file written.
+FILE_COLUMNS = ("table", "path", "size", "rows", "modified_ms", "stats")
 
 
 @dataclass(frozen=True)
 class WriteConfig:
     """Where the write stage puts its files."""
 
-    output: str  # run folder, local or s3://
+    output: str  # the output folder, local or s3://
+    run_id: str  # recorded in every row, and in the file names
     storage: Storage = field(default_factory=Storage)  # reaches the output
 
 
-def _table(batch: dict[str, np.ndarray], rows: np.ndarray, target: pa.Schema) -> pa.Table:
+def _table(batch: dict[str, np.ndarray], rows: np.ndarray, target: pa.Schema, run_id: str) -> pa.Table:
     columns = {}
     for name in target.names:
+        if name == schema.RUN:
+            columns[name] = pa.array([run_id] * int(rows.sum()), pa.string())
+            continue
         values = batch[name][rows]
         if name == schema.EMBEDDING:
             flat = pa.array(np.ascontiguousarray(values, dtype=np.float32).ravel())
@@ -38,16 +52,23 @@ def _table(batch: dict[str, np.ndarray], rows: np.ndarray, target: pa.Schema) ->
 
 
 def write_batch(batch: dict[str, np.ndarray], config: WriteConfig) -> dict[str, np.ndarray]:
-    """Writes the batch's embedded rows and failed rows; returns one row of counts.
-
-    File names come from the batch's smallest listing row id, zero-padded, so they sort and a rerun
-    writes the same names.
-    """
+    """Writes the batch's embedded rows and failed rows; returns one row per file written (`FILE_COLUMNS`)."""
     failed = schema.failed_rows(batch[schema.ERROR])
-    name = f"part-{int(np.min(batch[schema.ROW_ID])):010d}.parquet"
+    name = f"part-{config.run_id}-{int(np.min(batch[schema.ID])):012d}.parquet"
     output = folder(config.output, config.storage, create=True)
-    if (~failed).any():
-        write_parquet(output, f"{EMBEDDINGS_DIR}/{name}", _table(batch, ~failed, schema.EMBEDDINGS_SCHEMA))
-    if failed.any():
-        write_parquet(output, f"{ERRORS_DIR}/{name}", _table(batch, failed, schema.ERRORS_SCHEMA))
-    return {"embedded": np.array([int((~failed).sum())]), "failed": np.array([int(failed.sum())])}
+    written = []
+    for table_dir, rows, target in ((EMBEDDINGS_DIR, ~failed, schema.EMBEDDINGS_SCHEMA), (ERRORS_DIR, failed, schema.ERRORS_SCHEMA)):
+        if rows.any():
+            table = _table(batch, rows, target, config.run_id)
+            size = write_parquet(output, f"{table_dir}/{name}", table)
+            written.append(DataFile(table_dir, name, size, table.num_rows, int(time.time() * 1000), file_stats(table)))
+    return {column: np.array([getattr(f, column) for f in written], dtype=object) for column in FILE_COLUMNS}
+
+
+def data_files(rows: dict[str, np.ndarray]) -> list[DataFile]:
+    """The write stage's output rows back as `DataFile`s."""
+    return [
+        DataFile(str(rows["table"][i]), str(rows["path"][i]), int(rows["size"][i]), int(rows["rows"][i]),
+                 int(rows["modified_ms"][i]), str(rows["stats"][i]))
+        for i in range(len(rows["path"]))
+    ]

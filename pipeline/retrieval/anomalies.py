@@ -20,7 +20,7 @@ import pyarrow.dataset as pads
 
 from pipeline import schema
 from pipeline.layout import ANOMALIES_FILE
-from pipeline.retrieval.index_store import LoadedIndex, load_index, search, to_distances
+from pipeline.retrieval.index_store import LoadedIndex, load_index, require_current, to_distances
 from pipeline.retrieval.vectors import Batch, for_index, iter_batches, open_embeddings
 from pipeline.storage import Storage, run_folder, write_parquet
 
@@ -61,15 +61,17 @@ def rank_anomalies(config: AnomalyConfig, storage: Storage | None = None) -> pa.
         ValueError: no loss in the run when ranking by loss or both; an index older than the embeddings.
     """
     storage = storage or Storage.from_environment()
-    dataset = open_embeddings(config.run, storage)
+    embeddings = open_embeddings(config.run, storage)
     by = config.by
     if by == "auto":
-        by = "both" if _has_loss(dataset) else "knn"
+        by = "both" if _has_loss(embeddings.dataset) else "knn"
         logger.info("ranking by %s: the run %s a reconstruction loss", by, "has" if by == "both" else "has no")
     loaded = _index_for(config.run, by, storage)
+    if loaded is not None:
+        require_current(loaded, config.run, embeddings.version)
     columns = (schema.PATH, schema.LOSS) + ((schema.EMBEDDING,) if loaded else ())
     paths, losses, knn = [], [], []
-    for batch in iter_batches(dataset, config.batch_rows, columns):
+    for batch in iter_batches(embeddings, config.batch_rows, columns):
         paths.append(batch.paths)
         losses.append(batch.table.column(schema.LOSS).to_numpy(zero_copy_only=False).astype(np.float32))
         if loaded:
@@ -82,7 +84,7 @@ def rank_anomalies(config: AnomalyConfig, storage: Storage | None = None) -> pa.
         )
     distance = np.concatenate(knn) if knn else np.full(len(loss), np.nan, np.float32)
     table = ranking(pa.concat_arrays(paths), loss, distance, by)
-    meta = {"by": by, "k": str(config.k), "metric": loaded.metric if loaded else ""}
+    meta = {"by": by, "k": str(config.k), "metric": loaded.metric if loaded else "", "table_version": str(embeddings.version)}
     table = table.replace_schema_metadata({f"anomalies.{k}": v for k, v in meta.items()})
     write_parquet(run_folder(config.run, storage), ANOMALIES_FILE, table)
     logger.info("ranked %d images by %s; wrote %s/%s", table.num_rows, by, config.run, ANOMALIES_FILE)
@@ -106,18 +108,10 @@ def _index_for(run: str, by: str, storage: Storage) -> LoadedIndex | None:
 
 
 def knn_distances(loaded: LoadedIndex, batch: Batch, k: int) -> np.ndarray:
-    """Mean distance of each row of `batch` to its k nearest other indexed images. float32 [B].
-
-    Raises:
-        ValueError: the index's id map does not hold these paths at these ids (the run changed after indexing).
-    """
-    rows = len(batch.paths)
-    if not loaded.paths.slice(batch.start, rows).equals(batch.paths.cast(pa.string())):
-        raise ValueError("the index does not match the run's embeddings (re-embedded since?); rebuild it with vitmae index")
-    k = min(k, int(loaded.index.ntotal) - 1)
-    squared, ids = search(loaded.index, for_index(batch.vectors, loaded.metric), k + 1)
-    own = batch.start + np.arange(rows)[:, None]
-    others = (ids != own) & (ids >= 0)
+    """Mean distance of each row of `batch` to its k nearest other indexed images. float32 [B]."""
+    k = min(k, loaded.count - 1)
+    squared, ids = loaded.search(for_index(batch.vectors, loaded.metric), k + 1)
+    others = (ids != batch.ids[:, None]) & (ids >= 0)
     others &= np.cumsum(others, axis=1) <= k  # the first k that are not the image itself
     distances = to_distances(squared, loaded.metric)
     return ((distances * others).sum(axis=1) / np.maximum(others.sum(axis=1), 1)).astype(np.float32)

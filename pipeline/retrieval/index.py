@@ -39,7 +39,7 @@ import faiss
 import numpy as np
 import pyarrow as pa
 
-from pipeline.retrieval.index_store import LoadedIndex, load_index, save_index, set_search_params
+from pipeline.retrieval.index_store import LoadedIndex, inner, load_index, save_index, set_search_params
 from pipeline.retrieval.vectors import METRICS, Batch, first_dimension, for_index, iter_batches, open_embeddings
 from pipeline.storage import Storage
 
@@ -187,7 +187,8 @@ def _checked(spec: IndexSpec, budget: int) -> IndexSpec:
 
 
 def build_index(run: str, config: IndexConfig = IndexConfig(), storage: Storage = Storage()) -> dict[str, Any]:
-    """Builds, measures and saves the index of `run` under `run/index/`; returns what index.json holds.
+    """Builds, measures and saves the index of the latest version of `run`'s embeddings under `run/index/`; returns
+    what index.json holds.
 
     Raises:
         FileNotFoundError: the run has no embeddings.
@@ -195,38 +196,35 @@ def build_index(run: str, config: IndexConfig = IndexConfig(), storage: Storage 
         ValueError: no index fits the budget, or unreadable embeddings.
     """
     start = time.perf_counter()
-    dataset = open_embeddings(run, storage)
-    count = dataset.count_rows()
+    embeddings = open_embeddings(run, storage)
+    count = embeddings.count()
     if count < 2:
         raise TooFewVectors(f"{run} holds {count} embedding(s); an index needs at least 2")
-    dim = first_dimension(dataset)
+    dim = first_dimension(embeddings)
     spec = choose_index(count, dim, int(config.memory_budget_gb * GB), config.index_type, config.train_rows)
     logger.info("building a %s index (%s): %s", spec.index_type, spec.factory, spec.reason)
     rng = np.random.default_rng(config.seed)
     k = min(config.recall_k, count - 1)
-    query_ids = np.sort(rng.choice(count, size=min(config.recall_queries, count), replace=False))
-    train_ids = np.sort(rng.choice(count, size=spec.train_rows, replace=False))
-    sample, queries = _sample(iter_batches(dataset, config.batch_rows), config.metric, dim, train_ids, query_ids)
-    index = faiss.index_factory(dim, spec.factory, faiss.METRIC_L2)
-    if spec.index_type == "hnsw":
-        index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
-    if spec.index_type == "ivfpq":
-        index.do_polysemous_training = False  # only serves Hamming filtering, which we do not use, and costs training time
+    query_rows = np.sort(rng.choice(count, size=min(config.recall_queries, count), replace=False))
+    train_rows = np.sort(rng.choice(count, size=spec.train_rows, replace=False))
+    sample, queries, query_ids = _sample(iter_batches(embeddings, config.batch_rows), config.metric, dim, train_rows, query_rows)
+    index = new_index(spec, dim)
     if spec.train_rows:
         index.train(sample)
     del sample
     truth = ExactTopK(queries, k + 1)
-    paths = []
-    for batch in iter_batches(dataset, config.batch_rows):
+    ids, paths = [], []
+    for batch in iter_batches(embeddings, config.batch_rows):
         vectors = for_index(batch.vectors, config.metric)
-        index.add(vectors)
-        truth.add(vectors, batch.start)
+        index.add_with_ids(vectors, batch.ids)
+        truth.add(vectors, batch.ids)
+        ids.append(batch.ids)
         paths.append(batch.paths)
     if index.ntotal != count:
         raise RuntimeError(f"counted {count} embeddings but added {index.ntotal}; did the run change while indexing?")
     search_params, recall, curve = _tune(index, spec.index_type, queries, query_ids, truth.ids, k, config.recall_target)
     info = {
-        "format": 1,
+        "format": 2,
         "index_type": spec.index_type,
         "factory": spec.factory,
         "params": spec.params,
@@ -234,33 +232,52 @@ def build_index(run: str, config: IndexConfig = IndexConfig(), storage: Storage 
         "metric": config.metric,
         "dimension": dim,
         "count": count,
+        "built_count": count,  # vectors at the last full build; updates add and remove since
+        "table_version": embeddings.version,  # the embeddings table's version the index reflects
         "memory_budget_gb": config.memory_budget_gb,
         "estimated_bytes": spec.estimated_bytes,
         "train_rows": spec.train_rows,
         "reason": spec.reason,
-        "recall": {"k": k, "queries": len(query_ids), "value": round(recall, 4), "target": config.recall_target,
-                   "target_met": recall >= config.recall_target, "curve": curve},
+        "recall": {"k": k, "queries": len(query_rows), "value": round(recall, 4), "target": config.recall_target,
+                   "target_met": recall >= config.recall_target, "curve": curve, "table_version": embeddings.version},
         "config": asdict(config),
         "faiss_version": faiss.__version__,
+        "updates": [],
     }
     info["build_seconds"] = round(time.perf_counter() - start, 3)
-    save_index(run, storage, index, pa.concat_arrays(paths), info)
+    order = np.argsort(np.concatenate(ids), kind="stable")
+    all_ids, all_paths = np.concatenate(ids)[order], pa.concat_arrays(paths).take(pa.array(order))
+    save_index(run, storage, index, all_ids, all_paths, np.empty(0, np.int64), info)
     logger.info("%s index of %d vectors built in %.1fs, recall@%d %.3f", spec.index_type, count, info["build_seconds"], k, recall)
     return info
 
 
-def _sample(batches: Any, metric: str, dim: int, train_ids: np.ndarray, query_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """First pass: the rows of `train_ids` and `query_ids` (sorted), as stored in the index. float32 [n, D] each."""
-    sample = np.empty((len(train_ids), dim), np.float32)
-    queries = np.empty((len(query_ids), dim), np.float32)
+def new_index(spec: IndexSpec, dim: int) -> faiss.Index:
+    """An empty index of `spec` that takes the table's ids: flat and HNSW wrapped in an id map, IVF with its own."""
+    index = faiss.index_factory(dim, spec.factory if spec.index_type.startswith("ivf") else f"IDMap2,{spec.factory}", faiss.METRIC_L2)
+    if spec.index_type == "hnsw":
+        inner(index).hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+    if spec.index_type == "ivfpq":
+        index.do_polysemous_training = False  # only serves Hamming filtering, which we do not use, and costs training time
+    return index
+
+
+def _sample(batches: Any, metric: str, dim: int, train_rows: np.ndarray, query_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """First pass: the vectors at positions `train_rows` and `query_rows` (sorted) of the scan, as stored in the index
+    (float32 [n, D] each), and the queries' ids (int64 [Q])."""
+    sample = np.empty((len(train_rows), dim), np.float32)
+    queries = np.empty((len(query_rows), dim), np.float32)
+    query_ids = np.empty(len(query_rows), np.int64)
     batch: Batch
     for batch in batches:
         end = batch.start + len(batch.vectors)
-        for wanted, out in ((train_ids, sample), (query_ids, queries)):
+        for wanted, out in ((train_rows, sample), (query_rows, queries)):
             lo, hi = np.searchsorted(wanted, [batch.start, end])
             if hi > lo:
                 out[lo:hi] = for_index(batch.vectors[wanted[lo:hi] - batch.start], metric)
-    return sample, queries
+        lo, hi = np.searchsorted(query_rows, [batch.start, end])
+        query_ids[lo:hi] = batch.ids[query_rows[lo:hi] - batch.start]
+    return sample, queries, query_ids
 
 
 class ExactTopK:
@@ -273,10 +290,10 @@ class ExactTopK:
         self.distances = np.full((len(queries), k), np.inf, np.float32)  # [Q, k], ascending
         self.ids = np.full((len(queries), k), -1, np.int64)  # [Q, k]
 
-    def add(self, vectors: np.ndarray, start: int) -> None:
-        """vectors: float32 [B, D], whose ids are start .. start + B - 1."""
-        distances, ids = faiss.knn(self.queries, vectors, min(self.k, len(vectors)))
-        ids = np.where(ids >= 0, ids + start, -1)
+    def add(self, vectors: np.ndarray, ids_of: np.ndarray) -> None:
+        """vectors: float32 [B, D], with ids int64 [B]."""
+        distances, positions = faiss.knn(self.queries, vectors, min(self.k, len(vectors)))
+        ids = np.where(positions >= 0, ids_of[np.maximum(positions, 0)], -1)
         distances = np.where(ids >= 0, distances, np.inf)
         merged_d = np.concatenate([self.distances, distances], axis=1)
         merged_i = np.concatenate([self.ids, ids], axis=1)

@@ -1,9 +1,13 @@
-"""A run's index on storage: `index/index.faiss`, `index/ids.parquet` (FAISS id -> path), `index/index.json`.
+"""A run's index on storage: `index/index.faiss`, `index/ids.parquet` (FAISS id -> path), `index/removed.parquet`
+and `index/index.json`.
 
-Written through fsspec (local or s3://) so that no reader sees half an index: index.json goes last and is
-removed first on a rebuild, and readers trust an index only when index.json is there. The FAISS file goes
-through a local temporary file (`faiss.write_index` / `read_index`) rather than `serialize_index` bytes: a
-serialised copy would double the index's memory, which at a 1 GB budget is the budget again.
+The FAISS ids are the embeddings table's ids. Written through fsspec (local or s3://) so that no reader sees half an
+index: index.json goes last and is removed first on a rewrite, and readers trust an index only when index.json is
+there. The FAISS file goes through a local temporary file (`faiss.write_index` / `read_index`) rather than
+`serialize_index` bytes: a serialised copy would double the index's memory, which at a 1 GB budget is the budget again.
+
+An HNSW graph cannot drop a vector: the ids of rows gone from the table stay in it, are listed in removed.parquet, and
+are filtered out of every search until the index is rebuilt (`pipeline.retrieval.index`).
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import faiss
@@ -19,22 +23,24 @@ import numpy as np
 import pyarrow as pa
 from fsspec.implementations.local import LocalFileSystem
 
-from pipeline.layout import IDS_FILE, INDEX_FILE, INFO_FILE
+from pipeline import schema
+from pipeline.layout import IDS_FILE, INDEX_FILE, INFO_FILE, REMOVED_FILE
 from pipeline.storage import Storage, folder, read_parquet, run_folder, write_parquet
 
 logger = logging.getLogger(__name__)
 
-ID = "id"  # column of ids.parquet: the FAISS id (row number in the run)
-PATH = "path"  # column of ids.parquet: the image's URI, as in embeddings/*.parquet
+FEW_QUERIES = 20  # below this many queries FAISS gives each query one thread and no BLAS
 
 
-@dataclass(frozen=True)
+@dataclass
 class LoadedIndex:
     """An index read back, ready to search."""
 
-    index: faiss.Index  # holds `info["count"]` vectors of `info["dimension"]`, search parameters applied
+    index: faiss.Index  # FAISS ids are the table's ids; search parameters applied
     info: dict[str, Any]  # index.json
-    paths: pa.Array  # string [count]: the path of each FAISS id
+    ids: np.ndarray  # int64 [N], sorted: the ids of the live vectors
+    paths: pa.Array  # string [N]: the path of each of `ids`
+    removed: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # int64: ids in the graph, filtered out
 
     @property
     def metric(self) -> str:
@@ -44,11 +50,51 @@ class LoadedIndex:
     def dimension(self) -> int:
         return int(self.info["dimension"])
 
+    @property
+    def count(self) -> int:
+        return len(self.ids)
 
-def save_index(run: str, storage: Storage, index: faiss.Index, paths: pa.Array, info: dict[str, Any]) -> None:
-    """Writes the index, then the id map, then index.json (which gains `file_bytes`)."""
-    if len(paths) != index.ntotal:
-        raise ValueError(f"expected one path per indexed vector ({index.ntotal}), got {len(paths)}")
+    def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """float32 [Q, D] as stored in the index -> squared L2 [Q, k], ids [Q, k] (-1 past the reachable vectors).
+
+        A few queries run on one OpenMP thread: FAISS runs them one per thread anyway, and waking an idle OpenMP team
+        can cost far more than the search where torch, with an OpenMP runtime of its own, is loaded too (measured in
+        benchmarks/RESULTS.md).
+        """
+        params = self._params()
+        if len(vectors) >= FEW_QUERIES:
+            return self.index.search(vectors, k, params=params)
+        threads = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(1)
+        try:
+            return self.index.search(vectors, k, params=params)
+        finally:
+            faiss.omp_set_num_threads(threads)
+
+    def paths_of(self, ids: np.ndarray) -> list[str | None]:
+        """The path of each id (None for -1)."""
+        at = np.clip(np.searchsorted(self.ids, ids), 0, max(len(self.ids) - 1, 0))
+        return [self.paths[int(position)].as_py() if id_ >= 0 else None for position, id_ in zip(at, ids)]
+
+    def _params(self) -> faiss.SearchParameters | None:
+        """The removed ids' filter (HNSW only), with the tuned efSearch, which parameters would otherwise reset."""
+        if not len(self.removed):
+            return None
+        selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(self.removed))
+        params = faiss.SearchParametersHNSW(sel=selector, efSearch=int(self.info["search_params"].get("efSearch", 16)))
+        params.selector_keepalive = selector  # the Python object must outlive the search
+        return params
+
+
+def save_index(run: str, storage: Storage, index: faiss.Index, ids: np.ndarray, paths: pa.Array, removed: np.ndarray,
+               info: dict[str, Any]) -> None:
+    """Writes the index, the id map and the removed ids, then index.json (which gains `file_bytes`).
+
+    ids: int64 [N] sorted, the live vectors; paths: string [N]; removed: int64 ids still in an HNSW graph.
+    """
+    if len(ids) + len(removed) != index.ntotal or len(paths) != len(ids):
+        raise ValueError(f"expected {index.ntotal} ids (live and removed) and a path per live id, got {len(ids)}, "
+                         f"{len(removed)} and {len(paths)}")
     target = folder(run, storage, create=True)
     if target.exists(INFO_FILE):
         target.fs.rm(target.path(INFO_FILE))
@@ -57,10 +103,10 @@ def save_index(run: str, storage: Storage, index: faiss.Index, paths: pa.Array, 
         faiss.write_index(index, local)
         info["file_bytes"] = os.path.getsize(local)
         target.put_file(INDEX_FILE, local)
-    ids = pa.table({ID: pa.array(np.arange(len(paths), dtype=np.int64)), PATH: paths.cast(pa.string())})
-    write_parquet(target, IDS_FILE, ids)
+    write_parquet(target, IDS_FILE, pa.table({schema.ID: pa.array(ids, pa.int64()), schema.PATH: paths.cast(pa.string())}))
+    write_parquet(target, REMOVED_FILE, pa.table({schema.ID: pa.array(removed, pa.int64())}))
     target.write_json(INFO_FILE, info)
-    logger.info("wrote the index of %s (%d vectors, %.1f MB)", run, index.ntotal, info["file_bytes"] / 1e6)
+    logger.info("wrote the index of %s (%d vectors, %.1f MB)", run, len(ids), info["file_bytes"] / 1e6)
 
 
 def load_index(run: str, storage: Storage) -> LoadedIndex:
@@ -81,41 +127,40 @@ def load_index(run: str, storage: Storage) -> LoadedIndex:
             local = os.path.join(tmp, "index.faiss")
             found.fs.get_file(found.path(INDEX_FILE), local)
             index = faiss.read_index(local)
-    ids = read_parquet(found, IDS_FILE)
-    if not index.ntotal == info["count"] == ids.num_rows or index.d != info["dimension"]:
+    id_map = read_parquet(found, IDS_FILE)
+    ids = id_map.column(schema.ID).to_numpy().astype(np.int64)
+    removed = read_parquet(found, REMOVED_FILE).column(schema.ID).to_numpy().astype(np.int64)
+    if not index.ntotal == len(ids) + len(removed) or len(ids) != info["count"] or index.d != info["dimension"]:
         raise ValueError(
             f"the index of {run} is inconsistent: index.json says {info['count']} x {info['dimension']}-d, the FAISS file "
-            f"holds {index.ntotal} x {index.d}-d and the id map {ids.num_rows} rows; rebuild it with: vitmae index --run {run}"
+            f"holds {index.ntotal} x {index.d}-d and the id map {len(ids)} rows; rebuild it with: vitmae index --run {run}"
         )
-    if not np.array_equal(ids.column(ID).to_numpy(), np.arange(ids.num_rows)):
-        raise ValueError(f"the id map of {run} ({IDS_FILE}) is not in id order; rebuild the index")
+    if len(ids) > 1 and not (np.diff(ids) > 0).all():
+        raise ValueError(f"the id map of {run} ({IDS_FILE}) is not sorted by id; rebuild the index")
     set_search_params(index, info.get("search_params", {}))
-    return LoadedIndex(index, info, ids.column(PATH).combine_chunks())
+    return LoadedIndex(index, info, ids, id_map.column(schema.PATH).combine_chunks(), removed)
 
 
-FEW_QUERIES = 20  # below this many queries FAISS gives each query one thread and no BLAS
+def require_current(loaded: LoadedIndex, run: str, table_version: int) -> None:
+    """Refuses an index built from an older version of the embeddings table than `table_version`."""
+    built = loaded.info.get("table_version")
+    if built != table_version:
+        raise ValueError(
+            f"the index of {run} reflects version {built} of its embeddings table, which is now at version "
+            f"{table_version}; update it with: vitmae index --run {run}"
+        )
 
 
-def search(index: faiss.Index, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """`index.search` (float32 [Q, D] -> squared L2 [Q, k], ids [Q, k]); a few queries run on one OpenMP thread.
-
-    FAISS runs a few queries one per thread anyway, and waking an idle OpenMP team can cost far more than the search
-    where torch, with an OpenMP runtime of its own, is loaded too (measured in benchmarks/RESULTS.md).
-    """
-    if len(vectors) >= FEW_QUERIES:
-        return index.search(vectors, k)
-    threads = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    try:
-        return index.search(vectors, k)
-    finally:
-        faiss.omp_set_num_threads(threads)
+def inner(index: faiss.Index) -> faiss.Index:
+    """The index inside an id map (flat and HNSW indexes are wrapped in one), else the index."""
+    index = faiss.downcast_index(index)
+    return faiss.downcast_index(index.index) if isinstance(index, (faiss.IndexIDMap, faiss.IndexIDMap2)) else index
 
 
 def set_search_params(index: faiss.Index, params: dict[str, int]) -> None:
     """Applies `{"nprobe": n}` or `{"efSearch": n}` to an index of any type (nothing for flat)."""
     if "efSearch" in params:
-        faiss.downcast_index(index).hnsw.efSearch = int(params["efSearch"])
+        inner(index).hnsw.efSearch = int(params["efSearch"])
     if "nprobe" in params:
         faiss.extract_index_ivf(index).nprobe = int(params["nprobe"])
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow.compute as pc
 
-from pipeline.retrieval.index_store import LoadedIndex, load_index, search, to_scores
+from pipeline.retrieval.index_store import LoadedIndex, load_index, require_current, to_scores
 from pipeline.retrieval.vectors import for_index, open_embeddings, vectors_of_paths
 from pipeline.storage import Storage
 
@@ -30,23 +30,29 @@ class Hit:
     """One neighbour."""
 
     rank: int  # 1 = nearest
-    path: str  # the image's URI, as in embeddings/*.parquet
+    path: str  # the image's URI, as in the embeddings table
     score: float  # cosine similarity (cosine index) or L2 distance (l2 index)
-    id: int  # FAISS id: the row number in the run
+    id: int  # the row's id in the embeddings table, and in the index
 
 
 class Searcher:
     """The index of one run, loaded once."""
 
     def __init__(self, run: str, storage: Storage | None = None) -> None:
-        """Loads `run/index/`; FileNotFoundError when the run has no index. storage: None reads the environment."""
+        """Loads `run/index/`. storage: None reads the environment.
+
+        Raises:
+            FileNotFoundError: the run has no index. ValueError: the index is older than the embeddings table.
+        """
         self.run = run
         self.storage = storage or Storage.from_environment()
+        self.embeddings = open_embeddings(run, self.storage)
         self.loaded: LoadedIndex = load_index(run, self.storage)
+        require_current(self.loaded, run, self.embeddings.version)
 
     @property
     def count(self) -> int:
-        return int(self.loaded.index.ntotal)
+        return self.loaded.count
 
     def search_vectors(self, vectors: np.ndarray, k: int = 10) -> list[list[Hit]]:
         """Raw (not normalised) float32 [Q, D] or [D] -> for each row, its k nearest, nearest first."""
@@ -55,14 +61,15 @@ class Searcher:
             raise ValueError(f"expected query vectors of dimension {self.loaded.dimension}, got {vectors.shape[1]}")
         if k < 1:
             raise ValueError(f"expected k >= 1, got {k}")
-        distances, ids = search(self.loaded.index, for_index(vectors, self.loaded.metric), min(k, self.count))
+        distances, ids = self.loaded.search(for_index(vectors, self.loaded.metric), min(k, self.count))
         scores = to_scores(distances, self.loaded.metric)
         hits = []
         for row_ids, row_scores in zip(ids, scores):
             found = row_ids >= 0  # -1: fewer than k vectors reachable
+            paths = self.loaded.paths_of(row_ids[found])
             hits.append([
-                Hit(rank, self.loaded.paths[int(i)].as_py(), float(score), int(i))
-                for rank, (i, score) in enumerate(zip(row_ids[found], row_scores[found]), 1)
+                Hit(rank, path, float(score), int(i))
+                for rank, (i, path, score) in enumerate(zip(row_ids[found], paths, row_scores[found]), 1)
             ])
         return hits
 
@@ -82,7 +89,7 @@ class Searcher:
     def vector_of_path(self, path: str) -> np.ndarray:
         """The stored raw embedding of an indexed image. float32 [D]."""
         resolved = self.resolve_path(path)
-        found = vectors_of_paths(open_embeddings(self.run, self.storage), [resolved])
+        found = vectors_of_paths(self.embeddings, [resolved])
         if resolved not in found:
             raise ValueError(f"{resolved} is in the index of {self.run} but not in its embeddings; rebuild the index")
         return found[resolved]

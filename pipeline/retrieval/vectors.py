@@ -1,4 +1,4 @@
-"""Reading a run's embeddings back from Parquet: in bounded, ordered batches, as float32 [B, D] matrices."""
+"""Reading a version of a run's embeddings table back: in bounded batches, as float32 [B, D] matrices with their ids."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ import pyarrow.dataset as pads
 
 from pipeline import schema
 from pipeline.layout import EMBEDDINGS_DIR
-from pipeline.storage import Storage, folder
+from pipeline.records import table_uri
+from pipeline.storage import Storage
+from pipeline.tables import dataset, open_table
 
 logger = logging.getLogger(__name__)
 
@@ -22,33 +24,55 @@ METRICS = ("cosine", "l2")
 
 @dataclass(frozen=True)
 class Batch:
-    """Consecutive rows of a run's embeddings."""
+    """Rows of a run's embeddings."""
 
-    start: int  # number of the first row in the run (files sorted by name, rows in file order): its FAISS id
+    start: int  # position of the first row in this scan of the table (rows in file order)
+    ids: np.ndarray  # int64 [B]: the rows' ids, their FAISS ids
     paths: pa.Array  # string [B]
     vectors: np.ndarray | None  # float32 [B, D], raw as stored (None when the embedding column was not read)
-    table: pa.RecordBatch  # every column read, for callers that want more than path and embedding
+    table: pa.RecordBatch  # every column read, for callers that want more than id, path and embedding
 
 
-def open_embeddings(run: str, storage: Storage) -> pads.Dataset:
-    """The run's `embeddings/*.parquet` as one dataset, files in name order (so row numbers are stable)."""
-    found = folder(run, storage)
-    files = sorted(found.fs.glob(found.path(f"{EMBEDDINGS_DIR}/*.parquet")))
-    if not files:
-        raise FileNotFoundError(f"{run} has no {EMBEDDINGS_DIR}/*.parquet; expected the --output folder of an embedding run")
-    return pads.dataset(files, filesystem=found.fs, format="parquet")
+@dataclass(frozen=True)
+class Embeddings:
+    """One version of a run's embeddings table."""
+
+    run: str
+    version: int  # the table's version
+    dataset: pads.Dataset  # its live rows
+
+    def count(self) -> int:
+        return self.dataset.count_rows()
 
 
-def iter_batches(dataset: pads.Dataset, batch_rows: int, columns: Sequence[str] = (schema.PATH, schema.EMBEDDING)) -> Iterator[Batch]:
-    """Yields the rows in order, at most `batch_rows` at a time, reading ahead as little as Arrow allows."""
+def open_embeddings(run: str, storage: Storage, version: int | None = None) -> Embeddings:
+    """The run's embeddings table at `version` (default: the latest).
+
+    Raises:
+        FileNotFoundError: `run` has no embeddings table.
+    """
+    uri = table_uri(run, EMBEDDINGS_DIR)
+    table = open_table(uri, storage, version)
+    if table is None:
+        raise FileNotFoundError(f"{run} has no {EMBEDDINGS_DIR} table; expected the --output folder of the embedding job")
+    return Embeddings(run, table.version(), dataset(table, uri, storage))
+
+
+def iter_batches(embeddings: Embeddings, batch_rows: int, columns: Sequence[str] = (schema.PATH, schema.EMBEDDING),
+                 filter: pc.Expression | None = None) -> Iterator[Batch]:
+    """Yields the rows (of `filter`), at most `batch_rows` at a time, reading ahead as little as Arrow allows; two scans
+    of one version give the same rows in the same order."""
     start = 0
-    for record_batch in dataset.to_batches(
-        columns=list(columns), batch_size=batch_rows, batch_readahead=1, fragment_readahead=1, use_threads=True
+    wanted = [schema.ID, *(c for c in columns if c != schema.ID)]
+    for record_batch in embeddings.dataset.to_batches(
+        columns=wanted, filter=filter, batch_size=batch_rows, batch_readahead=1, fragment_readahead=1, use_threads=False
     ):
         if record_batch.num_rows == 0:
             continue
         vectors = to_matrix(record_batch.column(schema.EMBEDDING)) if schema.EMBEDDING in columns else None
-        yield Batch(start, record_batch.column(schema.PATH), vectors, record_batch)
+        ids = record_batch.column(schema.ID).to_numpy(zero_copy_only=False).astype(np.int64)
+        paths = record_batch.column(schema.PATH) if schema.PATH in wanted else pa.nulls(record_batch.num_rows, pa.string())
+        yield Batch(start, ids, paths, vectors, record_batch)
         start += record_batch.num_rows
 
 
@@ -64,9 +88,9 @@ def to_matrix(column: pa.Array) -> np.ndarray:
     return np.ascontiguousarray(values, dtype=np.float32).reshape(len(column), dim)
 
 
-def first_dimension(dataset: pads.Dataset) -> int:
+def first_dimension(embeddings: Embeddings) -> int:
     """D of the run's embeddings, from its first row."""
-    for batch in dataset.to_batches(columns=[schema.EMBEDDING], batch_size=1):
+    for batch in embeddings.dataset.to_batches(columns=[schema.EMBEDDING], batch_size=1):
         if batch.num_rows:
             return to_matrix(batch.column(schema.EMBEDDING).slice(0, 1)).shape[1]
     raise ValueError("expected at least one embedding, found none")
@@ -82,8 +106,13 @@ def for_index(vectors: np.ndarray, metric: str) -> np.ndarray:
     return out
 
 
-def vectors_of_paths(dataset: pads.Dataset, paths: Sequence[str]) -> dict[str, np.ndarray]:
+def all_ids(embeddings: Embeddings) -> np.ndarray:
+    """int64 [N]: every id in the table, sorted."""
+    return np.sort(embeddings.dataset.to_table(columns=[schema.ID]).column(schema.ID).to_numpy().astype(np.int64))
+
+
+def vectors_of_paths(embeddings: Embeddings, paths: Sequence[str]) -> dict[str, np.ndarray]:
     """The raw float32 [D] embedding of each of `paths` found in the run (a filtered scan)."""
-    table = dataset.to_table(columns=[schema.PATH, schema.EMBEDDING], filter=pc.field(schema.PATH).isin(list(paths)))
+    table = embeddings.dataset.to_table(columns=[schema.PATH, schema.EMBEDDING], filter=pc.field(schema.PATH).isin(list(paths)))
     matrix = to_matrix(table.column(schema.EMBEDDING).combine_chunks())
     return dict(zip(table.column(schema.PATH).to_pylist(), matrix))

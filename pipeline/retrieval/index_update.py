@@ -1,0 +1,105 @@
+"""The index follows the embeddings table: after a run, its new ids are added and its removed ids taken out.
+
+Flat and IVF indexes remove ids; an HNSW graph cannot, so the ids of gone rows stay in it, filtered out of every
+search, until they pass `HNSW_REBUILD_REMOVED` of the graph. The index is rebuilt instead when there is none, when
+its settings (type, metric, budget) change, when `auto` would now choose another type (the table crossed a
+threshold), or when the table has grown to twice or shrunk to half the size of the last build (IVF centroids and
+tuned search parameters are fitted to that).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict
+from typing import Any
+
+import faiss
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline import schema
+from pipeline.retrieval.index import GB, IndexConfig, TooFewVectors, build_index, choose_index
+from pipeline.retrieval.index_store import LoadedIndex, load_index, save_index
+from pipeline.retrieval.vectors import Embeddings, all_ids, first_dimension, for_index, iter_batches, open_embeddings
+from pipeline.storage import Storage
+
+logger = logging.getLogger(__name__)
+
+# An HNSW index is rebuilt once this share of its graph is removed ids (benchmarks/RESULTS.md, "The index follows the table").
+HNSW_REBUILD_REMOVED = 0.2
+
+
+def update_index(run: str, config: IndexConfig = IndexConfig(), storage: Storage = Storage()) -> dict[str, Any]:
+    """Brings the index of `run` to the latest version of its embeddings; returns index.json.
+
+    Raises:
+        FileNotFoundError: the run has no embeddings. TooFewVectors: fewer than 2. ValueError: no index fits the budget.
+    """
+    embeddings = open_embeddings(run, storage)
+    try:
+        loaded = load_index(run, storage)
+    except (FileNotFoundError, ValueError) as err:  # none yet, or one to replace
+        logger.info("building the index of %s: %s", run, err)
+        return build_index(run, config, storage)
+    if loaded.info.get("table_version") == embeddings.version:
+        return loaded.info
+    reason = _rebuild_reason(loaded, embeddings, config)
+    if reason:
+        logger.info("rebuilding the index of %s: %s", run, reason)
+        return build_index(run, config, storage)
+    return _apply(run, storage, loaded, embeddings)
+
+
+def _rebuild_reason(loaded: LoadedIndex, embeddings: Embeddings, config: IndexConfig) -> str | None:
+    """Why the index must be built anew rather than updated, or None."""
+    info = loaded.info
+    if info.get("format") != 2:
+        return "its format is older"
+    if info.get("config", {}) != asdict(config):
+        return "other index settings"
+    count = embeddings.count()
+    if count < 2:
+        raise TooFewVectors(f"{embeddings.run} holds {count} embedding(s); an index needs at least 2")
+    spec = choose_index(count, first_dimension(embeddings), int(config.memory_budget_gb * GB), config.index_type, config.train_rows)
+    if spec.index_type != info["index_type"]:
+        return f"{count:,} vectors now want a {spec.index_type} index ({spec.reason})"
+    if not info["built_count"] / 2 <= count <= 2 * info["built_count"]:
+        return f"{count:,} vectors against {info['built_count']:,} at the last build"
+    return None
+
+
+def _apply(run: str, storage: Storage, loaded: LoadedIndex, embeddings: Embeddings) -> dict[str, Any]:
+    """Adds the table's new ids, takes out its removed ones, and saves the index with the table's version."""
+    start = time.perf_counter()
+    info = loaded.info
+    current = all_ids(embeddings)
+    removed = np.setdiff1d(loaded.ids, current, assume_unique=True)
+    added = np.setdiff1d(current, loaded.ids, assume_unique=True)
+    keep = ~np.isin(loaded.ids, removed)
+    ids, paths = [loaded.ids[keep]], [loaded.paths.filter(pa.array(keep))]
+    graph_removed = loaded.removed
+    if len(removed):
+        if info["index_type"] == "hnsw":
+            graph_removed = np.union1d(graph_removed, removed)
+        else:
+            loaded.index.remove_ids(faiss.IDSelectorBatch(removed))
+    if len(graph_removed) > HNSW_REBUILD_REMOVED * max(loaded.index.ntotal, 1):
+        logger.info("rebuilding the HNSW index of %s: %d of its %d vectors are removed rows", run, len(graph_removed), loaded.index.ntotal)
+        return build_index(run, IndexConfig(**info["config"]), storage)
+    if len(added):
+        for batch in iter_batches(embeddings, IndexConfig(**info["config"]).batch_rows, filter=pc.field(schema.ID).isin(pa.array(added))):
+            loaded.index.add_with_ids(for_index(batch.vectors, info["metric"]), batch.ids)
+            ids.append(batch.ids)
+            paths.append(batch.paths)
+    all_ids_, all_paths = np.concatenate(ids), pa.concat_arrays([p.cast(pa.string()) for p in paths])
+    order = np.argsort(all_ids_, kind="stable")
+    info.update(count=len(all_ids_), table_version=embeddings.version)
+    info["updates"] = (info.get("updates") or [])[-19:] + [{
+        "table_version": embeddings.version, "added": int(len(added)), "removed": int(len(removed)),
+        "seconds": round(time.perf_counter() - start, 3),
+    }]
+    save_index(run, storage, loaded.index, all_ids_[order], all_paths.take(pa.array(order)), graph_removed, info)
+    logger.info("updated the index of %s: %d added, %d removed, %d vectors", run, len(added), len(removed), len(all_ids_))
+    return info

@@ -1,0 +1,215 @@
+"""The same command every night: each run updates the output's Delta tables with only what changed, a killed run is
+finished by the next, two runs at once never double a row, and the index follows the table. Real Ray, real S3."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from PIL import Image
+
+from conftest import s3_storage
+from jobs import embed as embed_job
+from jobs import history as history_job
+from jobs import search as search_job
+from pipeline.records import finished_runs
+from pipeline.storage import Storage
+from pipeline.tables import dataset, open_table
+from test_embed import read_run
+
+ROOT = Path(__file__).parents[1]
+
+
+def photo(i: int, size: tuple[int, int] = (96, 72)) -> Image.Image:
+    """A distinct small picture: a crop of one of scikit-image's photographs."""
+    import skimage
+
+    names = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png")
+    base = Image.open(Path(skimage.__file__).parent / "data" / names[i % len(names)]).convert("RGB")
+    x, y = (37 * i) % (base.width - 200), (23 * i) % (base.height - 150)
+    return base.crop((x, y, x + 200, y + 150)).resize(size)
+
+
+def fill(folder: Path, names: range) -> None:
+    folder.mkdir(exist_ok=True)
+    for i in names:
+        photo(i).save(folder / f"img-{i:03d}.png")
+
+
+def run_args(images: Path, output: Path, model: Path, *extra: str) -> list[str]:
+    return ["--input", str(images), "--output", str(output), "--model", str(model), "--num-actors", "1", *extra]
+
+
+def test_a_second_run_embeds_only_what_changed(ray_cluster, model_dir, tmp_path, capsys):
+    images, output = tmp_path / "images", tmp_path / "out"
+    fill(images, range(6))
+    (images / "bad.png").write_bytes(b"not a picture")
+    assert embed_job.main(run_args(images, output, model_dir)) == 0
+    first, errors, record = read_run(output)
+    assert (len(first), list(errors)) == (6, [f"file://{images / 'bad.png'}"])
+    assert record["counts"]["new"] == 7 and capsys.readouterr().out.startswith("listed 7: 7 new")
+
+    # Unchanged files get other bytes of the same size and mtime: read again, they would no longer decode.
+    for i in (0, 1):
+        path = images / f"img-{i:03d}.png"
+        stat = path.stat()
+        path.write_bytes(b"\0" * stat.st_size)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    fill(images, range(6, 8))  # new
+    photo(50).save(images / "img-002.png")  # changed
+    (images / "img-003.png").unlink()  # gone
+    photo(51).save(images / "bad.png")  # the bad file fixed: changed, so tried again
+    assert embed_job.main(run_args(images, output, model_dir)) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("listed 8: 2 new, 2 changed, 4 unchanged, 1 gone, 0 failed before"), out
+    second, errors, record = read_run(output)
+    listed = {f"file://{p}" for p in images.iterdir()}
+    assert set(second) == listed and not errors
+    for i in (0, 1, 4, 5):  # kept, with their ids and embeddings: never read again
+        path = f"file://{images / f'img-{i:03d}.png'}"
+        assert second[path]["id"] == first[path]["id"] and second[path]["embedding"] == first[path]["embedding"]
+    old_ids = {r["id"] for r in first.values()}
+    replaced = second[f"file://{images / 'img-002.png'}"]
+    assert replaced["id"] > max(old_ids) and replaced["embedding"] != first[f"file://{images / 'img-002.png'}"]["embedding"]
+    assert replaced["run_id"] == record["run_id"] != first[f"file://{images / 'img-004.png'}"]["run_id"]
+    assert (record["counts"]["embedded"], record["counts"]["failed"]) == (4, 0)
+    assert record["index"]["count"] == 8 and record["index"]["table_version"] == record["versions"]["embeddings"]
+    assert record["index"]["updates"][-1]["added"] == 4 and record["index"]["updates"][-1]["removed"] == 2
+
+    # Search after the update finds the new image and never the gone one.
+    assert search_job.main(["--run", str(output), "--path", str(images / "img-007.png"), "-k", "8", "--json"]) == 0
+    hits = capsys.readouterr().out
+    assert f"{images / 'img-007.png'}" in hits and "img-003.png" not in hits
+
+    # Nothing changed: done without Ray's start-up or the model, the tables untouched.
+    versions = record["versions"]
+    started = time.perf_counter()
+    assert embed_job.main(run_args(images, output, model_dir)) == 0
+    assert time.perf_counter() - started < 15
+    third = finished_runs(str(output), Storage())[0]
+    assert third["versions"] == versions and "start_ray_seconds" not in third["timings"] and third["counts"]["unchanged"] == 8
+    assert capsys.readouterr().out.startswith("listed 8: 0 new, 0 changed, 8 unchanged, 0 gone")
+    assert history_job.main(["--run", str(output)]) == 0
+    history = capsys.readouterr().out.splitlines()
+    assert len(history) == 4 and history[1].split()[1] == third["run_id"]  # a header, then the three runs, newest first
+
+
+def test_errors_are_tried_again_when_asked_and_missing_rows_kept_when_asked(ray_cluster, model_dir, tmp_path, capsys):
+    images, output = tmp_path / "images", tmp_path / "out"
+    fill(images, range(3))
+    (images / "bad.png").write_bytes(b"not a picture")
+    assert embed_job.main(run_args(images, output, model_dir)) == 0
+    _, errors, first = read_run(output)
+    bad = f"file://{images / 'bad.png'}"
+    (images / "img-000.png").unlink()
+    assert embed_job.main(run_args(images, output, model_dir, "--retry-errors", "--keep-missing")) == 0
+    embedded, errors_again, second = read_run(output)
+    assert errors_again[bad]["run_id"] == second["run_id"] != errors[bad]["run_id"]  # tried again, failed again
+    assert f"file://{images / 'img-000.png'}" in embedded  # kept though gone
+    assert second["counts"]["retried"] == 1 and second["counts"]["embedded"] == 0
+
+
+def test_reading_the_folder_as_plain_parquet_is_wrong_after_an_update(ray_cluster, model_dir, tmp_path):
+    """Why the README says to read the tables with a Delta reader: replaced rows stay in their old files for a week."""
+    import pyarrow.dataset as pads
+
+    images, output = tmp_path / "images", tmp_path / "out"
+    fill(images, range(3))
+    assert embed_job.main(run_args(images, output, model_dir)) == 0
+    photo(60).save(images / "img-001.png")
+    assert embed_job.main(run_args(images, output, model_dir)) == 0
+    files = [str(p) for p in (output / "embeddings").glob("*.parquet")]
+    assert pads.dataset(files, format="parquet").count_rows() > 3
+    table = open_table(str(output / "embeddings"), Storage())
+    assert dataset(table, str(output / "embeddings"), Storage()).count_rows() == 3
+
+
+def wait_for(condition, seconds: float, what: str) -> None:
+    deadline = time.time() + seconds
+    while not condition():
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def data_commits(output: Path) -> int:
+    table = open_table(str(output / "embeddings"), Storage())
+    return 0 if table is None else sum(h.get("vitmae.commit") == "add" for h in table.history())
+
+
+def start_job(args: list[str]) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # its own local Ray, as from cron
+    return subprocess.Popen([sys.executable, "-m", "jobs.embed", *args], cwd=ROOT, env=env, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_a_killed_run_keeps_what_it_committed_and_the_next_finishes(model_dir, tmp_path):
+    images, output = tmp_path / "images", tmp_path / "out"
+    fill(images, range(40))
+    args = run_args(images, output, model_dir, "--batch-size", "2", "--commit-rows", "4", "--commit-seconds", "0")
+    job = start_job(args)
+    wait_for(lambda: data_commits(output) >= 3 or job.poll() is not None, 240, "the first commits")
+    os.killpg(job.pid, signal.SIGKILL)  # the driver and its local Ray, at once
+    job.wait()
+    committed = dataset(open_table(str(output / "embeddings"), Storage()), str(output / "embeddings"), Storage()).count_rows()
+    assert 0 < committed < 40, committed
+    done = subprocess.run([sys.executable, "-m", "jobs.embed", *args, "--vacuum-hours", "0"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    embedded, errors, record = read_run(output)  # read_run fails on any path twice
+    assert set(embedded) == {f"file://{p}" for p in images.iterdir()} and not errors
+    assert record["counts"]["embedded"] == 40 - committed
+    table = open_table(str(output / "embeddings"), Storage())
+    live = {os.path.basename(f) for f in table.file_uris()}
+    assert {p.name for p in (output / "embeddings").glob("*.parquet*")} == live  # the killed run's loose files are gone
+
+
+def test_two_runs_at_once_never_double_a_row(model_dir, tmp_path):
+    images, output = tmp_path / "images", tmp_path / "out"
+    fill(images, range(12))
+    args = run_args(images, output, model_dir, "--batch-size", "2", "--commit-rows", "2", "--commit-seconds", "0")
+    first, second = start_job(args), start_job(args)
+    outs = [job.communicate(timeout=300)[0] for job in (first, second)]
+    codes = sorted(job.returncode for job in (first, second))
+    assert codes[0] == 0, outs
+    if codes[1] != 0:
+        assert codes[1] == 2 and any("two runs on one output at once are refused" in out for out in outs), outs
+    again = subprocess.run([sys.executable, "-m", "jobs.embed", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    embedded, errors, _ = read_run(output)  # each path once
+    assert set(embedded) == {f"file://{p}" for p in images.iterdir()} and not errors
+
+
+def test_updates_on_s3_from_an_input_list(ray_cluster, s3, model_dir, tmp_path, monkeypatch, capsys):
+    import s3fs
+
+    fs = s3fs.S3FileSystem(**s3.storage_options())
+    for i in range(4):
+        path = tmp_path / f"{i}.png"
+        photo(i).save(path)
+        fs.put(str(path), f"test/update/photos/{i}.png")
+    fs.put(str(model_dir), "test/update/model", recursive=True)
+    fs.pipe("test/update/list.txt", "\n".join(f"s3://test/update/photos/{i}.png" for i in range(4)).encode())
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3.secret_key)
+    args = ["--input-list", "s3://test/update/list.txt", "--output", "s3://test/update/out", "--model", "s3://test/update/model",
+            "--s3-endpoint", s3.endpoint_url, "--num-actors", "1"]
+    assert embed_job.main(args) == 0
+    first, _, _ = read_run("s3://test/update/out", s3_storage(s3))
+    photo(70).save(tmp_path / "new.png")
+    fs.put(str(tmp_path / "new.png"), "test/update/photos/1.png")  # changed: a new ETag
+    fs.pipe("test/update/list.txt", "\n".join(f"s3://test/update/photos/{i}.png" for i in (0, 1, 2)).encode())  # 3 is gone
+    capsys.readouterr()
+    assert embed_job.main(args) == 0
+    assert capsys.readouterr().out.startswith("listed 3: 0 new, 1 changed, 2 unchanged, 1 gone")
+    second, _, record = read_run("s3://test/update/out", s3_storage(s3))
+    assert sorted(second) == [f"s3://test/update/photos/{i}.png" for i in range(3)]
+    assert second["s3://test/update/photos/0.png"]["id"] == first["s3://test/update/photos/0.png"]["id"]
+    assert second["s3://test/update/photos/1.png"]["etag"] != first["s3://test/update/photos/1.png"]["etag"]
+    assert record["index"]["count"] == 3
