@@ -104,9 +104,11 @@ class RunTable:
         self.version = table.version()
 
     @classmethod
-    def open_or_create(cls, uri: str, storage: Storage, schema: pa.Schema, run_id: str, about: str = "") -> "RunTable":
-        """The table at `uri`, created empty (with `about` as its description) where there is none."""
-        found = open_table(uri, storage)
+    def open_or_create(cls, uri: str, storage: Storage, schema: pa.Schema, run_id: str, about: str = "",
+                       read: DeltaTable | None = None) -> "RunTable":
+        """The table at `uri` as the run read it (`read`, at the version its decisions came from), or created empty
+        (with `about` as its description) where the run found none."""
+        found = read
         if found is None:
             try:
                 found = DeltaTable.create(uri, schema=schema, description=about or None, storage_options=storage.delta_options(uri),

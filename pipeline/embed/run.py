@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import ray
+from deltalake import DeltaTable
 
 from pipeline import schema
 from pipeline.embed.checks import Model, check_model, check_settings, check_weights, settings
@@ -101,7 +102,7 @@ def run(config: EmbedConfig) -> dict[str, Any]:
     record: dict[str, Any] = {"run_id": run_id, "started": _iso(start), "input": config.input, "input_list": config.input_list,
                               "output": config.output, "model": config.model, "counts": dict(diff.counts), "timings": {}}
     if diff.work.num_rows or len(diff.remove_embeddings) or len(diff.remove_errors) or config.overwrite:
-        record.update(_update(config, storage, model, known, diff, run_id))
+        record.update(_update(config, storage, model, existing, diff, run_id))
     else:
         logger.info("nothing to embed or remove in %s", config.output)
         record["settings"] = known["settings"]
@@ -127,9 +128,11 @@ def run(config: EmbedConfig) -> dict[str, Any]:
     return record
 
 
-def _update(config: EmbedConfig, storage: Storage, model: Model, known: dict[str, Any], diff: Diff, run_id: str) -> dict[str, Any]:
+def _update(config: EmbedConfig, storage: Storage, model: Model, existing: dict[str, DeltaTable | None], diff: Diff,
+            run_id: str) -> dict[str, Any]:
     """Removes what went or changed, embeds the work and commits as it goes, then compacts and vacuums."""
     work_rows = diff.work.num_rows
+    known = description(existing[EMBEDDINGS_DIR]) if existing.get(EMBEDDINGS_DIR) else {}
     gpus, parameters, dtype, timings = 0, 0, config.infer.dtype, {}
     if work_rows:
         parameters = check_weights(model, config.infer, storage)
@@ -148,9 +151,11 @@ def _update(config: EmbedConfig, storage: Storage, model: Model, known: dict[str
     next_id = int(known.get("next_id", 0))
     about = {"format": DESCRIPTION_FORMAT, "settings": known.get("settings", run_settings),
              "model": {"files": model.files, "sha256": model.sha256}}
+    # At the versions the diff read: a commit by anyone else since then stops this run before it writes anything.
     tables = {
         name: RunTable.open_or_create(table_uri(config.output, name), storage, table_schema, run_id,
-                                      json.dumps({**about, "next_id": next_id}) if name == EMBEDDINGS_DIR else "")
+                                      json.dumps({**about, "next_id": next_id}) if name == EMBEDDINGS_DIR else "",
+                                      read=existing.get(name))
         for name, table_schema in ((EMBEDDINGS_DIR, schema.EMBEDDINGS_SCHEMA), (ERRORS_DIR, schema.ERRORS_SCHEMA))
     }
     work = diff.work.add_column(0, schema.ID, pa.array(np.arange(next_id, next_id + work_rows, dtype=np.int64)))
