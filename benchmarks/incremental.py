@@ -51,20 +51,23 @@ def make_images(folder: Path, count: int, first: int = 0) -> None:
         Image.fromarray(np.clip(crop, 0, 255).astype(np.uint8)).save(folder / f"img-{i:06d}.png")
 
 
-def job(args: list[str], kill_at_rows: int | None = None, output: Path | None = None) -> tuple[float, dict | None, str]:
-    """Runs the embedding job as a user would; returns (seconds, the run's record or None if killed, output tail)."""
+def job(args: list[str], output: Path, kill_at_rows: int | None = None) -> tuple[float, dict | None, str]:
+    """Runs the embedding job as a user would; returns (seconds, the run's record or None if killed, output tail).
+
+    kill_at_rows: SIGKILL the job and its local Ray once its workers have written this many rows.
+    """
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     start = time.perf_counter()
     process = subprocess.Popen([sys.executable, "-m", "jobs.embed", *args], cwd=ROOT, env=env, start_new_session=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                               stdout=subprocess.DEVNULL if kill_at_rows else subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if kill_at_rows is None:
         out = process.communicate()[0]
     else:
-        while process.poll() is None and committed_rows(output) < kill_at_rows:
+        while process.poll() is None and written_rows(output) < kill_at_rows:
             time.sleep(0.5)
         os.killpg(process.pid, signal.SIGKILL)
-        out = process.communicate()[0]
-        return time.perf_counter() - start, None, out[-1500:]
+        process.wait()
+        return time.perf_counter() - start, None, ""
     seconds = time.perf_counter() - start
     if process.returncode:
         raise RuntimeError(f"the job failed: {out[-3000:]}")
@@ -72,6 +75,17 @@ def job(args: list[str], kill_at_rows: int | None = None, output: Path | None = 
     from pipeline.storage import Storage
 
     return seconds, latest_run(str(output), Storage()), out[-1500:]
+
+
+def written_rows(output: Path) -> int:
+    """Rows in the embeddings table's data files, committed or not."""
+    total = 0
+    for path in (output / "embeddings").glob("*.parquet"):
+        try:
+            total += pq.read_metadata(path).num_rows
+        except (OSError, ValueError):  # being written
+            pass
+    return total
 
 
 def committed_rows(output: Path) -> int:
@@ -82,7 +96,7 @@ def committed_rows(output: Path) -> int:
     return 0 if table is None else sum(int(h.get("vitmae.rows", 0)) for h in table.history() if h.get("vitmae.commit") == "add")
 
 
-def runs(count: int, workdir: Path, model_size: str) -> None:
+def runs(count: int, workdir: Path, model_size: str, commits: list[str]) -> None:
     images, output = workdir / "images", workdir / "out"
     make_images(images, count)
     model = save_checkpoint(workdir / "model", model_size)
@@ -99,42 +113,54 @@ def runs(count: int, workdir: Path, model_size: str) -> None:
               f"{record.get('commits', 0):>8} {t.get('embed_seconds', 0):8.1f} {t.get('maintenance_seconds', 0):8.1f} "
               f"{t.get('index_seconds', 0):7.1f}")
 
-    first, record, _ = job(args, output=output)
+    first, record, _ = job(args, output)
     show("first run", first, record, first)
-    seconds, record, _ = job(args, output=output)
+    seconds, record, _ = job(args, output)
     show("unchanged re-run", seconds, record, first)
     changed = max(1, count // 100)
+    make_images(images, 1, first=2 * count)
+    seconds, record, _ = job(args, output)
+    show("one new image: the fixed cost", seconds, record, first)
     make_images(images, changed, first=count)  # new: 1 % of the images
     for path in sorted(images.iterdir())[: changed // 2]:
         path.unlink()  # and half as many gone
-    seconds, record, _ = job(args, output=output)
+    seconds, record, _ = job(args, output)
     show(f"1 % new ({changed}), {changed // 2} gone", seconds, record, first)
     resumed = workdir / "out-killed"
-    kill_args = ["--input", str(images), "--output", str(resumed), "--model", model]
-    seconds, _, _ = job(kill_args, kill_at_rows=len(list(images.iterdir())) // 2, output=resumed)
-    committed = committed_rows(resumed)
-    show(f"killed half way ({committed} rows committed)", seconds, None, first)
-    seconds, record, _ = job(kill_args, output=resumed)
+    kill_args = ["--input", str(images), "--output", str(resumed), "--model", model, *commits]
     total = len(list(images.iterdir()))
-    show(f"the resumed run ({100 * record['counts']['embedded'] / total:.1f} % of the images)", seconds, record, first)
+    seconds, _, _ = job(kill_args, resumed, kill_at_rows=total // 2)
+    committed = committed_rows(resumed)
+    show(f"killed at {100 * written_rows(resumed) / total:.0f} % written ({100 * committed / total:.1f} % committed)",
+         seconds, None, first)
+    seconds, record, _ = job(kill_args, resumed)
+    share = 100 * record["counts"].get("embedded", 0) / total
+    show(f"the resumed run ({share:.1f} % of the images)", seconds, record, first)
 
 
 # ---------------------------------------------------------------- the diff
 
 
 DIFF_CHILD = """
-import json, resource, sys, time
+import json, sys, time
 sys.path.insert(0, sys.argv[2])
 from pipeline.embed.diff import compare
 from pipeline.storage import Storage
 from pipeline.tables import dataset, open_table
+
+
+def peak_gb():  # VmHWM: unlike ru_maxrss, it does not start from the parent's
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 2**20
+
+
 root = sys.argv[1]
+imported = peak_gb()
 start = time.perf_counter()
 table = open_table(f"{root}/embeddings", Storage())
 diff = compare(f"{root}/listing.parquet", dataset(table, f"{root}/embeddings", Storage()), None)
 seconds = time.perf_counter() - start
-print(json.dumps({"seconds": seconds, "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-                  "counts": diff.counts, "work": diff.work.num_rows}))
+print(json.dumps({"seconds": seconds, "peak_rss_gb": peak_gb(), "imports_gb": imported, "counts": diff.counts}))
 """
 
 
@@ -168,7 +194,7 @@ def diff_data(root: Path, rows: int, dim: int = 16, file_rows: int = 250_000) ->
 def diffs(sizes: list[int], workdir: Path) -> None:
     print(f"\nthe diff: a listing Parquet file against a Delta table (1 % changed, 1 % gone, 1 % new), DuckDB at its 1 GB "
           "limit, in a fresh process")
-    print(f"{'rows':>12} {'data s':>7} {'diff s':>7} {'peak RSS GB':>12}  counts")
+    print(f"{'rows':>12} {'data s':>7} {'diff s':>7} {'peak RSS GB':>12} {'after imports':>14}  counts")
     for rows in sizes:
         root = workdir / f"diff-{rows}"
         start = time.perf_counter()
@@ -176,7 +202,8 @@ def diffs(sizes: list[int], workdir: Path) -> None:
         made = time.perf_counter() - start
         done = subprocess.run([sys.executable, "-c", DIFF_CHILD, str(root), str(ROOT)], capture_output=True, text=True, check=True)
         result = json.loads(done.stdout.strip().splitlines()[-1])
-        print(f"{rows:>12,} {made:7.1f} {result['seconds']:7.1f} {result['peak_rss_gb']:12.2f}  {result['counts']}")
+        print(f"{rows:>12,} {made:7.1f} {result['seconds']:7.1f} {result['peak_rss_gb']:12.2f} {result['imports_gb']:14.2f}  "
+              f"{result['counts']}")
 
 
 # ---------------------------------------------------------------- HNSW with removed ids
@@ -223,6 +250,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=10_000, help="images of the runs (0: skip them)")
     parser.add_argument("--model-size", default="small", choices=("small", "base"))
+    parser.add_argument("--kill-commits", default="--commit-seconds 5",
+                        help="commit flags of the run killed half way (default %(default)s)")
     parser.add_argument("--diff-rows", default="1000000,10000000", help="comma-separated table sizes for the diff ('' skips)")
     parser.add_argument("--hnsw", type=int, default=200_000, help="vectors of the HNSW filter measurement (0: skip)")
     parser.add_argument("--workdir", default=None)
@@ -231,7 +260,7 @@ def main() -> None:
     print(hardware())
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         if args.images:
-            runs(args.images, Path(tmp), args.model_size)
+            runs(args.images, Path(tmp), args.model_size, args.kill_commits.split())
         if args.diff_rows:
             diffs([int(n) for n in args.diff_rows.split(",")], Path(tmp))
         if args.hnsw:
