@@ -12,6 +12,7 @@ from typing import Callable
 
 from botocore.exceptions import BotoCoreError
 
+from pipeline.retry import StorageUnavailable
 from pipeline.tables import ConcurrentRunError
 from vitmae.errors import one_line
 
@@ -19,6 +20,7 @@ USER_ERRORS = (
     ValueError, FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError,
     BotoCoreError,  # S3: no endpoint at that address, no credentials
     ConcurrentRunError,  # two runs on one output: the one that finds the other's commit stops, and says so
+    StorageUnavailable,  # an outage longer than --retry-seconds: what was committed stays, the next run goes on
 )
 DEBUG_VARIABLE = "VITMAE_DEBUG"
 
@@ -62,8 +64,10 @@ def describe(err: BaseException, debug: bool = False) -> str:
 
 
 def _cause(err: BaseException) -> BaseException:
-    """What a Ray task raised, rather than Ray's wrapper around it (whose message is the remote traceback)."""
+    """What a Ray task raised, rather than Ray's wrappers around it (Ray Data's "UDF failed", the remote traceback)."""
     ray = sys.modules.get("ray")
     if ray is not None and isinstance(err, ray.exceptions.RayTaskError) and err.cause is not None:
         return _cause(err.cause)
+    if type(err).__module__.startswith("ray.") and err.__cause__ is not None:
+        return _cause(err.__cause__)
     return err

@@ -27,19 +27,27 @@ from vitmae.folder import Folder
 S3_SCHEMES = ("s3://", "s3a://")
 
 
-class Storage:
-    """The S3 endpoint and credentials of a run (nothing is needed for local paths)."""
+# Every request to S3 gives up after these, so that a hung server is an outage to wait out (`pipeline.retry`), not a
+# read that never returns.
+CONNECT_TIMEOUT_S = 5
+READ_TIMEOUT_S = 30
 
-    __slots__ = ("endpoint", "region", "_key", "_secret", "_token")
+
+class Storage:
+    """The S3 endpoint and credentials of a run (nothing is needed for local paths), and how long an outage of the
+    storage is waited out once a run has started (`pipeline.retry`)."""
+
+    __slots__ = ("endpoint", "region", "retry_seconds", "_key", "_secret", "_token")
 
     def __init__(self, endpoint: str | None = None, key: str | None = None, secret: str | None = None,
-                 token: str | None = None, region: str | None = None) -> None:
+                 token: str | None = None, region: str | None = None, retry_seconds: float = 120.0) -> None:
         self.endpoint = endpoint  # S3 endpoint URL; None: the AWS SDK's default
         self.region = region  # S3 region; None: the SDK's default
+        self.retry_seconds = retry_seconds  # an outage longer than this fails the operation; 0: no retry
         self._key, self._secret, self._token = key, secret, token  # None: the AWS SDK's own chain (profiles, roles)
 
     @classmethod
-    def from_environment(cls, endpoint: str | None = None) -> "Storage":
+    def from_environment(cls, endpoint: str | None = None, retry_seconds: float = 120.0) -> "Storage":
         """The flag's endpoint (else AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL), the region, and the AWS_* keys when
         both are set.
 
@@ -49,9 +57,9 @@ class Storage:
         region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None
         key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
         if not (key and secret):
-            return cls(endpoint, region=region)
+            return cls(endpoint, region=region, retry_seconds=retry_seconds)
         # Temporary credentials (STS, SSO) need the session token with the keys.
-        return cls(endpoint, key, secret, os.environ.get("AWS_SESSION_TOKEN") or None, region)
+        return cls(endpoint, key, secret, os.environ.get("AWS_SESSION_TOKEN") or None, region, retry_seconds)
 
     def options(self, uri: str) -> dict[str, Any]:
         """fsspec options for `uri`: none for local paths, endpoint and keys for s3://."""
@@ -62,7 +70,10 @@ class Storage:
             client["endpoint_url"] = self.endpoint
         if self.region:
             client["region_name"] = self.region
-        options: dict[str, Any] = {"client_kwargs": client} if client else {}
+        options: dict[str, Any] = {
+            "config_kwargs": {"connect_timeout": CONNECT_TIMEOUT_S, "read_timeout": READ_TIMEOUT_S},
+            **({"client_kwargs": client} if client else {}),
+        }
         if self._key:
             options.update(key=self._key, secret=self._secret)
             if self._token:
@@ -73,7 +84,10 @@ class Storage:
         """`deltalake` (object_store) options for `uri`: none for local paths."""
         if not str(uri).startswith(S3_SCHEMES):
             return {}
-        options = {"AWS_REGION": self.region or "us-east-1"}  # object_store needs one; S3 redirects to the right one
+        options = {
+            "AWS_REGION": self.region or "us-east-1",  # object_store needs one; S3 redirects to the right one
+            "connect_timeout": f"{CONNECT_TIMEOUT_S}s", "timeout": f"{READ_TIMEOUT_S}s",
+        }
         if self.endpoint:
             options["AWS_ENDPOINT_URL"] = self.endpoint
             if self.endpoint.startswith("http://"):

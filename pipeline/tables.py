@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +24,9 @@ from deltalake import DeltaTable
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 from deltalake.transaction import AddAction, CommitProperties
 
+from pipeline.retry import StorageUnavailable, retrying, transient
 from pipeline.storage import Storage
+from vitmae.errors import one_line
 
 logger = logging.getLogger(__name__)
 
@@ -67,11 +70,22 @@ def file_stats(table: pa.Table) -> str:
 
 
 def open_table(uri: str, storage: Storage, version: int | None = None) -> DeltaTable | None:
-    """The Delta table at `uri` (at `version`, else the latest), or None where there is none."""
+    """The Delta table at `uri` (at `version`, else the latest), or None where there is none.
+
+    Raises:
+        PermissionError: the credentials do not allow it. StorageUnavailable: the store cannot be reached.
+    """
     try:
         return DeltaTable(uri, version=version, storage_options=storage.delta_options(uri))
     except TableNotFoundError:
         return None
+    except OSError as err:  # object_store says everything with one type
+        text = str(err).lower()
+        if any(word in text for word in ("privileges", "forbidden", "accessdenied", "access denied", "signature")):
+            raise PermissionError(f"{uri}: access denied (check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)") from None
+        if transient(err):
+            raise StorageUnavailable(f"{uri}: cannot reach the storage ({one_line(err, 200)})") from None
+        raise
 
 
 def dataset(table: DeltaTable, uri: str, storage: Storage) -> pads.Dataset:
@@ -162,19 +176,37 @@ class RunTable:
         return removed
 
     def _commit(self, operation, kind: str, expected_versions: int = 1, **metadata: Any) -> None:
-        """Runs `operation(CommitProperties)` on the version this run last saw, with no retry."""
-        self.table.update_incremental()
-        if self.table.version() != self.version:
-            raise self._concurrent(self.table.version())
-        try:
-            operation(CommitProperties(custom_metadata=_metadata(self.run_id, kind, **metadata), max_commit_retries=0))
-        except CommitFailedError:
+        """Runs `operation(CommitProperties)` on the version this run last saw, with no conflict retry.
+
+        An outage of the store is waited out (`pipeline.retry`); a commit whose answer was lost to it is recognised
+        by its token in the log, so it is neither repeated nor taken for another run's.
+        """
+        token = uuid.uuid4().hex
+        properties = CommitProperties(custom_metadata=_metadata(self.run_id, kind, token=token, **metadata), max_commit_retries=0)
+
+        def attempt() -> None:
             self.table.update_incremental()
-            raise self._concurrent(self.table.version()) from None
-        self.table.update_incremental()
+            if self._landed(token):
+                return
+            if self.table.version() != self.version:
+                raise self._concurrent(self.table.version())
+            try:
+                operation(properties)
+            except CommitFailedError:
+                self.table.update_incremental()
+                if not self._landed(token):
+                    raise self._concurrent(self.table.version()) from None
+
+        retrying(attempt, self.storage, f"committing to {self.uri}")
+        retrying(self.table.update_incremental, self.storage, f"reading {self.uri}")
         if self.table.version() > self.version + expected_versions:
             raise self._concurrent(self.table.version())
         self.version = self.table.version()
+
+    def _landed(self, token: str) -> bool:
+        """Whether a version after the last this run saw carries `token`: a commit of this run's that went through."""
+        newer = self.table.version() - self.version
+        return newer > 0 and any(h.get("vitmae.token") == token for h in self.table.history(limit=newer))
 
     def _concurrent(self, version: int) -> ConcurrentRunError:
         other = next((h for h in self.table.history(limit=max(1, version - self.version)) if h.get("vitmae.run") != self.run_id), {})

@@ -1,0 +1,129 @@
+"""Storage outages waited out: an operation that fails because the store cannot be reached is tried again, with a
+growing pause, for at most `Storage.retry_seconds`; each process logs an outage once when it starts and once when
+it ends, not once per object.
+
+Only transient failures are retried: no connection, a timeout, a throttled or unavailable server. A missing object,
+a refused permission or bad bytes fail at once.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+from pipeline.storage import Storage, read_bytes
+from vitmae.errors import one_line
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+FIRST_PAUSE_S = 0.5
+MAX_PAUSE_S = 8.0
+_ERRNOS = {errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.ETIMEDOUT, errno.EHOSTUNREACH,
+           errno.ENETUNREACH, errno.EPIPE}
+# What object_store (deltalake) and the HTTP clients say of such failures; their exception types vary by version.
+_TRANSIENT_TEXT = ("error sending request", "connection refused", "connection reset", "timed out", "timeout",
+                   "could not connect to the endpoint", "serviceunavailable", "service unavailable", "slowdown",
+                   "slow down", "internalerror", "broken pipe", "connection closed", "server disconnected")
+
+
+class StorageUnavailable(OSError):
+    """The store stayed unreachable for longer than the run waits."""
+
+
+def transient(err: BaseException) -> bool:
+    """Whether `err` says the store could not be reached (for now), rather than that the operation is wrong."""
+    if isinstance(err, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
+        return False
+    if isinstance(err, (ConnectionError, TimeoutError)):
+        return True
+    if isinstance(err, OSError) and err.errno in _ERRNOS:
+        return True
+    name = type(err).__name__
+    if type(err).__module__.startswith(("botocore", "aiohttp", "urllib3")) and any(
+        word in name for word in ("Connect", "Timeout", "Disconnected")
+    ):
+        return True
+    text = str(err).lower()
+    return any(marker in text for marker in _TRANSIENT_TEXT)
+
+
+class _Outage:
+    """This process's view of the store: up, or down since when (shared by its threads)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.since: float | None = None
+
+    def failed(self, what: str, err: BaseException, storage: Storage) -> None:
+        with self.lock:
+            if self.since is None:
+                self.since = time.monotonic()
+                logger.warning("storage unreachable (%s, %s); waiting up to %.0f s for it", what, one_line(err, 200),
+                               storage.retry_seconds)
+
+    def succeeded(self) -> None:
+        if self.since is None:
+            return
+        with self.lock:
+            if self.since is not None:
+                logger.warning("storage reachable again after %.1f s", time.monotonic() - self.since)
+                self.since = None
+
+
+OUTAGE = _Outage()
+
+
+def retrying(operation: Callable[[], T], storage: Storage, what: str) -> T:
+    """`operation()`, tried again on transient failures for at most `storage.retry_seconds`.
+
+    Raises:
+        StorageUnavailable: the store stayed unreachable that long (the last failure is its cause).
+        Exception: any failure that is not transient, at once.
+    """
+    deadline, pause = None, FIRST_PAUSE_S
+    while True:
+        try:
+            result = operation()
+        except Exception as err:
+            if not transient(err) or storage.retry_seconds <= 0:
+                raise
+            OUTAGE.failed(what, err, storage)
+            now = time.monotonic()
+            deadline = deadline or now + storage.retry_seconds
+            if now >= deadline:
+                raise StorageUnavailable(
+                    f"{what}: the storage stayed unreachable for {storage.retry_seconds:.0f} s ({one_line(err, 200)})"
+                ) from err
+            time.sleep(min(pause, deadline - now))
+            pause = min(2 * pause, MAX_PAUSE_S)
+            continue
+        OUTAGE.succeeded()
+        return result
+
+
+def read_retrying(paths: Sequence[str], storage: Storage) -> list[bytes | Exception]:
+    """`storage.read_bytes`, the objects that failed transiently read again until the outage passes or
+    `storage.retry_seconds` run out; those still unreadable then keep their (transient) exception."""
+    results = read_bytes(paths, storage)
+    pending = [i for i, found in enumerate(results) if isinstance(found, Exception) and transient(found)]
+
+    def again() -> None:
+        nonlocal pending
+        for i, found in zip(pending, read_bytes([paths[i] for i in pending], storage)):
+            results[i] = found
+        pending = [i for i in pending if isinstance(results[i], Exception) and transient(results[i])]
+        if pending:
+            raise results[pending[0]]
+
+    if pending:
+        try:
+            retrying(again, storage, f"reading {len(pending)} objects")
+        except StorageUnavailable:
+            logger.warning("%d objects stayed unreadable; they become error rows that the next run tries again", len(pending))
+    return results
