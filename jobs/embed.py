@@ -50,6 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vacuum-hours", type=float, default=EmbedConfig.vacuum_hours,
                         help="delete files that no table version of the last this-many hours needs (default %(default)s, "
                         "Delta's 7 days; keep it above your longest run and reader)")
+    parser.add_argument("--retry-seconds", type=float, default=EmbedConfig.retry_seconds,
+                        help="once the run has started, wait out a storage outage this long (default %(default)s)")
     parser.add_argument("--no-index", action="store_true", help="do not build the FAISS index (vitmae index builds it later)")
     add_index_arguments(parser)
 
@@ -64,6 +66,7 @@ def config_from_args(args: argparse.Namespace) -> EmbedConfig:
         dashboard=args.dashboard, s3_endpoint=args.s3_endpoint, extensions=extensions(args.extensions),
         overwrite=args.overwrite, retry_errors=args.retry_errors, keep_missing=args.keep_missing,
         commit_rows=args.commit_rows, commit_seconds=args.commit_seconds, vacuum_hours=args.vacuum_hours,
+        retry_seconds=args.retry_seconds,
     )
 
 

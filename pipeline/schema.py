@@ -18,10 +18,12 @@ PIXELS = "pixels"  # uint8 [H, W, 3] resized image (between stages only, never w
 WIDTH = "width"  # original image width in pixels
 HEIGHT = "height"  # original image height in pixels
 ERROR = "error"  # readable reason an input could not be embedded; "" between stages when it was
+RETRYABLE = "retryable"  # bool: the error was the store being unreachable, so the next run tries again
 
 # Model outputs.
 EMBEDDING = "embedding"  # float32 [D] pooled encoder output, not normalised
 LOSS = "loss"  # float32 masked-reconstruction loss averaged over the masks; null at mask ratio 0
+NODE = "node"  # the Ray node whose model actor embedded the row (between stages only, never written)
 
 # What identifies an object's content: its ETag where the store gives one, else its size and modification time.
 IDENTITY = (SIZE, MTIME, ETAG)
@@ -34,7 +36,7 @@ EMBEDDINGS_SCHEMA = pa.schema(
     [(ID, pa.int64()), (PATH, pa.string()), (EMBEDDING, pa.list_(pa.float32())), (LOSS, pa.float32()),
      (WIDTH, pa.int32()), (HEIGHT, pa.int32()), *_META]
 )
-ERRORS_SCHEMA = pa.schema([(PATH, pa.string()), (ERROR, pa.string()), *_META])
+ERRORS_SCHEMA = pa.schema([(PATH, pa.string()), (ERROR, pa.string()), (RETRYABLE, pa.bool_()), *_META])
 
 
 # Between stages, missing strings are "" rather than null: Ray types an all-null batch column as

@@ -208,6 +208,26 @@ class S3Server:
             shutil.rmtree(self.folder, ignore_errors=True)
             self.folder = None
 
+    def kill(self) -> None:
+        """SIGKILLs the server, as a crash would; its data, ports and folder stay for `restart()`."""
+        if self._process is not None and self._process.poll() is None:
+            _signal_group(self._process, signal.SIGKILL)
+            self._process.wait()
+
+    def restart(self) -> None:
+        """Starts the killed server again on the same ports and data; returns once it answers."""
+        if self.running():
+            raise S3ServerError("the server is running; kill() it first")
+        self._spawn("ab")
+        self._wait_until_ready()
+
+    def freeze(self) -> None:
+        """SIGSTOPs the server: connections are accepted by the kernel but never answered, as on a hung host."""
+        _signal_group(self._process, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        _signal_group(self._process, signal.SIGCONT)
+
     @property
     def pid(self) -> int:
         """The weed process id, which is also its process group id."""
@@ -257,9 +277,12 @@ class S3Server:
             ports["s3"] = self._requested_port
         self.port = ports["s3"]
         self.command = self._build_command(ports, config)
+        self._spawn("wb")
+
+    def _spawn(self, log_mode: str) -> None:
         # Without AWS_* the server cannot add an identity of its own from the caller's environment.
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-        with open(self.log_path, "wb") as log:
+        with open(self.log_path, log_mode) as log:
             self._process = subprocess.Popen(
                 self.command, cwd=self.folder, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,  # own process group: stop() signals all of it, Ctrl-C in a shell does not

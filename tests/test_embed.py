@@ -22,7 +22,7 @@ from jobs import embed as embed_job
 from pipeline import schema
 from pipeline.embed.run import EmbedConfig, run
 from pipeline.embed.infer import Embedder, InferConfig, mask_noise
-from pipeline.embed.listing import list_inputs
+from pipeline.embed.listing import iter_listing, list_inputs
 from pipeline.records import latest_run
 from pipeline.storage import Storage, absolute_uri
 from pipeline.tables import dataset, open_table
@@ -222,7 +222,9 @@ def test_s3_options_carry_the_session_token_of_temporary_credentials(monkeypatch
     monkeypatch.setenv("AWS_SESSION_TOKEN", "token")
     storage = Storage.from_environment("http://127.0.0.1:8333")
     options = storage.options("s3://bucket/photos/")
-    assert options == {"client_kwargs": {"endpoint_url": "http://127.0.0.1:8333"}, "key": "key", "secret": "secret", "token": "token"}
+    assert options["client_kwargs"] == {"endpoint_url": "http://127.0.0.1:8333"}
+    assert (options["key"], options["secret"], options["token"]) == ("key", "secret", "token")
+    assert options["config_kwargs"]["read_timeout"] > 0  # a hung server is an outage, not a read that never returns
     assert storage.options("/local/photos") == {}
     assert "secret" not in repr(storage) and "token" not in repr(storage) and "key" not in repr(storage).split("(")[1]
 
@@ -319,6 +321,25 @@ def test_user_mistakes_are_one_line_errors(mistake, expected, images, model_dir,
     assert expected in err and len(err.splitlines()) == 1 and "Traceback" not in err
 
 
+def test_s3_mistakes_are_one_line_errors_before_work(s3, model_dir, tmp_path, monkeypatch, capsys):
+    import s3fs
+
+    s3fs.S3FileSystem(**s3.storage_options()).put(str(model_dir), "test/mistakes/model", recursive=True)
+    args = ["--output", "s3://test/mistakes/out", "--model", "s3://test/mistakes/model", "--s3-endpoint", s3.endpoint_url]
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3.access_key)
+    for secret, source, expected in [
+        (s3.secret_key + "x", "s3://test/mistakes/photos/", "access denied"),  # wrong credentials
+        (s3.secret_key, "s3://no-such-bucket/photos/", "no such folder, prefix or file"),
+    ]:
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+        started = time.time()
+        assert embed_job.main(["--input", source, *args]) == 2
+        err = capsys.readouterr().err.strip()
+        assert expected in err and len(err.splitlines()) == 1 and "Traceback" not in err, err
+        assert time.time() - started < 60  # no outage to wait out before the work starts
+    assert not s3fs.S3FileSystem(**s3.storage_options()).exists("test/mistakes/out")
+
+
 def test_model_processor_mismatch_and_missing_processor_fail_before_work(model_dir, images, tmp_path, capsys):
     broken = tmp_path / "model"
     vitmae.ViTMAEModel.from_pretrained(model_dir).save_pretrained(broken)
@@ -368,11 +389,10 @@ def test_s3_input_model_and_output(ray_cluster, s3, model_dir, photo_paths, monk
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3.secret_key)
 
     def list_then_delete(*args):
-        listing = list_inputs(*args)
+        yield from iter_listing(*args)
         fs.rm("test/embed/photos/deleted.jpg")  # gone between the listing and the read
-        return listing
 
-    monkeypatch.setattr(pipeline.embed.run, "list_inputs", list_then_delete)
+    monkeypatch.setattr(pipeline.embed.run, "iter_listing", list_then_delete)
     manifest = run(EmbedConfig(input="s3://test/embed/photos/", output="s3://test/embed/run", model="s3://test/embed/model",
                                infer=InferConfig(mask_ratio=0.75), s3_endpoint=s3.endpoint_url, num_gpus=0))
     assert (manifest["counts"]["listed"], manifest["counts"]["embedded"], manifest["counts"]["failed"]) == (5, 3, 2)

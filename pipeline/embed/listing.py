@@ -1,15 +1,23 @@
-"""Listing the inputs: a folder, prefix or glob, local or s3://, through fsspec; or a list of them in a file."""
+"""Listing the inputs: a folder, prefix or glob, local or s3://, through fsspec; or a list of them in a file.
+
+Listings stream: folders are walked and S3 prefixes read a page at a time, in chunks of `CHUNK_ROWS` rows, so that
+the driver holds one chunk, never every path of a large listing; `write_listing` puts the chunks in Parquet files.
+"""
 
 from __future__ import annotations
 
 import datetime
 import logging
+import os
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
 
 import fsspec
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
 from fsspec.utils import stringify_path
 
 from pipeline import schema
@@ -18,6 +26,7 @@ from pipeline.storage import Storage
 logger = logging.getLogger(__name__)
 
 DEFAULT_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")
+CHUNK_ROWS = 100_000  # listing rows held at once
 
 
 def _mtime(info: dict[str, Any]) -> float | None:
@@ -25,36 +34,6 @@ def _mtime(info: dict[str, Any]) -> float | None:
     if isinstance(value, datetime.datetime):
         return value.timestamp()
     return float(value) if isinstance(value, (int, float)) else None
-
-
-def list_inputs(uri: str, extensions: Sequence[str], storage: Storage) -> pa.Table:
-    """Every file under `uri` (folder or prefix), matching it (glob), or `uri` itself, with an allowed
-    extension, sorted by path.
-
-    Returns:
-        A table with `schema.LISTING_SCHEMA`: path (with scheme), size, mtime, etag.
-    """
-    fs, root = fsspec.core.url_to_fs(stringify_path(uri), **storage.options(uri))
-    if any(c in root for c in "*?["):
-        infos = fs.glob(root, detail=True)
-    elif fs.isdir(root):
-        infos = fs.find(root, detail=True)
-    elif fs.isfile(root):
-        infos = {root: fs.info(root)}
-    else:
-        raise FileNotFoundError(f"--input {uri}: no such folder, prefix or file")
-    allowed = {e.lower().lstrip(".") for e in extensions}
-    files = sorted(
-        (path, info) for path, info in infos.items()
-        if info.get("type") == "file" and path.rsplit(".", 1)[-1].lower() in allowed
-    )
-    if not files:
-        found = sum(info.get("type") == "file" for info in infos.values())
-        if not found:
-            raise ValueError(f"--input {uri}: no files found there")
-        raise ValueError(f"--input {uri}: none of its {found} files has one of the extensions {', '.join(sorted(allowed))}")
-    logger.info("listed %d inputs under %s", len(files), uri)
-    return _listing([fs.unstrip_protocol(path) for path, _ in files], [info for _, info in files])
 
 
 def _listing(paths: Sequence[str], infos: Sequence[dict[str, Any]]) -> pa.Table:
@@ -69,37 +48,113 @@ def _listing(paths: Sequence[str], infos: Sequence[dict[str, Any]]) -> pa.Table:
     )
 
 
-def read_input_list(uri: str, storage: Storage, threads: int = 32) -> pa.Table:
-    """The inputs named in a file: Parquet with a `path` column (and, as S3 Inventory reports give them, the
-    identity columns `size_bytes` or `size`, `mtime` or `last_modified`, `etag`), or text with one URI or path a
-    line. Objects a list gives no identity for are looked up (`threads` at a time); missing ones stay listed, and
-    the run records them as not found.
+def iter_listing(uri: str, extensions: Sequence[str], storage: Storage, chunk_rows: int = CHUNK_ROWS) -> Iterator[pa.Table]:
+    """Every file under `uri` (folder or prefix), matching it (glob), or `uri` itself, with an allowed extension, as
+    tables of `schema.LISTING_SCHEMA` of at most `chunk_rows` rows, in no particular order.
 
-    Returns:
-        A table with `schema.LISTING_SCHEMA`, sorted by path, each path once.
+    Raises:
+        FileNotFoundError: no such folder, prefix or file. ValueError: no files there, or none with the extensions.
+    """
+    fs, root = fsspec.core.url_to_fs(stringify_path(uri), **storage.options(uri))
+    if any(c in root for c in "*?["):
+        entries: Iterator[tuple[str, dict[str, Any]]] = iter(fs.glob(root, detail=True).items())
+    elif fs.isdir(root):
+        entries = _walk(fs, root)
+    elif fs.isfile(root):
+        entries = iter([(root, fs.info(root))])
+    else:
+        raise FileNotFoundError(f"--input {uri}: no such folder, prefix or file")
+    allowed = {e.lower().lstrip(".") for e in extensions}
+    files = listed = 0
+    paths: list[str] = []
+    infos: list[dict[str, Any]] = []
+    for path, info in entries:
+        if info.get("type") != "file":
+            continue
+        files += 1
+        if path.rsplit(".", 1)[-1].lower() not in allowed:
+            continue
+        paths.append(fs.unstrip_protocol(path))
+        infos.append(info)
+        if len(paths) == chunk_rows:
+            listed += len(paths)
+            yield _listing(paths, infos)
+            paths, infos = [], []
+    if paths:
+        listed += len(paths)
+        yield _listing(paths, infos)
+    if not listed:
+        if not files:
+            raise ValueError(f"--input {uri}: no files found there")
+        raise ValueError(f"--input {uri}: none of its {files} files has one of the extensions {', '.join(sorted(allowed))}")
+    logger.info("listed %d inputs under %s", listed, uri)
+
+
+def _walk(fs: fsspec.AbstractFileSystem, root: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(path, info) of every entry under `root`, a page or a folder at a time where the filesystem allows."""
+    if isinstance(fs, LocalFileSystem):
+        for folder, _, names in os.walk(root):
+            for name in names:
+                path = os.path.join(folder, name)
+                try:
+                    stat = os.stat(path)
+                except FileNotFoundError:  # gone while walking
+                    continue
+                yield path, {"type": "file", "size": stat.st_size, "mtime": stat.st_mtime}
+        return
+    if hasattr(fs, "_iterdir"):  # s3fs: every key under the prefix, 1,000 a request
+        bucket, key, _ = fs.split_path(root)
+        pages = fs._iterdir(bucket, delimiter="", prefix=f"{key.rstrip('/')}/" if key else "")
+        while True:
+            try:
+                info = fsspec.asyn.sync(fs.loop, pages.__anext__)
+            except StopAsyncIteration:
+                return
+            yield info["name"], info
+    yield from fs.find(root, detail=True).items()  # other filesystems: whole
+
+
+def iter_input_list(uri: str, storage: Storage, chunk_rows: int = CHUNK_ROWS, threads: int = 32) -> Iterator[pa.Table]:
+    """The inputs named in a file, as tables of `schema.LISTING_SCHEMA` of at most `chunk_rows` rows: Parquet with a
+    `path` column (and, as S3 Inventory reports give them, the identity columns `size_bytes` or `size`, `mtime` or
+    `last_modified`, `etag`), or text with one URI or path a line. Objects a list gives no identity for are looked up
+    (`threads` at a time); missing ones stay listed, and the run records them as not found. A path listed twice is
+    compared once (`pipeline.embed.diff`).
     """
     fs, root = fsspec.core.url_to_fs(stringify_path(uri), **storage.options(uri))
     if not fs.isfile(root):
         raise FileNotFoundError(f"--input-list {uri}: no such file")
-    if root.endswith(".parquet"):
-        with fs.open(root, "rb") as f:
-            table = pq.read_table(f)
-        if schema.PATH not in table.column_names:
-            raise ValueError(f"--input-list {uri}: expected a '{schema.PATH}' column, found {', '.join(table.column_names)}")
-        paths = table.column(schema.PATH).to_pylist()
-        known = _known_identity(table)
-    else:
-        with fs.open(root, "rt") as f:
-            paths = [line.strip() for line in f if line.strip() and not line.startswith("#")]
-        known = None
-    if not paths:
+    rows = 0
+    for paths, infos in (_parquet_list(fs, root, uri, chunk_rows) if root.endswith(".parquet") else _text_list(fs, root, chunk_rows)):
+        paths = [_normalised(path) for path in paths]
+        rows += len(paths)
+        yield _listing(paths, infos if infos is not None else _stat(paths, storage, threads))
+    if not rows:
         raise ValueError(f"--input-list {uri}: lists no inputs")
-    paths = [_normalised(path, storage) for path in paths]
-    infos = known if known is not None else _stat(paths, storage, threads)
-    order = sorted(range(len(paths)), key=paths.__getitem__)
-    unique = [i for j, i in enumerate(order) if j == 0 or paths[i] != paths[order[j - 1]]]
-    logger.info("read %d inputs from %s", len(unique), uri)
-    return _listing([paths[i] for i in unique], [infos[i] for i in unique])
+    logger.info("read %d inputs from %s", rows, uri)
+
+
+def _parquet_list(fs: fsspec.AbstractFileSystem, root: str, uri: str, chunk_rows: int) -> Iterator[tuple[list[str], list | None]]:
+    with fs.open(root, "rb") as f:
+        parquet = pq.ParquetFile(f)
+        if schema.PATH not in parquet.schema_arrow.names:
+            raise ValueError(f"--input-list {uri}: expected a '{schema.PATH}' column, found {', '.join(parquet.schema_arrow.names)}")
+        for batch in parquet.iter_batches(batch_size=chunk_rows):
+            table = pa.Table.from_batches([batch])
+            yield table.column(schema.PATH).to_pylist(), _known_identity(table)
+
+
+def _text_list(fs: fsspec.AbstractFileSystem, root: str, chunk_rows: int) -> Iterator[tuple[list[str], None]]:
+    chunk: list[str] = []
+    with fs.open(root, "rt") as f:
+        for line in f:
+            if line.strip() and not line.startswith("#"):
+                chunk.append(line.strip())
+                if len(chunk) == chunk_rows:
+                    yield chunk, None
+                    chunk = []
+    if chunk:
+        yield chunk, None
 
 
 def _known_identity(table: pa.Table) -> list[dict[str, Any]] | None:
@@ -115,10 +170,9 @@ def _known_identity(table: pa.Table) -> list[dict[str, Any]] | None:
     return [{key: values[i] for key, values in columns.items()} for i in range(table.num_rows)]
 
 
-def _normalised(path: str, storage: Storage) -> str:
+def _normalised(path: str) -> str:
     """A listed path as the listing writes it: with its scheme, local paths absolute."""
-    fs, stripped = fsspec.core.url_to_fs(path, **storage.options(path))
-    return fs.unstrip_protocol(stripped)
+    return path if "://" in path else f"file://{os.path.abspath(path)}"
 
 
 def _stat(paths: Sequence[str], storage: Storage, threads: int) -> list[dict[str, Any]]:
@@ -133,3 +187,32 @@ def _stat(paths: Sequence[str], storage: Storage, threads: int) -> list[dict[str
 
     with ThreadPoolExecutor(threads) as pool:
         return list(pool.map(one, paths))
+
+
+def write_listing(chunks: Iterator[pa.Table], folder: str) -> int:
+    """Writes the chunks as Parquet files `listing-NNNNN.parquet` in the local `folder`; returns the rows."""
+    rows = 0
+    for number, chunk in enumerate(chunks):
+        pq.write_table(chunk, os.path.join(folder, f"listing-{number:05d}.parquet"))
+        rows += chunk.num_rows
+    return rows
+
+
+def _whole(chunks: Iterator[pa.Table]) -> pa.Table:
+    """The chunks as one table sorted by path, each path once."""
+    table = pa.concat_tables(list(chunks)).sort_by(schema.PATH)
+    paths = table.column(schema.PATH)
+    if len(paths) < 2:
+        return table
+    first = pc.not_equal(paths.slice(1), paths.slice(0, len(paths) - 1))
+    return table.filter(pa.concat_arrays([pa.array([True]), first.combine_chunks()]))
+
+
+def list_inputs(uri: str, extensions: Sequence[str], storage: Storage) -> pa.Table:
+    """`iter_listing` as one table sorted by path, for callers that hold a listing whole (pre-training)."""
+    return _whole(iter_listing(uri, extensions, storage))
+
+
+def read_input_list(uri: str, storage: Storage) -> pa.Table:
+    """`iter_input_list` as one table sorted by path, each path once."""
+    return _whole(iter_input_list(uri, storage))

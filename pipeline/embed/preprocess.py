@@ -17,7 +17,8 @@ from PIL import Image
 
 from pipeline import schema
 from pipeline.embed.decode import DecodeConfig, DecodeError, decode_image
-from pipeline.storage import Storage, read_bytes, read_error
+from pipeline.retry import read_retrying, transient
+from pipeline.storage import Storage, read_error
 from vitmae import ViTImageProcessor
 from vitmae.errors import one_line
 
@@ -58,12 +59,13 @@ def preprocess_batch(batch: dict[str, np.ndarray], config: PreprocessConfig) -> 
     pixels = np.zeros((n, height, width, 3), dtype=np.uint8)
     sizes = np.zeros((n, 2), dtype=np.int32)
     errors = np.full(n, "", dtype=object)
+    retryable = np.zeros(n, dtype=bool)
     start = time.perf_counter()
     paths = list(batch[schema.PATH])
 
     def one(i: int, data: bytes | Exception) -> None:
         if isinstance(data, Exception):
-            errors[i] = read_error(data)
+            errors[i], retryable[i] = read_error(data), transient(data)
             return
         resize = functools.partial(config.transform, paths[i]) if config.transform else None
         try:
@@ -75,7 +77,7 @@ def preprocess_batch(batch: dict[str, np.ndarray], config: PreprocessConfig) -> 
             logger.exception("unexpected error decoding %s", paths[i])
             errors[i] = f"could not decode: {type(err).__name__}: {one_line(err)}"
 
-    contents = read_bytes(paths, config.storage)
+    contents = read_retrying(paths, config.storage)
     if config.threads > 1:
         with ThreadPoolExecutor(config.threads) as pool:
             list(pool.map(one, range(n), contents))
@@ -89,18 +91,21 @@ def preprocess_batch(batch: dict[str, np.ndarray], config: PreprocessConfig) -> 
         schema.WIDTH: sizes[:, 0],
         schema.HEIGHT: sizes[:, 1],
         schema.ERROR: errors,
+        schema.RETRYABLE: retryable,
     }
 
 
-def decoded_images(listing: pa.Table, config: PreprocessConfig, batch_size: int) -> ray.data.Dataset:
-    """The listing as a Ray dataset, mapped through `preprocess_batch` on the cluster's CPUs (lazy, streaming).
-
-    Blocks hold at most `batch_size` rows, at most `MAX_BLOCK_ROWS`, and fewer when the listing is short, so that
-    decoding spreads over every CPU of the cluster from the start; the model stage gathers them into its batches.
-    """
+def block_rows(rows: int, batch_size: int) -> int:
+    """Rows per block of the CPU stage: at most `batch_size`, at most `MAX_BLOCK_ROWS`, and fewer when there are few
+    rows, so that decoding spreads over every CPU of the cluster from the start; the model stage gathers the blocks
+    into its batches."""
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-    block = max(1, min(batch_size, MAX_BLOCK_ROWS, -(-listing.num_rows // cpus)))
+    return max(1, min(batch_size, MAX_BLOCK_ROWS, -(-rows // cpus)))
+
+
+def decoded_images(listing: pa.Table, config: PreprocessConfig, batch_size: int) -> ray.data.Dataset:
+    """A listing held in memory (pre-training's) as a Ray dataset mapped through `preprocess_batch` (lazy, streaming)."""
+    block = block_rows(listing.num_rows, batch_size)
     blocks = [listing.slice(i, block) for i in range(0, listing.num_rows, block)]
-    return ray.data.from_arrow(blocks).map_batches(
-        preprocess_batch, fn_kwargs={"config": config}, batch_size=block, batch_format="numpy"
-    )
+    return ray.data.from_arrow(blocks).map_batches(preprocess_batch, fn_kwargs={"config": config}, batch_size=block,
+                                                    batch_format="numpy")

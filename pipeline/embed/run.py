@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import tempfile
 import time
 import uuid
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-import numpy as np
-import pyarrow as pa
 import ray
 from deltalake import DeltaTable
 
@@ -25,15 +25,18 @@ from pipeline.embed.checks import Model, check_model, check_settings, check_weig
 from pipeline.embed.commit import Committer
 from pipeline.embed.decode import DecodeConfig
 from pipeline.embed.diff import Diff, DiffConfig, compare
-from pipeline.embed.infer import Embedder, InferConfig
-from pipeline.embed.listing import DEFAULT_EXTENSIONS, list_inputs, read_input_list
-from pipeline.embed.preprocess import PreprocessConfig, decoded_images
-from pipeline.embed.write import WriteConfig, data_files, write_batch
-from pipeline.layout import EMBEDDINGS_DIR, ERRORS_DIR, RUN_FILES, package_versions
+from pipeline.embed.infer import DecodingEmbedder, Embedder, InferConfig
+from pipeline.embed.poison import attempts_actor
+from pipeline.embed.listing import DEFAULT_EXTENSIONS, iter_input_list, iter_listing, write_listing
+from pipeline.embed.preprocess import PreprocessConfig, block_rows, preprocess_batch
+from pipeline.embed.work import put_work, work_dataset
+from pipeline.embed.write import NODES, WriteConfig, data_files, write_batch
+from pipeline.layout import EMBEDDINGS_DIR, ERRORS_DIR, RUN_FILES, WORK_DIR, package_versions
 from pipeline.records import append_run, table_uri
 from pipeline.retrieval.index import IndexConfig, TooFewVectors
 from pipeline.retrieval.index_update import update_index
-from pipeline.storage import Storage, absolute_uri, is_local, output_folder
+from pipeline.retry import retrying
+from pipeline.storage import Storage, absolute_uri, folder, is_local, output_folder
 from pipeline.tables import DESCRIPTION_FORMAT, RunTable, dataset, description, open_table
 from vitmae.checkpoint import parse_dtype
 from vitmae.errors import one_line
@@ -65,6 +68,7 @@ class EmbedConfig:
     commit_rows: int = 4096  # commit when this many rows are written but not committed...
     commit_seconds: float = 60.0  # ...or when this long has passed since the last commit
     vacuum_hours: float = 168.0  # files no version of the last this-many hours needs are deleted (Delta's default: 7 days)
+    retry_seconds: float = 120.0  # once the run has started, a storage outage is waited out this long (pipeline.retry)
 
     def __post_init__(self) -> None:
         if (self.input is None) == (self.input_list is None):
@@ -72,7 +76,7 @@ class EmbedConfig:
         for name in ("batch_size", "num_actors", "cpu_threads", "commit_rows"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        for name in ("num_gpus", "commit_seconds", "vacuum_hours"):
+        for name in ("num_gpus", "commit_seconds", "vacuum_hours", "retry_seconds"):
             if getattr(self, name) is not None and not getattr(self, name) >= 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 0, got {getattr(self, name)}")
 
@@ -87,39 +91,58 @@ def run(config: EmbedConfig) -> dict[str, Any]:
     start = time.time()
     config = replace(config, output=absolute_uri(config.output), model=absolute_uri(config.model, may_be_hub_id=True),
                      input=config.input and absolute_uri(config.input), input_list=config.input_list and absolute_uri(config.input_list))
-    storage = Storage.from_environment(config.s3_endpoint)
+    storage = Storage.from_environment(config.s3_endpoint, config.retry_seconds)
     output_folder(config.output, storage)  # refuses a file
     run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(start)) + "-" + uuid.uuid4().hex[:6]
+    with tempfile.TemporaryDirectory(prefix="vitmae-run-") as scratch:
+        existing, model, diff = _plan(config, storage, scratch)
+        record: dict[str, Any] = {"run_id": run_id, "started": _iso(start), "input": config.input, "input_list": config.input_list,
+                                  "output": config.output, "model": config.model, "counts": dict(diff.counts), "timings": {}}
+        if diff.work_rows or len(diff.remove_embeddings) or len(diff.remove_errors) or config.overwrite:
+            record.update(_update(config, storage, model, existing, diff, run_id))
+        else:
+            logger.info("nothing to embed or remove in %s", config.output)
+            record["settings"] = description(existing[EMBEDDINGS_DIR])["settings"]
+    return _finish(config, storage, model, record, start)
+
+
+def _plan(config: EmbedConfig, storage: Storage, scratch: str) -> tuple[dict[str, DeltaTable | None], Model, Diff]:
+    """The checks before any work, and the diff of the listing against the tables as they are now (written to the
+    local folder `scratch`): (the tables read, the model, the diff)."""
     existing = {} if config.overwrite else {name: open_table(table_uri(config.output, name), storage) for name in (EMBEDDINGS_DIR, ERRORS_DIR)}
     known = description(existing[EMBEDDINGS_DIR]) if existing.get(EMBEDDINGS_DIR) else {}
     model = check_model(config.model, storage, known.get("model"))
     if known:
         check_settings(known["settings"], settings(model, config.infer, config.infer.dtype), config.output)
-    listing = list_inputs(config.input, config.extensions, storage) if config.input else read_input_list(config.input_list, storage)
+    chunks = iter_listing(config.input, config.extensions, storage) if config.input else iter_input_list(config.input_list, storage)
+    listing = os.path.join(scratch, "listing")
+    os.makedirs(listing)
+    write_listing(chunks, listing)
     datasets = {name: dataset(table, table_uri(config.output, name), storage) for name, table in existing.items() if table}
-    diff = compare(listing, datasets.get(EMBEDDINGS_DIR), datasets.get(ERRORS_DIR),
-                   DiffConfig(retry_errors=config.retry_errors, keep_missing=config.keep_missing))
-    record: dict[str, Any] = {"run_id": run_id, "started": _iso(start), "input": config.input, "input_list": config.input_list,
-                              "output": config.output, "model": config.model, "counts": dict(diff.counts), "timings": {}}
-    if diff.work.num_rows or len(diff.remove_embeddings) or len(diff.remove_errors) or config.overwrite:
-        record.update(_update(config, storage, model, existing, diff, run_id))
-    else:
-        logger.info("nothing to embed or remove in %s", config.output)
-        record["settings"] = known["settings"]
+    diff = compare(f"{listing}/*.parquet", datasets.get(EMBEDDINGS_DIR), datasets.get(ERRORS_DIR), scratch,
+                   DiffConfig(retry_errors=config.retry_errors, keep_missing=config.keep_missing), int(known.get("next_id", 0)))
+    return existing, model, diff
+
+
+def _finish(config: EmbedConfig, storage: Storage, model: Model, record: dict[str, Any], start: float) -> dict[str, Any]:
+    """Brings the index up to the tables and keeps the run's record; raises IndexNotBuilt (after recording) when
+    the index could not be."""
     indexing = time.time()
     index_error = None
     try:
-        record["index"] = update_index(config.output, config.index, storage) if config.index else None
+        record["index"] = retrying(lambda: update_index(config.output, config.index, storage), storage,
+                                   "updating the index") if config.index else None
     except TooFewVectors as err:
         logger.warning("no index: %s", err)
         record["index"] = None
     except Exception as err:  # the tables stay as committed and recorded; the run fails with one line below
         record["index"], index_error = {"error": f"{type(err).__name__}: {one_line(err)}"}, err
     record["timings"]["index_seconds"] = round(time.time() - indexing, 3)
-    record["versions"] = {name: _version(config.output, name, storage) for name in (EMBEDDINGS_DIR, ERRORS_DIR)}
+    record["versions"] = retrying(lambda: {name: _version(config.output, name, storage) for name in (EMBEDDINGS_DIR, ERRORS_DIR)},
+                                  storage, "reading the tables' versions")
     record.update(processor=model.processor.to_dict(), decode=asdict(config.decode), infer=asdict(config.infer),
                   package_versions=package_versions(), finished=_iso(time.time()), seconds=round(time.time() - start, 3))
-    append_run(config.output, storage, record)
+    retrying(lambda: append_run(config.output, storage, record), storage, "recording the run")
     if index_error is not None:
         raise IndexNotBuilt(
             f"the tables are updated, but the index could not be ({record['index']['error']}); "
@@ -131,7 +154,7 @@ def run(config: EmbedConfig) -> dict[str, Any]:
 def _update(config: EmbedConfig, storage: Storage, model: Model, existing: dict[str, DeltaTable | None], diff: Diff,
             run_id: str) -> dict[str, Any]:
     """Removes what went or changed, embeds the work and commits as it goes, then compacts and vacuums."""
-    work_rows = diff.work.num_rows
+    work_rows = diff.work_rows
     known = description(existing[EMBEDDINGS_DIR]) if existing.get(EMBEDDINGS_DIR) else {}
     gpus, parameters, dtype, timings = 0, 0, config.infer.dtype, {}
     if work_rows:
@@ -158,14 +181,14 @@ def _update(config: EmbedConfig, storage: Storage, model: Model, existing: dict[
                                       read=existing.get(name))
         for name, table_schema in ((EMBEDDINGS_DIR, schema.EMBEDDINGS_SCHEMA), (ERRORS_DIR, schema.ERRORS_SCHEMA))
     }
-    work = diff.work.add_column(0, schema.ID, pa.array(np.arange(next_id, next_id + work_rows, dtype=np.int64)))
-    # The ids this run may give are taken before any row is committed, so a killed run's are never given again.
+    # The ids this run may give (the diff numbered the work from next_id) are taken before any row is committed, so
+    # a killed run's are never given again.
     tables[EMBEDDINGS_DIR].set_description(json.dumps({**about, "next_id": next_id + work_rows}), work=work_rows)
     removed = {name: tables[name].delete_paths(paths) for name, paths in
                ((EMBEDDINGS_DIR, diff.remove_embeddings), (ERRORS_DIR, diff.remove_errors))}
     embed_start = time.time()
     committer = Committer(tables, config.commit_rows, config.commit_seconds)
-    embedding = _embed(config, storage, model, work, committer, gpus, parameters, run_id) if work_rows else {}
+    embedding = _embed(config, storage, model, diff, committer, gpus, parameters, run_id) if work_rows else {}
     committer.flush()
     embedded, failed = committer.committed[EMBEDDINGS_DIR], committer.committed[ERRORS_DIR]
     if embedded + failed != work_rows:
@@ -175,6 +198,7 @@ def _update(config: EmbedConfig, storage: Storage, model: Model, existing: dict[
     for table in tables.values():
         table.compact()
         table.vacuum(config.vacuum_hours)
+    _clear_work(config, storage, run_id)
     timings["maintenance_seconds"] = round(time.time() - maintenance, 3)
     return {
         "settings": run_settings,
@@ -187,31 +211,57 @@ def _update(config: EmbedConfig, storage: Storage, model: Model, existing: dict[
     }
 
 
-def _embed(config: EmbedConfig, storage: Storage, model: Model, work: pa.Table, committer: Committer, gpus: int,
+def _work_uri(config: EmbedConfig, run_id: str) -> str:
+    return f"{config.output.rstrip('/')}/{WORK_DIR}/{run_id}.parquet"
+
+
+def _clear_work(config: EmbedConfig, storage: Storage, run_id: str) -> None:
+    """Deletes this run's work file, and those that killed runs left more than `vacuum_hours` ago."""
+    work = folder(f"{config.output.rstrip('/')}/{WORK_DIR}", storage)
+
+    def clear() -> None:
+        for info in work.fs.ls(work.root, detail=True) if work.fs.exists(work.root) else []:
+            mtime = info.get("mtime") or info.get("LastModified")
+            age = time.time() - (mtime.timestamp() if hasattr(mtime, "timestamp") else float(mtime or time.time()))
+            if info["name"].endswith(f"{run_id}.parquet") or age > 3600 * config.vacuum_hours:
+                work.fs.rm(info["name"])
+
+    retrying(clear, storage, "clearing the work files")
+
+
+def _embed(config: EmbedConfig, storage: Storage, model: Model, diff: Diff, committer: Committer, gpus: int,
            parameters: int, run_id: str) -> dict[str, Any]:
-    """Runs the Ray Data pipeline over `work` (`schema.WORK_SCHEMA`); returns the resources it used and Ray Data's
-    stage statistics."""
+    """Runs the Ray Data pipeline over the diff's work (put where every node reads it); returns the resources it used
+    and Ray Data's stage statistics."""
     actors, threads = (gpus, None) if gpus else cpu_actors(config, parameters)
     batch_size = config.batch_size or batch_size_for(gpus)
     logger.info("%d model actors on %s, %d images a batch", actors, f"{gpus} GPUs" if gpus else f"{threads} CPU threads each", batch_size)
-    # Without GPUs, Ray Data fuses decoding into the model actors, whose threads then decode too.
     preprocess = PreprocessConfig(model.processor.to_dict(), config.decode, storage, threads=threads or 1)
-    dataset_ = (
-        decoded_images(work, preprocess, batch_size)
-        .map_batches(
-            Embedder, fn_constructor_kwargs={"model": config.model, "config": config.infer, "storage": storage, "threads": threads},
-            batch_size=batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=1 if gpus else 0,
-        )
-        .map_batches(
-            # Writing is I/O. Holding no CPU, it streams while the model actors hold every CPU of the cluster; one
-            # file per model batch, so that the driver can commit as soon as rows are written (compaction follows).
-            write_batch, fn_kwargs={"config": WriteConfig(config.output, run_id, storage)}, batch_size=None,
-            batch_format="numpy", num_cpus=0,
-        )
+    work = _work_uri(config, run_id)
+    block = block_rows(diff.work_rows, batch_size)
+    put_work(diff.work_file, work, storage, block)
+    model_stage = {"model": config.model, "config": config.infer, "storage": storage, "threads": threads, "attempts": attempts_actor()}
+    if gpus:  # decoding on the CPUs of the cluster, the model on its GPUs
+        decoded = work_dataset(work, storage).map_batches(preprocess_batch, fn_kwargs={"config": preprocess}, batch_size=block,
+                                                          batch_format="numpy")
+        embedded = decoded.map_batches(Embedder, fn_constructor_kwargs=model_stage, batch_size=batch_size, batch_format="numpy",
+                                       compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=1)
+    else:  # each actor holds a CPU, decodes its batches on its threads, then runs the model on them
+        embedded = work_dataset(work, storage).map_batches(
+            DecodingEmbedder, fn_constructor_kwargs={**model_stage, "preprocess": preprocess}, batch_size=batch_size,
+            batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=actors))
+    dataset_ = embedded.map_batches(
+        # Writing is I/O. Holding no CPU, it streams while the model actors hold every CPU of the cluster; one file per
+        # model batch, so that the driver can commit as soon as rows are written (compaction follows).
+        write_batch, fn_kwargs={"config": WriteConfig(config.output, run_id, storage)}, batch_size=None,
+        batch_format="numpy", num_cpus=0,
     )
+    nodes: set[str] = set()
     for files in dataset_.iter_batches(batch_size=None, batch_format="numpy"):
         committer.add(data_files(files))
-    resources = {"gpus": gpus, "actors": actors, "cpu_threads": threads, "batch_size": batch_size, "dashboard": config.dashboard}
+        nodes.update(node for joined in files[NODES] for node in str(joined).split(",") if node)
+    resources = {"gpus": gpus, "actors": actors, "cpu_threads": threads, "batch_size": batch_size, "dashboard": config.dashboard,
+                 "model_nodes": sorted(nodes)}
     return {"resources": resources, "ray_data_stats": dataset_.stats()}
 
 

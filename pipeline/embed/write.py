@@ -16,13 +16,16 @@ import pyarrow as pa
 
 from pipeline import schema
 from pipeline.layout import EMBEDDINGS_DIR, ERRORS_DIR
+from pipeline.retry import StorageUnavailable, retrying
 from pipeline.storage import Storage, folder, write_parquet
 from pipeline.tables import DataFile, file_stats
 
 logger = logging.getLogger(__name__)
 
-# The columns of the stage's output: one row per data file written.
+# The columns of the stage's output: one row per data file written, and the Ray nodes that embedded its rows.
 FILE_COLUMNS = ("table", "path", "size", "rows", "modified_ms", "stats")
+NODES = "nodes"
+OUTAGE = "outage"  # why nothing was written: the storage stayed unreachable
 
 
 @dataclass(frozen=True)
@@ -52,21 +55,38 @@ def _table(batch: dict[str, np.ndarray], rows: np.ndarray, target: pa.Schema, ru
 
 
 def write_batch(batch: dict[str, np.ndarray], config: WriteConfig) -> dict[str, np.ndarray]:
-    """Writes the batch's embedded rows and failed rows; returns one row per file written (`FILE_COLUMNS`)."""
+    """Writes the batch's embedded rows and failed rows; returns one row per file written (`FILE_COLUMNS`, `NODES`,
+    `OUTAGE` empty), or, when the storage stayed unreachable, one row that says so in `OUTAGE` (the driver stops the
+    run with it: an exception here would reach it only as Ray Data's "UDF failed")."""
     failed = schema.failed_rows(batch[schema.ERROR])
     name = f"part-{config.run_id}-{int(np.min(batch[schema.ID])):012d}.parquet"
-    output = folder(config.output, config.storage, create=True)
     written = []
-    for table_dir, rows, target in ((EMBEDDINGS_DIR, ~failed, schema.EMBEDDINGS_SCHEMA), (ERRORS_DIR, failed, schema.ERRORS_SCHEMA)):
-        if rows.any():
-            table = _table(batch, rows, target, config.run_id)
-            size = write_parquet(output, f"{table_dir}/{name}", table)
-            written.append(DataFile(table_dir, name, size, table.num_rows, int(time.time() * 1000), file_stats(table)))
-    return {column: np.array([getattr(f, column) for f in written], dtype=object) for column in FILE_COLUMNS}
+    try:
+        output = retrying(lambda: folder(config.output, config.storage, create=True), config.storage, "the output folder")
+        for table_dir, rows, target in ((EMBEDDINGS_DIR, ~failed, schema.EMBEDDINGS_SCHEMA), (ERRORS_DIR, failed, schema.ERRORS_SCHEMA)):
+            if rows.any():
+                table = _table(batch, rows, target, config.run_id)
+                size = retrying(lambda: write_parquet(output, f"{table_dir}/{name}", table), config.storage, f"writing {name}")
+                written.append(DataFile(table_dir, name, size, table.num_rows, int(time.time() * 1000), file_stats(table)))
+    except StorageUnavailable as err:
+        return _rows([DataFile("", "", 0, 0, 0, "")], "", str(err))
+    return _rows(written, ",".join(sorted({node for node in batch.get(schema.NODE, ()) if node})), "")
+
+
+def _rows(files: list[DataFile], nodes: str, outage: str) -> dict[str, np.ndarray]:
+    return {**{column: np.array([getattr(f, column) for f in files], dtype=object) for column in FILE_COLUMNS},
+            NODES: np.array([nodes] * len(files), dtype=object), OUTAGE: np.array([outage] * len(files), dtype=object)}
 
 
 def data_files(rows: dict[str, np.ndarray]) -> list[DataFile]:
-    """The write stage's output rows back as `DataFile`s."""
+    """The write stage's output rows back as `DataFile`s.
+
+    Raises:
+        StorageUnavailable: a write stage stayed without its storage.
+    """
+    outages = [str(message) for message in rows[OUTAGE] if message]
+    if outages:
+        raise StorageUnavailable(outages[0])
     return [
         DataFile(str(rows["table"][i]), str(rows["path"][i]), int(rows["size"][i]), int(rows["rows"][i]),
                  int(rows["modified_ms"][i]), str(rows["stats"][i]))

@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -39,8 +41,9 @@ import faiss
 import numpy as np
 import pyarrow as pa
 
+from pipeline import schema
 from pipeline.retrieval.index_store import LoadedIndex, inner, load_index, save_index, set_search_params
-from pipeline.retrieval.vectors import METRICS, Batch, first_dimension, for_index, iter_batches, open_embeddings
+from pipeline.retrieval.vectors import METRICS, Batch, first_dimension, for_index, iter_batches, open_embeddings, write_id_map
 from pipeline.storage import Storage
 
 logger = logging.getLogger(__name__)
@@ -213,13 +216,10 @@ def build_index(run: str, config: IndexConfig = IndexConfig(), storage: Storage 
         index.train(sample)
     del sample
     truth = ExactTopK(queries, k + 1)
-    ids, paths = [], []
-    for batch in iter_batches(embeddings, config.batch_rows):
+    for batch in iter_batches(embeddings, config.batch_rows, columns=(schema.EMBEDDING,)):
         vectors = for_index(batch.vectors, config.metric)
         index.add_with_ids(vectors, batch.ids)
         truth.add(vectors, batch.ids)
-        ids.append(batch.ids)
-        paths.append(batch.paths)
     if index.ntotal != count:
         raise RuntimeError(f"counted {count} embeddings but added {index.ntotal}; did the run change while indexing?")
     search_params, recall, curve = _tune(index, spec.index_type, queries, query_ids, truth.ids, k, config.recall_target)
@@ -245,9 +245,10 @@ def build_index(run: str, config: IndexConfig = IndexConfig(), storage: Storage 
         "updates": [],
     }
     info["build_seconds"] = round(time.perf_counter() - start, 3)
-    order = np.argsort(np.concatenate(ids), kind="stable")
-    all_ids, all_paths = np.concatenate(ids)[order], pa.concat_arrays(paths).take(pa.array(order))
-    save_index(run, storage, index, all_ids, all_paths, np.empty(0, np.int64), info)
+    with tempfile.TemporaryDirectory() as tmp:  # the id map is sorted by DuckDB from the table, not held here
+        id_map = os.path.join(tmp, "ids.parquet")
+        write_id_map(embeddings, id_map)
+        save_index(run, storage, index, id_map, np.empty(0, np.int64), info)
     logger.info("%s index of %d vectors built in %.1fs, recall@%d %.3f", spec.index_type, count, info["build_seconds"], k, recall)
     return info
 

@@ -21,6 +21,7 @@ from typing import Any
 import faiss
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
 from pipeline import schema
@@ -86,15 +87,15 @@ class LoadedIndex:
         return params
 
 
-def save_index(run: str, storage: Storage, index: faiss.Index, ids: np.ndarray, paths: pa.Array, removed: np.ndarray,
-               info: dict[str, Any]) -> None:
+def save_index(run: str, storage: Storage, index: faiss.Index, id_map: str, removed: np.ndarray, info: dict[str, Any]) -> None:
     """Writes the index, the id map and the removed ids, then index.json (which gains `file_bytes`).
 
-    ids: int64 [N] sorted, the live vectors; paths: string [N]; removed: int64 ids still in an HNSW graph.
+    id_map: a local Parquet file of (id, path) of the live vectors, sorted by id; removed: int64 ids still in an
+    HNSW graph.
     """
-    if len(ids) + len(removed) != index.ntotal or len(paths) != len(ids):
-        raise ValueError(f"expected {index.ntotal} ids (live and removed) and a path per live id, got {len(ids)}, "
-                         f"{len(removed)} and {len(paths)}")
+    live = pq.read_metadata(id_map).num_rows
+    if live + len(removed) != index.ntotal:
+        raise ValueError(f"expected {index.ntotal} ids (live and removed), got {live} and {len(removed)}")
     target = folder(run, storage, create=True)
     if target.exists(INFO_FILE):
         target.fs.rm(target.path(INFO_FILE))
@@ -103,10 +104,10 @@ def save_index(run: str, storage: Storage, index: faiss.Index, ids: np.ndarray, 
         faiss.write_index(index, local)
         info["file_bytes"] = os.path.getsize(local)
         target.put_file(INDEX_FILE, local)
-    write_parquet(target, IDS_FILE, pa.table({schema.ID: pa.array(ids, pa.int64()), schema.PATH: paths.cast(pa.string())}))
+    target.put_file(IDS_FILE, id_map)
     write_parquet(target, REMOVED_FILE, pa.table({schema.ID: pa.array(removed, pa.int64())}))
     target.write_json(INFO_FILE, info)
-    logger.info("wrote the index of %s (%d vectors, %.1f MB)", run, len(ids), info["file_bytes"] / 1e6)
+    logger.info("wrote the index of %s (%d vectors, %.1f MB)", run, live, info["file_bytes"] / 1e6)
 
 
 def load_index(run: str, storage: Storage) -> LoadedIndex:

@@ -10,6 +10,8 @@ tuned search parameters are fitted to that).
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 import time
 from dataclasses import asdict
 from typing import Any
@@ -22,7 +24,7 @@ import pyarrow.compute as pc
 from pipeline import schema
 from pipeline.retrieval.index import GB, IndexConfig, TooFewVectors, build_index, choose_index
 from pipeline.retrieval.index_store import LoadedIndex, load_index, save_index
-from pipeline.retrieval.vectors import Embeddings, all_ids, first_dimension, for_index, iter_batches, open_embeddings
+from pipeline.retrieval.vectors import Embeddings, all_ids, first_dimension, for_index, iter_batches, open_embeddings, write_id_map
 from pipeline.storage import Storage
 
 logger = logging.getLogger(__name__)
@@ -77,8 +79,6 @@ def _apply(run: str, storage: Storage, loaded: LoadedIndex, embeddings: Embeddin
     current = all_ids(embeddings)
     removed = np.setdiff1d(loaded.ids, current, assume_unique=True)
     added = np.setdiff1d(current, loaded.ids, assume_unique=True)
-    keep = ~np.isin(loaded.ids, removed)
-    ids, paths = [loaded.ids[keep]], [loaded.paths.filter(pa.array(keep))]
     graph_removed = loaded.removed
     if len(removed):
         if info["index_type"] == "hnsw":
@@ -89,17 +89,17 @@ def _apply(run: str, storage: Storage, loaded: LoadedIndex, embeddings: Embeddin
         logger.info("rebuilding the HNSW index of %s: %d of its %d vectors are removed rows", run, len(graph_removed), loaded.index.ntotal)
         return build_index(run, IndexConfig(**info["config"]), storage)
     if len(added):
-        for batch in iter_batches(embeddings, IndexConfig(**info["config"]).batch_rows, filter=pc.field(schema.ID).isin(pa.array(added))):
+        for batch in iter_batches(embeddings, IndexConfig(**info["config"]).batch_rows, columns=(schema.EMBEDDING,),
+                                  filter=pc.field(schema.ID).isin(pa.array(added))):
             loaded.index.add_with_ids(for_index(batch.vectors, info["metric"]), batch.ids)
-            ids.append(batch.ids)
-            paths.append(batch.paths)
-    all_ids_, all_paths = np.concatenate(ids), pa.concat_arrays([p.cast(pa.string()) for p in paths])
-    order = np.argsort(all_ids_, kind="stable")
-    info.update(count=len(all_ids_), table_version=embeddings.version)
+    info.update(count=len(current), table_version=embeddings.version)
     info["updates"] = (info.get("updates") or [])[-19:] + [{
         "table_version": embeddings.version, "added": int(len(added)), "removed": int(len(removed)),
         "seconds": round(time.perf_counter() - start, 3),
     }]
-    save_index(run, storage, loaded.index, all_ids_[order], all_paths.take(pa.array(order)), graph_removed, info)
-    logger.info("updated the index of %s: %d added, %d removed, %d vectors", run, len(added), len(removed), len(all_ids_))
+    with tempfile.TemporaryDirectory() as tmp:  # the index now holds the table's ids: its id map is the table's
+        id_map = os.path.join(tmp, "ids.parquet")
+        write_id_map(embeddings, id_map)
+        save_index(run, storage, loaded.index, id_map, graph_removed, info)
+    logger.info("updated the index of %s: %d added, %d removed, %d vectors", run, len(added), len(removed), len(current))
     return info

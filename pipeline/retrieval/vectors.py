@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -10,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 
 from pipeline import schema
 from pipeline.layout import EMBEDDINGS_DIR
@@ -109,6 +111,21 @@ def for_index(vectors: np.ndarray, metric: str) -> np.ndarray:
 def all_ids(embeddings: Embeddings) -> np.ndarray:
     """int64 [N]: every id in the table, sorted."""
     return np.sort(embeddings.dataset.to_table(columns=[schema.ID]).column(schema.ID).to_numpy().astype(np.int64))
+
+
+def write_id_map(embeddings: Embeddings, path: str, memory_limit: str = "1GB") -> int:
+    """Writes every (id, path) of the table version to the local Parquet file `path`, sorted by id, in bounded memory
+    (DuckDB sorts, spilling past its limit); returns the rows."""
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute(f"SET memory_limit = '{memory_limit}'")
+    con.execute(f"SET temp_directory = '{os.path.dirname(path)}/spill'")
+    con.register("table_rows", embeddings.dataset)
+    quoted = path.replace("'", "''")
+    con.execute(f"COPY (SELECT {schema.ID}, {schema.PATH} FROM table_rows ORDER BY {schema.ID}) TO '{quoted}' (FORMAT parquet)")
+    con.close()
+    return pq.read_metadata(path).num_rows
 
 
 def vectors_of_paths(embeddings: Embeddings, paths: Sequence[str]) -> dict[str, np.ndarray]:

@@ -1,0 +1,50 @@
+"""Batches that kill model actors: each attempt is counted by a small actor of the run's, across the actors' deaths
+and restarts, so that a batch that killed `MAX_ATTEMPTS` of them is embedded image by image, and an image that kills
+that many becomes an error row instead of stopping the run (Ray Data would give it to new actors forever).
+
+The model stage imports no Ray: it only calls the methods of the handle it is given.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import numpy as np
+
+MAX_ATTEMPTS = 2  # deaths of a batch (or an image) before it is split (or given up)
+
+
+class Attempts:
+    """How many times each batch or image was started and not finished (a Ray actor)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple, int] = {}
+
+    def start(self, key: tuple) -> int:
+        """Counts an attempt at `key`; returns the attempts so far, this one included."""
+        self.counts[key] = self.counts.get(key, 0) + 1
+        return self.counts[key]
+
+    def finish(self, key: tuple) -> None:
+        self.counts.pop(key, None)
+
+
+def attempts_actor() -> Any:
+    """A new `Attempts` actor on this node, for one run (it holds no CPU)."""
+    import ray
+
+    return ray.remote(num_cpus=0)(Attempts).remote()
+
+
+def batch_key(ids: np.ndarray) -> tuple:
+    """What names a batch across retries: its ids (the work's rows are numbered once per run)."""
+    return (int(ids.min()), int(ids.max()), len(ids)) if len(ids) else ()
+
+
+def started(attempts: Any, key: tuple) -> int:
+    return sys.modules["ray"].get(attempts.start.remote(key))
+
+
+def finished(attempts: Any, key: tuple) -> None:
+    sys.modules["ray"].get(attempts.finish.remote(key))

@@ -1,0 +1,132 @@
+"""Faults a long run meets, each survived: the object store down or hung for tens of seconds in the middle of a run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from conftest import s3_storage
+from pipeline.embed.run import EmbedConfig, run
+from pipeline.storage import Storage
+from pipeline.tables import dataset, open_table
+from s3server import S3Server
+from test_embed import read_run
+from test_run import ROOT, fill, photo
+
+OUTAGE_S = 20  # the shortest outage a run must wait out
+IMAGES = 24
+
+
+@pytest.fixture
+def store(model_dir, tmp_path):
+    """An S3 server of the test's own (it is killed), with `IMAGES` photographs and the model."""
+    import s3fs
+
+    server = S3Server().start()
+    try:
+        server.create_bucket("faults")
+        fs = s3fs.S3FileSystem(**server.storage_options())
+        for i in range(IMAGES):
+            path = tmp_path / f"{i}.png"
+            photo(i).save(path)
+            fs.put(str(path), f"faults/photos/{i:02d}.png")
+        fs.put(str(model_dir), "faults/model", recursive=True)
+        yield server
+    finally:
+        server.stop()
+
+
+def commits(server: S3Server) -> int:
+    table = open_table("s3://faults/out/embeddings", s3_storage(server))
+    return 0 if table is None else sum(h.get("vitmae.commit") == "add" for h in table.history())
+
+
+def run_in_thread(config: EmbedConfig) -> tuple[threading.Thread, dict]:
+    """run(config) in a thread; its record or its error lands in the dict."""
+    result: dict = {}
+
+    def embed() -> None:
+        try:
+            result["record"] = run(config)
+        except Exception as err:  # the test reads it
+            result["error"] = err
+
+    job = threading.Thread(target=embed, daemon=True)
+    job.start()
+    return job, result
+
+
+def wait_for_a_commit(store: S3Server, job: threading.Thread) -> None:
+    deadline = time.time() + 120
+    while commits(store) < 1:
+        assert time.time() < deadline and job.is_alive(), "the run committed nothing"
+        time.sleep(0.2)
+
+
+def config_for(store: S3Server, **overrides) -> EmbedConfig:
+    settings = dict(input="s3://faults/photos/", output="s3://faults/out", model="s3://faults/model", s3_endpoint=store.endpoint_url,
+                    num_actors=1, batch_size=2, commit_rows=4, commit_seconds=0)
+    return EmbedConfig(**{**settings, **overrides})
+
+
+@pytest.mark.parametrize("outage", ["killed", "frozen"])
+def test_a_storage_outage_mid_run_costs_time_not_images(ray_cluster, store, monkeypatch, outage):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", store.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", store.secret_key)
+    job, result = run_in_thread(config_for(store))
+    wait_for_a_commit(store, job)
+    if outage == "killed":
+        store.kill()
+        time.sleep(OUTAGE_S)
+        store.restart()
+    else:
+        store.freeze()
+        time.sleep(OUTAGE_S)
+        store.thaw()
+    job.join(timeout=300)
+    assert "record" in result, result.get("error", "the run did not finish")
+    embedded, errors, record = read_run("s3://faults/out", s3_storage(store))
+    assert len(embedded) == IMAGES and not errors, errors
+    assert record["counts"]["embedded"] == IMAGES and record["commits"] >= 2
+    assert record["seconds"] > OUTAGE_S  # the outage fell inside the run, and was waited out
+
+
+def test_an_outage_longer_than_the_wait_stops_the_run_and_the_next_goes_on(ray_cluster, store, monkeypatch):
+    from jobs.errors import describe
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", store.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", store.secret_key)
+    job, result = run_in_thread(config_for(store, retry_seconds=3))
+    wait_for_a_commit(store, job)
+    store.kill()
+    job.join(timeout=300)
+    assert "error" in result, "the run went on without its storage"
+    message = describe(result["error"])
+    assert "the storage stayed unreachable for 3 s" in message and "internal error" not in message, message
+    store.restart()
+    storage = s3_storage(store)
+    committed = dataset(open_table("s3://faults/out/embeddings", storage), "s3://faults/out/embeddings", storage).count_rows()
+    assert committed < IMAGES
+    record = run(config_for(store))
+    embedded, errors, _ = read_run("s3://faults/out", s3_storage(store))
+    assert len(embedded) == IMAGES and not errors and record["counts"]["embedded"] == IMAGES - committed
+
+
+def test_an_image_that_kills_the_model_actor_becomes_an_error_row(model_dir, tmp_path):
+    """Ray Data gives a batch whose actor died to a new actor, forever: the run splits it and gives up on the image."""
+    images = tmp_path / "images"
+    fill(images, range(5))
+    photo(9).save(images / "img-poison.png")
+    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "VITMAE_FAULT_EXIT_ON": "poison"}
+    done = subprocess.run([sys.executable, "-m", "jobs.embed", "--input", str(images), "--output", str(tmp_path / "out"),
+                           "--model", str(model_dir), "--num-actors", "1", "--batch-size", "3"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    embedded, errors, record = read_run(tmp_path / "out")
+    assert len(embedded) == 5 and list(errors) == [f"file://{images / 'img-poison.png'}"]
+    assert errors[f"file://{images / 'img-poison.png'}"]["error"].startswith("the model's process died on this image 2 times")
