@@ -1,0 +1,110 @@
+"""The embedding job on a real Ray cluster of three nodes (a head and two workers, each its own raylet), submitted
+with Ray's job API against S3: model actors on both workers, and a worker node killed in the middle of a run."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import pytest
+
+from conftest import s3_storage
+from pipeline.tables import open_table
+from test_embed import read_run
+from test_run import ROOT, photo
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A head that holds no CPU (the job's driver runs there) and two worker nodes of one CPU each."""
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, connect=False,
+                      head_node_args={"num_cpus": 0, "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": 0})
+    workers = [cluster.add_node(num_cpus=1, resources={f"worker_{name}": 1}) for name in ("a", "b")]
+    cluster.wait_for_nodes()
+    yield cluster, workers
+    cluster.shutdown()
+
+
+def put_photos(s3, prefix: str, count: int, tmp_path) -> None:
+    import s3fs
+
+    fs = s3fs.S3FileSystem(**s3.storage_options())
+    for i in range(count):
+        path = tmp_path / f"{i}.png"
+        photo(i).save(path)
+        fs.put(str(path), f"test/{prefix}/photos/{i:03d}.png")
+
+
+def submit(cluster, s3, prefix: str, *extra: str) -> tuple:
+    from ray.job_submission import JobSubmissionClient
+
+    client = JobSubmissionClient(f"http://{cluster[0].head_node.address_info['webui_url']}")
+    args = (f"--input s3://test/{prefix}/photos/ --output s3://test/{prefix}/out --model s3://test/cluster-model "
+            f"--s3-endpoint {s3.endpoint_url} {' '.join(extra)}")
+    env = {"PYTHONPATH": str(ROOT), "AWS_ACCESS_KEY_ID": s3.access_key, "AWS_SECRET_ACCESS_KEY": s3.secret_key}
+    deadline = time.time() + 120
+    while True:
+        try:
+            return client, client.submit_job(entrypoint=f"{sys.executable} -m jobs.embed {args}", runtime_env={"env_vars": env})
+        except RuntimeError as err:  # the head waits only briefly for its job agent; on a loaded machine, try again
+            if "No available agent" not in str(err) or time.time() > deadline:
+                raise
+            time.sleep(2)
+
+
+def wait(client, job: str, seconds: float = 300) -> str:
+    from ray.job_submission import JobStatus
+
+    deadline = time.time() + seconds
+    while client.get_job_status(job) not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
+        assert time.time() < deadline, client.get_job_logs(job)[-3000:]
+        time.sleep(1)
+    return client.get_job_status(job)
+
+
+@pytest.fixture(scope="module")
+def model_on_s3(s3, model_dir):
+    import s3fs
+
+    s3fs.S3FileSystem(**s3.storage_options()).put(str(model_dir), "test/cluster-model", recursive=True)
+
+
+def test_model_actors_run_on_both_worker_nodes(cluster, s3, model_on_s3, tmp_path):
+    from ray.job_submission import JobStatus
+
+    put_photos(s3, "cluster", 16, tmp_path)
+    client, job = submit(cluster, s3, "cluster", "--batch-size", "2")
+    assert wait(client, job) == JobStatus.SUCCEEDED, client.get_job_logs(job)[-3000:]
+    embedded, errors, record = read_run("s3://test/cluster/out", s3_storage(s3))
+    assert len(embedded) == 16 and not errors  # each path once: read_run fails on a path twice
+    workers = {node.node_id for node in cluster[1]}
+    assert set(record["resources"]["model_nodes"]) == workers, (record["resources"], workers)
+
+
+def test_a_worker_node_killed_mid_run(cluster, s3, model_on_s3, tmp_path):
+    from ray.job_submission import JobStatus
+
+    put_photos(s3, "node-kill", 40, tmp_path)
+    client, job = submit(cluster, s3, "node-kill", "--batch-size", "2", "--commit-rows", "4", "--commit-seconds", "0")
+    storage = s3_storage(s3)
+    deadline = time.time() + 240
+    while not _committed(storage, "node-kill"):
+        assert time.time() < deadline and client.get_job_status(job) in {JobStatus.PENDING, JobStatus.RUNNING}, client.get_job_logs(job)[-3000:]
+        time.sleep(0.5)
+    killed = cluster[1][1]
+    cluster[0].remove_node(killed, allow_graceful=False)  # SIGKILL of its raylet and workers
+    cluster[1][1] = cluster[0].add_node(num_cpus=1, resources={"worker_b": 1})  # a replacement joins, as autoscalers do
+    status = wait(client, job)
+    if status != JobStatus.SUCCEEDED:  # it may stop with a clear message: the same command then finishes
+        assert "error:" in client.get_job_logs(job), client.get_job_logs(job)[-3000:]
+        client, job = submit(cluster, s3, "node-kill", "--batch-size", "2")
+        assert wait(client, job) == JobStatus.SUCCEEDED, client.get_job_logs(job)[-3000:]
+    embedded, errors, _ = read_run("s3://test/node-kill/out", storage)
+    assert len(embedded) == 40 and not errors
+
+
+def _committed(storage, prefix: str) -> bool:
+    table = open_table(f"s3://test/{prefix}/out/embeddings", storage)
+    return table is not None and any(h.get("vitmae.commit") == "add" for h in table.history())
