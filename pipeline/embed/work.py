@@ -20,6 +20,10 @@ from pipeline.storage import Storage
 logger = logging.getLogger(__name__)
 
 MAX_READ_TASKS = 20_000  # ranges of row groups planned on the driver; above this, each task reads more groups
+READ_TASK_ROWS = 4_096  # rows a read task reads at least (as blocks of one row group each)
+# Read tasks at once. They hold no CPU (the model actors hold every one), so without a bound Ray would start a worker
+# process for each of them at once; reading a few thousand paths takes milliseconds, so a few keep any model fed.
+READ_CONCURRENCY = 4
 
 
 def put_work(local_file: str, uri: str, storage: Storage, group_rows: int) -> None:
@@ -49,8 +53,17 @@ class WorkSource(Datasource):
     def estimate_inmemory_data_size(self) -> int | None:
         return None
 
+    @property
+    def groups_per_task(self) -> int:
+        group_rows = max(1, max(self.groups, default=1))
+        return max(math.ceil(len(self.groups) / MAX_READ_TASKS), math.ceil(READ_TASK_ROWS / group_rows), 1)
+
+    @property
+    def num_tasks(self) -> int:
+        return max(1, math.ceil(len(self.groups) / self.groups_per_task))
+
     def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None, data_context=None) -> list[ReadTask]:
-        per_task = max(1, math.ceil(len(self.groups) / MAX_READ_TASKS))
+        per_task = self.groups_per_task
         return [self._task(start, min(start + per_task, len(self.groups))) for start in range(0, len(self.groups), per_task)]
 
     def _task(self, first: int, last: int) -> ReadTask:
@@ -69,5 +82,8 @@ class WorkSource(Datasource):
 
 def work_dataset(uri: str, storage: Storage) -> Dataset:
     """The work file at `uri` as a Ray dataset of one block per row group; its reads hold no CPU, which the model
-    actors hold every one of."""
-    return read_datasource(WorkSource(uri, storage), ray_remote_args={"num_cpus": 0})
+    actors hold every one of, and `READ_CONCURRENCY` run at once."""
+    source = WorkSource(uri, storage)
+    # As many blocks asked for as there are tasks: Ray Data would otherwise split each task's blocks further.
+    return read_datasource(source, num_cpus=0, concurrency=min(READ_CONCURRENCY, source.num_tasks),
+                           override_num_blocks=source.num_tasks)
