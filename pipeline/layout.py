@@ -18,6 +18,7 @@ IDS_FILE = f"{INDEX_DIR}/ids.parquet"  # FAISS id (the table's id) -> path, of e
 REMOVED_FILE = f"{INDEX_DIR}/removed.parquet"  # ids still in an HNSW graph whose rows are gone; filtered out
 INFO_FILE = f"{INDEX_DIR}/index.json"  # written last: readers trust an index only when it is there
 ANOMALIES_FILE = "anomalies.parquet"  # the anomaly ranking
+DUPLICATES_FILE = "duplicates.parquet"  # near-duplicate groups (`vitmae duplicates`)
 # What an output folder may hold, derived outputs first: removed in this order, so no reader trusts a half-removed run.
 RUN_FILES = (INFO_FILE, INDEX_DIR, ANOMALIES_FILE, RUNS_DIR, EMBEDDINGS_DIR, ERRORS_DIR)
 
