@@ -11,7 +11,7 @@ rank, one row per embedded image, sorted by `rank`; its metadata say what it ran
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pyarrow as pa
@@ -21,7 +21,7 @@ import pyarrow.dataset as pads
 from pipeline import schema
 from pipeline.layout import ANOMALIES_FILE
 from pipeline.retrieval.index_store import LoadedIndex, load_index, require_current, to_distances
-from pipeline.retrieval.vectors import Batch, for_index, iter_batches, open_embeddings
+from pipeline.retrieval.vectors import Batch, Embeddings, for_index, iter_batches, open_embeddings
 from pipeline.storage import Storage, run_folder, write_parquet
 
 logger = logging.getLogger(__name__)
@@ -52,7 +52,8 @@ class AnomalyConfig:
 
 
 def rank_anomalies(config: AnomalyConfig, storage: Storage | None = None) -> pa.Table:
-    """Scores every embedded image, writes `run/anomalies.parquet`, and returns it (sorted by rank).
+    """Scores every embedded image of the table's latest version, writes `run/anomalies.parquet`, and returns it
+    (sorted by rank).
 
     The table's metadata hold `anomalies.by`, what it was ranked by (for `auto`, the choice made).
 
@@ -62,11 +63,34 @@ def rank_anomalies(config: AnomalyConfig, storage: Storage | None = None) -> pa.
     """
     storage = storage or Storage.from_environment()
     embeddings = open_embeddings(config.run, storage)
+    by = resolve_by(config.by, embeddings)
+    table = score_anomalies(replace(config, by=by), embeddings, _index_for(config.run, by, storage))
+    write_parquet(run_folder(config.run, storage), ANOMALIES_FILE, table)
+    logger.info("ranked %d images by %s; wrote %s/%s", table.num_rows, by, config.run, ANOMALIES_FILE)
+    return table
+
+
+def resolve_by(by: str, embeddings: Embeddings) -> str:
+    """`auto` -> both for a run with a loss, knn for one without; anything else as it is."""
+    if by != "auto":
+        return by
+    by = "both" if _has_loss(embeddings.dataset) else "knn"
+    logger.info("ranking by %s: the run %s a reconstruction loss", by, "has" if by == "both" else "has no")
+    return by
+
+
+def score_anomalies(config: AnomalyConfig, embeddings: Embeddings, loaded: LoadedIndex | None) -> pa.Table:
+    """The ranking of one version of the embeddings table (not written), with that version's index (None: none, for
+    a ranking by loss). `config.by` must not be auto (see `resolve_by`).
+
+    Raises:
+        FileNotFoundError: no index when ranking by knn or both.
+        ValueError: no loss in the run when ranking by loss or both; an index of another table version.
+    """
     by = config.by
-    if by == "auto":
-        by = "both" if _has_loss(embeddings.dataset) else "knn"
-        logger.info("ranking by %s: the run %s a reconstruction loss", by, "has" if by == "both" else "has no")
-    loaded = _index_for(config.run, by, storage)
+    assert by != "auto", "resolve_by first"
+    if loaded is None and by != "loss":
+        raise FileNotFoundError(f"{config.run} has no index; ranking by {by} needs one (vitmae index --run {config.run})")
     if loaded is not None:
         require_current(loaded, config.run, embeddings.version)
     columns = (schema.PATH, schema.LOSS) + ((schema.EMBEDDING,) if loaded else ())
@@ -85,10 +109,7 @@ def rank_anomalies(config: AnomalyConfig, storage: Storage | None = None) -> pa.
     distance = np.concatenate(knn) if knn else np.full(len(loss), np.nan, np.float32)
     table = ranking(pa.concat_arrays(paths), loss, distance, by)
     meta = {"by": by, "k": str(config.k), "metric": loaded.metric if loaded else "", "table_version": str(embeddings.version)}
-    table = table.replace_schema_metadata({f"anomalies.{k}": v for k, v in meta.items()})
-    write_parquet(run_folder(config.run, storage), ANOMALIES_FILE, table)
-    logger.info("ranked %d images by %s; wrote %s/%s", table.num_rows, by, config.run, ANOMALIES_FILE)
-    return table
+    return table.replace_schema_metadata({f"anomalies.{k}": v for k, v in meta.items()})
 
 
 def _has_loss(dataset: pads.Dataset) -> bool:
