@@ -17,9 +17,10 @@ import pyarrow.parquet as pq
 from pipeline import schema
 from pipeline.layout import ANOMALIES_FILE, DUPLICATES_FILE
 from pipeline.retrieval import anomalies
-from pipeline.retrieval.anomalies import AnomalyConfig, rank_anomalies, ranking
-from pipeline.retrieval.vectors import open_embeddings
-from pipeline.storage import Storage, folder
+from pipeline.retrieval.anomalies import AnomalyConfig, ranking, score_anomalies
+from pipeline.retrieval.index_store import LoadedIndex
+from pipeline.retrieval.vectors import Embeddings
+from pipeline.storage import Storage, folder, write_parquet
 
 logger = logging.getLogger(__name__)
 
@@ -58,13 +59,14 @@ def table_version_of(table: pa.Table) -> int | None:
 
 
 class AnomalyRankings:
-    """The anomaly rankings of one table version. Every `by` is derived from one file's scores, so a second `by`
-    costs a sort, not another kNN pass over the run."""
+    """The anomaly rankings of one table version and its index. Every `by` is derived from one set of scores, so a
+    second `by` costs a sort, not another kNN pass over the run."""
 
-    def __init__(self, run: str, storage: Storage, table_version: int) -> None:
-        self.run, self.storage, self.table_version = run, storage, table_version
+    def __init__(self, run: str, storage: Storage, embeddings: Embeddings, loaded: LoadedIndex) -> None:
+        self.run, self.storage, self.embeddings, self.loaded = run, storage, embeddings, loaded
+        self.table_version = embeddings.version
         self._lock = threading.Lock()  # one computation at a time; pages of a ready ranking need none
-        self._scores: pa.Table | None = None  # anomalies.parquet of this version, as written (sorted by its `by`)
+        self._scores: pa.Table | None = None  # the scores of this version, sorted by the `by` they were ranked by
         self._has_loss: bool | None = None
         # by -> (the scores, their ranking by `by` with the scores' row positions in place of paths)
         self._orders: dict[str, tuple[pa.Table, pa.Table]] = {}
@@ -87,8 +89,7 @@ class AnomalyRankings:
     def resolve(self, by: str) -> str:
         """`auto` -> both (a run with a loss) or knn; RankingUnavailable for loss or both without a loss."""
         if self._has_loss is None:
-            dataset = open_embeddings(self.run, self.storage, self.table_version).dataset
-            self._has_loss = dataset.count_rows(filter=pc.field(schema.LOSS).is_valid()) > 0
+            self._has_loss = self.embeddings.dataset.count_rows(filter=pc.field(schema.LOSS).is_valid()) > 0
         if by == "auto":
             return "both" if self._has_loss else "knn"
         if by in ("loss", "both") and not self._has_loss:
@@ -112,27 +113,28 @@ class AnomalyRankings:
             return self._orders[by]
 
     def _load(self, by: str) -> pa.Table:
-        """The scores of this table version that `by` needs: from anomalies.parquet, or computed (and written)."""
+        """The scores that `by` needs: anomalies.parquet when it ranks this version, else computed from this version
+        and its index (whatever the table's latest version is meanwhile), and written when the file is older."""
         if self._scores is not None and _covers(self._scores, by):
             return self._scores
-        scores = self._read()
+        written = self._read()
+        scores = written if written is not None and table_version_of(written) == self.table_version else None
         if scores is None or not _covers(scores, by):
             logger.info("ranking the anomalies of %s (version %d) by %s", self.run, self.table_version, by)
-            scores = rank_anomalies(AnomalyConfig(self.run, by=by), self.storage)
-            if table_version_of(scores) != self.table_version:
-                raise ValueError(f"{self.run} changed while its anomalies were being ranked")
+            scores = score_anomalies(AnomalyConfig(self.run, by=by), self.embeddings, self.loaded)
+            if written is None or (table_version_of(written) or -1) <= self.table_version:
+                write_parquet(folder(self.run, self.storage), ANOMALIES_FILE, scores)
         self._scores, self._orders = scores, {}
         return scores
 
     def _read(self) -> pa.Table | None:
-        """anomalies.parquet when it ranks this table version, else None."""
+        """anomalies.parquet, or None."""
         found = folder(self.run, self.storage)
         try:
             with found.fs.open(found.path(ANOMALIES_FILE), "rb") as f:
-                table = pq.read_table(f)
+                return pq.read_table(f)
         except FileNotFoundError:
             return None
-        return table if table_version_of(table) == self.table_version else None
 
 
 def _floats(table: pa.Table, column: str) -> np.ndarray:

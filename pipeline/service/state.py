@@ -145,7 +145,7 @@ def load_state(run: str, storage: Storage, previous: RunState | None = None, wit
         image_model, image_error, decode = _image_model(run, storage, searcher, previous)
     lookup = PathLookup(searcher.loaded.paths)
     return RunState(run, (version, info_text), searcher, lookup, image_model, image_error, decode,
-                    AnomalyRankings(run, storage, searcher.embeddings.version))
+                    AnomalyRankings(run, storage, searcher.embeddings, searcher.loaded))
 
 
 def _image_model(run: str, storage: Storage, searcher: Searcher,

@@ -15,7 +15,7 @@ from pipeline.service.rankings import Page, RankingUnavailable
 router = APIRouter(prefix=API_PREFIX, tags=["anomalies"])
 
 
-@router.get("/anomalies", response_model=AnomaliesResponse, responses={400: {"model": ErrorResponse}, 503: {"model": ErrorResponse}})
+@router.get("/anomalies", response_model=AnomaliesResponse, responses={400: {"model": ErrorResponse}})
 async def anomalies(state: State, by: Literal["auto", "loss", "knn", "both"] = "auto", offset: Offset = 0,
                     limit: Limit = 50) -> AnomaliesResponse:
     """Rows [offset, offset + limit) of the ranking, most anomalous first. The first request of a new table version
@@ -26,8 +26,6 @@ async def anomalies(state: State, by: Literal["auto", "loss", "knn", "both"] = "
             return state.anomalies.page(by, offset, limit)
         except RankingUnavailable as err:
             raise HTTPException(400, str(err)) from None
-        except ValueError as err:  # the run moved on while it was being ranked; the next version will serve it
-            raise HTTPException(503, f"the anomalies cannot be ranked now: {err}") from None
 
     page = await run_in_threadpool(work)
     return AnomaliesResponse(total=page.total, offset=offset, limit=limit, by=page.meta["by"], k=page.meta["k"],
