@@ -195,3 +195,21 @@ def write_embeddings(run: str, vectors: np.ndarray, storage: Storage | None = No
         }, schema=schema.EMBEDDINGS_SCHEMA)
         write_deltalake(uri, table, mode="overwrite" if start == 0 else "append", storage_options=storage.delta_options(uri))
     return paths
+
+
+def duplicates_table(gallery: Path, version: int) -> pa.Table:
+    """duplicates.parquet over the gallery as `vitmae duplicates` writes it: groups of 4 and 3 crops, and a pair of
+    outliers, at table `version`."""
+    rows = [  # path, group, similarity
+        ("coffee-05.png", 7, 0.97), ("coffee-04.png", 7, 1.0), ("coffee-06.png", 7, 0.95),
+        ("moon.png", 2, 1.0), ("camera.png", 2, 0.91),
+        ("coffee-10.png", 3, 1.0), ("coffee-11.png", 3, 0.96), ("coffee-12.png", 3, 0.99), ("coffee-13.png", 3, 0.93),
+    ]
+    representative = {7: "coffee-04.png", 2: "moon.png", 3: "coffee-10.png"}
+    sizes = {g: sum(1 for r in rows if r[1] == g) for g in representative}
+    table = pa.table({
+        "path": [f"file://{gallery / r[0]}" for r in rows], "group": pa.array([r[1] for r in rows], pa.int64()),
+        "group_size": pa.array([sizes[r[1]] for r in rows], pa.int32()), "similarity": pa.array([r[2] for r in rows], pa.float32()),
+        "representative": [f"file://{gallery / representative[r[1]]}" for r in rows],
+    })
+    return table.replace_schema_metadata({"duplicates.table_version": str(version)})

@@ -18,7 +18,7 @@ from deltalake import DeltaTable
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from conftest import GALLERY_CROPS, GALLERY_OUTLIERS
+from conftest import GALLERY_CROPS, GALLERY_OUTLIERS, duplicates_table
 from pipeline.retrieval.anomalies import AnomalyConfig, rank_anomalies
 from pipeline.retrieval.search import Searcher
 from pipeline.service.app import create_app
@@ -152,23 +152,6 @@ def test_anomalies_are_ranked_when_the_file_is_missing_or_stale(gallery_run, tmp
     written = pq.read_table(copy / "anomalies.parquet")
     assert written.schema.metadata[b"anomalies.table_version"] == str(page["table_version"]).encode()
     assert [r["path"] for r in page["results"]] == written.column("path").to_pylist()[:5]
-
-
-def duplicates_table(gallery, version: int) -> pa.Table:
-    """Two groups of crops (3 and 2 images) and one pair of outliers, as `vitmae duplicates` writes them."""
-    rows = [  # path, group, similarity
-        ("coffee-05.png", 7, 0.97), ("coffee-04.png", 7, 1.0), ("coffee-06.png", 7, 0.95),
-        ("moon.png", 2, 1.0), ("camera.png", 2, 0.91),
-        ("coffee-10.png", 3, 1.0), ("coffee-11.png", 3, 0.96), ("coffee-12.png", 3, 0.99), ("coffee-13.png", 3, 0.93),
-    ]
-    representative = {7: "coffee-04.png", 2: "moon.png", 3: "coffee-10.png"}
-    sizes = {g: sum(1 for r in rows if r[1] == g) for g in representative}
-    table = pa.table({
-        "path": [uri(gallery, r[0]) for r in rows], "group": pa.array([r[1] for r in rows], pa.int64()),
-        "group_size": pa.array([sizes[r[1]] for r in rows], pa.int32()), "similarity": pa.array([r[2] for r in rows], pa.float32()),
-        "representative": [uri(gallery, representative[r[1]]) for r in rows],
-    })
-    return table.replace_schema_metadata({"duplicates.table_version": str(version)})
 
 
 def test_duplicate_groups_largest_first_once_there_are_any(gallery_run, gallery, tmp_path):
