@@ -4,27 +4,26 @@ JSON line, the token, what /api/image refuses to read, the metrics, and the page
 from __future__ import annotations
 
 import io
-import json
 import shutil
 import struct
 import zlib
 from importlib import resources
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from conftest import GALLERY_CROPS, GALLERY_OUTLIERS, duplicates_table
+from conftest import GALLERY_CROPS, GALLERY_OUTLIERS, clustered_vectors, duplicates_table, s3_storage, write_embeddings
 from pipeline.retrieval.anomalies import AnomalyConfig, rank_anomalies
+from pipeline.retrieval.index import IndexConfig, build_index
 from pipeline.retrieval.search import Searcher
 from pipeline.service.app import create_app
 from pipeline.service.config import ServeConfig
 from pipeline.service.state import LiveRun
-from pipeline.storage import Storage
+from pipeline.storage import Storage, write_uri
 
 IMAGES = GALLERY_CROPS + len(GALLERY_OUTLIERS)
 TOKEN = "s3cret-token-for-tests"
@@ -196,6 +195,31 @@ def test_thumbnails_of_the_run_and_of_nothing_else(client, gallery, tmp_path):
     assert_error(client.get("/api/image"), 422, "path:")
 
 
+def test_a_run_on_s3_is_read_with_its_storage_settings(s3, gallery):
+    storage = s3_storage(s3)
+    run, images = "s3://test/serve/run", [f"s3://test/serve/photos/coffee-{i:02d}.png" for i in range(6)]
+    for i, path in enumerate(images):
+        write_uri(path, (gallery / f"coffee-{i:02d}.png").read_bytes(), storage)
+    write_uri("s3://test/serve/secret.png", (gallery / "moon.png").read_bytes(), storage)
+    write_embeddings(run, clustered_vectors(len(images), 16), storage, paths=images)
+    build_index(run, IndexConfig(), storage)
+    config = ServeConfig(run=run, check_seconds=3600, load_model=False)
+    with TestClient(create_app(config, LiveRun(run, storage, config.check_seconds, with_model=False))) as client:
+        responses = [client.get("/api/health"), client.get("/api/image", params={"path": images[2], "size": 64}),
+                     client.get("/api/search", params={"path": images[4], "k": 3})]
+        assert [r.status_code for r in responses] == [200, 200, 200]
+        assert Image.open(io.BytesIO(responses[1].content)).size == (64, 48)
+        assert responses[2].json()["results"][0]["path"] == images[4]
+        for path in ("s3://test/serve/secret.png", "s3://test/serve/run/index/index.json", "s3://other/serve/photos/coffee-02.png",
+                     "test/serve/photos/coffee-02.png"):
+            responses.append(client.get("/api/image", params={"path": path}))
+            assert_error(responses[-1], 404, "not an image of the run")
+        responses.append(client.post("/api/search", content=(gallery / "moon.png").read_bytes()))
+        assert_error(responses[-1], 503, "search by image is unavailable")
+    for response in responses:  # the run's credentials never reach a caller
+        assert s3.secret_key.encode() not in response.content and s3.access_key.encode() not in response.content
+
+
 def test_the_token_guards_every_api_route_and_the_metrics(gallery_run, gallery):
     with serve(gallery_run, token=TOKEN) as client:
         for method, url in (("GET", "/api/health"), ("GET", f"/api/search?path={uri(gallery, 'moon.png')}"),
@@ -232,7 +256,7 @@ def test_the_page_and_its_files_are_served_from_the_package(client):
     page = client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "default-src 'self'" in page.headers["content-security-policy"]
-    for name in ("app.js", "app.css", "favicon.svg"):
+    for name in ("client.js", "app.js", "app.css", "favicon.svg"):
         assert f"/static/{name}" in page.text
         response = client.get(f"/static/{name}")
         assert response.status_code == 200 and len(response.content) > 100
