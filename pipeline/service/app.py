@@ -8,7 +8,9 @@ error shape, the metrics and the page's static files around one `LiveRun`; `serv
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 import uvicorn
@@ -35,11 +37,14 @@ def create_app(config: ServeConfig, live: LiveRun) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # One search thread per core: more would only take turns at the GIL with the event loop.
+        app.state.search_pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="search")
         live.start()
         try:
             yield
         finally:
             live.stop()
+            app.state.search_pool.shutdown(wait=False, cancel_futures=True)
 
     # No /docs: Swagger UI loads its scripts from a CDN. The schema is at /openapi.json for clients to generate from.
     app = FastAPI(title="vitmae serve", summary="Similarity search, anomalies and near duplicates of one run.",

@@ -1,8 +1,13 @@
-"""FastAPI dependencies: the state served (taken once per request), the settings, the metrics, and the token check."""
+"""FastAPI dependencies: the state served (taken once per request), the settings, the metrics, and the token check.
+
+All are `async def`: they only read attributes, and FastAPI would run a plain `def` on its thread pool, a thread hop
+each per request.
+"""
 
 from __future__ import annotations
 
 import secrets
+from concurrent.futures import Executor
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Query, Request
@@ -17,26 +22,30 @@ MAX_LIMIT = 500  # the most rows (or groups) one page returns
 bearer = HTTPBearer(auto_error=False, description="the service's --token, when it was started with one")
 
 
-def get_config(request: Request) -> ServeConfig:
+async def get_config(request: Request) -> ServeConfig:
     return request.app.state.config
 
 
-def get_live(request: Request) -> LiveRun:
+async def get_live(request: Request) -> LiveRun:
     return request.app.state.live
 
 
-def get_state(request: Request) -> RunState:
+async def get_state(request: Request) -> RunState:
     """The run's state now; a request keeps this one to its end, whatever the watcher swaps in meanwhile."""
     return request.app.state.live.state
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
-def require_token(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+async def get_search_pool(request: Request) -> Executor:
+    return request.app.state.search_pool
+
+
+async def require_token(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
     """With --token: 401 unless the request carries `Authorization: Bearer <token>`."""
-    token = get_config(request).token
+    token = request.app.state.config.token
     if token is None:
         return
     given = credentials.credentials if credentials is not None else ""
@@ -50,6 +59,7 @@ Config = Annotated[ServeConfig, Depends(get_config)]
 Live = Annotated[LiveRun, Depends(get_live)]
 State = Annotated[RunState, Depends(get_state)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+SearchPool = Annotated[Executor, Depends(get_search_pool)]
 K = Annotated[int, Query(ge=1, le=MAX_K, description="neighbours to return")]
 Offset = Annotated[int, Query(ge=0, description="rows (or groups) to skip")]
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="rows (or groups) to return")]

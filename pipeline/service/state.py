@@ -15,6 +15,7 @@ import json
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -55,19 +56,24 @@ class PathLookup:
         return int(self.order[at]) if at < len(self) and self[at] == path else None
 
 
+def _one_thread() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="image-model")
+
+
 @dataclass(frozen=True)
 class ImageModel:
     """The run's model for query images, kept across states while the run's model settings stay the same."""
 
     key: str  # the settings it was loaded for: model, weights' digest, processor, decoding, pooling
     embedder: QueryEmbedder
-    # One image at a time: a forward pass already uses every torch thread, so concurrent ones only contend.
-    lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
+    # The one thread that runs every image query: a forward pass already uses all of torch's threads, so concurrent
+    # ones would only contend; queued queries hold no other thread; and decoding and the model's activations stay in
+    # one thread's malloc arena instead of one per thread of a pool.
+    worker: ThreadPoolExecutor = field(default_factory=_one_thread, compare=False, repr=False)
 
     def embed(self, data: bytes) -> np.ndarray:
-        """Encoded image bytes -> raw float32 [D]. ValueError: not a decodable image (one line)."""
-        with self.lock:
-            return self.embedder(data)
+        """Encoded image bytes -> raw float32 [D] (on the calling thread). ValueError: not a decodable image."""
+        return self.embedder(data)
 
 
 @dataclass(frozen=True)
@@ -114,7 +120,7 @@ class RunState:
         return self.searcher.search_vectors(vector, k)[0]
 
     def search_image(self, data: bytes, k: int) -> list[Hit]:
-        """The k nearest of an encoded image. ValueError: the bytes are not a decodable image."""
+        """The k nearest of an encoded image (run it on `image_model.worker`). ValueError: not a decodable image."""
         assert self.image_model is not None, "callers check image_model first"
         return self.searcher.search_vectors(self.image_model.embed(data), k)[0]
 
