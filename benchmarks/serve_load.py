@@ -10,8 +10,8 @@ Two runs, each served by its own `vitmae serve` process (access log off):
 - a small real run embedded by the job with a ViT-B/16 geometry MAE (random weights, 224 pixels) over crops of
   scikit-image's photographs, searched by image (a 512 x 384 JPEG body a request, embedded by the service).
 
-The load generator is one asyncio loop of httpx clients in this process (`--concurrency` requests in flight), bounded
-by --seconds and --max-requests for each cell; it shares the machine's cores with the service. Every run of this
+The load generator is one asyncio loop in this process with one httpx client (one connection) per request in flight,
+bounded by --seconds and --max-requests for each cell; it shares the machine's cores with the service. Every run of this
 script reuses the runs already in --workdir. Not a test: it takes minutes and about 2 GB.
 """
 
@@ -166,18 +166,19 @@ class Cell:
 
 async def load(base: str, make: Callable[[random.Random], Request], concurrency: int, seconds: float,
                max_requests: int) -> tuple[list[float], list[str], float]:
-    """`concurrency` workers send requests until `seconds` pass or `max_requests` are sent; latencies in s, errors."""
+    """`concurrency` workers, each with its own connection, send requests until `seconds` pass or `max_requests`
+    are sent; returns the latencies in s, the errors and the seconds until the last answer."""
     latencies: list[float] = []
     errors: list[str] = []
     sent = 0
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base, timeout=300, limits=limits) as client:
-        started = time.perf_counter()
-        deadline = started + seconds
+    started = time.perf_counter()
+    deadline = started + seconds
 
-        async def worker(seed: int) -> None:
-            nonlocal sent
-            rng = random.Random(seed)
+    async def worker(seed: int) -> None:
+        nonlocal sent
+        rng = random.Random(seed)
+        # A client each: one shared pool of many connections costs the client more per request than the service.
+        async with httpx.AsyncClient(base_url=base, timeout=300, limits=httpx.Limits(max_connections=1)) as client:
             while time.perf_counter() < deadline and sent < max_requests:
                 sent += 1
                 method, url, kwargs = make(rng)
@@ -192,8 +193,8 @@ async def load(base: str, make: Callable[[random.Random], Request], concurrency:
                     continue
                 latencies.append(time.perf_counter() - begin)
 
-        await asyncio.gather(*(worker(seed) for seed in range(concurrency)))
-        return latencies, errors, time.perf_counter() - started
+    await asyncio.gather(*(worker(seed) for seed in range(concurrency)))
+    return latencies, errors, time.perf_counter() - started
 
 
 def measure(service: Service, kind: str, make: Callable[[random.Random], Request], args: argparse.Namespace) -> list[Cell]:
