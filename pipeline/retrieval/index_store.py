@@ -74,7 +74,8 @@ class LoadedIndex:
     def range_search(self, vectors: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """float32 [Q, D] as stored in the index -> (lims int64 [Q + 1], squared L2 [R], ids [R]): the vectors that query
         q reaches below `radius` (squared L2) are ids[lims[q]:lims[q + 1]]. As approximate as the index's search."""
-        return self.index.range_search(vectors, radius, params=self._params())
+        lims, distances, ids = self.index.range_search(vectors, radius, params=self._params())
+        return lims.astype(np.int64), distances, ids
 
     def paths_of(self, ids: np.ndarray) -> list[str | None]:
         """The path of each id (None for -1)."""
