@@ -11,10 +11,11 @@ The top of the kNN ranking is exact. An approximate index scores every image fir
 an image looks farther from the rest than it is, and a few such misses among many images can push the real outliers
 out of the top (HNSW at a recall@10 of 0.996 did, on 200,000 clustered vectors). An approximate score never falls
 below the exact one (`pipeline.retrieval.exact`: exactly so for flat and HNSW indexes, once the codes'
-reconstruction errors are added for IVF ones), so images are rescored by brute force in order of that upper bound
-until the next bound falls below the `exact_top`-th best exact score: no image left can enter the top, which then
-equals brute force over every vector, as a set and in order. `knn_exact` says which scores are exact; `both` ranks
-with the corrected kNN ranks.
+reconstruction errors are added for IVF ones), so images are rescored in order of that upper bound until the next
+bound falls below the `exact_top`-th best exact score: no image left can enter the top, which then equals brute
+force over every vector, as a set and in order. Each candidate is first searched again through the index with more
+effort, which is enough to drop most of them, and the rest are scored by brute force. `knn_exact` says which scores
+are exact; `both` ranks with the corrected kNN ranks.
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ KNN_DISTANCE = "knn_distance"  # float32: mean distance to the k nearest other i
 KNN_EXACT = "knn_exact"  # bool: knn_distance is exact (brute force); false: approximate, below the exact top; null without it
 KNN_RANK = "knn_rank"  # int32: rank by knn_distance, largest first
 MEAN_RANK = "mean_rank"  # float32: (loss_rank + knn_rank) / 2, what `both` ranks
-FIRST_RESCORE = 256  # images rescored exactly in the first round, at least; each round doubles
+FIRST_RESCORE = 256  # images rescored in the first round, at least; each round doubles
+WIDER = 8  # a candidate for the exact top is first searched again with this many times the index's efSearch or nprobe
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,7 @@ def rank_anomalies(config: AnomalyConfig, storage: Storage | None = None) -> pa.
     if loaded is not None:
         require_current(loaded, config.run, embeddings.version)
     columns = (schema.PATH, schema.LOSS) + ((schema.EMBEDDING,) if loaded else ())
+    start = time.perf_counter()
     errors = reconstruction_errors(loaded, embeddings, config.batch_rows) if loaded else None
     paths, losses, ids, knn, bounds = [], [], [], [], []
     for batch in iter_batches(embeddings, config.batch_rows, columns):
@@ -104,12 +107,15 @@ def rank_anomalies(config: AnomalyConfig, storage: Storage | None = None) -> pa.
         )
     distance = np.concatenate(knn) if knn else np.full(len(loss), np.nan, np.float32)
     exact = np.zeros(len(loss), bool)
+    scored = time.perf_counter()
     if loaded:
         search = ExactSearch(loaded, embeddings, config.batch_rows)
-        distance, exact = exact_top(search, np.concatenate(ids), distance, np.concatenate(bounds), config.k, config.exact_top)
+        distance, exact = exact_top(search, np.concatenate(ids), distance, np.concatenate(bounds), config.k, config.exact_top,
+                                    errors)
     table = ranking(pa.concat_arrays(paths), loss, distance, by, exact)
     meta = {"by": by, "k": str(config.k), "metric": loaded.metric if loaded else "", "table_version": str(embeddings.version),
-            "exact_top": str(config.exact_top if loaded else 0), "knn_exact": str(int(exact.sum()))}
+            "exact_top": str(config.exact_top if loaded else 0), "knn_exact": str(int(exact.sum())),
+            "scoring_seconds": f"{scored - start:.3f}", "ranking_seconds": f"{time.perf_counter() - scored:.3f}"}
     table = table.replace_schema_metadata({f"anomalies.{k}": v for k, v in meta.items()})
     write_parquet(run_folder(config.run, storage), ANOMALIES_FILE, table)
     logger.info("ranked %d images by %s; wrote %s/%s", table.num_rows, by, config.run, ANOMALIES_FILE)
@@ -138,14 +144,21 @@ def knn_distances(loaded: LoadedIndex, batch: Batch, k: int, errors: np.ndarray 
 
     errors: float32 [count] aligned with `loaded.ids`, the reconstruction error of every vector (None: all 0).
     """
+    return knn_scores(loaded, for_index(batch.vectors, loaded.metric), batch.ids, k, errors)
+
+
+def knn_scores(loaded: LoadedIndex, queries: np.ndarray, own: np.ndarray, k: int, errors: np.ndarray | None,
+               effort: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """`knn_distances` of float32 [Q, D] queries as stored in the index, with ids `own` [Q], searched with `effort`."""
     k = min(k, loaded.count - 1)
-    queries = for_index(batch.vectors, loaded.metric)
-    squared, ids = loaded.search(queries, k + 1)
-    others = first_others(ids, batch.ids, k)
-    found_errors = np.zeros(squared.shape, np.float32) if errors is None else errors[np.clip(np.searchsorted(loaded.ids, ids), 0, len(errors) - 1)]
+    squared, ids = loaded.search(queries, k + 1, effort)
+    others = first_others(ids, own, k)
+    found_errors = np.zeros(squared.shape, np.float32)
+    if errors is not None:
+        found_errors = errors[np.clip(np.searchsorted(loaded.ids, ids), 0, len(errors) - 1)]
     reach = farthest_possible(queries, np.where(others, squared, 0.0), found_errors)
-    bound = mean_over(to_distances(reach**2, loaded.metric), others)
-    return mean_over(to_distances(squared, loaded.metric), others), np.where(others.sum(axis=1) < k, np.inf, bound).astype(np.float32)
+    bound = np.where(others.sum(axis=1) < k, np.inf, mean_over(to_distances(reach**2, loaded.metric), others))
+    return mean_over(to_distances(squared, loaded.metric), others), bound.astype(np.float32)
 
 
 def first_others(ids: np.ndarray, own: np.ndarray, k: int) -> np.ndarray:
@@ -166,34 +179,44 @@ def exact_distances(search: ExactSearch, ids: np.ndarray, k: int) -> np.ndarray:
     return mean_over(to_distances(squared, search.loaded.metric), first_others(found, ids, k))
 
 
-def exact_top(search: ExactSearch, ids: np.ndarray, distance: np.ndarray, bound: np.ndarray, k: int,
-              top: int) -> tuple[np.ndarray, np.ndarray]:
-    """Rescores rows exactly, in order of their upper `bound`, until no row left can enter the `top` largest exact
-    distances; returns the distances (exact where rescored) and which are exact. float32 [N], bool [N].
+def exact_top(search: ExactSearch, ids: np.ndarray, distance: np.ndarray, bound: np.ndarray, k: int, top: int,
+              errors: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Rescores rows, in order of their upper `bound`, until no row left can enter the `top` largest exact distances;
+    returns the distances (exact where scored by brute force, else approximate) and which are exact. float32 [N],
+    bool [N]. errors: as for `knn_distances`.
 
-    Rows are rescored in rounds that double (one table scan each for IVF): the first takes `top` rows, at least
-    FIRST_RESCORE; a round takes only the rows whose bound reaches the top's current floor, when fewer.
+    A round looks at the `chunk` rows of largest bound that could still enter the top. Those not yet searched again
+    are searched through the index at WIDER times its effort: still an upper bound, and for most rows whose neighbours
+    the first search missed a tight one, which drops them out of the way at a small part of a brute-force search's
+    cost. Once all of them have been, they are scored by brute force and `chunk` doubles (the first takes `top` rows,
+    at least FIRST_RESCORE; for IVF every round reads the table once or twice).
     """
-    distance = distance.copy()
+    distance, bound = distance.copy(), bound.copy()
     if search.index_type == "flat":  # its search is brute force already
         return distance, np.ones(len(distance), bool)
-    exact = np.zeros(len(distance), bool)
-    order = np.argsort(-bound, kind="stable")
-    ranked = bound[order]
-    done, chunk = 0, max(top, FIRST_RESCORE)
-    start = time.perf_counter()
-    while top and done < len(order):
+    exact, widened = np.zeros(len(distance), bool), np.zeros(len(distance), bool)
+    chunk, start = max(top, FIRST_RESCORE), time.perf_counter()
+    while top:
         scores = distance[exact]
         floor = np.partition(scores, len(scores) - top)[len(scores) - top] if len(scores) >= top else -np.inf
-        needed = int(np.count_nonzero(ranked[done:] >= floor))  # a prefix: `ranked` is descending
-        if not needed:
+        pending = np.flatnonzero(~exact & (bound >= floor))
+        if not len(pending):
             break
-        rows = order[done:done + min(needed, chunk)]
-        distance[rows] = exact_distances(search, ids[rows], k)
-        exact[rows] = True
-        done, chunk = done + len(rows), 2 * chunk
-    logger.info("kNN top %d made exact: %d of %d images rescored by brute force in %.2fs", top, done, len(order),
-                time.perf_counter() - start)
+        if len(pending) > chunk:
+            pending = pending[np.argpartition(-bound[pending], chunk)[:chunk]]
+        rows = pending[np.argsort(-bound[pending], kind="stable")]
+        narrow = rows[~widened[rows]]
+        if len(narrow):
+            wide_distance, wide_bound = knn_scores(search.loaded, search.vectors(ids[narrow]), ids[narrow], k, errors, WIDER)
+            better = wide_bound < bound[narrow]
+            distance[narrow[better]], bound[narrow[better]] = wide_distance[better], wide_bound[better]
+            widened[narrow] = True
+        else:
+            distance[rows] = exact_distances(search, ids[rows], k)
+            exact[rows] = True
+            chunk *= 2
+    logger.info("kNN top %d made exact: %d of %d images searched again at %dx the effort, %d scored by brute force, in %.2fs",
+                top, widened.sum(), len(distance), WIDER, exact.sum(), time.perf_counter() - start)
     return distance, exact
 
 
