@@ -183,15 +183,17 @@ def measure(count: int, args: argparse.Namespace, truth: dict) -> dict:
                   f"{result['brute_force']['exact_equal']}", flush=True)
         t = time.perf_counter()
         table = find_duplicates(DuplicateConfig(str(work), threshold=args.threshold))
-        result["duplicates"] = {"seconds": time.perf_counter() - t, **duplicate_quality(table, groups)}
+        result["duplicates"] = {"seconds": time.perf_counter() - t, **duplicate_quality(table, groups, vectors, args.threshold)}
         print(f"# {count:,}: duplicates in {result['duplicates']['seconds']:.1f}s: {result['duplicates']}", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return result
 
 
-def duplicate_quality(table, groups: list[np.ndarray]) -> dict:
-    """Planted (original, copy) pairs found in one group; pairs of images in a reported group that were planted together."""
+def duplicate_quality(table, groups: list[np.ndarray], vectors: np.ndarray, threshold: float) -> dict:
+    """Planted (original, copy) pairs found in one group; pairs of images in a reported group that were planted
+    together; and, from the data, whether every reported group is held together by pairs at or above the threshold
+    (no pair below it used) and how many unplanted pairs in a group are at or above it anyway (natural near-duplicates)."""
     planted_group = {}
     for g, rows in enumerate(groups):
         for row in rows:
@@ -202,18 +204,27 @@ def duplicate_quality(table, groups: list[np.ndarray]) -> dict:
     group_of = {row: g for g, rows in reported.items() for row in rows}
     planted_pairs = [(int(rows[0]), int(copy)) for rows in groups for copy in rows[1:]]
     found = sum(1 for a, b in planted_pairs if a in group_of and group_of.get(a) == group_of.get(b))
-    pairs = true = 0
+    pairs = true = natural = connected = 0
     for rows in reported.values():
+        unit = vectors[rows].astype(np.float64)
+        unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+        linked = unit @ unit.T >= threshold
+        reach = np.eye(len(rows), dtype=bool)
+        for _ in range(len(rows)):
+            reach |= (reach.astype(np.int64) @ linked.astype(np.int64)) > 0
+        connected += bool(reach[0].all())
         for i, a in enumerate(rows):
-            for b in rows[i + 1:]:
+            for j in range(i + 1, len(rows)):
                 pairs += 1
-                true += planted_group.get(a, -1) == planted_group.get(b, -2)
+                together = planted_group.get(a, -1) == planted_group.get(rows[j], -2)
+                true += together
+                natural += (not together) and bool(linked[i, j])
     exact_groups = sum(1 for rows in reported.values()
                        if rows[0] in planted_group and set(rows) == set(groups[planted_group[rows[0]]].tolist()))
     return {"planted_pairs": len(planted_pairs), "found": found, "recall": found / max(1, len(planted_pairs)),
             "reported_groups": len(reported), "planted_groups": len(groups), "groups_equal_to_planted": exact_groups,
-            "reported_pairs": pairs, "true_pairs": true, "precision": true / max(1, pairs),
-            "candidate_pairs": int(table.schema.metadata[b"duplicates.candidate_pairs"]),
+            "reported_pairs": pairs, "true_pairs": true, "precision": true / max(1, pairs), "unplanted_pairs_at_threshold": natural,
+            "groups_held_at_threshold": connected, "candidate_pairs": int(table.schema.metadata[b"duplicates.candidate_pairs"]),
             "checked_pairs": int(table.schema.metadata[b"duplicates.pairs"])}
 
 
@@ -267,8 +278,8 @@ def main() -> None:
     print()
     print("| vectors | index (recall@10) | kNN ranking, approximate | same, top " f"{args.exact_top}" " exact (of which rescoring and ranking) | "
           "exact scores | outliers in the top " f"{args.outliers}" ": approximate / exact | exact top = brute force | duplicates | "
-          "planted pairs found | reported pairs true |")
-    print("| ---: | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |")
+          "planted pairs found | reported pairs true | of the others, at the threshold | groups held together at the threshold |")
+    print("| ---: | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |")
     for r in results:
         bf = r.get("brute_force")
         equal = "not checked" if bf is None else ("yes" if bf["exact_equal"] else ("no" if bf["same_data"] else "other data"))
@@ -277,7 +288,7 @@ def main() -> None:
               f"{r['approximate']['seconds']:.1f} s | {r['exact']['seconds']:.1f} s ({r['exact']['ranking_s']:.2f} s) | {r['exact']['exact_rows']:,} | "
               f"{r['approximate']['outliers_in_top']} / {r['exact']['outliers_in_top']} | {equal} | {d['seconds']:.1f} s | "
               f"{d['found']:,} of {d['planted_pairs']:,} ({100 * d['recall']:.1f} %) | {d['true_pairs']:,} of {d['reported_pairs']:,} "
-              f"({100 * d['precision']:.2f} %) |")
+              f"({100 * d['precision']:.2f} %) | {d['unplanted_pairs_at_threshold']} | {d['groups_held_at_threshold']:,} of {d['reported_groups']:,} |")
 
 
 if __name__ == "__main__":
