@@ -168,8 +168,12 @@ def clustered_vectors(count: int, dim: int, clusters: int = 20, noise: float = 0
 
 
 def write_embeddings(run: str, vectors: np.ndarray, storage: Storage | None = None, rows_per_file: int = 1000,
-                     paths: Sequence[str] | None = None, loss: np.ndarray | None = None, first_id: int = 0) -> list[str]:
-    """Writes `vectors` [N, D] as the embeddings table of `run` (replacing any), ids from `first_id`; returns the paths."""
+                     paths: Sequence[str] | None = None, loss: np.ndarray | None = None, first_id: int = 0,
+                     etags: Sequence[str | None] | None = None, sizes: Sequence[int] | None = None,
+                     widths: Sequence[int] | None = None) -> list[str]:
+    """Writes `vectors` [N, D] as the embeddings table of `run` (replacing any), ids from `first_id`; returns the paths.
+
+    etags, sizes, widths: per row (default: no ETag, 1000 bytes, 100 pixels wide; always 80 high)."""
     from deltalake import write_deltalake
 
     from pipeline import schema
@@ -189,9 +193,12 @@ def write_embeddings(run: str, vectors: np.ndarray, storage: Storage | None = No
             schema.PATH: pa.array(paths[rows], pa.string()),
             schema.EMBEDDING: pa.ListArray.from_arrays(pa.array(np.arange(count + 1, dtype=np.int32) * dim), pa.array(part.ravel())),
             schema.LOSS: pa.array(losses, pa.float32(), mask=np.isnan(losses)),
-            schema.WIDTH: pa.array([100] * count, pa.int32()), schema.HEIGHT: pa.array([80] * count, pa.int32()),
-            schema.SIZE: pa.array([1000] * count, pa.int64()), schema.MTIME: pa.array([None] * count, pa.float64()),
-            schema.ETAG: pa.array([None] * count, pa.string()), schema.RUN: pa.array(["test"] * count, pa.string()),
+            schema.WIDTH: pa.array(list(widths[rows]) if widths is not None else [100] * count, pa.int32()),
+            schema.HEIGHT: pa.array([80] * count, pa.int32()),
+            schema.SIZE: pa.array(list(sizes[rows]) if sizes is not None else [1000] * count, pa.int64()),
+            schema.MTIME: pa.array([None] * count, pa.float64()),
+            schema.ETAG: pa.array(list(etags[rows]) if etags is not None else [None] * count, pa.string()),
+            schema.RUN: pa.array(["test"] * count, pa.string()),
         }, schema=schema.EMBEDDINGS_SCHEMA)
         write_deltalake(uri, table, mode="overwrite" if start == 0 else "append", storage_options=storage.delta_options(uri))
     return paths

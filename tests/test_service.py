@@ -18,6 +18,7 @@ from PIL import Image
 
 from conftest import GALLERY_CROPS, GALLERY_OUTLIERS, clustered_vectors, duplicates_table, s3_storage, write_embeddings
 from pipeline.retrieval.anomalies import AnomalyConfig, rank_anomalies
+from pipeline.retrieval.duplicates import DuplicateConfig, find_duplicates
 from pipeline.retrieval.index import IndexConfig, build_index
 from pipeline.retrieval.search import Searcher
 from pipeline.service.app import create_app
@@ -172,6 +173,23 @@ def test_duplicate_groups_largest_first_once_there_are_any(gallery_run, gallery,
         pq.write_table(duplicates_table(gallery, version - 1), copy / "duplicates.parquet")  # an older version's groups
         assert client.get("/api/duplicates").json()["current"] is False
         assert_error(client.get("/api/duplicates", params={"limit": 0}), 422, "limit:")
+
+
+def test_the_groups_vitmae_duplicates_writes_are_served_as_written(gallery_run, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(gallery_run, copy)
+    written = find_duplicates(DuplicateConfig(str(copy), threshold=0.5))
+    groups = written.column("group").to_pylist()
+    assert len(set(groups)) >= 2, "the gallery's crops should make groups at 0.5"
+    with serve(copy) as client:
+        page = client.get("/api/duplicates", params={"limit": 100}).json()
+    assert page["total"] == len(set(groups)) and page["current"] is True
+    rows = written.to_pylist()
+    assert [g["group"] for g in page["results"]] == list(dict.fromkeys(groups))  # largest first
+    for group in page["results"]:
+        members = [r for r in rows if r["group"] == group["group"]]
+        assert group["members"][0]["path"] == group["representative"] == members[0]["representative"]
+        assert {m["path"]: m["similarity"] for m in group["members"]} == pytest.approx({r["path"]: r["similarity"] for r in members})
 
 
 def test_thumbnails_of_the_run_and_of_nothing_else(client, gallery, tmp_path):

@@ -18,6 +18,7 @@ from pipeline import schema
 from pipeline.layout import ANOMALIES_FILE, DUPLICATES_FILE
 from pipeline.retrieval import anomalies
 from pipeline.retrieval.anomalies import AnomalyConfig, ranking, score_anomalies
+from pipeline.retrieval.duplicates import GROUP, GROUP_SIZE, REPRESENTATIVE, SIMILARITY
 from pipeline.retrieval.index_store import LoadedIndex
 from pipeline.retrieval.vectors import Embeddings
 from pipeline.storage import Storage, folder, write_parquet
@@ -26,8 +27,6 @@ logger = logging.getLogger(__name__)
 
 SCORE_COLUMNS = (anomalies.RANK, schema.PATH, schema.LOSS, anomalies.LOSS_RANK, anomalies.KNN_DISTANCE,
                  anomalies.KNN_RANK, anomalies.MEAN_RANK)
-# Columns of duplicates.parquet.
-GROUP, GROUP_SIZE, SIMILARITY, REPRESENTATIVE = "group", "group_size", "similarity", "representative"
 
 
 class RankingUnavailable(ValueError):
