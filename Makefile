@@ -3,8 +3,11 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The page's browser test drives Debian's Chromium (Playwright's own browser download needs the internet).
+CHROMIUM ?= /usr/bin/chromium
+ARTIFACTS ?= out/test-artifacts
 
-.PHONY: install test demo bench s3-server clean
+.PHONY: install test chromium demo bench s3-server clean
 
 # constraints.txt pins torch to the CPU wheel these machines carry, so no CUDA wheels are pulled.
 $(STAMP): pyproject.toml constraints.txt
@@ -14,8 +17,19 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-test: $(STAMP)
-	$(PY) -m pytest -q tests
+test: $(STAMP) chromium
+	VITMAE_TEST_ARTIFACTS=$(ARTIFACTS) CHROMIUM=$(CHROMIUM) $(PY) -m pytest -q tests
+
+# Installs Debian's chromium when it is missing and this is root (CI, fresh machines); else says how.
+chromium:
+	@test -x $(CHROMIUM) || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing chromium for the browser test"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "the browser test needs Chromium at $(CHROMIUM): sudo apt-get install chromium (or CHROMIUM=/path)" >&2; \
+	  fi; }
 
 demo: $(STAMP)
 	$(PY) -m jobs.demo --workdir out/demo

@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jobs import anomalies, embed, history, index, pretrain, reconstruct, search
+from jobs import anomalies, duplicates, embed, history, index, pretrain, reconstruct, search, serve
 from jobs.errors import add_debug_flag, run_cli
 
 COMMANDS = {
-    "embed": embed, "history": history, "index": index, "search": search, "anomalies": anomalies, "pretrain": pretrain,
-    "reconstruct": reconstruct,
+    "embed": embed, "history": history, "index": index, "search": search, "anomalies": anomalies, "duplicates": duplicates,
+    "pretrain": pretrain, "reconstruct": reconstruct, "serve": serve,
 }
 
 

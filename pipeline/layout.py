@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import importlib.metadata
 
-# The output of the embedding job (`vitmae embed`, then `vitmae index`, `vitmae anomalies`), updated by every run.
+# The output of the embedding job (`vitmae embed`, then `vitmae index`, `vitmae anomalies`, `vitmae duplicates`), updated by
+# every run.
 EMBEDDINGS_DIR = "embeddings"  # Delta table: one row per embedded image
 ERRORS_DIR = "errors"  # Delta table: one row per image that could not be embedded
 RUNS_DIR = "runs"  # Delta table: one row per finished run, its record
@@ -18,9 +19,10 @@ IDS_FILE = f"{INDEX_DIR}/ids.parquet"  # FAISS id (the table's id) -> path, of e
 REMOVED_FILE = f"{INDEX_DIR}/removed.parquet"  # ids still in an HNSW graph whose rows are gone; filtered out
 INFO_FILE = f"{INDEX_DIR}/index.json"  # written last: readers trust an index only when it is there
 ANOMALIES_FILE = "anomalies.parquet"  # the anomaly ranking
+DUPLICATES_FILE = "duplicates.parquet"  # the groups of near-duplicate images
 WORK_DIR = "_work"  # a run's list of images to embed, for every node to read; deleted when the run ends
 # What an output folder may hold, derived outputs first: removed in this order, so no reader trusts a half-removed run.
-RUN_FILES = (INFO_FILE, INDEX_DIR, ANOMALIES_FILE, RUNS_DIR, EMBEDDINGS_DIR, ERRORS_DIR, WORK_DIR)
+RUN_FILES = (INFO_FILE, INDEX_DIR, ANOMALIES_FILE, DUPLICATES_FILE, RUNS_DIR, EMBEDDINGS_DIR, ERRORS_DIR, WORK_DIR)
 
 # A pre-training run (`vitmae pretrain`).
 CHECKPOINTS_DIR = "checkpoints"  # checkpoints/epoch-NNNN/: a Hugging Face folder, optimizer.pt, trainer_state.json

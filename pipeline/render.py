@@ -1,5 +1,6 @@
-"""Pictures for people, drawn with Pillow and saved as PNG: contact sheets (a grid of thumbnails with captions) and
-reconstruction sheets (a row of panels per image under a header of labels)."""
+"""Pictures for people, drawn with Pillow and saved as PNG: contact sheets (a grid of thumbnails with captions, or a
+row of them per group of near-duplicates) and reconstruction sheets (a row of panels per image under a header of
+labels)."""
 
 from __future__ import annotations
 
@@ -77,10 +78,27 @@ def render(tiles: Sequence[Tile], columns: int = 6, tile_px: int = 192) -> Image
     if not tiles:
         raise ValueError("expected at least one tile for a contact sheet, got none")
     layout = Layout(columns=max(1, min(columns, len(tiles))), tile_px=tile_px, lines=max(len(t.caption) for t in tiles))
-    sheet = Image.new("RGB", layout.size(len(tiles)), BACKGROUND)
+    return _draw(dict(enumerate(tiles)), layout, len(tiles))
+
+
+def render_groups(groups: Sequence[Sequence[Tile]], columns: int = 6, tile_px: int = 192) -> Image.Image:
+    """The sheet of groups, one per row: a group's tiles left to right, its first `columns` only (the caller says in
+    a caption how many more there are), the rest of a short row left blank."""
+    if not groups or not all(groups):
+        raise ValueError(f"expected at least one group of at least one tile, got {[len(g) for g in groups]} tiles")
+    columns = max(1, min(columns, max(len(g) for g in groups)))
+    layout = Layout(columns=columns, tile_px=tile_px, lines=max(len(t.caption) for g in groups for t in g))
+    cells = {row * columns + column: tile for row, group in enumerate(groups) for column, tile in enumerate(group[:columns])}
+    return _draw(cells, layout, len(groups) * columns)
+
+
+def _draw(cells: dict[int, Tile], layout: Layout, count: int) -> Image.Image:
+    """A sheet of `count` cells of `layout`, with each of `cells` (cell index -> tile) drawn; the others stay blank."""
+    sheet = Image.new("RGB", layout.size(count), BACKGROUND)
     draw = ImageDraw.Draw(sheet)
     font = label_font(layout.line_px - 3)
-    for i, tile in enumerate(tiles):
+    tile_px = layout.tile_px
+    for i, tile in cells.items():
         left, top, right, bottom = layout.picture_box(i)
         picture = thumbnail(tile.image, tile_px)
         if picture is None:
@@ -117,6 +135,26 @@ def anomaly_tiles(rows: Sequence[dict[str, Any]], storage: Storage) -> list[Tile
                     short_name(row["path"])))
         for row, data in zip(rows, images)
     ]
+
+
+def duplicate_tiles(groups: Sequence[dict[str, Any]], storage: Storage, columns: int = 6) -> list[list[Tile]]:
+    """One row of tiles per group (as `pipeline.retrieval.duplicates.groups_of` gives them): the representative, then
+    its near-duplicates with their cosine similarity to it, at most `columns`; the last tile counts the rest."""
+    rows = []
+    for group in groups:
+        shown = group["members"][:columns]
+        images = read_images([m["path"] for m in shown], storage)
+        tiles = []
+        for i, (member, data) in enumerate(zip(shown, images)):
+            if i == 0:
+                first = f"#{group['group']}  {group['size']} images, keep"
+            else:
+                first = f"cos {member['similarity']:.4f}" + ("  same bytes" if member["identical"] else "")
+            if i == len(shown) - 1 and group["size"] > len(shown):
+                first += f"  +{group['size'] - len(shown)} more"
+            tiles.append(Tile(data, (first, short_name(member["path"]))))
+        rows.append(tiles)
+    return rows
 
 
 def thumbnail(data: bytes | None, tile_px: int) -> Image.Image | None:

@@ -168,8 +168,12 @@ def clustered_vectors(count: int, dim: int, clusters: int = 20, noise: float = 0
 
 
 def write_embeddings(run: str, vectors: np.ndarray, storage: Storage | None = None, rows_per_file: int = 1000,
-                     paths: Sequence[str] | None = None, loss: np.ndarray | None = None, first_id: int = 0) -> list[str]:
-    """Writes `vectors` [N, D] as the embeddings table of `run` (replacing any), ids from `first_id`; returns the paths."""
+                     paths: Sequence[str] | None = None, loss: np.ndarray | None = None, first_id: int = 0,
+                     etags: Sequence[str | None] | None = None, sizes: Sequence[int] | None = None,
+                     widths: Sequence[int] | None = None) -> list[str]:
+    """Writes `vectors` [N, D] as the embeddings table of `run` (replacing any), ids from `first_id`; returns the paths.
+
+    etags, sizes, widths: per row (default: no ETag, 1000 bytes, 100 pixels wide; always 80 high)."""
     from deltalake import write_deltalake
 
     from pipeline import schema
@@ -189,9 +193,30 @@ def write_embeddings(run: str, vectors: np.ndarray, storage: Storage | None = No
             schema.PATH: pa.array(paths[rows], pa.string()),
             schema.EMBEDDING: pa.ListArray.from_arrays(pa.array(np.arange(count + 1, dtype=np.int32) * dim), pa.array(part.ravel())),
             schema.LOSS: pa.array(losses, pa.float32(), mask=np.isnan(losses)),
-            schema.WIDTH: pa.array([100] * count, pa.int32()), schema.HEIGHT: pa.array([80] * count, pa.int32()),
-            schema.SIZE: pa.array([1000] * count, pa.int64()), schema.MTIME: pa.array([None] * count, pa.float64()),
-            schema.ETAG: pa.array([None] * count, pa.string()), schema.RUN: pa.array(["test"] * count, pa.string()),
+            schema.WIDTH: pa.array(list(widths[rows]) if widths is not None else [100] * count, pa.int32()),
+            schema.HEIGHT: pa.array([80] * count, pa.int32()),
+            schema.SIZE: pa.array(list(sizes[rows]) if sizes is not None else [1000] * count, pa.int64()),
+            schema.MTIME: pa.array([None] * count, pa.float64()),
+            schema.ETAG: pa.array(list(etags[rows]) if etags is not None else [None] * count, pa.string()),
+            schema.RUN: pa.array(["test"] * count, pa.string()),
         }, schema=schema.EMBEDDINGS_SCHEMA)
         write_deltalake(uri, table, mode="overwrite" if start == 0 else "append", storage_options=storage.delta_options(uri))
     return paths
+
+
+def duplicates_table(gallery: Path, version: int) -> pa.Table:
+    """duplicates.parquet over the gallery as `vitmae duplicates` writes it: groups of 4 and 3 crops, and a pair of
+    outliers, at table `version`."""
+    rows = [  # path, group, similarity
+        ("coffee-05.png", 7, 0.97), ("coffee-04.png", 7, 1.0), ("coffee-06.png", 7, 0.95),
+        ("moon.png", 2, 1.0), ("camera.png", 2, 0.91),
+        ("coffee-10.png", 3, 1.0), ("coffee-11.png", 3, 0.96), ("coffee-12.png", 3, 0.99), ("coffee-13.png", 3, 0.93),
+    ]
+    representative = {7: "coffee-04.png", 2: "moon.png", 3: "coffee-10.png"}
+    sizes = {g: sum(1 for r in rows if r[1] == g) for g in representative}
+    table = pa.table({
+        "path": [f"file://{gallery / r[0]}" for r in rows], "group": pa.array([r[1] for r in rows], pa.int64()),
+        "group_size": pa.array([sizes[r[1]] for r in rows], pa.int32()), "similarity": pa.array([r[2] for r in rows], pa.float32()),
+        "representative": [f"file://{gallery / representative[r[1]]}" for r in rows],
+    })
+    return table.replace_schema_metadata({"duplicates.table_version": str(version)})

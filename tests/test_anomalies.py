@@ -1,8 +1,10 @@
-"""Anomaly rankings: planted outliers on top of the kNN ranking of a real run, the table, the sheet, the rank rules."""
+"""Anomaly rankings: planted outliers on top of the kNN ranking of a real run, the table, the sheet, the rank rules, and
+a kNN top equal to brute force where approximate search makes mistakes."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -15,6 +17,7 @@ from jobs import anomalies as anomalies_job
 from pipeline.retrieval.anomalies import AnomalyConfig, descending_ranks, rank_anomalies, ranking
 from pipeline.render import Layout
 from pipeline.retrieval.index import IndexConfig, build_index
+from pipeline.retrieval.index_update import update_index
 
 
 def test_planted_outliers_top_the_knn_ranking(gallery_run, tmp_path, capsys):
@@ -38,7 +41,8 @@ def test_planted_outliers_top_the_knn_ranking(gallery_run, tmp_path, capsys):
 def test_both_averages_the_two_ranks_and_is_the_default_for_a_run_with_a_loss(gallery_run, capsys):
     assert anomalies_job.main(["--run", str(gallery_run), "--top", "3"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("top 3 of 27 images by both (auto: the run has a reconstruction loss)") and len(out) == 5
+    assert out[0].startswith("top 3 of 27 images by both (auto: the run has a reconstruction loss)") and len(out) == 6
+    assert out[1] == "kNN distances: 27 of 27 exact, the kNN ranking's top 27 among them (~: from the approximate index)"
     table = pq.read_table(gallery_run / "anomalies.parquet").to_pydict()
     mean = np.array(table["mean_rank"])
     assert np.allclose(mean, (np.array(table["loss_rank"]) + np.array(table["knn_rank"])) / 2)
@@ -94,5 +98,112 @@ def test_auto_ranks_a_run_without_a_loss_by_knn(tmp_path, capsys):
     assert anomalies_job.main(["--run", str(tmp_path), "--top", "2"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("top 2 of 40 images by knn (auto: the run has no reconstruction loss)")
-    assert out[2].endswith("s3://images/000003.jpg")
+    assert out[3].endswith("s3://images/000003.jpg")
     assert pq.read_table(tmp_path / "anomalies.parquet").schema.metadata[b"anomalies.by"] == b"knn"
+
+
+def planted_outliers(count: int, dim: int, clusters: int, noise: float, outliers: int = 20, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Tight clusters with `outliers` rows replaced by vectors in random directions: (float32 [count, dim], their rows)."""
+    rng = np.random.default_rng(seed)
+    vectors = clustered_vectors(count, dim, clusters=clusters, noise=noise, seed=seed)
+    rows = np.sort(rng.choice(count, outliers, replace=False))
+    vectors[rows] = rng.standard_normal((outliers, dim)).astype(np.float32)
+    return vectors, rows
+
+
+def brute_force_knn(vectors: np.ndarray, k: int) -> np.ndarray:
+    """Mean cosine distance of every row to its k nearest other rows, in float64 numpy. [N]."""
+    unit = vectors.astype(np.float64) / np.linalg.norm(vectors.astype(np.float64), axis=1, keepdims=True)
+    out = np.empty(len(unit))
+    for start in range(0, len(unit), 1000):
+        similarity = unit[start:start + 1000] @ unit.T
+        own = np.arange(start, start + len(similarity))
+        similarity[own - start, own] = -np.inf
+        nearest = -np.partition(-similarity, k - 1, axis=1)[:, :k]
+        out[start:start + len(similarity)] = (1 - nearest).mean(axis=1)
+    return out
+
+
+def ranked_paths(table: pa.Table, top: int) -> list[str]:
+    return table.sort_by("knn_rank").slice(0, top).column("path").to_pylist()
+
+
+@pytest.fixture(scope="module")
+def planted_run(tmp_path_factory) -> dict:
+    """The issue's planted outliers at a tenth of its size: 20,000 vectors in 200 tight clusters and 20 outliers in
+    random directions, with a loss, under an HNSW index; and their kNN distances by brute force."""
+    run = tmp_path_factory.mktemp("planted") / "run"
+    vectors, outliers = planted_outliers(20_000, 32, clusters=200, noise=0.1)
+    loss = np.random.default_rng(3).uniform(0.1, 0.2, len(vectors)).astype(np.float32)
+    paths = write_embeddings(str(run), vectors, rows_per_file=20_000, loss=loss)
+    info = build_index(str(run), IndexConfig(index_type="hnsw", batch_rows=20_000))  # the graph of one add
+    return {"run": str(run), "paths": paths, "planted": {paths[i] for i in outliers}, "info": info,
+            "truth": brute_force_knn(vectors, 10)}
+
+
+def test_the_knn_top_equals_brute_force_where_hnsw_makes_mistakes(planted_run):
+    """HNSW, at its tuned efSearch and at a cheaper one, finds far "neighbours" for a few inliers, which then outrank
+    real outliers; the exact top does not depend on it."""
+    run, paths, truth, info = planted_run["run"], planted_run["paths"], planted_run["truth"], planted_run["info"]
+    assert info["recall"]["value"] >= 0.95  # a good index by its recall, still wrong where it matters
+    expected = [paths[i] for i in np.argsort(-truth, kind="stable")[:100]]
+    index_json = Path(run) / "index" / "index.json"
+    try:
+        for ef_search in (info["search_params"]["efSearch"], 16):
+            index_json.write_text(json.dumps({**info, "search_params": {"efSearch": ef_search}}))
+            approximate = rank_anomalies(AnomalyConfig(run=run, by="knn", exact_top=0))
+            assert len(set(ranked_paths(approximate, 20)) & planted_run["planted"]) < 20, ef_search  # the mistake
+            assert not any(approximate.column("knn_exact").to_pylist())
+
+            table = rank_anomalies(AnomalyConfig(run=run, by="knn", exact_top=100))
+            assert ranked_paths(table, 100) == expected, ef_search  # as a set and in order
+            assert set(ranked_paths(table, 20)) == planted_run["planted"]
+            top = table.sort_by("knn_rank").slice(0, 100).to_pydict()
+            assert all(top["knn_exact"])
+            np.testing.assert_allclose(top["knn_distance"], np.sort(truth)[::-1][:100], rtol=1e-4, atol=1e-6)
+            exact = np.array(table.column("knn_exact").to_pylist())
+            assert 100 <= exact.sum() < len(paths) // 10  # rescored a few, not all
+            assert int(table.schema.metadata[b"anomalies.knn_exact"]) == exact.sum()
+            rest = table.filter(pa.compute.invert(table.column("knn_exact"))).column("knn_distance").to_numpy()
+            assert rest.max() < min(top["knn_distance"])  # nothing approximate reaches into the top
+    finally:
+        index_json.write_text(json.dumps(info))
+
+
+def test_both_ranks_with_the_exact_knn_ranks(planted_run):
+    table = rank_anomalies(AnomalyConfig(run=planted_run["run"], by="both", exact_top=20)).to_pydict()
+    knn_rank = dict(zip(table["path"], table["knn_rank"]))
+    expected = np.argsort(-planted_run["truth"], kind="stable")[:20]
+    assert [knn_rank[planted_run["paths"][i]] for i in expected] == list(range(1, 21))
+    mean = np.array(table["mean_rank"])
+    assert np.allclose(mean, (np.array(table["loss_rank"]) + np.array(table["knn_rank"])) / 2)
+    assert list(mean) == sorted(mean)
+
+
+def test_the_knn_top_ignores_rows_removed_from_an_hnsw_graph(tmp_path):
+    """Rows gone from the table stay in an HNSW graph, filtered out: exact search must skip them too."""
+    vectors, outliers = planted_outliers(6_000, 16, clusters=60, noise=0.1, outliers=10, seed=1)
+    copies = np.repeat(vectors[outliers[:5]], 2, axis=0)  # two copies of five outliers: near neighbours while present
+    everything = np.concatenate([vectors, copies])
+    write_embeddings(str(tmp_path), everything, rows_per_file=2000)
+    build_index(str(tmp_path), IndexConfig(index_type="hnsw"))
+    write_embeddings(str(tmp_path), vectors, rows_per_file=2000)  # the copies' rows are gone
+    info = update_index(str(tmp_path), IndexConfig(index_type="hnsw"))
+    assert info["updates"][-1]["removed"] == len(copies) and info["index_type"] == "hnsw"
+    table = rank_anomalies(AnomalyConfig(run=str(tmp_path), by="knn", exact_top=30))
+    expected = np.argsort(-brute_force_knn(vectors, 10), kind="stable")[:30]
+    assert ranked_paths(table, 30) == [f"s3://images/{i:06d}.jpg" for i in expected]
+    assert set(expected[:10]) == set(outliers)
+
+
+@pytest.mark.parametrize("index_type", ["ivfsq8", "ivfpq"])
+def test_the_knn_top_equals_brute_force_with_quantised_distances(index_type, tmp_path):
+    """IVF codes make distances approximate both ways; with the codes' reconstruction errors added they bound the
+    exact ones from above again, and the top is exact."""
+    vectors, _ = planted_outliers(4_000, 32, clusters=40, noise=0.2, seed=2)
+    paths = write_embeddings(str(tmp_path), vectors, rows_per_file=1000)
+    build_index(str(tmp_path), IndexConfig(index_type=index_type, batch_rows=1000))
+    table = rank_anomalies(AnomalyConfig(run=str(tmp_path), by="knn", exact_top=50, batch_rows=1000))
+    truth = brute_force_knn(vectors, 10)
+    assert ranked_paths(table, 50) == [paths[i] for i in np.argsort(-truth, kind="stable")[:50]]
+    assert all(table.slice(0, 50).column("knn_exact").to_pylist())

@@ -27,8 +27,9 @@ from pipeline.records import latest_run
 from pipeline.storage import Storage, absolute_uri
 from pipeline.tables import dataset, open_table
 from pipeline.embed.preprocess import PreprocessConfig, preprocess_batch
-from pipeline.layout import ANOMALIES_FILE, RUN_FILES
+from pipeline.layout import ANOMALIES_FILE, DUPLICATES_FILE, RUN_FILES
 from pipeline.retrieval.anomalies import AnomalyConfig, rank_anomalies
+from pipeline.retrieval.duplicates import DuplicateConfig, find_duplicates
 from conftest import MAE_PROCESSOR, s3_storage
 from test_decode import encode, write_zeros_png
 
@@ -461,11 +462,12 @@ def test_overwrite_removes_everything_an_earlier_run_wrote(ray_cluster, model_di
     args = ["--input", str(two_photos), "--output", str(output), "--model", str(model_dir), "--mask-ratio", "0.75"]
     assert embed_job.main(args) == 0
     rank_anomalies(AnomalyConfig(str(output)), Storage())
+    find_duplicates(DuplicateConfig(str(output)), Storage())
     written = {p.name for p in output.iterdir()}
-    assert ANOMALIES_FILE in written and written <= {name.split("/")[0] for name in RUN_FILES}
+    assert {ANOMALIES_FILE, DUPLICATES_FILE} <= written <= {name.split("/")[0] for name in RUN_FILES}
     (two_photos / "third.png").write_bytes((two_photos / sorted(os.listdir(two_photos))[0]).read_bytes())
     assert embed_job.main([*args, "--overwrite"]) == 0
-    assert not (output / ANOMALIES_FILE).exists()
+    assert not (output / ANOMALIES_FILE).exists() and not (output / DUPLICATES_FILE).exists()
     assert read_run(output)[2]["counts"]["embedded"] == 3
 
 

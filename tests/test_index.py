@@ -13,6 +13,7 @@ from conftest import clustered_vectors, s3_storage, write_embeddings
 from jobs import index as index_job
 from pipeline.retrieval.index import ExactTopK, IndexConfig, build_index, choose_index, load_index
 from pipeline.retrieval.search import Searcher
+from pipeline.storage import Storage
 
 GB = 10**9
 
@@ -82,6 +83,27 @@ def test_recall_of_approximate_indexes_against_exact(index_type, bound, tmp_path
     assert info["index_type"] == index_type and info["count"] == 4000 and info["dimension"] == 32
     curve = [r for _, r in info["recall"]["curve"]]
     assert curve == sorted(curve) and info["recall"]["target_met"] == (curve[-1] >= 0.95)
+
+
+def test_hnsw_range_search_over_more_queries_than_faiss_checks_at_once(tmp_path):
+    """FAISS's HNSW range search aborts the process when it splits the queries into blocks; LoadedIndex keeps one."""
+    import faiss
+
+    from pipeline.retrieval.index_store import inner, set_search_params
+
+    vectors = clustered_vectors(3000, 64, seed=4)
+    write_embeddings(str(tmp_path), vectors)
+    build_index(str(tmp_path), IndexConfig(index_type="hnsw"))
+    loaded = load_index(str(tmp_path), Storage())
+    set_search_params(loaded.index, {"efSearch": 512})
+    hnsw = inner(loaded.index).hnsw
+    assert faiss.InterruptCallback.get_period_hint(hnsw.max_level * 64 * 512) < 3000  # several blocks, unguarded
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    lims, distances, ids = loaded.range_search(unit.astype(np.float32), 0.05)
+    assert len(lims) == 3001 and (distances < 0.05).all()
+    similarity = unit @ unit.T
+    assert len(ids) == (similarity > 1 - 0.05 / 2).sum()  # every pair within the radius, each query itself included
+    assert faiss.InterruptCallback.get_period_hint(1000) < 2**30  # Ctrl-C checks are back
 
 
 def test_exact_top_k_over_batches_equals_one_pass():

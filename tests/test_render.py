@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.render import PICTURE_BACKGROUND, UNREADABLE, Layout, Tile, render, save_png
+from pipeline.render import BACKGROUND, PICTURE_BACKGROUND, UNREADABLE, Layout, Tile, render, render_groups, save_png
 from pipeline.storage import Storage
 
 
@@ -37,6 +37,21 @@ def test_tiles_land_in_their_cells_with_their_colours(tmp_path):
     caption = pixels[bottom + 6:bottom + 36, left:right]
     assert (caption < 100).any()  # the caption is drawn, cut to the tile's width
     assert (pixels[:, layout.size(6)[0] - 1] == 255).all()  # nothing spills past the last column
+
+
+def test_groups_go_one_per_row_and_long_ones_are_cut():
+    red, green, blue = (200, 30, 30), (30, 200, 30), (30, 30, 200)
+    groups = [[Tile(png(red, (50, 50)), ("#1", "a.png"))] * 4, [Tile(png(green, (50, 50)), ("#2", "b.png"))] * 2,
+              [Tile(png(blue, (50, 50)), ("#3", "c.png"))] * 3]
+    sheet = np.asarray(render_groups(groups, columns=3, tile_px=40))
+    layout = Layout(columns=3, tile_px=40, lines=2)
+    assert sheet.shape[1::-1] == layout.size(9)  # three rows of three cells: the fourth red tile is cut
+    for cell, colour in enumerate([red, red, red, green, green, None, blue, blue, blue]):
+        left, top, right, bottom = layout.picture_box(cell)
+        centre = tuple(sheet[(top + bottom) // 2, (left + right) // 2])
+        assert centre == (colour or BACKGROUND), cell  # the short group's row ends blank
+    with pytest.raises(ValueError, match="at least one group of at least one tile"):
+        render_groups([[], groups[0]])
 
 
 def test_an_empty_sheet_is_refused():

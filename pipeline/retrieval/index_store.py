@@ -55,14 +55,15 @@ class LoadedIndex:
     def count(self) -> int:
         return len(self.ids)
 
-    def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, vectors: np.ndarray, k: int, effort: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """float32 [Q, D] as stored in the index -> squared L2 [Q, k], ids [Q, k] (-1 past the reachable vectors).
 
+        effort: multiplies the tuned efSearch (HNSW) or nprobe (IVF) for this search: slower, and nearer exact.
         A few queries run on one OpenMP thread: FAISS runs them one per thread anyway, and waking an idle OpenMP team
         can cost far more than the search where torch, with an OpenMP runtime of its own, is loaded too (measured in
         benchmarks/RESULTS.md).
         """
-        params = self._params()
+        params = self._params(effort)
         if len(vectors) >= FEW_QUERIES:
             return self.index.search(vectors, k, params=params)
         threads = faiss.omp_get_max_threads()
@@ -72,18 +73,43 @@ class LoadedIndex:
         finally:
             faiss.omp_set_num_threads(threads)
 
+    def range_search(self, vectors: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """float32 [Q, D] as stored in the index -> (lims int64 [Q + 1], squared L2 [R], ids [R]): the vectors that query
+        q reaches below `radius` (squared L2) are ids[lims[q]:lims[q + 1]]. As approximate as the index's search.
+
+        FAISS's HNSW range search allocates its results once per block of queries, and a second block aborts the
+        process (faiss 1.15). It cuts the queries into blocks between checks for Ctrl-C, every
+        `InterruptCallback.get_period_hint(levels x d x efSearch)` queries when Python's callback is installed (6,103
+        at 64-d and efSearch 64, about 500 at 768-d): the callback is taken out for the call, so that there is one block.
+        """
+        if self.info["index_type"] != "hnsw":
+            lims, distances, ids = self.index.range_search(vectors, radius, params=self._params())
+            return lims.astype(np.int64), distances, ids
+        faiss.InterruptCallback.clear_instance()
+        try:
+            lims, distances, ids = self.index.range_search(vectors, radius, params=self._params())
+        finally:
+            faiss.PythonInterruptCallback.reset()
+        return lims.astype(np.int64), distances, ids
+
     def paths_of(self, ids: np.ndarray) -> list[str | None]:
         """The path of each id (None for -1)."""
         at = np.clip(np.searchsorted(self.ids, ids), 0, max(len(self.ids) - 1, 0))
         return [self.paths[int(position)].as_py() if id_ >= 0 else None for position, id_ in zip(at, ids)]
 
-    def _params(self) -> faiss.SearchParameters | None:
-        """The removed ids' filter (HNSW only), with the tuned efSearch, which parameters would otherwise reset."""
-        if not len(self.removed):
+    def _params(self, effort: int = 1) -> faiss.SearchParameters | None:
+        """The removed ids' filter (HNSW only), with the tuned efSearch, which parameters would otherwise reset; and
+        `effort` times the tuned efSearch or nprobe."""
+        tuned = self.info.get("search_params", {})
+        if "nprobe" in tuned and effort > 1:
+            return faiss.SearchParametersIVF(nprobe=min(int(tuned["nprobe"]) * effort, faiss.extract_index_ivf(self.index).nlist))
+        if self.info["index_type"] != "hnsw" or (not len(self.removed) and effort == 1):
             return None
-        selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(self.removed))
-        params = faiss.SearchParametersHNSW(sel=selector, efSearch=int(self.info["search_params"].get("efSearch", 16)))
-        params.selector_keepalive = selector  # the Python object must outlive the search
+        params = faiss.SearchParametersHNSW(efSearch=int(tuned.get("efSearch", 16)) * effort)
+        if len(self.removed):
+            selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(self.removed))
+            params.sel = selector
+            params.selector_keepalive = selector  # the Python object must outlive the search
         return params
 
 

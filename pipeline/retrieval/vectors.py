@@ -133,3 +133,25 @@ def vectors_of_paths(embeddings: Embeddings, paths: Sequence[str]) -> dict[str, 
     table = embeddings.dataset.to_table(columns=[schema.PATH, schema.EMBEDDING], filter=pc.field(schema.PATH).isin(list(paths)))
     matrix = to_matrix(table.column(schema.EMBEDDING).combine_chunks())
     return dict(zip(table.column(schema.PATH).to_pylist(), matrix))
+
+
+def vectors_of_ids(embeddings: Embeddings, ids: np.ndarray, batch_rows: int = 16_384) -> np.ndarray:
+    """The raw float32 [len(ids), D] embeddings of `ids` (int64, unique), in their order (a filtered scan).
+
+    Raises:
+        ValueError: an id is not in this version of the table.
+    """
+    ids = np.asarray(ids, np.int64)
+    order = np.argsort(ids, kind="stable")
+    out: np.ndarray | None = None
+    found = 0
+    wanted = pc.field(schema.ID).isin(pa.array(ids, pa.int64()))
+    for batch in iter_batches(embeddings, batch_rows, (schema.EMBEDDING,), filter=wanted):
+        if out is None:
+            out = np.empty((len(ids), batch.vectors.shape[1]), np.float32)
+        out[order[np.searchsorted(ids[order], batch.ids)]] = batch.vectors
+        found += len(batch.ids)
+    if found != len(ids):
+        raise ValueError(f"expected {len(ids)} ids in version {embeddings.version} of the embeddings of {embeddings.run}, "
+                         f"found {found}; did the table change since the index was built?")
+    return out if out is not None else np.empty((0, 0), np.float32)

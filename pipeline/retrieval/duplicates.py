@@ -1,0 +1,224 @@
+"""Groups of near-duplicate images in a run: connected components of the pairs at cosine similarity >= a threshold.
+
+    find_duplicates(DuplicateConfig("s3://bucket/runs/photos/", threshold=0.95))   # -> run/duplicates.parquet
+
+1. Byte-identical files (the same ETag and size, where the store gives ETags) are grouped without any search, and
+   only the first of them is searched for.
+2. Candidate pairs come from a range search on the run's cosine index, as approximate as its search: an HNSW or IVF
+   index may miss a pair, never make one up. The radius has a margin for float32 rounding, and for IVF indexes for
+   their codes' reconstruction error, so that a pair at the threshold is not lost to either.
+3. Every candidate pair is checked on the raw embeddings in float64: no pair below the threshold is ever reported.
+4. Groups are the connected components of the checked pairs (and of the identical files). A group's representative
+   is its largest image (width x height), then its largest file, then its first path: the one to keep. Each member's
+   `similarity` is its exact cosine similarity to the representative; in a chain (a ~ b ~ c, a and c further apart)
+   it can be below the threshold.
+
+The table holds one row per image in a group of two or more, sorted by group (1 = the largest), representative
+first; its metadata record the threshold and the embeddings table version it was computed from.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline import schema
+from pipeline.layout import DUPLICATES_FILE
+from pipeline.retrieval.exact import ROUNDING, HOLDS_VECTORS
+from pipeline.retrieval.index_store import LoadedIndex, load_index, require_current
+from pipeline.retrieval.vectors import Embeddings, for_index, iter_batches, open_embeddings, vectors_of_ids
+from pipeline.storage import Storage, run_folder, write_parquet
+
+logger = logging.getLogger(__name__)
+
+# Columns of duplicates.parquet, besides schema.PATH and schema.ID.
+GROUP = "group"  # int32: 1 = the largest group (equal sizes: by the representative's path)
+GROUP_SIZE = "group_size"  # int32: images in the group
+REPRESENTATIVE = "representative"  # string: the path of the group's representative (largest image, file, first path)
+SIMILARITY = "similarity"  # float32: exact cosine similarity to the representative (1 for the representative)
+IDENTICAL = "identical"  # bool: a byte-identical copy of the representative (same ETag and size); false for it
+REPRESENTATIVE_RULE = "the largest image (width x height), then the largest file, then the first path"
+
+
+@dataclass(frozen=True)
+class DuplicateConfig:
+    """One search for near-duplicates."""
+
+    run: str  # run folder, local or s3://, with a cosine index
+    threshold: float = 0.95  # cosine similarity at or above which two images are near-duplicates, in (0, 1]
+    batch_rows: int = 8_192  # rows read and searched at a time
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.threshold, (int, float)) and 0 < self.threshold <= 1):
+            raise ValueError(f"--threshold must be a cosine similarity in (0, 1], got {self.threshold}")
+        if self.batch_rows < 1:
+            raise ValueError(f"batch_rows must be at least 1, got {self.batch_rows}")
+
+
+def find_duplicates(config: DuplicateConfig, storage: Storage | None = None) -> pa.Table:
+    """Groups the run's near-duplicates, writes `run/duplicates.parquet`, and returns it (module docstring).
+
+    Raises:
+        FileNotFoundError: no embeddings, or no index. ValueError: no rows; an index older than the table, or an l2 one.
+    """
+    storage = storage or Storage.from_environment()
+    start = time.perf_counter()
+    embeddings = open_embeddings(config.run, storage)
+    columns = [schema.ID, schema.PATH, schema.WIDTH, schema.HEIGHT, schema.SIZE, schema.ETAG]
+    images = embeddings.dataset.to_table(columns=columns).sort_by(schema.ID)
+    if images.num_rows == 0:
+        raise ValueError(f"{config.run} holds no embeddings (version {embeddings.version} of its table); nothing to group")
+    loaded = load_index(config.run, storage)
+    require_current(loaded, config.run, embeddings.version)
+    if loaded.metric != "cosine":
+        raise ValueError(f"the index of {config.run} holds l2 distances; near-duplicates are found by cosine similarity: "
+                         f"rebuild it with: vitmae index --run {config.run} --metric cosine --rebuild")
+    identical = identical_files(images)
+    candidates = candidate_pairs(loaded, embeddings, config, np.unique(identical[:, 1]))
+    needed = np.unique(np.concatenate([candidates.ravel(), identical.ravel()]))
+    vectors = unit_rows(vectors_of_ids(embeddings, needed, config.batch_rows).astype(np.float64)) if len(needed) else None
+    pairs = candidates[cosines(vectors, needed, candidates) >= config.threshold]
+    table = group_table(images, np.concatenate([pairs, identical]), vectors, needed)
+    meta = {"threshold": repr(config.threshold), "table_version": str(embeddings.version), "index_type": loaded.info["index_type"],
+            "images": str(images.num_rows), "candidate_pairs": str(len(candidates)), "pairs": str(len(pairs)),
+            "identical_files": str(len(identical)), "representative": REPRESENTATIVE_RULE}
+    table = table.replace_schema_metadata({f"duplicates.{k}": v for k, v in meta.items()})
+    write_parquet(run_folder(config.run, storage), DUPLICATES_FILE, table)
+    groups = len(pc.unique(table.column(GROUP))) if table.num_rows else 0
+    logger.info("%d groups of near-duplicates (%d images) at cosine >= %g among %d images: %d candidate pairs, %d checked "
+                "pairs, %d identical files; %.1fs; wrote %s/%s", groups, table.num_rows, config.threshold, images.num_rows,
+                len(candidates), len(pairs), len(identical), time.perf_counter() - start, config.run, DUPLICATES_FILE)
+    return table
+
+
+def identical_files(images: pa.Table) -> np.ndarray:
+    """int64 [F, 2]: (first id, other id) for every file with the ETag and size of an earlier one (ids ascending)."""
+    etag = images.column(schema.ETAG)
+    known = images.filter(pc.and_(pc.is_valid(etag), pc.not_equal(etag, "")))
+    if known.num_rows < 2:
+        return np.empty((0, 2), np.int64)
+    known = known.sort_by([(schema.ETAG, "ascending"), (schema.SIZE, "ascending"), (schema.ID, "ascending")])
+    ids = known.column(schema.ID).to_numpy().astype(np.int64)
+    etags = known.column(schema.ETAG).to_numpy(zero_copy_only=False)
+    sizes = known.column(schema.SIZE).to_numpy(zero_copy_only=False)
+    starts = np.concatenate([[True], (etags[1:] != etags[:-1]) | (sizes[1:] != sizes[:-1])])
+    first = ids[np.flatnonzero(starts)[np.cumsum(starts) - 1]]
+    return np.stack([first[~starts], ids[~starts]], axis=1)
+
+
+def search_radius(loaded: LoadedIndex, embeddings: Embeddings, threshold: float, batch_rows: int) -> float:
+    """The squared L2 radius that reaches every pair at cosine >= threshold: 2 (1 - threshold) between unit vectors,
+    plus float32 rounding, plus (IVF) the largest reconstruction error of the first batch's codes."""
+    margin = 0.0
+    if loaded.info["index_type"] not in HOLDS_VECTORS:
+        batch = next(iter_batches(embeddings, batch_rows))
+        vectors = for_index(batch.vectors, "cosine")
+        margin = float(np.linalg.norm(vectors - loaded.index.sa_decode(loaded.index.sa_encode(vectors)), axis=1).max())
+    return (math.sqrt(2 * (1 - threshold)) + margin) ** 2 + 4 * ROUNDING  # |x| + |y| = 2 for unit vectors
+
+
+def candidate_pairs(loaded: LoadedIndex, embeddings: Embeddings, config: DuplicateConfig, skip: np.ndarray) -> np.ndarray:
+    """int64 [P, 2]: the unique pairs (a < b) of ids that the range search reaches, `skip` [S] (sorted) not searched for."""
+    radius = search_radius(loaded, embeddings, config.threshold, config.batch_rows)
+    found: list[np.ndarray] = []
+    for batch in iter_batches(embeddings, config.batch_rows, (schema.EMBEDDING,)):
+        keep = ~np.isin(batch.ids, skip, assume_unique=True)
+        if not keep.any():
+            continue
+        lims, _, ids = loaded.range_search(for_index(batch.vectors[keep], "cosine"), radius)
+        owners = np.repeat(batch.ids[keep], np.diff(lims))
+        other = (ids != owners) & (ids >= 0)
+        found.append(np.stack([np.minimum(owners, ids)[other], np.maximum(owners, ids)[other]], axis=1))
+    return np.unique(np.concatenate(found), axis=0) if found else np.empty((0, 2), np.int64)
+
+
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """float64 [n, D] scaled to unit length (rows of zeros stay zeros)."""
+    lengths = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.where(lengths > 0, lengths, 1.0)
+
+
+def cosines(vectors: np.ndarray | None, ids: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """float64 [P]: the cosine similarity of each pair of ids, from unit float64 `vectors` [n, D] of the sorted `ids`.
+    Equal vectors give exactly 1, which float64 rounding of a dot product could miss."""
+    if not len(pairs):
+        return np.empty(0)
+    a, b = vectors[np.searchsorted(ids, pairs[:, 0])], vectors[np.searchsorted(ids, pairs[:, 1])]
+    return np.where((a == b).all(axis=1), 1.0, np.einsum("ij,ij->i", a, b))
+
+
+def connected_components(pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """int64 [E, 2] edges between ids -> (nodes int64 [n] sorted, component int64 [n]: the smallest node index of each
+    node's component). Union-find in numpy: roots hook under the smaller root of each edge, then paths compress."""
+    nodes, inverse = np.unique(pairs, return_inverse=True)
+    a, b = inverse.reshape(-1, 2).T
+    parent = np.arange(len(nodes))
+    while True:
+        ra, rb = parent[a], parent[b]
+        differ = ra != rb
+        if not differ.any():
+            return nodes, parent
+        np.minimum.at(parent, np.maximum(ra, rb)[differ], np.minimum(ra, rb)[differ])
+        while not np.array_equal(parent[parent], parent):
+            parent = parent[parent]
+
+
+def group_table(images: pa.Table, edges: np.ndarray, vectors: np.ndarray | None, needed: np.ndarray) -> pa.Table:
+    """The duplicates table from the checked `edges` [E, 2] (ids), with `images` (id, path, width, height, size, etag;
+    sorted by id) for every row and unit float64 `vectors` of the sorted `needed` ids."""
+    if not len(edges):
+        return empty_table()
+    nodes, component = connected_components(edges)
+    rows = images.take(pa.array(np.searchsorted(images.column(schema.ID).to_numpy(), nodes)))
+    paths = np.array(rows.column(schema.PATH).to_pylist(), dtype=object)
+    area = (pc.multiply(rows.column(schema.WIDTH).cast(pa.int64()), rows.column(schema.HEIGHT).cast(pa.int64()))
+            .fill_null(0).to_numpy())
+    size = rows.column(schema.SIZE).fill_null(0).to_numpy()
+    # Representative first within each component: largest area, then largest file, then first path.
+    order = np.lexsort((np.argsort(np.argsort(paths, kind="stable")), -size, -area, component))
+    first = np.concatenate([[True], component[order][1:] != component[order][:-1]])
+    representative = np.empty(len(nodes), np.int64)  # node index of each node's representative
+    representative[order] = order[np.flatnonzero(first)[np.cumsum(first) - 1]]
+    similarity = cosines(vectors, needed, np.stack([nodes, nodes[representative]], axis=1)).astype(np.float32)
+    etag = np.array(rows.column(schema.ETAG).fill_null("").to_pylist(), dtype=object)
+    identical_to = (etag != "") & (etag == etag[representative]) & (size == size[representative])
+    identical_to &= representative != np.arange(len(nodes))
+    sizes = np.bincount(component, minlength=len(nodes))[component]
+    # Groups numbered by size (largest first), then by the representative's path.
+    reps = np.unique(representative)
+    rank_of = np.empty(len(nodes), np.int64)
+    rank_of[reps[np.lexsort((np.argsort(np.argsort(paths[reps], kind="stable")), -sizes[reps]))]] = np.arange(1, len(reps) + 1)
+    group = rank_of[representative]
+    final = np.lexsort((np.argsort(np.argsort(paths, kind="stable")), -similarity, representative != np.arange(len(nodes)), group))
+    return pa.table({
+        GROUP: pa.array(group[final], pa.int32()), GROUP_SIZE: pa.array(sizes[final], pa.int32()),
+        schema.PATH: pa.array(paths[final], pa.string()), schema.ID: pa.array(nodes[final], pa.int64()),
+        REPRESENTATIVE: pa.array(paths[representative][final], pa.string()), SIMILARITY: pa.array(similarity[final], pa.float32()),
+        IDENTICAL: pa.array(identical_to[final], pa.bool_()),
+    })
+
+
+def empty_table() -> pa.Table:
+    return pa.table({GROUP: pa.array([], pa.int32()), GROUP_SIZE: pa.array([], pa.int32()), schema.PATH: pa.array([], pa.string()),
+                     schema.ID: pa.array([], pa.int64()), REPRESENTATIVE: pa.array([], pa.string()),
+                     SIMILARITY: pa.array([], pa.float32()), IDENTICAL: pa.array([], pa.bool_())})
+
+
+def groups_of(table: pa.Table, top: int | None = None) -> list[dict[str, Any]]:
+    """The first `top` groups of a duplicates table (all for None), each {"group", "size", "representative",
+    "members": [{"path", "similarity", "identical"}, ...]} with the representative first."""
+    groups: list[dict[str, Any]] = []
+    for row in table.to_pylist():
+        if not groups or groups[-1]["group"] != row[GROUP]:
+            if top is not None and len(groups) == top:
+                break
+            groups.append({"group": row[GROUP], "size": row[GROUP_SIZE], "representative": row[REPRESENTATIVE], "members": []})
+        groups[-1]["members"].append({"path": row[schema.PATH], "similarity": round(row[SIMILARITY], 6), "identical": row[IDENTICAL]})
+    return groups

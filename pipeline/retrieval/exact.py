@@ -1,0 +1,114 @@
+"""Exact nearest neighbours of a few rows over every live vector of a run, and how far approximate distances can be off.
+
+Flat and HNSW indexes hold every vector in float32 (HNSW in an `IndexFlat` under its graph), so exact search is a
+brute-force scan of that storage in memory, with an HNSW graph's removed ids masked out. IVF indexes hold only
+codes: their exact search scans the embeddings table in batches, once per call, and their vectors are read back from
+the table.
+
+What an approximate search returns is bounded by the exact neighbours, which is what makes its results checkable:
+
+- flat and HNSW compute exact distances to the vectors they find; an approximate search only misses neighbours, so
+  the j-th nearest vector it finds is never nearer than the true j-th nearest;
+- IVF-SQ8 and IVF-PQ compute distances to decoded codes: the distance to the vector itself is at most the distance
+  to its decoded code plus its reconstruction error |x - decode(encode(x))| (the triangle inequality), which
+  `reconstruction_errors` measures for every vector.
+
+Two ways of computing one squared L2 distance in float32 (FAISS's direct sum, or BLAS's |x|² + |y|² - 2x·y) differ
+by rounding; `ROUNDING` covers that.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import faiss
+import numpy as np
+
+from pipeline.retrieval.index import ExactTopK
+from pipeline.retrieval.index_store import LoadedIndex, inner
+from pipeline.retrieval.vectors import Embeddings, for_index, iter_batches, vectors_of_ids
+
+logger = logging.getLogger(__name__)
+
+# Relative allowance for float32 rounding in a squared L2 distance, as a share of (|x| + |y|)². The worst case of a
+# 768-long float32 dot product is about 768 x 6e-8 = 4.6e-5 of its scale; typical errors are a hundred times smaller.
+ROUNDING = 1e-4
+HOLDS_VECTORS = ("flat", "hnsw")  # index types that keep every vector in float32
+
+
+class ExactSearch:
+    """Brute-force search over every live vector of a run's index (flat, HNSW) or embeddings table (IVF).
+
+    Args:
+        loaded: the run's index, current with `embeddings`.
+        embeddings: the version of the table the index reflects.
+        batch_rows: rows read at a time when the table is scanned.
+    """
+
+    def __init__(self, loaded: LoadedIndex, embeddings: Embeddings, batch_rows: int = 16_384) -> None:
+        self.loaded, self.embeddings, self.batch_rows = loaded, embeddings, batch_rows
+        self.index_type = loaded.info["index_type"]
+        self.scans = 0  # scans of the table so far (IVF only)
+        if self.index_type == "hnsw":
+            id_map = faiss.downcast_index(loaded.index)
+            self._storage = faiss.downcast_index(inner(id_map).storage)
+            self._labels = faiss.vector_to_array(id_map.id_map).astype(np.int64)  # position in the graph -> table id
+            removed = np.flatnonzero(np.isin(self._labels, loaded.removed)).astype(np.int64)
+            self._params = None
+            if len(removed):
+                selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(removed))
+                self._params = faiss.SearchParameters(sel=selector)
+                self._params.selector_keepalive = selector  # the Python object must outlive the searches
+
+    @property
+    def holds_vectors(self) -> bool:
+        return self.index_type in HOLDS_VECTORS
+
+    def vectors(self, ids: np.ndarray) -> np.ndarray:
+        """int64 [n] live ids -> float32 [n, D] as the index stores them (unit length for cosine)."""
+        ids = np.asarray(ids, np.int64)
+        if self.holds_vectors:
+            return self.loaded.index.reconstruct_batch(ids)
+        self.scans += 1
+        return for_index(vectors_of_ids(self.embeddings, ids, self.batch_rows), self.loaded.metric)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """float32 [Q, D] as stored -> exact squared L2 [Q, k] and ids [Q, k] (-1 and inf past the live vectors)."""
+        if self.index_type == "flat":
+            return self.loaded.search(queries, k)
+        if self.index_type == "hnsw":
+            squared, labels = self._storage.search(queries, k, params=self._params)
+            return squared, np.where(labels >= 0, self._labels[np.maximum(labels, 0)], -1)
+        self.scans += 1
+        top = ExactTopK(queries, k)
+        for batch in iter_batches(self.embeddings, self.batch_rows):
+            top.add(for_index(batch.vectors, self.loaded.metric), batch.ids)
+        return top.distances, top.ids
+
+
+def reconstruction_errors(loaded: LoadedIndex, embeddings: Embeddings, batch_rows: int = 16_384) -> np.ndarray:
+    """float32 [count], aligned with `loaded.ids`: |x - decode(encode(x))| of every live vector as the index stores it
+    (L2); zeros for flat and HNSW, whose vectors are stored whole. A scan of the table for IVF."""
+    errors = np.zeros(loaded.count, np.float32)
+    if loaded.info["index_type"] in HOLDS_VECTORS:
+        return errors
+    for batch in iter_batches(embeddings, batch_rows):
+        vectors = for_index(batch.vectors, loaded.metric)
+        decoded = loaded.index.sa_decode(loaded.index.sa_encode(vectors))
+        errors[np.searchsorted(loaded.ids, batch.ids)] = np.linalg.norm(vectors - decoded, axis=1)
+    logger.info("reconstruction errors of the %s codes: median %.4g, max %.4g", loaded.info["index_type"],
+                float(np.median(errors)) if len(errors) else 0.0, float(errors.max()) if len(errors) else 0.0)
+    return errors
+
+
+def farthest_possible(queries: np.ndarray, squared: np.ndarray, errors: np.ndarray) -> np.ndarray:
+    """The most the true L2 distance can be, given what an approximate search computed. float32 [Q, n].
+
+    Args:
+        queries: float32 [Q, D], as stored in the index. squared: [Q, n] squared L2 the index computed (inf: none).
+        errors: [Q, n] reconstruction error of each found vector (0 for flat and HNSW).
+    """
+    lengths = np.linalg.norm(queries, axis=1)[:, None]
+    found = np.sqrt(np.maximum(squared, 0.0))
+    # |y| <= |q| + |q - y|: the scale of the rounding of |q - y|² is at most (2|q| + |q - y|)².
+    return (np.sqrt(np.maximum(squared, 0.0) + ROUNDING * (2 * lengths + found) ** 2) + errors).astype(np.float32)

@@ -1,0 +1,157 @@
+"""The web page in a real browser: headless Chromium (Debian's, driven by Playwright) against a live `vitmae serve`
+on loopback. It asks for the token once, searches by an uploaded image, searches by a clicked result, pages through
+the anomalies, keeps its state in the URL, and shows the duplicate groups. Screenshots are kept as artifacts."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import GALLERY_CROPS, GALLERY_OUTLIERS, duplicates_table
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--no-first-run", "--disable-sync"]
+ARTIFACTS = "VITMAE_TEST_ARTIFACTS"  # a folder that also receives the screenshots (CI keeps it)
+TOKEN = "page-test-token"
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def served(gallery_run, gallery, tmp_path) -> Iterator[str]:
+    """`vitmae serve` on a copy of the gallery run (with near-duplicate groups), on a free port; yields its URL."""
+    run = tmp_path / "run"
+    shutil.copytree(gallery_run, run)
+    from deltalake import DeltaTable
+
+    pq.write_table(duplicates_table(gallery, DeltaTable(str(run / "embeddings")).version()), run / "duplicates.parquet")
+    log = tmp_path / "serve.log"
+    env = {**os.environ, "VITMAE_SERVE_TOKEN": TOKEN, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    with open(log, "wb") as sink:
+        server = subprocess.Popen([sys.executable, "-m", "jobs.cli", "serve", "--run", str(run), "--port", "0"],
+                                  cwd=REPO, env=env, stdout=sink, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while not (found := re.search(rb"Uvicorn running on (http://127\.0\.0\.1:\d+)", log.read_bytes())):
+            assert server.poll() is None, f"vitmae serve exited: {log.read_text()[-2000:]}"
+            assert time.monotonic() < deadline, f"vitmae serve did not start: {log.read_text()[-2000:]}"
+            time.sleep(0.2)
+        base = found.group(1).decode()
+        assert httpx.get(f"{base}/api/health").status_code == 401  # the token is on
+        yield base
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def keep(page, tmp_path: Path, name: str) -> Path:
+    """A full-page screenshot under the test's folder, copied to $VITMAE_TEST_ARTIFACTS when set."""
+    path = tmp_path / name
+    page.mouse.move(0, 0)  # no card under the pointer
+    page.screenshot(path=str(path), full_page=True, animations="disabled")
+    if os.environ.get(ARTIFACTS):
+        os.makedirs(os.environ[ARTIFACTS], exist_ok=True)
+        shutil.copy(path, Path(os.environ[ARTIFACTS]) / name)
+    return path
+
+
+def test_search_click_anomalies_and_duplicates_in_a_browser(served, gallery, tmp_path):
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"no Chromium at {CHROMIUM}: apt-get install -y chromium (make test does)", pytrace=False)
+    from playwright.sync_api import expect, sync_playwright
+
+    images = GALLERY_CROPS + len(GALLERY_OUTLIERS)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1280, "height": 860})
+        page = context.new_page()
+        errors = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(served)
+
+        # The token, asked once.
+        expect(page.locator("#token-dialog")).to_be_visible()
+        page.fill("#token-input", TOKEN)
+        page.click("#token-form button")
+        expect(page.locator("#run-info")).to_contain_text(f"{images} images")
+
+        # A file that is no image: one line, shown.
+        page.set_input_files("#file", {"name": "notes.png", "mimeType": "image/png", "buffer": b"not an image at all"})
+        expect(page.locator("#search-status")).to_have_class(re.compile("error"))
+        expect(page.locator("#search-status")).to_contain_text("not an image")
+
+        # Search by an uploaded image: a grid of thumbnails with scores, the image itself first.
+        page.set_input_files("#file", str(gallery / "coffee-03.png"))
+        cards = page.locator("#search-grid .card")
+        expect(cards).to_have_count(10)
+        expect(cards.first).to_have_attribute("data-path", f"file://{gallery / 'coffee-03.png'}")
+        expect(cards.first.locator(".scores")).to_contain_text("1.0000")
+        expect(page.locator("#search-grid img.loaded")).to_have_count(10)
+        expect(page.locator("#query-image")).to_be_visible()
+        keep(page, tmp_path, "search.png")
+
+        # Click a result: the search by its path, in the URL.
+        clicked = cards.nth(3).get_attribute("data-path")
+        cards.nth(3).click()
+        expect(page).to_have_url(re.compile(r"view=search&path="))
+        expect(cards.first).to_have_attribute("data-path", clicked)
+        expect(cards.first).to_have_class(re.compile("query-card"))
+        assert page.input_value("#path-input") == clicked
+
+        # The anomalies view and its second page.
+        page.click("nav a[data-view=anomalies]")
+        grid = page.locator("#anomalies-grid .card")
+        expect(grid).to_have_count(24)
+        expect(grid.first.locator(".badge")).to_have_text("#1")
+        expect(page.locator("#anomalies-grid img.loaded")).to_have_count(24)
+        keep(page, tmp_path, "anomalies.png")
+        page.locator('.pager[data-for="anomalies"] button[data-action="next"]').first.click()
+        expect(page).to_have_url(re.compile(r"view=anomalies.*page=2"))
+        expect(grid).to_have_count(images - 24)
+        expect(grid.first.locator(".badge")).to_have_text("#25")
+        expect(page.locator("#anomalies-status")).to_contain_text(f"25–{images} of {images}")
+        expect(page.locator("#anomalies-grid img.loaded")).to_have_count(images - 24)
+        keep(page, tmp_path, "anomalies-page-2.png")
+
+        # Another way to rank, from the menu; then the link, opened afresh, shows the same page (no second token).
+        page.select_option("#by", "knn")
+        expect(page).to_have_url(re.compile(r"by=knn"))
+        expect(grid).to_have_count(24)
+        expect(page.locator("#anomalies-status")).to_contain_text("kNN distance")
+        page.locator('.pager[data-for="anomalies"] button[data-action="next"]').first.click()
+        expect(grid).to_have_count(images - 24)
+        shared = context.new_page()
+        shared.goto(page.url)
+        expect(shared.locator("#anomalies-grid .card")).to_have_count(images - 24)
+        expect(shared.locator("#by")).to_have_value("knn")
+        expect(shared.locator("#token-dialog")).not_to_be_visible()
+        shared.close()
+
+        # Back in history: the first page again.
+        page.go_back()
+        expect(grid).to_have_count(24)
+
+        # The duplicates view: groups, largest first, each representative first.
+        page.click("nav a[data-view=duplicates]")
+        groups = page.locator("#duplicates-list .group")
+        expect(groups).to_have_count(3)
+        expect(groups.first.locator("h3")).to_contain_text("4 images")
+        expect(groups.first.locator(".card").first.locator(".badge")).to_have_text("representative")
+        expect(page.locator("#duplicates-list img.loaded")).to_have_count(9)
+        keep(page, tmp_path, "duplicates.png")
+
+        # Back to the search view: the last search is still there, and clicking through works from here too.
+        page.click("nav a[data-view=search]")
+        expect(cards.first).to_have_attribute("data-path", clicked)
+        assert not errors, errors
+        browser.close()
