@@ -20,7 +20,7 @@ from pipeline.storage import Storage
 logger = logging.getLogger(__name__)
 
 MAX_READ_TASKS = 20_000  # ranges of row groups planned on the driver; above this, each task reads more groups
-READ_TASK_ROWS = 4_096  # rows a read task reads at least (as blocks of one row group each)
+READ_TASK_ROWS = 4_096  # rows a read task reads (as blocks of one row group each), unless that makes too few tasks
 # Read tasks at once. They hold no CPU (the model actors hold every one), so without a bound Ray would start a worker
 # process for each of them at once; reading a few thousand paths takes milliseconds, so a few keep any model fed.
 READ_CONCURRENCY = 4
@@ -56,7 +56,10 @@ class WorkSource(Datasource):
     @property
     def groups_per_task(self) -> int:
         group_rows = max(1, max(self.groups, default=1))
-        return max(math.ceil(len(self.groups) / MAX_READ_TASKS), math.ceil(READ_TASK_ROWS / group_rows), 1)
+        # Enough rows a task that there are few tasks, but no fewer tasks than run at once: a small run's blocks
+        # then come from several reads in parallel, and every model actor gets some from the start.
+        few = min(math.ceil(READ_TASK_ROWS / group_rows), math.ceil(len(self.groups) / READ_CONCURRENCY))
+        return max(math.ceil(len(self.groups) / MAX_READ_TASKS), few, 1)
 
     @property
     def num_tasks(self) -> int:
