@@ -3,6 +3,7 @@ with Ray's job API against S3: model actors on both workers, and a worker node k
 
 from __future__ import annotations
 
+import socket
 import sys
 import time
 
@@ -10,8 +11,20 @@ import pytest
 
 from conftest import s3_storage
 from pipeline.tables import open_table
-from test_embed import read_run
+from test_embed import read_run, submit_job
 from test_run import ROOT, photo
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` loopback ports free a moment ago."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 @pytest.fixture(scope="module")
@@ -19,9 +32,14 @@ def cluster():
     """A head that holds no CPU (the job's driver runs there) and two worker nodes of one CPU each."""
     from ray.cluster_utils import Cluster
 
+    # Each node's dashboard agent (which runs submitted jobs) on a port of its own: on Ray's default port they would
+    # find it taken by the other nodes' agents, or by another Ray on this machine, and the head then has none.
+    head_port, *worker_ports = free_ports(3)
     cluster = Cluster(initialize_head=True, connect=False,
-                      head_node_args={"num_cpus": 0, "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": 0})
-    workers = [cluster.add_node(num_cpus=1, resources={f"worker_{name}": 1}) for name in ("a", "b")]
+                      head_node_args={"num_cpus": 0, "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": 0,
+                                      "dashboard_agent_listen_port": head_port})
+    workers = [cluster.add_node(num_cpus=1, resources={f"worker_{name}": 1}, dashboard_agent_listen_port=port)
+               for name, port in zip("ab", worker_ports)]
     cluster.wait_for_nodes()
     yield cluster, workers
     cluster.shutdown()
@@ -44,14 +62,7 @@ def submit(cluster, s3, prefix: str, *extra: str) -> tuple:
     args = (f"--input s3://test/{prefix}/photos/ --output s3://test/{prefix}/out --model s3://test/cluster-model "
             f"--s3-endpoint {s3.endpoint_url} {' '.join(extra)}")
     env = {"PYTHONPATH": str(ROOT), "AWS_ACCESS_KEY_ID": s3.access_key, "AWS_SECRET_ACCESS_KEY": s3.secret_key}
-    deadline = time.time() + 120
-    while True:
-        try:
-            return client, client.submit_job(entrypoint=f"{sys.executable} -m jobs.embed {args}", runtime_env={"env_vars": env})
-        except RuntimeError as err:  # the head waits only briefly for its job agent; on a loaded machine, try again
-            if "No available agent" not in str(err) or time.time() > deadline:
-                raise
-            time.sleep(2)
+    return client, submit_job(client, f"{sys.executable} -m jobs.embed {args}", env)
 
 
 def wait(client, job: str, seconds: float = 300) -> str:

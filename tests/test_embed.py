@@ -404,23 +404,25 @@ def test_s3_input_model_and_output(ray_cluster, s3, model_dir, photo_paths, monk
     assert fs.exists("test/embed/run/runs/_delta_log")
 
 
+def submit_job(client, entrypoint: str, env: dict[str, str], seconds: float = 300) -> str:
+    """client.submit_job, tried again while the head has no job agent yet: it waits only 10 s for one, and on a loaded
+    2-core machine the agents take longer to start."""
+    deadline = time.time() + seconds
+    while True:
+        try:
+            return client.submit_job(entrypoint=entrypoint, runtime_env={"env_vars": env})
+        except RuntimeError as err:
+            if "No available agent" not in str(err) or time.time() > deadline:
+                raise
+            time.sleep(2)
+
+
 def test_job_submission_to_a_local_head(ray_cluster, model_dir, two_photos, tmp_path):
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     client = JobSubmissionClient(ray_cluster)
-    deadline = time.time() + 120
-    while True:
-        try:
-            job = client.submit_job(
-                entrypoint=f"{sys.executable} -m jobs.embed --input {two_photos} --output {tmp_path / 'out'} --model {model_dir} --num-gpus 0",
-                runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).parents[1])}},
-            )
-            break
-        except RuntimeError as err:
-            # The head waits only 10 s for its node's job agent; on a loaded 2-core machine, it says to try again.
-            if "No available agent" not in str(err) or time.time() > deadline:
-                raise
-            time.sleep(2)
+    job = submit_job(client, f"{sys.executable} -m jobs.embed --input {two_photos} --output {tmp_path / 'out'} --model {model_dir} --num-gpus 0",
+                     {"PYTHONPATH": str(Path(__file__).parents[1])})
     deadline = time.time() + 240
     while client.get_job_status(job) not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED} and time.time() < deadline:
         time.sleep(2)

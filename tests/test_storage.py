@@ -30,7 +30,8 @@ def test_repr_hides_the_credentials_and_pickling_keeps_them():
 def test_environment_and_flag(monkeypatch):
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
         monkeypatch.delenv(name, raising=False)
-    assert Storage.from_environment().options("s3://b/k") == {}  # the AWS SDK's own chain
+    options = Storage.from_environment().options("s3://b/k")  # the AWS SDK's own chain, with the clients' timeouts
+    assert set(options) == {"config_kwargs"} and set(options["config_kwargs"]) == {"connect_timeout", "read_timeout"}
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://env:1")
     assert Storage.from_environment().endpoint == "http://env:1"
     assert Storage.from_environment("http://flag:2").endpoint == "http://flag:2"

@@ -1,4 +1,4 @@
-"""The work file: the rows to embed, read back by few tasks that yield one small block per row group."""
+"""The work file: the rows to embed, read back by one task per row group."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import schema
-from pipeline.embed.work import READ_CONCURRENCY, READ_TASK_ROWS, WorkSource, put_work
+from pipeline.embed import work
+from pipeline.embed.work import WorkSource, put_work
 from pipeline.storage import Storage
 
 
@@ -19,23 +20,25 @@ def work_file(path, rows: int) -> None:
     }).cast(schema.WORK_SCHEMA), path)
 
 
-def test_every_row_is_read_once_by_few_tasks_in_blocks_of_a_row_group(tmp_path):
+def test_every_row_is_read_once_by_a_task_per_row_group(tmp_path):
     rows, group = 10_000, 8
     work_file(tmp_path / "diff.parquet", rows)
     put_work(str(tmp_path / "diff.parquet"), str(tmp_path / "out" / "_work" / "run.parquet"), Storage(), group)
     source = WorkSource(str(tmp_path / "out" / "_work" / "run.parquet"), Storage())
     tasks = source.get_read_tasks(parallelism=200)
-    # Not one task per group (1,250 would start at once), and no fewer than run at once.
-    assert len(tasks) == source.num_tasks == max(-(-rows // READ_TASK_ROWS), READ_CONCURRENCY)
+    # One group a task: a task's blocks travel downstream as one bundle, so a task of several groups would be one
+    # model task and one commit of all their rows.
+    assert len(tasks) == source.num_tasks == rows // group
+    assert {task.metadata.num_rows for task in tasks} == {group}
     blocks = [block for task in tasks for block in task()]
-    assert {block.num_rows for block in blocks} == {group}
-    assert sum(task.metadata.num_rows for task in tasks) == rows
     ids = np.concatenate([block.column(schema.ID).to_numpy() for block in blocks])
     assert np.array_equal(ids, np.arange(rows))
 
 
-def test_a_small_run_is_read_by_as_many_tasks_as_run_at_once(tmp_path):
-    work_file(tmp_path / "diff.parquet", 16)
-    put_work(str(tmp_path / "diff.parquet"), str(tmp_path / "run.parquet"), Storage(), 2)
+def test_row_groups_grow_to_keep_the_read_tasks_bounded(tmp_path, monkeypatch):
+    monkeypatch.setattr(work, "MAX_READ_TASKS", 100)
+    work_file(tmp_path / "diff.parquet", 10_000)
+    put_work(str(tmp_path / "diff.parquet"), str(tmp_path / "run.parquet"), Storage(), 8)
     tasks = WorkSource(str(tmp_path / "run.parquet"), Storage()).get_read_tasks(parallelism=200)
-    assert len(tasks) == READ_CONCURRENCY and [task.metadata.num_rows for task in tasks] == [4] * READ_CONCURRENCY
+    assert len(tasks) == 100 and {task.metadata.num_rows for task in tasks} == {100}
+

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-import time
 import functools
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import ray
 from PIL import Image
 
 from pipeline import schema
@@ -23,11 +22,6 @@ from vitmae import ViTImageProcessor
 from vitmae.errors import one_line
 
 logger = logging.getLogger(__name__)
-
-# Images a decode task takes at most: GPU batches are larger, and a task decoding a whole one would hold back the
-# first batch and spread the work over fewer CPUs.
-MAX_BLOCK_ROWS = 64
-
 
 @dataclass(frozen=True)
 class PreprocessConfig:
@@ -93,19 +87,3 @@ def preprocess_batch(batch: dict[str, np.ndarray], config: PreprocessConfig) -> 
         schema.ERROR: errors,
         schema.RETRYABLE: retryable,
     }
-
-
-def block_rows(rows: int, batch_size: int) -> int:
-    """Rows per block of the CPU stage: at most `batch_size`, at most `MAX_BLOCK_ROWS`, and fewer when there are few
-    rows, so that decoding spreads over every CPU of the cluster from the start; the model stage gathers the blocks
-    into its batches."""
-    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-    return max(1, min(batch_size, MAX_BLOCK_ROWS, -(-rows // cpus)))
-
-
-def decoded_images(listing: pa.Table, config: PreprocessConfig, batch_size: int) -> ray.data.Dataset:
-    """A listing held in memory (pre-training's) as a Ray dataset mapped through `preprocess_batch` (lazy, streaming)."""
-    block = block_rows(listing.num_rows, batch_size)
-    blocks = [listing.slice(i, block) for i in range(0, listing.num_rows, block)]
-    return ray.data.from_arrow(blocks).map_batches(preprocess_batch, fn_kwargs={"config": config}, batch_size=block,
-                                                    batch_format="numpy")

@@ -28,8 +28,8 @@ from pipeline.embed.diff import Diff, DiffConfig, compare
 from pipeline.embed.infer import DecodingEmbedder, Embedder, InferConfig
 from pipeline.embed.poison import attempts_actor
 from pipeline.embed.listing import DEFAULT_EXTENSIONS, iter_input_list, iter_listing, write_listing
-from pipeline.embed.preprocess import PreprocessConfig, block_rows, preprocess_batch
-from pipeline.embed.work import put_work, work_dataset
+from pipeline.embed.preprocess import PreprocessConfig, preprocess_batch
+from pipeline.embed.work import block_rows, put_work, work_dataset
 from pipeline.embed.write import NODES, WriteConfig, data_files, write_batch
 from pipeline.layout import EMBEDDINGS_DIR, ERRORS_DIR, RUN_FILES, WORK_DIR, package_versions
 from pipeline.records import append_run, table_uri

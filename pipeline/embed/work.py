@@ -1,6 +1,7 @@
-"""A run's work on storage every node reaches: the diff's rows to embed, in a Parquet file of small row groups, read
-by Ray Data one group range per read task. The driver streams the rows into the file and never holds them, and
-no block of them is put in Ray's object store from the driver."""
+"""The work as Ray datasets. A run's work is on storage every node reaches: the diff's rows to embed, in a Parquet
+file of small row groups, read by Ray Data one group per read task; the driver streams the rows into the file and
+never holds them, and puts no block of them in Ray's object store. Pre-training's listing, held in memory, becomes a
+dataset of the CPU stage's output (`decoded_images`)."""
 
 from __future__ import annotations
 
@@ -10,38 +11,48 @@ from collections.abc import Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import ray
 from ray.data import Dataset, Datasource, ReadTask, read_datasource
 from ray.data.block import BlockMetadata
 
 from pipeline import schema
+from pipeline.embed.preprocess import PreprocessConfig, preprocess_batch
 from pipeline.retry import retrying
 from pipeline.storage import Storage
 
 logger = logging.getLogger(__name__)
 
-MAX_READ_TASKS = 20_000  # ranges of row groups planned on the driver; above this, each task reads more groups
-READ_TASK_ROWS = 4_096  # rows a read task reads (as blocks of one row group each), unless that makes too few tasks
+# Read tasks planned on the driver, at most: row groups grow past a batch to keep to it. Each task reads one row
+# group, because what one read task yields travels downstream as one bundle: a task of many groups would make one
+# model task of all their rows, and one write and commit of them.
+MAX_READ_TASKS = 20_000
 # Read tasks at once. They hold no CPU (the model actors hold every one), so without a bound Ray would start a worker
-# process for each of them at once; reading a few thousand paths takes milliseconds, so a few keep any model fed.
+# process for each of them at once; reading a row group of paths takes milliseconds, so a few keep any model fed.
 READ_CONCURRENCY = 4
+# Images a decode task takes at most: GPU batches are larger, and a task decoding a whole one would hold back the
+# first batch and spread the work over fewer CPUs.
+MAX_BLOCK_ROWS = 64
 
 
 def put_work(local_file: str, uri: str, storage: Storage, group_rows: int) -> None:
-    """Copies the diff's work file to `uri`, rewritten in row groups of `group_rows` rows, a batch at a time."""
+    """Copies the diff's work file to `uri`, rewritten in row groups of `group_rows` rows (more where that would
+    make more than `MAX_READ_TASKS` groups), a group at a time."""
 
     def put() -> None:
         fs, path = storage.arrow_filesystem(uri)
         fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
         source = pq.ParquetFile(local_file)
+        rows = max(group_rows, math.ceil(source.metadata.num_rows / MAX_READ_TASKS))
         with fs.open_output_stream(path) as sink, pq.ParquetWriter(sink, schema.WORK_SCHEMA) as writer:
-            for batch in source.iter_batches(batch_size=group_rows):
-                writer.write_table(pa.Table.from_batches([batch]).cast(schema.WORK_SCHEMA), row_group_size=group_rows)
+            for batch in source.iter_batches(batch_size=rows):
+                writer.write_table(pa.Table.from_batches([batch]).cast(schema.WORK_SCHEMA), row_group_size=rows)
 
     retrying(put, storage, "writing the work file")
 
 
 class WorkSource(Datasource):
-    """The work file as a Ray Data source: each read task reads a range of its row groups."""
+    """The work file as a Ray Data source: each read task reads one of its row groups (a range of them in a file of
+    more than `MAX_READ_TASKS` groups)."""
 
     def __init__(self, uri: str, storage: Storage) -> None:
         self.uri, self.storage = uri, storage
@@ -55,11 +66,7 @@ class WorkSource(Datasource):
 
     @property
     def groups_per_task(self) -> int:
-        group_rows = max(1, max(self.groups, default=1))
-        # Enough rows a task that there are few tasks, but no fewer tasks than run at once: a small run's blocks
-        # then come from several reads in parallel, and every model actor gets some from the start.
-        few = min(math.ceil(READ_TASK_ROWS / group_rows), math.ceil(len(self.groups) / READ_CONCURRENCY))
-        return max(math.ceil(len(self.groups) / MAX_READ_TASKS), few, 1)
+        return max(1, math.ceil(len(self.groups) / MAX_READ_TASKS))
 
     @property
     def num_tasks(self) -> int:
@@ -76,7 +83,7 @@ class WorkSource(Datasource):
             fs, path = storage.arrow_filesystem(uri)
             with fs.open_input_file(path) as f:
                 parquet = pq.ParquetFile(f)
-                for group in range(first, last):  # one block per group, as the CPU stage wants them
+                for group in range(first, last):  # one block per group
                     yield retrying(lambda: parquet.read_row_group(group), storage, "reading the work file")
 
         rows = sum(self.groups[first:last])
@@ -90,3 +97,19 @@ def work_dataset(uri: str, storage: Storage) -> Dataset:
     # As many blocks asked for as there are tasks: Ray Data would otherwise split each task's blocks further.
     return read_datasource(source, num_cpus=0, concurrency=min(READ_CONCURRENCY, source.num_tasks),
                            override_num_blocks=source.num_tasks)
+
+
+def block_rows(rows: int, batch_size: int) -> int:
+    """Rows per block of the CPU stage: at most `batch_size`, at most `MAX_BLOCK_ROWS`, and fewer when there are few
+    rows, so that decoding spreads over every CPU of the cluster from the start; the model stage gathers the blocks
+    into its batches."""
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    return max(1, min(batch_size, MAX_BLOCK_ROWS, -(-rows // cpus)))
+
+
+def decoded_images(listing: pa.Table, config: PreprocessConfig, batch_size: int) -> ray.data.Dataset:
+    """A listing held in memory (pre-training's) as a Ray dataset mapped through `preprocess_batch` (lazy, streaming)."""
+    block = block_rows(listing.num_rows, batch_size)
+    blocks = [listing.slice(i, block) for i in range(0, listing.num_rows, block)]
+    return ray.data.from_arrow(blocks).map_batches(preprocess_batch, fn_kwargs={"config": config}, batch_size=block,
+                                                    batch_format="numpy")

@@ -27,7 +27,8 @@ import torch
 from torch import nn
 
 from pipeline import schema
-from pipeline.embed.preprocess import PreprocessConfig, decoded_images
+from pipeline.embed.preprocess import PreprocessConfig
+from pipeline.embed.work import decoded_images
 from pipeline.layout import CHECKPOINTS_DIR, METRICS_FILE, OPTIMIZER_FILE, STATE_FILE, checkpoint_name
 from pipeline.storage import Storage, read_parquet, write_parquet
 from pipeline.train.augment import AugmentConfig, RandomResizedCrop
