@@ -115,7 +115,9 @@ def ray_cluster():
     """One local Ray for the session; it says it has a GPU so that the actor's CPU fallback runs."""
     import ray
 
-    context = ray.init(num_cpus=2, num_gpus=1, include_dashboard=True, dashboard_host="127.0.0.1", logging_level="ERROR")
+    # Ray's own logs stay out of the tests' captured stderr, where commands must write exactly one line.
+    context = ray.init(num_cpus=2, num_gpus=1, include_dashboard=True, dashboard_host="127.0.0.1", logging_level="ERROR",
+                       log_to_driver=False)
     yield f"http://{context.dashboard_url}"
     ray.shutdown()
 

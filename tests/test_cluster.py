@@ -106,7 +106,8 @@ def test_a_worker_node_killed_mid_run(cluster, s3, model_on_s3, tmp_path):
         time.sleep(0.5)
     killed = cluster[1][1]
     cluster[0].remove_node(killed, allow_graceful=False)  # SIGKILL of its raylet and workers
-    cluster[1][1] = cluster[0].add_node(num_cpus=1, resources={"worker_b": 1})  # a replacement joins, as autoscalers do
+    # A replacement joins, as autoscalers do.
+    cluster[1][1] = cluster[0].add_node(num_cpus=1, resources={"worker_b": 1}, dashboard_agent_listen_port=free_ports(1)[0])
     status = wait(client, job)
     if status != JobStatus.SUCCEEDED:  # it may stop with a clear message: the same command then finishes
         assert "error:" in client.get_job_logs(job), client.get_job_logs(job)[-3000:]

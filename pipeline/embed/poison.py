@@ -31,10 +31,13 @@ class Attempts:
 
 
 def attempts_actor() -> Any:
-    """A new `Attempts` actor on this node, for one run (it holds no CPU)."""
+    """A new `Attempts` actor for one run, on the driver's node (it holds no CPU): on any other node, losing that
+    node would fail every model task that asks it."""
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    return ray.remote(num_cpus=0)(Attempts).remote()
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    return ray.remote(num_cpus=0, scheduling_strategy=here)(Attempts).remote()
 
 
 def batch_key(ids: np.ndarray) -> tuple:
