@@ -12,6 +12,7 @@ import pytest
 
 from conftest import s3_storage
 from pipeline.embed.run import EmbedConfig, run
+from pipeline.retry import retrying
 from pipeline.storage import Storage
 from pipeline.tables import dataset, open_table
 from s3server import S3Server
@@ -110,7 +111,9 @@ def test_an_outage_longer_than_the_wait_stops_the_run_and_the_next_goes_on(ray_c
     assert "the storage stayed unreachable for 3 s" in message and "internal error" not in message, message
     store.restart()
     storage = s3_storage(store)
-    committed = dataset(open_table("s3://faults/out/embeddings", storage), "s3://faults/out/embeddings", storage).count_rows()
+    committed = retrying(  # the server may take a moment to answer again
+        lambda: dataset(open_table("s3://faults/out/embeddings", storage), "s3://faults/out/embeddings", storage).count_rows(),
+        storage, "counting the committed rows")
     assert committed < IMAGES
     record = run(config_for(store))
     embedded, errors, _ = read_run("s3://faults/out", s3_storage(store))
