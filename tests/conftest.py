@@ -3,7 +3,6 @@ a small 224-pixel checkpoint, and a small real run (with its index) over a homog
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path

@@ -13,7 +13,6 @@ import pytest
 from conftest import s3_storage
 from pipeline.embed.run import EmbedConfig, run
 from pipeline.retry import retrying
-from pipeline.storage import Storage
 from pipeline.tables import dataset, open_table
 from s3server import S3Server
 from test_embed import read_run

@@ -39,7 +39,6 @@ from typing import Any
 
 import faiss
 import numpy as np
-import pyarrow as pa
 
 from pipeline import schema
 from pipeline.retrieval.index_store import LoadedIndex, inner, load_index, save_index, set_search_params

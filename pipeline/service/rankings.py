@@ -92,8 +92,8 @@ class AnomalyRankings:
         if by == "auto":
             return "both" if self._has_loss else "knn"
         if by in ("loss", "both") and not self._has_loss:
-            raise RankingUnavailable(f"the run has no reconstruction loss (it was embedded with --mask-ratio 0); "
-                                     f"rank by knn")
+            raise RankingUnavailable("the run has no reconstruction loss (it was embedded with --mask-ratio 0); "
+                                     "rank by knn")
         return by
 
     def _order(self, by: str) -> tuple[pa.Table, pa.Table]:
