@@ -37,6 +37,7 @@ BAD = {  # file name -> expected start of its error
     "random.png": "not an image file",
     "text.jpg": "not an image file",
     "truncated.jpg": "cannot decode JPEG image: image file is truncated",
+    "truncated.png": "cannot decode PNG image: vipspng: libpng read error",  # decoded by libvips
     "bomb.png": "image too large",
 }
 
@@ -53,6 +54,7 @@ def images(tmp_path_factory, photo_paths) -> Path:
     (folder / "gray.png").write_bytes(encode(small.convert("L"), "PNG"))
     (folder / "palette.png").write_bytes(encode(small.convert("P"), "PNG"))
     (folder / "rgba.png").write_bytes(encode(small.convert("RGBA"), "PNG"))
+    (folder / "photo.webp").write_bytes(encode(photo, "WEBP"))
     sixteen = Image.fromarray(np.asarray(small.convert("L"), dtype=np.uint16) * 257)
     (folder / "sixteen.png").write_bytes(encode(sixteen, "PNG"))
     frames = [small, small.transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
@@ -64,6 +66,7 @@ def images(tmp_path_factory, photo_paths) -> Path:
     (folder / "random.png").write_bytes(np.random.default_rng(0).bytes(5000))
     (folder / "text.jpg").write_text("this is not a picture\n")
     (folder / "truncated.jpg").write_bytes(encode(small, "JPEG")[:1500])
+    (folder / "truncated.png").write_bytes(encode(photo, "PNG")[:20_000])
     write_zeros_png(folder / "bomb.png", 40_000, 40_000)
     (folder / "readme.txt").write_text("not listed: wrong extension\n")
     return folder
@@ -424,6 +427,15 @@ def test_without_a_ray_address_the_job_starts_its_own_local_ray(model_dir, two_p
 def test_console_command_has_help_for_embed():
     out = subprocess.run([sys.executable, "-m", "jobs.cli", "embed", "--help"], capture_output=True, text=True, check=True).stdout
     assert "--mask-ratio" in out and "--s3-endpoint" in out
+
+
+def test_decode_flag_reaches_the_cpu_stage():
+    """--decode is a setting of the run (so of its record and of what its queries use); fast by default."""
+    parser = argparse.ArgumentParser()
+    embed_job.add_arguments(parser)
+    flags = ["--input", "in", "--output", "out", "--model", "m"]
+    exact, default = (embed_job.config_from_args(parser.parse_args(flags + extra)) for extra in (["--decode", "exact"], []))
+    assert (exact.decode.mode, default.decode.mode) == ("exact", "fast")
 
 
 def test_compile_flag_reaches_the_model_actors():

@@ -50,7 +50,7 @@ class EmbedConfig:
     model: str  # checkpoint folder, URI or hub id
     input_list: str | None = None  # a file listing the inputs (Parquet with a path column, or text), instead of input
     infer: InferConfig = InferConfig()  # mask ratio, loss samples, seed, pooling, dtype, compile
-    decode: DecodeConfig = DecodeConfig()  # pixel limit and JPEG draft
+    decode: DecodeConfig = DecodeConfig()  # pixel limit, fast or exact decoding
     index: IndexConfig | None = IndexConfig()  # the FAISS index kept up to date last (pipeline/retrieval/index.py); None: none
     batch_size: int | None = None  # images per model call; None: 256 on GPUs, 8 on CPUs (see `batch_size_for`)
     num_gpus: int | None = None  # model actors with one GPU each; None: every GPU of the cluster
