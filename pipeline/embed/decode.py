@@ -7,9 +7,9 @@ A pure function with no Ray dependency; the CPU stage calls it once per image. T
 - "fast" (the default): the image is first brought down, as cheaply as its format allows, to a size that still
   keeps `DecodeConfig.draft_margin` times the model's input on each side, then the processor resizes that. JPEG
   decodes at a reduced DCT scale (Pillow's draft). PNG and WebP go through libvips: WebP without alpha decodes at a
-  reduced scale, and PNG (or WebP with alpha) is box-shrunk while it streams. Alpha is composited on white after
-  that shrink, on premultiplied values, which equals compositing before it up to rounding. Other formats and modes
-  take the exact path. Embeddings stay within a cosine of 0.9999 of the exact path's (benchmarks/decode.py).
+  reduced scale, and PNG (or WebP with alpha) is box-shrunk. Alpha that is opaque everywhere is dropped; see-through
+  images are shrunk on premultiplied values and composited on white after that, which equals compositing before it
+  up to rounding. Other formats and modes take the exact path. Embeddings stay within a cosine of 0.9999 of the exact path's (benchmarks/decode.py).
 
 EXIF orientation is deliberately NOT applied in either mode: transformers does not rotate either, and parity with
 it matters more here than upright images.
@@ -18,6 +18,7 @@ it matters more here than upright images.
 from __future__ import annotations
 
 import io
+import logging
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,9 +38,11 @@ _SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
 _VIPS_FORMATS = frozenset({"PNG", "WEBP"})
 _VIPS_MODES = frozenset({"L", "LA", "RGB", "RGBA"})
 # One image at a time on the calling thread (the CPU stage owns one core per task, and threads of its own where it
-# has more); no operation cache, which would keep every decoded buffer alive.
+# has more); no operation cache, which would keep every decoded buffer alive. libvips' own messages about a bad file
+# would only repeat its error row.
 pyvips.concurrency_set(1)
 pyvips.cache_set_max(0)
+logging.getLogger("pyvips").setLevel(logging.ERROR)
 
 
 @dataclass(frozen=True)
@@ -178,9 +181,11 @@ def _reduced_floor(processor: ViTImageProcessor, config: DecodeConfig) -> tuple[
 def _decode_vips(data: bytes, image: Image.Image, floor: tuple[int, int]) -> Image.Image | None:
     """PNG or WebP bytes -> RGB at the original size divided by the largest integer that keeps `floor` on each side.
 
-    WebP without alpha decodes at that scale (libwebp's scaled decoding). PNG, and WebP with alpha, are box-shrunk
-    while they stream, never whole in memory; alpha is premultiplied before the shrink and composited on white after
-    it, which equals transformers' composite at full size up to rounding.
+    WebP without alpha decodes at that scale (libwebp's scaled decoding); PNG without alpha is box-shrunk while it
+    streams, never whole in memory. An image with alpha is decoded whole once and box-shrunk: where the shrunk alpha
+    is opaque everywhere it is dropped (the colour is then within half a level of a composite at full size);
+    elsewhere the whole image is shrunk again on premultiplied values and composited on white after that, which
+    equals transformers' composite at full size up to rounding.
 
     Args:
         data: the file's bytes.
@@ -194,7 +199,7 @@ def _decode_vips(data: bytes, image: Image.Image, floor: tuple[int, int]) -> Ima
         DecodeError: libvips reads another size from the header than Pillow did.
         pyvips.Error: a corrupt or truncated file.
     """
-    source = pyvips.Image.new_from_buffer(data, "", access="sequential", fail_on="error")  # the header only
+    source = _vips_open(data)  # the header only
     if (source.width, source.height) != image.size:  # the pixel limit holds for what libvips will decode, too
         raise DecodeError(f"libvips reads {source.width} x {source.height} where Pillow read {image.width} x {image.height}")
     if source.format != "uchar":
@@ -202,17 +207,31 @@ def _decode_vips(data: bytes, image: Image.Image, floor: tuple[int, int]) -> Ima
     shrink = max(1, min(image.width // floor[0], image.height // floor[1]))
     alpha = source.hasalpha()
     if shrink > 1 and image.format == "WEBP" and not alpha:
-        source = pyvips.Image.new_from_buffer(data, "", access="sequential", fail_on="error", scale=1 / shrink)
+        pixels = _vips_pixels(_vips_open(data, scale=1 / shrink), 1)
+    elif not alpha:
+        pixels = _vips_pixels(source, shrink)
     else:
-        source = source.premultiply() if alpha else source
-        source = source.shrink(shrink, shrink) if shrink > 1 else source
-    pixels = source.numpy().reshape(source.height, source.width, source.bands)  # 1 or 3 colour bands, then alpha
-    if alpha:
-        colour = pixels[..., :-1] + (255 - pixels[..., -1:])  # premultiplied (float) colour over white
-        pixels = np.clip(np.rint(colour), 0, 255).astype(np.uint8)
+        whole = source.copy_memory()  # decodes it, so that a see-through image is not decoded twice
+        pixels = _vips_pixels(whole, shrink)
+        if pixels[..., -1].min() < 255:
+            premultiplied = _vips_pixels(whole.premultiply(), shrink)  # float
+            pixels = np.clip(np.rint(premultiplied[..., :-1] + (255 - premultiplied[..., -1:])), 0, 255).astype(np.uint8)
+        else:
+            pixels = pixels[..., :-1]
     if pixels.shape[-1] == 1:
         pixels = np.repeat(pixels, 3, axis=-1)
     return Image.fromarray(np.ascontiguousarray(pixels))
+
+
+def _vips_open(data: bytes, **options: Any) -> pyvips.Image:
+    """A lazily decoding libvips image that reads `data` once, top to bottom, and fails on any error in it."""
+    return pyvips.Image.new_from_buffer(data, "", access="sequential", fail_on="error", **options)
+
+
+def _vips_pixels(image: pyvips.Image, shrink: int) -> np.ndarray:
+    """Decodes `image` box-shrunk by `shrink`: [h, w, bands] (1 or 3 colour bands, then any alpha)."""
+    image = image.shrink(shrink, shrink) if shrink > 1 else image
+    return image.numpy().reshape(image.height, image.width, image.bands)
 
 
 def _decoder_message(error: Exception) -> str:
