@@ -9,7 +9,8 @@ A pure function with no Ray dependency; the CPU stage calls it once per image. T
   decodes at a reduced DCT scale (Pillow's draft). PNG and WebP go through libvips: WebP without alpha decodes at a
   reduced scale, and PNG (or WebP with alpha) is box-shrunk. Alpha that is opaque everywhere is dropped; see-through
   images are shrunk on premultiplied values and composited on white after that, which equals compositing before it
-  up to rounding. Other formats and modes take the exact path. Embeddings stay within a cosine of 0.9999 of the exact path's (benchmarks/decode.py).
+  up to rounding. Other formats and modes take the exact path. Embeddings stay within a cosine of 0.9999 of the
+  exact mode's (benchmarks/decode.py, RESULTS.md).
 
 EXIF orientation is deliberately NOT applied in either mode: transformers does not rotate either, and parity with
 it matters more here than upright images.
@@ -37,6 +38,9 @@ _SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
 # decodes to the same values as Pillow. Everything else (16-bit, palette, CMYK, ...) takes Pillow's exact path.
 _VIPS_FORMATS = frozenset({"PNG", "WEBP"})
 _VIPS_MODES = frozenset({"L", "LA", "RGB", "RGBA"})
+# libvips shrinks by at most this, as a JPEG's smallest DCT scale does, and the processor's resize does the rest: a
+# box shrink far past 1.5 x a small input (the demo's 32 x 32) moves embeddings by more than a cosine of 0.9999.
+_MAX_SHRINK = 8
 # One image at a time on the calling thread (the CPU stage owns one core per task, and threads of its own where it
 # has more); no operation cache, which would keep every decoded buffer alive. libvips' own messages about a bad file
 # would only repeat its error row.
@@ -179,7 +183,8 @@ def _reduced_floor(processor: ViTImageProcessor, config: DecodeConfig) -> tuple[
 
 
 def _decode_vips(data: bytes, image: Image.Image, floor: tuple[int, int]) -> Image.Image | None:
-    """PNG or WebP bytes -> RGB at the original size divided by the largest integer that keeps `floor` on each side.
+    """PNG or WebP bytes -> RGB at the original size divided by the largest integer (at most 8) that keeps `floor` on
+    each side.
 
     WebP without alpha decodes at that scale (libwebp's scaled decoding); PNG without alpha is box-shrunk while it
     streams, never whole in memory. An image with alpha is decoded whole once and box-shrunk: where the shrunk alpha
@@ -204,7 +209,7 @@ def _decode_vips(data: bytes, image: Image.Image, floor: tuple[int, int]) -> Ima
         raise DecodeError(f"libvips reads {source.width} x {source.height} where Pillow read {image.width} x {image.height}")
     if source.format != "uchar":
         return None
-    shrink = max(1, min(image.width // floor[0], image.height // floor[1]))
+    shrink = max(1, min(image.width // floor[0], image.height // floor[1], _MAX_SHRINK))
     alpha = source.hasalpha()
     if shrink > 1 and image.format == "WEBP" and not alpha:
         pixels = _vips_pixels(_vips_open(data, scale=1 / shrink), 1)
