@@ -55,7 +55,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     size = tuple(int(x) for x in args.size.split("x"))
-    configs = {"full size": DecodeConfig(draft=False)}
+    configs = {"full size": DecodeConfig(mode="exact")}
     configs.update({f"margin {m}": DecodeConfig(draft_margin=float(m)) for m in args.margins.split(",")})
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model or save_checkpoint(Path(tmp) / "model", "base")

@@ -61,6 +61,8 @@ MODELS = {
                   decoder_num_hidden_layers=2, decoder_num_attention_heads=4, decoder_intermediate_size=512),
     "base": {},  # ViT-B/16 at 224, the config's defaults
 }
+# read_images' own list, plus WebP, which it leaves out by default.
+PLAIN_EXTENSIONS = ["png", "jpg", "jpeg", "tif", "tiff", "bmp", "gif", "webp"]
 MEMORY_INTERVAL_S = 0.5
 PSS_INTERVAL_S = 5.0
 
@@ -221,7 +223,7 @@ def fresh_ray() -> None:
     """A new local Ray with 2 CPUs for each measured run, so that no run inherits another's workers (and their
     memory): as a job started on its own would see it, less `ray.init` itself."""
     stop_ray()
-    ray.init(num_cpus=2, logging_level=logging.WARNING, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, logging_level=logging.WARNING, include_dashboard=False)  # never another's Ray
     ray.data.DataContext.get_current().enable_progress_bars = False
     ray.get([_ready.remote() for _ in range(2)])  # the pre-started workers are up before the clock starts
 
@@ -269,7 +271,7 @@ def run_plain(images: Path, model: str, output: Path, batch_size: int) -> Run:
         start = time.perf_counter()
         processor = transformers.ViTImageProcessorPil.from_pretrained(model)
         dataset = (
-            ray.data.read_images(str(images), mode="RGB", include_paths=True)
+            ray.data.read_images(str(images), mode="RGB", include_paths=True, file_extensions=PLAIN_EXTENSIONS)
             .map_batches(plain_preprocess, fn_kwargs={"processor": processor}, batch_size=batch_size, batch_format="numpy")
             .map_batches(PlainEmbedder, fn_constructor_kwargs={"model": model}, batch_size=batch_size,
                          batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=1))

@@ -1,4 +1,5 @@
-"""decode_image: bad bytes refused with one readable line, odd modes to RGB, JPEG draft, parity on photographs."""
+"""decode_image: bad bytes refused with one readable line, odd modes to RGB, JPEG draft, the fast and exact modes against
+transformers on photographs in every format."""
 
 from __future__ import annotations
 
@@ -13,10 +14,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import pyvips
 import torch
-from PIL import Image, features
+import transformers
+from PIL import Image, ImageFile, features
+from transformers.image_transforms import convert_to_rgb
 
 import vitmae
+from conftest import MAE_PROCESSOR, random_model
 from pipeline.embed.decode import DecodeConfig, Decoded, DecodeError, decode_image
 
 PROCESSOR = vitmae.ViTImageProcessor.from_dict({  # facebook/vit-mae-base's preprocessor_config.json
@@ -149,6 +154,37 @@ def test_config_rejects_a_non_positive_pixel_limit():
         DecodeConfig(max_pixels=0)
 
 
+def test_truncated_png_and_webp_are_refused_by_libvips_in_one_line():
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (900, 1200, 3), dtype=np.uint8))
+    png, webp = encode(image, "PNG", compress_level=1), encode(image, "WEBP", quality=90)
+    assert refusal(png[: len(png) // 2]) == "cannot decode PNG image: vipspng: libpng read error"
+    # Pillow reads a WebP's header through libwebp's demuxer, which wants the whole file: refused before libvips.
+    assert refusal(webp[: len(webp) // 2]) == "cannot read image header: could not create decoder object"
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP", "JPEG"])
+def test_decompression_bombs_are_refused_before_any_decoder_runs(fmt, monkeypatch):
+    data = encode(Image.new("RGB", (2000, 1500), (10, 20, 30)), fmt)
+
+    def never(*args, **kwargs):
+        raise AssertionError("a decoder ran")
+
+    monkeypatch.setattr(pyvips.Image, "new_from_buffer", never)
+    monkeypatch.setattr(ImageFile.ImageFile, "load", never)
+    assert refusal(data, DecodeConfig(max_pixels=2_999_999)).startswith("image too large: 2000 x 1500 = 3,000,000 pixels")
+
+
+def test_config_rejects_an_unknown_mode():
+    with pytest.raises(ValueError, match=r"expected a decode mode in \('fast', 'exact'\), got 'quick'"):
+        DecodeConfig(mode="quick")
+
+
+def test_records_before_the_modes_read_back():
+    """Run records keep the config; those written before the modes have `draft`, whose False was today's exact."""
+    assert DecodeConfig.from_dict({"max_pixels": 10, "draft": False, "draft_margin": 2.0}) == DecodeConfig(10, "exact", 2.0)
+    assert DecodeConfig.from_dict({"max_pixels": 10, "draft": True, "draft_margin": 1.5}).mode == "fast"
+
+
 def test_config_rejects_a_draft_margin_below_the_target():
     with pytest.raises(ValueError, match=r"expected draft_margin >= 1 \(never below the target size\), got 0.5"):
         DecodeConfig(draft_margin=0.5)
@@ -259,7 +295,7 @@ def resized_sizes(monkeypatch) -> list[tuple[int, int]]:
 def test_large_jpeg_decodes_at_a_reduced_scale(large_astronaut_jpeg, monkeypatch):
     sizes = resized_sizes(monkeypatch)
     decoded = decode_image(large_astronaut_jpeg, PROCESSOR, CONFIG)
-    decode_image(large_astronaut_jpeg, PROCESSOR, DecodeConfig(draft=False))
+    decode_image(large_astronaut_jpeg, PROCESSOR, DecodeConfig(mode="exact"))
     assert sizes == [(504, 378), (4032, 3024)]  # 1/8 scale keeps >= 1.5 x 224 on each side
     assert (decoded.width, decoded.height) == (4032, 3024)
 
@@ -272,8 +308,95 @@ def test_a_larger_draft_margin_decodes_at_a_larger_scale(large_astronaut_jpeg, m
 
 def test_draft_is_close_to_the_full_decode(large_astronaut_jpeg):
     draft = decode(large_astronaut_jpeg)
-    full = decode(large_astronaut_jpeg, DecodeConfig(draft=False))
+    full = decode(large_astronaut_jpeg, DecodeConfig(mode="exact"))
     mean_abs = np.abs(draft.astype(np.int16) - full.astype(np.int16)).mean()
     a, b = (PROCESSOR.normalize(torch.from_numpy(np.array(x))[None]).flatten() for x in (draft, full))
     cosine = torch.nn.functional.cosine_similarity(a, b, dim=0).item()
     assert mean_abs < 0.6 and cosine > 0.9995, (mean_abs, cosine)  # measured: 0.44 and 0.99992
+
+
+# The fast mode against transformers' exact preprocessing, on photographs in every format it treats apart.
+
+
+def with_alpha(image: Image.Image, opaque: bool) -> Image.Image:
+    """RGBA: fully opaque, or see-through from left (alpha 0) to right (255)."""
+    rgba = image.convert("RGBA")
+    if not opaque:
+        ramp = np.linspace(0, 255, image.width).round().astype(np.uint8)
+        rgba.putalpha(Image.fromarray(np.broadcast_to(ramp, (image.height, image.width)).copy()))
+    return rgba
+
+
+@pytest.fixture(scope="module")
+def formats() -> dict[str, bytes]:
+    """Two of scikit-image's photographs (one upscaled to 3.8 megapixels), each as JPEG, PNG, PNG with an opaque and
+    with a see-through alpha channel, and WebP with and without alpha: every route of the fast mode."""
+    photos = {
+        "hubble": Image.open(skimage_photo("hubble_deep_field.jpg")).convert("RGB"),  # 1000 x 872, fine detail
+        "coffee": Image.open(skimage_photo("coffee.png")).resize((2400, 1600), Image.Resampling.BICUBIC),
+    }
+    variants = {
+        "jpeg": lambda im: encode(im, "JPEG", quality=90),
+        "png": lambda im: encode(im, "PNG", compress_level=1),
+        "png-opaque-alpha": lambda im: encode(with_alpha(im, True), "PNG", compress_level=1),
+        "png-see-through": lambda im: encode(with_alpha(im, False), "PNG", compress_level=1),
+        "webp": lambda im: encode(im, "WEBP", quality=90, method=0),
+        "webp-see-through": lambda im: encode(with_alpha(im, False), "WEBP", quality=90, method=0),
+    }
+    return {f"{name} {variant}": make(photo) for name, photo in photos.items() for variant, make in variants.items()}
+
+
+def transformers_pixels(data: bytes) -> torch.Tensor:
+    """transformers' exact preprocessing: PIL decode, convert_to_rgb (alpha on white), ViTImageProcessorPil."""
+    rgb = Image.fromarray(convert_to_rgb(Image.open(io.BytesIO(data)), return_numpy=True))
+    return transformers.ViTImageProcessorPil(**MAE_PROCESSOR)(rgb, return_tensors="pt")["pixel_values"]
+
+
+def normalized(data: bytes, mode: str) -> torch.Tensor:
+    """decode_image in `mode`, normalised: float32 [1, 3, 224, 224]."""
+    return PROCESSOR.normalize(torch.from_numpy(decode(data, DecodeConfig(mode=mode)).copy())[None])
+
+
+def test_the_exact_mode_gives_transformers_pixels(formats):
+    for name, data in formats.items():
+        torch.testing.assert_close(normalized(data, "exact"), transformers_pixels(data), atol=1e-6, rtol=0, msg=name)
+
+
+def test_fast_embeddings_are_within_cosine_0_9999_of_transformers_exact_preprocessing(formats):
+    """ViT-B/16 (weights drawn at a trained model's scale), mean-pooled as the job pools."""
+    model = random_model(vitmae.ViTMAEModel, vitmae.ViTMAEConfig()).eval()
+    names = list(formats)
+    fast = torch.cat([normalized(formats[name], "fast") for name in names])
+    reference = torch.cat([transformers_pixels(formats[name]) for name in names])
+    with torch.inference_mode():
+        ours, theirs = (model(x, mask_ratio=0.0).last_hidden_state[:, 1:].mean(1) for x in (fast, reference))
+    cosine = torch.nn.functional.cosine_similarity(ours, theirs)
+    worst = {name: round(c, 6) for name, c in zip(names, cosine.tolist()) if c < 0.9999}
+    assert not worst, worst
+
+
+@pytest.mark.parametrize(("fmt", "mode", "size"), [
+    ("PNG", "RGB", (480, 360)),  # shrunk by 5 as it streams: 1800 // 336
+    ("PNG", "RGBA", (480, 360)),
+    ("WEBP", "RGB", (480, 360)),  # decoded at 1/5 scale
+    ("WEBP", "RGBA", (480, 360)),  # shrunk, on premultiplied values
+    ("JPEG", "RGB", (600, 450)),  # the DCT scale: 1/4
+])
+def test_the_fast_mode_shrinks_before_the_resize(fmt, mode, size, monkeypatch):
+    data = encode(Image.new(mode, (2400, 1800), (200, 100, 50, 255)[: len(mode)]), fmt)
+    sizes = resized_sizes(monkeypatch)
+    decoded = decode_image(data, PROCESSOR, CONFIG)
+    assert sizes == [size] and (decoded.width, decoded.height) == (2400, 1800)
+    np.testing.assert_allclose(decoded.pixels[112, 112], [200, 100, 50], atol=2)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP"])
+def test_see_through_images_are_shrunk_premultiplied_then_composited(fmt):
+    """Red hidden under the see-through left, opaque blue on the right: the fast mode gives what it gives for the
+    same picture already on white. Colour and alpha shrunk apart would show the red at the edge (by 45 levels)."""
+    image = halves("RGBA", (255, 0, 0, 0), (0, 0, 255, 255), size=(2400, 1800))
+    image.paste((255, 0, 0, 0), (1200, 0, 1202, 1800))  # the edge at x = 1202, off the 5-pixel grid of the shrink
+    on_white = Image.alpha_composite(Image.new("RGBA", image.size, (255, 255, 255, 255)), image).convert("RGB")
+    fast, expected = (decode(encode(im, fmt, lossless=True)) for im in (image, on_white))
+    np.testing.assert_array_equal(fast[112, [10, 210]], [[255, 255, 255], [0, 0, 255]])
+    assert np.abs(fast.astype(int) - expected.astype(int)).max() <= 1

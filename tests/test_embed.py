@@ -20,6 +20,7 @@ import pipeline.embed.run
 import vitmae
 from jobs import embed as embed_job
 from pipeline import schema
+from pipeline.embed.checks import check_settings
 from pipeline.embed.run import EmbedConfig, run
 from pipeline.embed.infer import Embedder, InferConfig, mask_noise
 from pipeline.embed.listing import iter_listing, list_inputs
@@ -38,6 +39,7 @@ BAD = {  # file name -> expected start of its error
     "random.png": "not an image file",
     "text.jpg": "not an image file",
     "truncated.jpg": "cannot decode JPEG image: image file is truncated",
+    "truncated.png": "cannot decode PNG image: vipspng: libpng read error",  # decoded by libvips
     "bomb.png": "image too large",
 }
 
@@ -54,6 +56,7 @@ def images(tmp_path_factory, photo_paths) -> Path:
     (folder / "gray.png").write_bytes(encode(small.convert("L"), "PNG"))
     (folder / "palette.png").write_bytes(encode(small.convert("P"), "PNG"))
     (folder / "rgba.png").write_bytes(encode(small.convert("RGBA"), "PNG"))
+    (folder / "photo.webp").write_bytes(encode(photo, "WEBP"))
     sixteen = Image.fromarray(np.asarray(small.convert("L"), dtype=np.uint16) * 257)
     (folder / "sixteen.png").write_bytes(encode(sixteen, "PNG"))
     frames = [small, small.transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
@@ -65,6 +68,7 @@ def images(tmp_path_factory, photo_paths) -> Path:
     (folder / "random.png").write_bytes(np.random.default_rng(0).bytes(5000))
     (folder / "text.jpg").write_text("this is not a picture\n")
     (folder / "truncated.jpg").write_bytes(encode(small, "JPEG")[:1500])
+    (folder / "truncated.png").write_bytes(encode(photo, "PNG")[:20_000])
     write_zeros_png(folder / "bomb.png", 40_000, 40_000)
     (folder / "readme.txt").write_text("not listed: wrong extension\n")
     return folder
@@ -249,11 +253,11 @@ def test_other_settings_are_refused_before_work_and_overwrite_starts_anew(ray_cl
     args = ["--input", str(two_photos), "--output", str(output), "--model", str(model_dir)]
     assert embed_job.main([*args, "--mask-ratio", "0.75"]) == 0
     before = snapshot(output)
-    assert embed_job.main([*args, "--mask-ratio", "0.5", "--seed", "3", "--pooling", "cls"]) == 2
+    assert embed_job.main([*args, "--mask-ratio", "0.5", "--seed", "3", "--pooling", "cls", "--decode", "exact"]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert f"--output {output} was embedded with other settings: " in err and "pass --overwrite to start a new table" in err
     for difference in ("pooling 'mean' (the table) vs 'cls' (this run)", "mask_ratio 0.75 (the table) vs 0.5 (this run)",
-                       "seed 0 (the table) vs 3 (this run)"):
+                       "seed 0 (the table) vs 3 (this run)", "decode 'fast' (the table) vs 'exact' (this run)"):
         assert difference in err, err
     broken = tmp_path / "broken"  # weights that do not fit the config: refused before the earlier run is removed
     (broken).mkdir()
@@ -270,6 +274,14 @@ def test_other_settings_are_refused_before_work_and_overwrite_starts_anew(ray_cl
     assert manifest["infer"]["mask_ratio"] == 0 and len(embedded) == 2 and not failed
     assert all(r["loss"] is None for r in embedded.values())  # no row of the first run is left
     assert open_table(str(output / "embeddings"), Storage()).version() == 2  # a new table: created, described, data
+
+
+def test_a_table_from_before_the_decode_setting_was_recorded_takes_fast_runs_only():
+    """Such tables decoded JPEGs at a reduced scale: "fast" goes on with them, "exact" needs --overwrite."""
+    older = {"pooling": "mean"}
+    check_settings(older, {"pooling": "mean", "decode": "fast"}, "out")
+    with pytest.raises(ValueError, match="decode 'fast' \\(the table\\) vs 'exact' \\(this run\\)"):
+        check_settings(older, {"pooling": "mean", "decode": "exact"}, "out")
 
 
 def test_more_gpus_than_the_cluster_has_fail_before_work(ray_cluster, model_dir, two_photos, tmp_path, capsys):
@@ -447,6 +459,15 @@ def test_without_a_ray_address_the_job_starts_its_own_local_ray(model_dir, two_p
 def test_console_command_has_help_for_embed():
     out = subprocess.run([sys.executable, "-m", "jobs.cli", "embed", "--help"], capture_output=True, text=True, check=True).stdout
     assert "--mask-ratio" in out and "--s3-endpoint" in out
+
+
+def test_decode_flag_reaches_the_cpu_stage():
+    """--decode is a setting of the run (so of its record and of what its queries use); fast by default."""
+    parser = argparse.ArgumentParser()
+    embed_job.add_arguments(parser)
+    flags = ["--input", "in", "--output", "out", "--model", "m"]
+    exact, default = (embed_job.config_from_args(parser.parse_args(flags + extra)) for extra in (["--decode", "exact"], []))
+    assert (exact.decode.mode, default.decode.mode) == ("exact", "fast")
 
 
 def test_compile_flag_reaches_the_model_actors():

@@ -9,6 +9,7 @@ from PIL import Image
 
 import vitmae
 from jobs.cli import main as cli_main
+from pipeline.embed.decode import DecodeConfig, decode_image
 from pipeline.embed.infer import mask_noise
 from pipeline.render import HEADER_PX, LABELS, MARGIN_PX, MIN_PANEL_PX, render_rows
 from pipeline.train.reconstruct import (
@@ -101,9 +102,12 @@ def test_the_reconstruction_is_the_logits_with_the_normalisation_undone(images):
     model.train()
     rows = reconstruction_rows(model, processor, images, mask_ratio=0.5, seed=0)
     assert model.training  # the caller's mode is restored
-    pixels = np.stack([np.asarray(Image.open(name).convert("RGB").resize((32, 32), Image.Resampling.BILINEAR))
-                       for name, _ in images])
+    # The original panel is what the model saw: the job's decode (PNGs box-shrunk by libvips before the resize).
+    pixels = np.stack([decode_image(data, processor, DecodeConfig()).pixels for _, data in images])
     np.testing.assert_array_equal(np.stack([r[0] for r in rows]), pixels)
+    exact = np.stack([np.asarray(Image.open(name).convert("RGB").resize((32, 32), Image.Resampling.BILINEAR))
+                      for name, _ in images])
+    assert np.abs(pixels.astype(int) - exact).mean() < 2  # and close to the full-size PIL resize
     noise = torch.from_numpy(np.stack([mask_noise(name, 0, 16, 0.5, 1)[0] for name, _ in images]))
     x = processor.normalize(torch.from_numpy(pixels))
     with torch.no_grad():

@@ -9,6 +9,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.embed.decode import DecodeConfig
 from pipeline.embed.infer import InferConfig, model_class
 from pipeline.storage import Storage
 from vitmae import ViTImageProcessor, ViTMAEConfig
@@ -85,12 +86,17 @@ def _digest(folder: Folder, names: list[str]) -> str:
     return digest.hexdigest()
 
 
-def settings(model: Model, infer: InferConfig, dtype: str) -> dict[str, Any]:
+# Settings that tables written before they were recorded had: JPEGs decoded at a reduced scale, as "fast" does.
+_UNRECORDED = {"decode": "fast"}
+
+
+def settings(model: Model, infer: InferConfig, dtype: str, decode: DecodeConfig) -> dict[str, Any]:
     """The settings that change the numbers a run writes; every run on a table must have the table's.
 
     dtype: the one the model runs in ("auto" resolved: bfloat16 on GPUs, float32 on CPUs).
     """
     return {
+        "decode": decode.mode,
         "model_sha256": model.sha256,
         "processor": model.processor.to_dict(),
         "pooling": infer.pooling,
@@ -103,6 +109,7 @@ def settings(model: Model, infer: InferConfig, dtype: str) -> dict[str, Any]:
 
 def check_settings(table: dict[str, Any], run: dict[str, Any], output: str) -> None:
     """Refuses a run whose settings differ from the table's, naming each difference; "auto" dtype matches any."""
+    table = {**_UNRECORDED, **table}
     differences = [
         f"{name} {_short(table.get(name))} (the table) vs {_short(value)} (this run)"
         for name, value in run.items()

@@ -1,25 +1,52 @@
 """Decode one encoded image (bytes) into the processor's uint8 RGB array, or raise a one-line DecodeError.
 
-A pure function with no Ray dependency; the CPU stage calls it once per image. Colour conversion follows
-transformers' `convert_to_rgb` (alpha composited on white) and the resize is the processor's own, so pixels match
-transformers' PIL path. EXIF orientation is deliberately NOT applied: transformers does not rotate either, and
-parity with it matters more here than upright images.
+A pure function with no Ray dependency; the CPU stage calls it once per image. Two modes:
+
+- "exact": transformers' PIL path, pixel for pixel. Pillow decodes the whole image, colours are converted as
+  transformers' `convert_to_rgb` does (alpha composited on white) and the processor resizes.
+- "fast" (the default): the image is first brought down, as cheaply as its format allows, to a size that still
+  keeps `DecodeConfig.draft_margin` times the model's input on each side, then the processor resizes that. JPEG
+  decodes at a reduced DCT scale (Pillow's draft). PNG and WebP go through libvips: WebP without alpha decodes at a
+  reduced scale, and PNG (or WebP with alpha) is box-shrunk. Alpha that is opaque everywhere is dropped; see-through
+  images are shrunk on premultiplied values and composited on white after that, which equals compositing before it
+  up to rounding. Other formats and modes take the exact path. Embeddings stay within a cosine of 0.9999 of the
+  exact mode's (benchmarks/decode.py, RESULTS.md).
+
+EXIF orientation is deliberately NOT applied in either mode: transformers does not rotate either, and parity with
+it matters more here than upright images.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import pyvips
 from PIL import Image, UnidentifiedImageError
 
 from vitmae import ViTImageProcessor
 from vitmae.errors import one_line
 
+DECODE_MODES = ("fast", "exact")
 _SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
+# What the fast mode hands to libvips: formats, and the modes Pillow's header gives, whose 8-bit bands libvips
+# decodes to the same values as Pillow. Everything else (16-bit, palette, CMYK, ...) takes Pillow's exact path.
+_VIPS_FORMATS = frozenset({"PNG", "WEBP"})
+_VIPS_MODES = frozenset({"L", "LA", "RGB", "RGBA"})
+# libvips shrinks by at most this, as a JPEG's smallest DCT scale does, and the processor's resize does the rest: a
+# box shrink far past 1.5 x a small input (the demo's 32 x 32) moves embeddings by more than a cosine of 0.9999.
+_MAX_SHRINK = 8
+# One image at a time on the calling thread (the CPU stage owns one core per task, and threads of its own where it
+# has more); no operation cache, which would keep every decoded buffer alive. libvips' own messages about a bad file
+# would only repeat its error row.
+pyvips.concurrency_set(1)
+pyvips.cache_set_max(0)
+logging.getLogger("pyvips").setLevel(logging.ERROR)
 
 
 @dataclass(frozen=True)
@@ -29,18 +56,29 @@ class DecodeConfig:
     # Refuse images with more pixels than this (decompression bombs), from the header, before decoding.
     # Pillow's own limit is raised to it where lower, so that this is the limit that counts.
     max_pixels: int = 150_000_000
-    draft: bool = True  # let JPEG decode at a reduced DCT scale (1/2, 1/4, 1/8) when much larger than the target
-    # A draft keeps at least this multiple of the target size on each side, so that the final PIL resize (which
-    # filters over the whole footprint) sees nearly the same signal as from the full-size image. At 1.5 a
-    # 12-megapixel photo decodes at 1/8 scale, not 1/4 (the time and the embeddings' agreement with a full
-    # decode: benchmarks/decode_draft.py and RESULTS.md).
+    # "fast": decode and shrink at a reduced scale first (JPEG DCT scaling, libvips for PNG and WebP), embeddings within
+    # cosine 0.9999 of "exact"; "exact": transformers' pixels (times and cosines: benchmarks/decode.py, RESULTS.md).
+    mode: str = "fast"
+    # The fast mode keeps at least this multiple of the target size on each side before the processor's resize
+    # (which filters over the whole footprint), so that it sees nearly the same signal as from the full-size image.
+    # At 1.5 a 12-megapixel JPEG decodes at 1/8 scale, not 1/4 (benchmarks/decode_draft.py and RESULTS.md).
     draft_margin: float = 1.5
 
     def __post_init__(self) -> None:
         if self.max_pixels < 1:
             raise ValueError(f"expected max_pixels >= 1, got {self.max_pixels}")
+        if self.mode not in DECODE_MODES:
+            raise ValueError(f"expected a decode mode in {DECODE_MODES}, got {self.mode!r}")
         if self.draft_margin < 1:
             raise ValueError(f"expected draft_margin >= 1 (never below the target size), got {self.draft_margin}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "DecodeConfig":
+        """A run record's `decode` -> the config; records before the modes had `draft` (False: what is now exact)."""
+        data = dict(data)
+        if "draft" in data:
+            data.setdefault("mode", "fast" if data.pop("draft") else "exact")
+        return cls(**data)
 
 
 class DecodeError(ValueError):
@@ -52,7 +90,7 @@ class Decoded:
     """One decoded image."""
 
     pixels: np.ndarray  # uint8 [H, W, 3] at the processor's size
-    width: int  # original image width in pixels (before any draft scaling)
+    width: int  # original image width in pixels (before any reduced-scale decoding)
     height: int  # original image height in pixels
 
 
@@ -64,7 +102,7 @@ def decode_image(
     Args:
         data: the file's bytes, in any format Pillow opens (animated images give their first frame).
         processor: its `size`, `resample` and `resize_to_uint8` make the output.
-        config: the pixel limit and the JPEG draft's switch and margin.
+        config: the pixel limit, the mode and the margin of the fast mode's reduced scale.
         resize: replaces `processor.resize_to_uint8` (RGB image -> uint8 [H, W, 3] at the processor's size), as
             pre-training's random resized crop does.
 
@@ -72,20 +110,26 @@ def decode_image(
         `Decoded` with pixels uint8 [H, W, 3] (H, W from `processor.size`) and the original width and height.
 
     Raises:
-        DecodeError: empty or unidentifiable bytes, too many pixels, or a corrupt or truncated file.
+        DecodeError: empty or unidentifiable bytes, too many pixels (refused from the header, before any decoder
+            runs), or a corrupt or truncated file.
     """
     with warnings.catch_warnings():
         # max_pixels replaces Pillow's soft limit, whose long warning would only repeat what we check ourselves.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         image = open_image(data, config.max_pixels)
         width, height = image.size
-        if config.draft and processor.do_resize:
-            _draft(image, processor, config.draft_margin)
+        floor = _reduced_floor(processor, config)
         try:
-            image.load()
-            rgb = to_rgb(image)
-        except Exception as error:  # untrusted bytes make Pillow raise anything from OSError to struct.error
-            raise DecodeError(f"cannot decode {image.format} image: {one_line(error, 200)}") from error
+            rgb = None
+            if floor and image.format in _VIPS_FORMATS and image.mode in _VIPS_MODES:
+                rgb = _decode_vips(data, image, floor)
+            if rgb is None:
+                if floor and min(width // floor[0], height // floor[1]) >= 2:
+                    image.draft("RGB", floor)  # JPEG: the smallest DCT scale still >= floor; a no-op for other formats
+                image.load()
+                rgb = to_rgb(image)
+        except Exception as error:  # untrusted bytes make the decoders raise anything from OSError to struct.error
+            raise DecodeError(f"cannot decode {image.format} image: {_decoder_message(error)}") from error
     return Decoded(pixels=(resize or processor.resize_to_uint8)(rgb), width=width, height=height)
 
 
@@ -131,12 +175,74 @@ def open_image(data: bytes, max_pixels: int = DecodeConfig.max_pixels) -> Image.
     return image
 
 
-def _draft(image: Image.Image, processor: ViTImageProcessor, margin: float) -> None:
-    """Lets a JPEG decode at 1/2, 1/4 or 1/8 scale, still >= `margin` x the target on each side."""
-    target = (round(margin * processor.size["width"]), round(margin * processor.size["height"]))
-    # Only when a real reduction applies, so that smaller images decode exactly as without a draft.
-    if min(image.width // target[0], image.height // target[1]) >= 2:
-        image.draft("RGB", target)  # a no-op for formats other than JPEG
+def _reduced_floor(processor: ViTImageProcessor, config: DecodeConfig) -> tuple[int, int] | None:
+    """The fast mode's smallest reduced (width, height): `draft_margin` x the target; None where nothing is reduced."""
+    if config.mode != "fast" or not processor.do_resize:
+        return None
+    return round(config.draft_margin * processor.size["width"]), round(config.draft_margin * processor.size["height"])
+
+
+def _decode_vips(data: bytes, image: Image.Image, floor: tuple[int, int]) -> Image.Image | None:
+    """PNG or WebP bytes -> RGB at the original size divided by the largest integer (at most 8) that keeps `floor` on
+    each side.
+
+    WebP without alpha decodes at that scale (libwebp's scaled decoding); PNG without alpha is box-shrunk while it
+    streams, never whole in memory. An image with alpha is decoded whole once and box-shrunk: where the shrunk alpha
+    is opaque everywhere it is dropped (the colour is then within half a level of a composite at full size);
+    elsewhere the whole image is shrunk again on premultiplied values and composited on white after that, which
+    equals transformers' composite at full size up to rounding.
+
+    Args:
+        data: the file's bytes.
+        image: Pillow's reading of the same header, whose size already passed the pixel limit.
+        floor: the smallest (width, height) the reduction may give.
+
+    Returns:
+        An 'RGB' image, or None where libvips reads other than 8 bits a band (a 16-bit PNG): Pillow decodes those.
+
+    Raises:
+        DecodeError: libvips reads another size from the header than Pillow did.
+        pyvips.Error: a corrupt or truncated file.
+    """
+    source = _vips_open(data)  # the header only
+    if (source.width, source.height) != image.size:  # the pixel limit holds for what libvips will decode, too
+        raise DecodeError(f"libvips reads {source.width} x {source.height} where Pillow read {image.width} x {image.height}")
+    if source.format != "uchar":
+        return None
+    shrink = max(1, min(image.width // floor[0], image.height // floor[1], _MAX_SHRINK))
+    alpha = source.hasalpha()
+    if shrink > 1 and image.format == "WEBP" and not alpha:
+        pixels = _vips_pixels(_vips_open(data, scale=1 / shrink), 1)
+    elif not alpha:
+        pixels = _vips_pixels(source, shrink)
+    else:
+        whole = source.copy_memory()  # decodes it, so that a see-through image is not decoded twice
+        pixels = _vips_pixels(whole, shrink)
+        if pixels[..., -1].min() < 255:
+            premultiplied = _vips_pixels(whole.premultiply(), shrink)  # float
+            pixels = np.clip(np.rint(premultiplied[..., :-1] + (255 - premultiplied[..., -1:])), 0, 255).astype(np.uint8)
+        else:
+            pixels = pixels[..., :-1]
+    if pixels.shape[-1] == 1:
+        pixels = np.repeat(pixels, 3, axis=-1)
+    return Image.fromarray(np.ascontiguousarray(pixels))
+
+
+def _vips_open(data: bytes, **options: Any) -> pyvips.Image:
+    """A lazily decoding libvips image that reads `data` once, top to bottom, and fails on any error in it."""
+    return pyvips.Image.new_from_buffer(data, "", access="sequential", fail_on="error", **options)
+
+
+def _vips_pixels(image: pyvips.Image, shrink: int) -> np.ndarray:
+    """Decodes `image` box-shrunk by `shrink`: [h, w, bands] (1 or 3 colour bands, then any alpha)."""
+    image = image.shrink(shrink, shrink) if shrink > 1 else image
+    return image.numpy().reshape(image.height, image.width, image.bands)
+
+
+def _decoder_message(error: Exception) -> str:
+    """One line of a decoder's error. libvips says which call failed, then in `detail` what the decoder found."""
+    details = [line.strip() for line in error.detail.splitlines() if line.strip()] if isinstance(error, pyvips.Error) else []
+    return details[0][:200] if details else one_line(error, 200)
 
 
 def _to_8_bit(image: Image.Image) -> Image.Image:

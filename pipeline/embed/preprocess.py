@@ -27,7 +27,7 @@ class PreprocessConfig:
     """What the CPU stage needs; small enough to ship to every Ray task."""
 
     processor: dict[str, Any]  # ViTImageProcessor.to_dict() of the model's preprocessor_config.json
-    decode: DecodeConfig = field(default_factory=DecodeConfig)  # pixel limit and JPEG draft
+    decode: DecodeConfig = field(default_factory=DecodeConfig)  # pixel limit, fast or exact decoding
     storage: Storage = field(default_factory=Storage)  # reaches the inputs
     # (path, RGB image) -> uint8 [H, W, 3], in place of the processor's resize: pre-training's random resized crop,
     # drawn from the path so that it is the same on every run. Called from several threads at once.

@@ -33,7 +33,7 @@ class QueryEmbedder:
         self.storage = storage or Storage.from_environment()
         record = latest_run(run, self.storage)
         self.processor = ViTImageProcessor.from_dict(record["processor"])
-        self.decode = DecodeConfig(**record["decode"])
+        self.decode = DecodeConfig.from_dict(record["decode"])
         infer = InferConfig(pooling=record["infer"]["pooling"], dtype="float32")
         self.model = record["model"]
         self.embedder = Embedder(self.model, infer, self.storage)

@@ -53,7 +53,7 @@ class EmbedConfig:
     model: str  # checkpoint folder, URI or hub id
     input_list: str | None = None  # a file listing the inputs (Parquet with a path column, or text), instead of input
     infer: InferConfig = InferConfig()  # mask ratio, loss samples, seed, pooling, dtype, compile
-    decode: DecodeConfig = DecodeConfig()  # pixel limit and JPEG draft
+    decode: DecodeConfig = DecodeConfig()  # pixel limit, fast or exact decoding
     index: IndexConfig | None = IndexConfig()  # the FAISS index kept up to date last (pipeline/retrieval/index.py); None: none
     batch_size: int | None = None  # images per model call; None: 256 on GPUs, 8 on CPUs (see `batch_size_for`)
     num_gpus: int | None = None  # model actors with one GPU each; None: every GPU of the cluster
@@ -113,7 +113,7 @@ def _plan(config: EmbedConfig, storage: Storage, scratch: str) -> tuple[dict[str
     known = description(existing[EMBEDDINGS_DIR]) if existing.get(EMBEDDINGS_DIR) else {}
     model = check_model(config.model, storage, known.get("model"))
     if known:
-        check_settings(known["settings"], settings(model, config.infer, config.infer.dtype), config.output)
+        check_settings(known["settings"], settings(model, config.infer, config.infer.dtype, config.decode), config.output)
     chunks = iter_listing(config.input, config.extensions, storage) if config.input else iter_input_list(config.input_list, storage)
     listing = os.path.join(scratch, "listing")
     os.makedirs(listing)
@@ -166,7 +166,7 @@ def _update(config: EmbedConfig, storage: Storage, model: Model, existing: dict[
         gpus = _check_cluster(config)
         dtype = dtype if dtype != "auto" else ("bfloat16" if gpus else "float32")
         timings["start_ray_seconds"] = round(time.time() - started, 3)
-    run_settings = settings(model, config.infer, dtype)
+    run_settings = settings(model, config.infer, dtype, config.decode)
     if known:
         check_settings(known["settings"], run_settings, config.output)
     if config.overwrite:  # every check has passed: the earlier tables go now

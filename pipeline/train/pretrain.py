@@ -78,7 +78,7 @@ class PretrainConfig:
     seed: int = 0  # model init, listing order, masks
     s3_endpoint: str | None = None  # S3 endpoint; else AWS_ENDPOINT_URL
     extensions: tuple[str, ...] = DEFAULT_EXTENSIONS  # file extensions to list
-    decode: DecodeConfig = DecodeConfig()  # pixel limit (decompression bombs are skipped) and JPEG draft
+    decode: DecodeConfig = DecodeConfig()  # pixel limit (decompression bombs are skipped), fast or exact decoding
     resume: bool = False  # continue from the last checkpoint in `output`
     overwrite: bool = False  # replace an earlier run in `output`
     reconstructions: int = 4  # training images drawn in reconstructions.png at the end (0: none)
