@@ -379,7 +379,7 @@ def test_fast_embeddings_are_within_cosine_0_9999_of_transformers_exact_preproce
     ("PNG", "RGB", (480, 360)),  # shrunk by 5 as it streams: 1800 // 336
     ("PNG", "RGBA", (480, 360)),
     ("WEBP", "RGB", (480, 360)),  # decoded at 1/5 scale
-    ("WEBP", "RGBA", (480, 360)),  # shrunk, on premultiplied values
+    ("WEBP", "RGBA", (480, 360)),  # decoded whole, then shrunk
     ("JPEG", "RGB", (600, 450)),  # the DCT scale: 1/4
 ])
 def test_the_fast_mode_shrinks_before_the_resize(fmt, mode, size, monkeypatch):
@@ -391,7 +391,7 @@ def test_the_fast_mode_shrinks_before_the_resize(fmt, mode, size, monkeypatch):
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "WEBP"])
-def test_see_through_images_are_shrunk_premultiplied_then_composited(fmt):
+def test_see_through_images_are_composited_on_white_before_the_shrink(fmt):
     """Red hidden under the see-through left, opaque blue on the right: the fast mode gives what it gives for the
     same picture already on white. Colour and alpha shrunk apart would show the red at the edge (by 45 levels)."""
     image = halves("RGBA", (255, 0, 0, 0), (0, 0, 255, 255), size=(2400, 1800))

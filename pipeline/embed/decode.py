@@ -8,9 +8,8 @@ A pure function with no Ray dependency; the CPU stage calls it once per image. T
   keeps `DecodeConfig.draft_margin` times the model's input on each side, then the processor resizes that. JPEG
   decodes at a reduced DCT scale (Pillow's draft). PNG and WebP go through libvips: WebP without alpha decodes at a
   reduced scale, and PNG (or WebP with alpha) is box-shrunk. Alpha that is opaque everywhere is dropped; see-through
-  images are shrunk on premultiplied values and composited on white after that, which equals compositing before it
-  up to rounding. Other formats and modes take the exact path. Embeddings stay within a cosine of 0.9999 of the
-  exact mode's (benchmarks/decode.py, RESULTS.md).
+  images are composited on white at full size, as transformers does, then shrunk. Other formats and modes take the
+  exact path. Embeddings stay within a cosine of 0.9999 of the exact mode's (benchmarks/decode.py, RESULTS.md).
 
 EXIF orientation is deliberately NOT applied in either mode: transformers does not rotate either, and parity with
 it matters more here than upright images.
@@ -189,8 +188,8 @@ def _decode_vips(data: bytes, image: Image.Image, floor: tuple[int, int]) -> Ima
     WebP without alpha decodes at that scale (libwebp's scaled decoding); PNG without alpha is box-shrunk while it
     streams, never whole in memory. An image with alpha is decoded whole once and box-shrunk: where the shrunk alpha
     is opaque everywhere it is dropped (the colour is then within half a level of a composite at full size);
-    elsewhere the whole image is shrunk again on premultiplied values and composited on white after that, which
-    equals transformers' composite at full size up to rounding.
+    elsewhere the whole image is composited on white at full size, as transformers does, and shrunk after that
+    (libvips' composite rounds down where Pillow's rounds to the nearest: within one level).
 
     Args:
         data: the file's bytes.
@@ -219,8 +218,7 @@ def _decode_vips(data: bytes, image: Image.Image, floor: tuple[int, int]) -> Ima
         whole = source.copy_memory()  # decodes it, so that a see-through image is not decoded twice
         pixels = _vips_pixels(whole, shrink)
         if pixels[..., -1].min() < 255:
-            premultiplied = _vips_pixels(whole.premultiply(), shrink)  # float
-            pixels = np.clip(np.rint(premultiplied[..., :-1] + (255 - premultiplied[..., -1:])), 0, 255).astype(np.uint8)
+            pixels = _vips_pixels(whole.flatten(background=[255] * (whole.bands - 1)), shrink)
         else:
             pixels = pixels[..., :-1]
     if pixels.shape[-1] == 1:
