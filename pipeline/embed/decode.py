@@ -7,9 +7,9 @@ A pure function with no Ray dependency; the CPU stage calls it once per image. T
 - "fast" (the default): the image is first brought down, as cheaply as its format allows, to a size that still
   keeps `DecodeConfig.draft_margin` times the model's input on each side, then the processor resizes that. JPEG
   decodes at a reduced DCT scale (Pillow's draft). PNG and WebP go through libvips: WebP without alpha decodes at a
-  reduced scale, and PNG (or WebP with alpha) is box-shrunk. Alpha that is opaque everywhere is dropped; see-through
-  images are composited on white at full size, as transformers does, then shrunk. Other formats and modes take the
-  exact path. Embeddings stay within a cosine of 0.9999 of the exact mode's (benchmarks/decode.py, RESULTS.md).
+  reduced scale, and PNG (or WebP with alpha) is box-shrunk as it streams, after alpha is composited on white at
+  full size as transformers does. Other formats and modes take the exact path. Embeddings stay within a cosine of
+  0.9999 of the exact mode's (benchmarks/decode.py, RESULTS.md).
 
 EXIF orientation is deliberately NOT applied in either mode: transformers does not rotate either, and parity with
 it matters more here than upright images.
@@ -185,11 +185,10 @@ def _decode_vips(data: bytes, image: Image.Image, floor: tuple[int, int]) -> Ima
     """PNG or WebP bytes -> RGB at the original size divided by the largest integer (at most 8) that keeps `floor` on
     each side.
 
-    WebP without alpha decodes at that scale (libwebp's scaled decoding); PNG without alpha is box-shrunk while it
-    streams, never whole in memory. An image with alpha is decoded whole once and box-shrunk: where the shrunk alpha
-    is opaque everywhere it is dropped (the colour is then within half a level of a composite at full size);
-    elsewhere the whole image is composited on white at full size, as transformers does, and shrunk after that
-    (libvips' composite rounds down where Pillow's rounds to the nearest: within one level).
+    WebP without alpha decodes at that scale (libwebp's scaled decoding); other images are box-shrunk while they
+    stream, never whole in memory. Alpha is composited on white at full size before the shrink, as transformers
+    does (libvips rounds the composite down where Pillow rounds it to the nearest: within one level; opaque alpha
+    leaves the colour as it is).
 
     Args:
         data: the file's bytes.
@@ -212,15 +211,8 @@ def _decode_vips(data: bytes, image: Image.Image, floor: tuple[int, int]) -> Ima
     alpha = source.hasalpha()
     if shrink > 1 and image.format == "WEBP" and not alpha:
         pixels = _vips_pixels(_vips_open(data, scale=1 / shrink), 1)
-    elif not alpha:
-        pixels = _vips_pixels(source, shrink)
     else:
-        whole = source.copy_memory()  # decodes it, so that a see-through image is not decoded twice
-        pixels = _vips_pixels(whole, shrink)
-        if pixels[..., -1].min() < 255:
-            pixels = _vips_pixels(whole.flatten(background=[255] * (whole.bands - 1)), shrink)
-        else:
-            pixels = pixels[..., :-1]
+        pixels = _vips_pixels(source.flatten(background=[255] * (source.bands - 1)) if alpha else source, shrink)
     if pixels.shape[-1] == 1:
         pixels = np.repeat(pixels, 3, axis=-1)
     return Image.fromarray(np.ascontiguousarray(pixels))
@@ -232,7 +224,7 @@ def _vips_open(data: bytes, **options: Any) -> pyvips.Image:
 
 
 def _vips_pixels(image: pyvips.Image, shrink: int) -> np.ndarray:
-    """Decodes `image` box-shrunk by `shrink`: [h, w, bands] (1 or 3 colour bands, then any alpha)."""
+    """Decodes `image` box-shrunk by `shrink`: uint8 [h, w, bands] (1 or 3 bands)."""
     image = image.shrink(shrink, shrink) if shrink > 1 else image
     return image.numpy().reshape(image.height, image.width, image.bands)
 
