@@ -26,6 +26,7 @@ import ray
 import torch
 from PIL import Image
 
+from pipeline.cluster import start_ray
 from pipeline.embed.infer import InferConfig
 from pipeline.embed.run import EmbedConfig
 from pipeline.embed.run import run as embed
@@ -127,7 +128,7 @@ def run(config: DemoConfig) -> DemoReport:
         # One logical CPU more than the machine has: the worker trains on every core (2 torch threads on 2 cores)
         # while the data stage, which only decodes tiny PNGs, takes the extra slot. The dashboard stays: Ray Train
         # needs its State API (see pipeline.train.pretrain).
-        ray.init(num_cpus=(os.cpu_count() or 1) + 1, logging_level=logging.WARNING)
+        start_ray(num_cpus=(os.cpu_count() or 1) + 1, logging_level=logging.WARNING)
     summary = pretrain(PretrainConfig(
         input=str(train), output=str(work / "pretrain"), init=init, epochs=config.epochs, batch_size=config.batch_size,
         lr=config.lr, crop_scale=0.5, flip=False,  # digits are not mirror-symmetric and fill their frame

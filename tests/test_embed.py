@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import ray
 import torch
 import transformers
 from PIL import Image
@@ -20,6 +21,7 @@ import pipeline.embed.run
 import vitmae
 from jobs import embed as embed_job
 from pipeline import schema
+from pipeline.cluster import start_ray
 from pipeline.embed.checks import check_settings
 from pipeline.embed.run import EmbedConfig, run
 from pipeline.embed.infer import Embedder, InferConfig, mask_noise
@@ -534,3 +536,15 @@ def test_four_masks_by_default_when_the_loss_is_scored():
     embed_job.add_arguments(parser)
     config = embed_job.config_from_args(parser.parse_args(["--input", "i", "--output", "o", "--model", "m", "--mask-ratio", "0.75"]))
     assert config.infer.loss_samples == 4 == InferConfig().loss_samples
+
+
+def test_a_ray_the_job_starts_keeps_an_idle_worker_a_core_unless_told_otherwise(monkeypatch):
+    """Ray's default keeps idle workers only for free CPUs, which the model actors take, so every short task beside
+    them would start a worker process of its own (benchmarks/RESULTS.md)."""
+    seen = []
+    monkeypatch.setattr(ray, "init", lambda **init: seen.append((os.environ.get("RAY_num_workers_soft_limit"), init)))
+    monkeypatch.delenv("RAY_num_workers_soft_limit", raising=False)
+    start_ray(include_dashboard=False)
+    monkeypatch.setenv("RAY_num_workers_soft_limit", "3")
+    start_ray()
+    assert seen == [(str(os.cpu_count()), {"include_dashboard": False}), ("3", {})]

@@ -21,6 +21,7 @@ import ray
 from deltalake import DeltaTable
 
 from pipeline import schema
+from pipeline.cluster import start_ray
 from pipeline.embed.checks import Model, check_model, check_settings, check_weights, settings
 from pipeline.embed.commit import Committer
 from pipeline.embed.decode import DecodeConfig
@@ -162,7 +163,7 @@ def _update(config: EmbedConfig, storage: Storage, model: Model, existing: dict[
         started = time.time()
         if not ray.is_initialized():
             # The dashboard's processes wake at normal priority and stall the model's GEMM threads on small machines.
-            ray.init(logging_level=logging.WARNING, include_dashboard=config.dashboard)
+            start_ray(logging_level=logging.WARNING, include_dashboard=config.dashboard)
         gpus = _check_cluster(config)
         dtype = dtype if dtype != "auto" else ("bfloat16" if gpus else "float32")
         timings["start_ray_seconds"] = round(time.time() - started, 3)

@@ -26,6 +26,7 @@ import pyarrow as pa
 import ray
 from PIL import Image
 
+from pipeline.cluster import start_ray
 from pipeline.embed.decode import DecodeConfig
 from pipeline.embed.listing import DEFAULT_EXTENSIONS, list_inputs
 from pipeline.embed.preprocess import PreprocessConfig
@@ -172,7 +173,7 @@ def run(config: PretrainConfig) -> dict[str, Any]:
     if not ray.is_initialized():
         # With the dashboard, unlike the embedding job: Ray Train's placement-group cleaner polls the State API,
         # which the dashboard serves, and warns every few seconds without it.
-        ray.init(logging_level=logging.WARNING)
+        start_ray(logging_level=logging.WARNING)
     _check_cluster(config)
     loop = LoopConfig(
         output=config.output, model_config=model_config, listing=ray.put(listing),
