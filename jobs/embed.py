@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-pixels", type=int, default=DecodeConfig.max_pixels, help="refuse larger images (decompression bombs)")
     parser.add_argument("--decode", choices=DECODE_MODES, default=DecodeConfig.mode,
                         help="fast: decode at a reduced scale first (embeddings within cosine 0.9999 of exact); "
-                        "exact: transformers' pixels, for 2.3 times the CPU (see the README)")
+                        "exact: transformers' pixels, for 2.4 times the CPU (see the README)")
     parser.add_argument("--overwrite", action="store_true", help="start new tables in --output instead of updating them")
     parser.add_argument("--retry-errors", action="store_true", help="embed again the unchanged images that failed before")
     parser.add_argument("--keep-missing", action="store_true", help="keep the rows of images that are no longer listed")
