@@ -15,7 +15,8 @@ _IDLE_WORKERS = "RAY_num_workers_soft_limit"
 
 
 def start_ray(**init: Any) -> None:
-    """`ray.init(**init)`: joins the cluster that RAY_ADDRESS (or one started on this machine) names, else starts
-    one whose raylet keeps an idle worker process per core (unless RAY_num_workers_soft_limit says otherwise)."""
+    """`ray.init(**init)`: joins the cluster that `address` or RAY_ADDRESS names (without either, one started on this
+    machine, as Ray does), else starts one whose raylet keeps an idle worker process per core (unless
+    RAY_num_workers_soft_limit says otherwise)."""
     os.environ.setdefault(_IDLE_WORKERS, str(os.cpu_count() or 1))
     ray.init(**init)

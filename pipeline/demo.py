@@ -127,8 +127,9 @@ def run(config: DemoConfig) -> DemoReport:
     if not ray.is_initialized():
         # One logical CPU more than the machine has: the worker trains on every core (2 torch threads on 2 cores)
         # while the data stage, which only decodes tiny PNGs, takes the extra slot. The dashboard stays: Ray Train
-        # needs its State API (see pipeline.train.pretrain).
-        start_ray(num_cpus=(os.cpu_count() or 1) + 1, logging_level=logging.WARNING)
+        # needs its State API (see pipeline.train.pretrain). A Ray of its own, even where another runs on the machine
+        # (which Ray would join, and which has its own CPUs).
+        start_ray(address="local", num_cpus=(os.cpu_count() or 1) + 1, logging_level=logging.WARNING)
     summary = pretrain(PretrainConfig(
         input=str(train), output=str(work / "pretrain"), init=init, epochs=config.epochs, batch_size=config.batch_size,
         lr=config.lr, crop_scale=0.5, flip=False,  # digits are not mirror-symmetric and fill their frame
