@@ -118,12 +118,14 @@ def decode_image(
         image = open_image(data, config.max_pixels)
         width, height = image.size
         floor = _reduced_floor(processor, config)
+        # The largest integer factor that keeps `floor` on each side (1: none), as far as libvips shrinks.
+        shrink = max(1, min(width // floor[0], height // floor[1], _MAX_SHRINK)) if floor else 1
         try:
             rgb = None
             if floor and image.format in _VIPS_FORMATS and image.mode in _VIPS_MODES:
-                rgb = _decode_vips(data, image, floor)
+                rgb = _decode_vips(data, image, shrink)
             if rgb is None:
-                if floor and min(width // floor[0], height // floor[1]) >= 2:
+                if shrink > 1:
                     image.draft("RGB", floor)  # JPEG: the smallest DCT scale still >= floor; a no-op for other formats
                 image.load()
                 rgb = to_rgb(image)
@@ -181,9 +183,8 @@ def _reduced_floor(processor: ViTImageProcessor, config: DecodeConfig) -> tuple[
     return round(config.draft_margin * processor.size["width"]), round(config.draft_margin * processor.size["height"])
 
 
-def _decode_vips(data: bytes, image: Image.Image, floor: tuple[int, int]) -> Image.Image | None:
-    """PNG or WebP bytes -> RGB at the original size divided by the largest integer (at most 8) that keeps `floor` on
-    each side.
+def _decode_vips(data: bytes, image: Image.Image, shrink: int) -> Image.Image | None:
+    """PNG or WebP bytes -> RGB at the original size divided by `shrink`.
 
     WebP without alpha decodes at that scale (libwebp's scaled decoding); other images are box-shrunk while they
     stream, never whole in memory. Alpha is composited on white at full size before the shrink, as transformers
@@ -193,7 +194,7 @@ def _decode_vips(data: bytes, image: Image.Image, floor: tuple[int, int]) -> Ima
     Args:
         data: the file's bytes.
         image: Pillow's reading of the same header, whose size already passed the pixel limit.
-        floor: the smallest (width, height) the reduction may give.
+        shrink: the integer factor to reduce by (1: none).
 
     Returns:
         An 'RGB' image, or None where libvips reads other than 8 bits a band (a 16-bit PNG): Pillow decodes those.
@@ -207,7 +208,6 @@ def _decode_vips(data: bytes, image: Image.Image, floor: tuple[int, int]) -> Ima
         raise DecodeError(f"libvips reads {source.width} x {source.height} where Pillow read {image.width} x {image.height}")
     if source.format != "uchar":
         return None
-    shrink = max(1, min(image.width // floor[0], image.height // floor[1], _MAX_SHRINK))
     alpha = source.hasalpha()
     if shrink > 1 and image.format == "WEBP" and not alpha:
         pixels = _vips_pixels(_vips_open(data, scale=1 / shrink), 1)
