@@ -236,13 +236,14 @@ def e2e_inputs(files: dict[str, list[Path]], folder: Path, count: int) -> Path:
     return folder
 
 
-def timed_process(command: list[str], log: Path, env: dict[str, str] | None = None) -> float:
-    """Seconds from start to exit, with `env` added to this process's environment; RAY_ADDRESS=local makes it start a
-    Ray of its own even where another one runs on the machine (which `ray.init()` would otherwise join)."""
+def timed_process(command: list[str], log: Path, env: dict[str, str] | None = None, cwd: str | None = None) -> float:
+    """Seconds from start to exit, with `env` added to this process's environment, in `cwd` (None: this one);
+    RAY_ADDRESS=local makes it start a Ray of its own even where another one runs on the machine (which `ray.init()`
+    would otherwise join)."""
     start = time.perf_counter()
     with open(log, "w") as out:
         env = {**os.environ, "RAY_DATA_LOG_LEVEL": "WARNING", "RAY_ADDRESS": "local", **(env or {})}
-        subprocess.run(command, check=True, stdout=out, stderr=subprocess.STDOUT, env=env)
+        subprocess.run(command, check=True, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd)
     return time.perf_counter() - start
 
 

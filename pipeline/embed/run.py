@@ -31,7 +31,7 @@ from pipeline.embed.poison import attempts_actor
 from pipeline.embed.listing import DEFAULT_EXTENSIONS, iter_input_list, iter_listing, write_listing
 from pipeline.embed.preprocess import PreprocessConfig, preprocess_batch
 from pipeline.embed.work import block_rows, put_work, work_dataset
-from pipeline.embed.write import NODES, WriteConfig, data_files, write_batch
+from pipeline.embed.write import FILE_ROWS, NODES, WriteConfig, data_files, write_batch
 from pipeline.layout import EMBEDDINGS_DIR, ERRORS_DIR, RUN_FILES, WORK_DIR, package_versions
 from pipeline.records import append_run, table_uri
 from pipeline.retrieval.index import IndexConfig, TooFewVectors
@@ -253,9 +253,10 @@ def _embed(config: EmbedConfig, storage: Storage, model: Model, diff: Diff, comm
             batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=actors))
     dataset_ = embedded.map_batches(
         # Writing is I/O. Holding no CPU, it streams while the model actors hold every CPU of the cluster; one file per
-        # model batch, so that the driver can commit as soon as rows are written (compaction follows).
-        write_batch, fn_kwargs={"config": WriteConfig(config.output, run_id, storage)}, batch_size=None,
-        batch_format="numpy", num_cpus=0,
+        # model batch or `FILE_ROWS` rows, whichever is more, and never more rows than a commit's, so that the driver
+        # commits as soon as enough rows are written (compaction follows).
+        write_batch, fn_kwargs={"config": WriteConfig(config.output, run_id, storage)},
+        batch_size=min(max(batch_size, FILE_ROWS), config.commit_rows), batch_format="numpy", num_cpus=0,
     )
     nodes: set[str] = set()
     for files in dataset_.iter_batches(batch_size=None, batch_format="numpy"):

@@ -25,6 +25,10 @@ logger = logging.getLogger(__name__)
 # The columns of the stage's output: one row per data file written, and the Ray nodes that embedded its rows.
 FILE_COLUMNS = ("table", "path", "size", "rows", "modified_ms", "stats")
 NODES = "nodes"
+# Rows a data file holds at least, where the model's batches are smaller (on CPUs): each file costs a write task, a
+# Parquet footer and an entry in the table's log, and 8-row files kept worker processes starting beside the model
+# actors on a small machine (benchmarks/RESULTS.md).
+FILE_ROWS = 64
 OUTAGE = "outage"  # why nothing was written: the storage stayed unreachable
 
 
