@@ -36,8 +36,15 @@ class StorageUnavailable(OSError):
     """The store stayed unreachable for longer than the run waits."""
 
 
+class StorageUnreachable(StorageUnavailable):
+    """One try could not reach the store: `retrying` waits it out; uncaught (where nothing waits outages out, as
+    before a run starts), it is the same one-line user error."""
+
+
 def transient(err: BaseException) -> bool:
     """Whether `err` says the store could not be reached (for now), rather than that the operation is wrong."""
+    if isinstance(err, StorageUnreachable):
+        return True
     if isinstance(err, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
         return False
     if isinstance(err, (ConnectionError, TimeoutError)):

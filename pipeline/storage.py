@@ -103,7 +103,7 @@ class Storage:
         fs, path = fsspec.core.url_to_fs(stringify_path(uri), **self.options(uri))
         if isinstance(fs, LocalFileSystem):
             return pafs.LocalFileSystem(), path
-        return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path
+        return pafs.PyFileSystem(_FSSpecHandler(fs)), path
 
     def __repr__(self) -> str:
         return f"Storage(endpoint={self.endpoint!r}, credentials={'set' if self._key else 'from the AWS SDK'})"
@@ -120,6 +120,20 @@ class Storage:
     def __setstate__(self, state: tuple) -> None:
         for name, value in zip(self.__slots__, state):
             setattr(self, name, value)
+
+
+class _FSSpecHandler(pafs.FSSpecHandler):
+    """pyarrow's handler of an fsspec filesystem, except that opening a file to read asks fsspec's `info`, which raises
+    what went wrong, where pyarrow's asks `isfile`, which answers False for any failure: a store that cannot be
+    reached read as a missing file, which no retry waits out."""
+
+    def open_input_stream(self, path: str) -> pa.PythonFile:
+        return self.open_input_file(path)
+
+    def open_input_file(self, path: str) -> pa.PythonFile:
+        if self.fs.info(path)["type"] != "file":
+            raise FileNotFoundError(path)
+        return pa.PythonFile(self.fs.open(path, mode="rb"), mode="r")
 
 
 def absolute_uri(uri: str, may_be_hub_id: bool = False) -> str:

@@ -24,7 +24,7 @@ from deltalake import DeltaTable
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 from deltalake.transaction import AddAction, CommitProperties
 
-from pipeline.retry import StorageUnavailable, retrying, transient
+from pipeline.retry import StorageUnreachable, retrying, transient
 from pipeline.storage import Storage
 from vitmae.errors import one_line
 
@@ -73,7 +73,8 @@ def open_table(uri: str, storage: Storage, version: int | None = None) -> DeltaT
     """The Delta table at `uri` (at `version`, else the latest), or None where there is none.
 
     Raises:
-        PermissionError: the credentials do not allow it. StorageUnavailable: the store cannot be reached.
+        PermissionError: the credentials do not allow it. StorageUnreachable: the store could not be reached (`retrying`
+        waits that out).
     """
     try:
         return DeltaTable(uri, version=version, storage_options=storage.delta_options(uri))
@@ -84,7 +85,7 @@ def open_table(uri: str, storage: Storage, version: int | None = None) -> DeltaT
         if any(word in text for word in ("privileges", "forbidden", "accessdenied", "access denied", "signature")):
             raise PermissionError(f"{uri}: access denied (check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)") from None
         if transient(err):
-            raise StorageUnavailable(f"{uri}: cannot reach the storage ({one_line(err, 200)})") from None
+            raise StorageUnreachable(f"{uri}: cannot reach the storage ({one_line(err, 200)})") from None
         raise
 
 

@@ -122,6 +122,9 @@ def test_every_listed_input_ends_once_in_embeddings_or_errors(scored_run, images
     # The fixture cluster's 2 CPUs: one single-threaded actor each, 8 images a batch where none was given.
     resources = manifest["resources"]
     assert (resources["actors"], resources["cpu_threads"], resources["batch_size"]) == (2, 1, 8)
+    # Those batches of 8 went into data files of 64 rows or more (FILE_ROWS): fewer than 64 rows, one file a table.
+    for table in ("embeddings", "errors"):
+        assert len(list((scored_run / table).glob(f"part-{manifest['run_id']}-*.parquet"))) == 1, table
 
 
 @pytest.mark.parametrize(

@@ -53,15 +53,24 @@ def put_work(local_file: str, uri: str, storage: Storage, group_rows: int) -> No
     retrying(put, storage, "writing the work file")
 
 
+def _open_work(uri: str, storage: Storage) -> pq.ParquetFile:
+    """The work file, its footer read; an outage is waited out, as a read task may start during one."""
+
+    def open_() -> pq.ParquetFile:
+        fs, path = storage.arrow_filesystem(uri)
+        return pq.ParquetFile(path, filesystem=fs)
+
+    return retrying(open_, storage, "opening the work file")
+
+
 class WorkSource(Datasource):
     """The work file as a Ray Data source: each read task reads one of its row groups (a range of them in a file of
     more than `MAX_READ_TASKS` groups)."""
 
     def __init__(self, uri: str, storage: Storage) -> None:
         self.uri, self.storage = uri, storage
-        fs, path = storage.arrow_filesystem(uri)
-        with fs.open_input_file(path) as f:
-            metadata = pq.ParquetFile(f).metadata
+        with _open_work(uri, storage) as parquet:
+            metadata = parquet.metadata
         self.groups = [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
 
     def estimate_inmemory_data_size(self) -> int | None:
@@ -83,9 +92,7 @@ class WorkSource(Datasource):
         uri, storage = self.uri, self.storage
 
         def read() -> Iterator[pa.Table]:
-            fs, path = storage.arrow_filesystem(uri)
-            with fs.open_input_file(path) as f:
-                parquet = pq.ParquetFile(f)
+            with _open_work(uri, storage) as parquet:
                 for group in range(first, last):  # one block per group
                     yield retrying(lambda: parquet.read_row_group(group), storage, "reading the work file")
 
