@@ -243,12 +243,12 @@ def _embed(config: EmbedConfig, storage: Storage, model: Model, diff: Diff, comm
     put_work(diff.work_file, work, storage, block)
     model_stage = {"model": config.model, "config": config.infer, "storage": storage, "threads": threads, "attempts": attempts_actor()}
     if gpus:  # decoding on the CPUs of the cluster, the model on its GPUs
-        decoded = work_dataset(work, storage).map_batches(preprocess_batch, fn_kwargs={"config": preprocess}, batch_size=block,
+        decoded = work_dataset(work, storage, actors).map_batches(preprocess_batch, fn_kwargs={"config": preprocess}, batch_size=block,
                                                           batch_format="numpy")
         embedded = decoded.map_batches(Embedder, fn_constructor_kwargs=model_stage, batch_size=batch_size, batch_format="numpy",
                                        compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=1)
     else:  # each actor holds a CPU, decodes its batches on its threads, then runs the model on them
-        embedded = work_dataset(work, storage).map_batches(
+        embedded = work_dataset(work, storage, actors).map_batches(
             DecodingEmbedder, fn_constructor_kwargs={**model_stage, "preprocess": preprocess}, batch_size=batch_size,
             batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=actors))
     dataset_ = embedded.map_batches(

@@ -26,12 +26,11 @@ logger = logging.getLogger(__name__)
 # group, because what one read task yields travels downstream as one bundle: a task of many groups would make one
 # model task of all their rows, and one write and commit of them.
 MAX_READ_TASKS = 20_000
-# Read tasks at once: one for every READ_CPUS CPUs of the cluster, at least one and at most READ_CONCURRENCY. They
-# hold no CPU (the model actors hold every one), so Ray starts a worker process for each read running at once, about a
-# second of a core each: on a machine of a few cores that is a visible share of a run (benchmarks/RESULTS.md). Reading
-# a row group of paths takes milliseconds, so a few keep any model fed.
+# Read tasks at once: one for each model actor, at most this many. They hold no CPU (the model actors hold every one),
+# so Ray starts a worker process for each read running at once, about a second of a core each: on a machine of a few
+# cores that is a visible share of a run (benchmarks/RESULTS.md). Reading a row group of paths takes milliseconds, so
+# a few keep any model fed, and one for each actor feeds actors that become ready at different moments.
 READ_CONCURRENCY = 4
-READ_CPUS = 4
 # Images a decode task takes at most: GPU batches are larger, and a task decoding a whole one would hold back the
 # first batch and spread the work over fewer CPUs.
 MAX_BLOCK_ROWS = 64
@@ -100,12 +99,11 @@ class WorkSource(Datasource):
         return ReadTask(read, BlockMetadata(num_rows=rows, size_bytes=None, input_files=None, exec_stats=None))
 
 
-def work_dataset(uri: str, storage: Storage) -> Dataset:
+def work_dataset(uri: str, storage: Storage, actors: int) -> Dataset:
     """The work file at `uri` as a Ray dataset of one block per row group; its reads hold no CPU, which the model
-    actors hold every one of, and a few run at once (`READ_CPUS`)."""
+    actors hold every one of, and one runs at a time for each of the `actors` model actors (`READ_CONCURRENCY`)."""
     source = WorkSource(uri, storage)
-    cpus = int(ray.cluster_resources().get("CPU", 1))
-    reads = max(1, min(READ_CONCURRENCY, cpus // READ_CPUS, source.num_tasks))
+    reads = max(1, min(READ_CONCURRENCY, actors, source.num_tasks))
     # As many blocks asked for as there are tasks: Ray Data would otherwise split each task's blocks further.
     return read_datasource(source, num_cpus=0, concurrency=reads, override_num_blocks=source.num_tasks)
 
