@@ -74,6 +74,10 @@ def find_weed() -> str:
     return found
 
 
+PORT_TRIES = 3
+_PORT_TAKEN = "Port allocation failed"  # what weed says when a port it was given is taken
+
+
 def reserve_port_pairs(count: int, max_tries: int = 500) -> list[int]:
     """`count` distinct loopback HTTP ports whose gRPC partner (port + GRPC_OFFSET) is also free.
 
@@ -174,16 +178,25 @@ class S3Server:
         logger.info("bucket %s ready at %s", name, self.endpoint_url)
 
     def start(self) -> "S3Server":
-        """Starts `weed mini` and returns once a signed ListBuckets succeeds; raises S3ServerError if not."""
+        """Starts `weed mini` and returns once a signed ListBuckets succeeds; raises S3ServerError if not. The ports
+        are probed, not held, so another process may take one before weed binds it: then other ones are probed, up
+        to `PORT_TRIES` times."""
         if self._process is not None:
             raise S3ServerError(f"already started at {self.endpoint_url}")
-        self.folder = Path(tempfile.mkdtemp(prefix="seaweedfs-s3-"))
-        try:
-            self._launch()
-            self._wait_until_ready()
-        except BaseException:  # Ctrl-C included: never leave a half-started server behind
-            self.stop()
-            raise
+        for attempt in range(1, PORT_TRIES + 1):
+            self.folder = Path(tempfile.mkdtemp(prefix="seaweedfs-s3-"))
+            try:
+                self._launch()
+                self._wait_until_ready()
+                break
+            except S3ServerError as err:
+                self.stop()
+                if _PORT_TAKEN not in str(err) or self._requested_port or attempt == PORT_TRIES:
+                    raise
+                logger.warning("a port was taken before weed bound it; probing others")
+            except BaseException:  # Ctrl-C included: never leave a half-started server behind
+                self.stop()
+                raise
         logger.info("SeaweedFS S3 at %s (pid %d, folder %s)", self.endpoint_url, self._process.pid, self.folder)
         return self
 
