@@ -3,7 +3,7 @@
 Ways to embed the same batches with the same model, timed in alternating rounds:
 
 - `model alone`: normalised pixels already on the device, encoder and pooling only (the upper bound);
-- `actor path`: `pipeline.embed.infer.Embedder` as Ray Data calls it: uint8 rows in (on a GPU pinned and copied in
+- `actor path`: `pipeline.embed.embedder.Embedder` as Ray Data calls it: uint8 rows in (on a GPU pinned and copied in
   slices of `GPU_SLICE_ROWS`, so that copying one slice overlaps the model's work on the last), normalised on
   the device in the model's dtype, embeddings back as numpy;
 - on a GPU, `actor, 1 slice`: the same with the whole batch copied before the model starts, and `copy only`:
@@ -33,7 +33,8 @@ import numpy as np
 import torch
 
 from pipeline import schema
-from pipeline.embed.infer import GPU_SLICE_ROWS, Embedder, InferConfig, pool
+from pipeline.embed.embedder import GPU_SLICE_ROWS, Embedder, pool
+from pipeline.embed.infer import InferConfig
 from vitmae import ViTImageProcessor, ViTMAEConfig, ViTMAEModel
 
 logger = logging.getLogger("actor_path")

@@ -24,7 +24,8 @@ import torch
 
 from pipeline import schema
 from pipeline.embed.decode import DecodeConfig, decode_image
-from pipeline.embed.infer import Embedder, InferConfig
+from pipeline.embed.embedder import Embedder
+from pipeline.embed.infer import InferConfig
 from pipeline_throughput import hardware, make_images, save_checkpoint
 
 logger = logging.getLogger("decode_draft")

@@ -1,7 +1,7 @@
 """How much an image's loss score depends on the mask seed, with one mask (K=1) and four disjoint masks (K=4), and
 what the K masks cost.
 
-Runs the job's model stage (`pipeline.embed.infer.Embedder`) directly on photographs that scikit-image
+Runs the job's model stage (`pipeline.embed.embedder.Embedder`) directly on photographs that scikit-image
 ships, for several seeds, and reports per image the coefficient of variation (std / mean over seeds)
 of the loss, and how stable the images' loss ranking is across seeds (mean Spearman correlation). Then it times
 the model stage on the same batch, on one thread as the job's CPU actors run: embeddings only (mask ratio 0),
@@ -25,7 +25,8 @@ import numpy as np
 
 from pipeline import schema
 from pipeline.embed.decode import DecodeConfig, decode_image
-from pipeline.embed.infer import Embedder, InferConfig
+from pipeline.embed.embedder import Embedder
+from pipeline.embed.infer import InferConfig
 from pipeline_throughput import hardware, save_checkpoint
 from vitmae import ViTImageProcessor
 

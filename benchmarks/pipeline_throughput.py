@@ -4,7 +4,7 @@
 `transformers.ViTImageProcessorPil` in map_batches -> `transformers.ViTMAEModel` (mask_ratio 0, sdpa) in one actor
 -> mean pooling -> `write_parquet`. For multi-megapixel and small JPEGs it reports images/s end to end (the two
 run interleaved, median of --repeats), per-operator times from Ray Data's `stats()`, the model stage alone
-(`pipeline.embed.infer.Embedder` called directly, no Ray, on pre-decoded uint8 batches) and the peak summed RSS of the
+(`pipeline.embed.embedder.Embedder` called directly, no Ray, on pre-decoded uint8 batches) and the peak summed RSS of the
 driver and its Ray workers; then the job's peak memory at N and 10 N multi-megapixel JPEGs. The images are the
 colour photographs scikit-image ships, cropped, mirrored and upscaled (JPEG quality 90); the job runs with its
 other defaults (so including any final step it has, such as the index).
@@ -43,7 +43,8 @@ from pipeline import schema
 from pipeline.embed.decode import DecodeConfig, decode_image
 from pipeline.embed.run import EmbedConfig, batch_size_for
 from pipeline.embed.run import run as run_job_plan
-from pipeline.embed.infer import Embedder, InferConfig
+from pipeline.embed.embedder import Embedder
+from pipeline.embed.infer import InferConfig
 
 try:
     import psutil

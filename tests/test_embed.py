@@ -24,7 +24,8 @@ from pipeline import schema
 from pipeline.cluster import start_ray
 from pipeline.embed.checks import check_settings
 from pipeline.embed.run import EmbedConfig, run
-from pipeline.embed.infer import Embedder, InferConfig, mask_noise
+from pipeline.embed.embedder import Embedder
+from pipeline.embed.infer import InferConfig, mask_noise
 from pipeline.embed.listing import iter_listing, list_inputs
 from pipeline.records import latest_run
 from pipeline.storage import Storage, absolute_uri

@@ -12,7 +12,8 @@ import torch
 
 import vitmae
 from pipeline import schema
-from pipeline.embed.infer import Embedder, InferConfig, pool
+from pipeline.embed.embedder import Embedder, pool
+from pipeline.embed.infer import InferConfig
 
 
 def batch_of(pixels: np.ndarray, errors: list[str]) -> dict[str, np.ndarray]:
@@ -44,7 +45,7 @@ def test_the_actor_needs_no_ray(model_dir):
         "import sys\n"
         "sys.modules['ray'] = None  # any import of ray now fails\n"
         "import numpy as np\n"
-        "from pipeline.embed.infer import Embedder, InferConfig\n"
+        "from pipeline.embed.embedder import Embedder\nfrom pipeline.embed.infer import InferConfig\n"
         f"embedder = Embedder({str(model_dir)!r}, threads=1)\n"
         "pixels = np.zeros((2, 224, 224, 3), dtype=np.uint8)\n"
         "out = embedder({'path': np.array(['a', 'b']), 'error': np.array(['', '']), 'pixels': pixels})\n"

@@ -14,42 +14,18 @@ import torch
 from fsspec.implementations.local import LocalFileSystem
 from torch import nn
 
-from vitmae.config import EncoderConfig
+from vitmae.config import EncoderConfig, dtype_name
 from vitmae.convert import hf_to_vitmae, vitmae_to_hf
 from vitmae.errors import one_line
-from vitmae.folder import Folder, open_folder
+from vitmae.folder import CONFIG_NAME, Folder, open_folder, weight_files
 
 logger = logging.getLogger(__name__)
-
-CONFIG_NAME = "config.json"
-_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
-_DTYPES = {
-    "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
-    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
-}
-
 
 def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     """A torch dtype from a dtype or its name ('bf16', 'bfloat16', 'float32', ...)."""
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
-    if dtype not in _DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; expected one of {sorted(_DTYPES)}")
-    return _DTYPES[dtype]
-
-
-def weight_files(folder: Folder) -> list[str]:
-    """The names of a checkpoint folder's weight files (safetensors preferred; the shards of a sharded one)."""
-    name = next((n for n in _WEIGHT_FILES if folder.exists(n)), None)
-    if name is None:
-        present = sorted(os.path.basename(p) for p in folder.fs.ls(folder.root, detail=False))
-        raise ValueError(
-            f"no weights in {folder.uri}: expected one of {', '.join(_WEIGHT_FILES)}, found {present or 'nothing'}"
-        )
-    if name.endswith(".index.json"):
-        return sorted(set(folder.read_json(name)["weight_map"].values()))
-    return [name]
+    return getattr(torch, dtype_name(dtype))
 
 
 def load_hf_state_dict(folder: Folder) -> dict[str, torch.Tensor]:

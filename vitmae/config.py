@@ -22,6 +22,20 @@ _GENERIC_HF_KEYS = frozenset(
 )
 
 
+# The dtypes a model runs in, by torch's names, and their bytes an element; named without torch, so that code which
+# only checks settings (the embedding job's driver) imports none.
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+_DTYPE_ALIASES = {"fp32": "float32", "float": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}
+
+
+def dtype_name(dtype: str) -> str:
+    """torch's name of a dtype from any of its names ('bf16' -> 'bfloat16'); ValueError for an unknown one."""
+    name = _DTYPE_ALIASES.get(dtype, dtype)
+    if name not in DTYPE_BYTES:
+        raise ValueError(f"unknown dtype {dtype!r}; expected one of {sorted([*DTYPE_BYTES, *_DTYPE_ALIASES])}")
+    return name
+
+
 def _square(value: Any, name: str) -> int:
     """Hugging Face allows `image_size`/`patch_size` as an int or a pair; these models need a square."""
     if isinstance(value, int):

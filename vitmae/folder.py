@@ -86,6 +86,23 @@ def _replacing(path: str) -> Iterator[str]:
             os.remove(tmp)
 
 
+CONFIG_NAME = "config.json"
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def weight_files(folder: Folder) -> list[str]:
+    """The names of a checkpoint folder's weight files (safetensors preferred; the shards of a sharded one)."""
+    name = next((n for n in WEIGHT_FILES if folder.exists(n)), None)
+    if name is None:
+        present = sorted(os.path.basename(p) for p in folder.fs.ls(folder.root, detail=False))
+        raise ValueError(
+            f"no weights in {folder.uri}: expected one of {', '.join(WEIGHT_FILES)}, found {present or 'nothing'}"
+        )
+    if name.endswith(".index.json"):
+        return sorted(set(folder.read_json(name)["weight_map"].values()))
+    return [name]
+
+
 def open_folder(path_or_uri: str | os.PathLike, storage_options: dict[str, Any] | None = None, create: bool = False) -> Folder:
     """Resolves a local folder, an fsspec URI, or (when not found locally) a Hugging Face hub id."""
     uri = os.fspath(path_or_uri)

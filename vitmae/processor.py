@@ -1,4 +1,8 @@
-"""`ViTImageProcessor`: the preprocessing of transformers' PIL path, split into a CPU and a tensor half."""
+"""`ViTImageProcessor`: the preprocessing of transformers' PIL path, split into a CPU and a tensor half.
+
+Only the tensor half loads torch, so that the CPU half and the settings (the embedding job's driver, its decoders)
+import without it.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +10,15 @@ import dataclasses
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
-import torch
 from PIL import Image
 
 from vitmae.folder import open_folder
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -94,8 +100,10 @@ class ViTImageProcessor:
         array = np.asarray(image)
         return array[..., None] if array.ndim == 2 else array
 
-    def normalize(self, pixels: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """Tensor half: uint8 [N, H, W, C] on any device -> normalised [N, C, H, W] in `dtype`."""
+    def normalize(self, pixels: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """Tensor half: uint8 [N, H, W, C] on any device -> normalised [N, C, H, W] in `dtype` (None: float32)."""
+        import torch
+
         x = pixels.permute(0, 3, 1, 2).to(torch.float32)
         if self.do_rescale:
             x = x * self.rescale_factor
@@ -107,11 +115,13 @@ class ViTImageProcessor:
                 )
             mean, std = self._stats(x.device)
             x = (x - mean) / std
-        return x.to(dtype)
+        return x.to(dtype or torch.float32)
 
     def _stats(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """image_mean and image_std as float32 [1, C, 1, 1] on `device`, made once per device: making them copies
         from the host, which on a GPU waits for all queued work and so would stall a pipelined caller."""
+        import torch
+
         key = str(device)
         if key not in self._device_stats:
             with torch.inference_mode(False):  # plain tensors, usable where autograd runs too
@@ -128,6 +138,8 @@ class ViTImageProcessor:
         self, images: Image.Image | np.ndarray | Sequence[Image.Image | np.ndarray], return_tensors: str = "pt"
     ) -> dict[str, torch.Tensor]:
         """images -> {"pixel_values": float32 [N, C, H, W]}, as transformers with return_tensors="pt"."""
+        import torch
+
         if return_tensors != "pt":
             raise ValueError(f"expected return_tensors='pt', got {return_tensors!r}")
         if isinstance(images, (Image.Image, np.ndarray)):

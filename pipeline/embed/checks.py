@@ -12,13 +12,11 @@ from typing import Any
 from pipeline.embed.decode import DecodeConfig
 from pipeline.embed.infer import InferConfig, model_class
 from pipeline.storage import Storage
-from vitmae import ViTImageProcessor, ViTMAEConfig
-from vitmae.checkpoint import CONFIG_NAME, weight_files
-from vitmae.folder import Folder, open_folder
+from vitmae.config import ViTMAEConfig
+from vitmae.folder import CONFIG_NAME, Folder, open_folder, weight_files
+from vitmae.processor import PROCESSOR_NAME, ViTImageProcessor
 
 logger = logging.getLogger(__name__)
-
-PROCESSOR_NAME = "preprocessor_config.json"
 
 
 @dataclass(frozen=True)
@@ -66,7 +64,10 @@ def check_model(uri: str, storage: Storage, known: dict[str, Any] | None = None)
 
 def check_weights(model: Model, infer: InferConfig, storage: Storage) -> int:
     """Loads the model as the actors will, on the meta device: unreadable weights, and weights that do not fit the
-    config, fail here. Returns its parameter count (the decoder's too when the loss is scored)."""
+    config, fail here. Returns its parameter count (the decoder's too when the loss is scored).
+
+    The first call in a process imports torch (about a second of a core), which nothing before it in the job's
+    driver does: the run makes this call while Ray starts."""
     loaded = model_class(infer.mask_ratio).from_pretrained(model.uri, device="meta", storage_options=storage.options(model.uri))
     return sum(p.numel() for p in loaded.parameters())
 

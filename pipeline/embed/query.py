@@ -12,7 +12,8 @@ import numpy as np
 
 from pipeline import schema
 from pipeline.embed.decode import DecodeConfig, decode_image
-from pipeline.embed.infer import Embedder, InferConfig
+from pipeline.embed.embedder import Embedder
+from pipeline.embed.infer import InferConfig
 from pipeline.records import latest_run
 from pipeline.retrieval.search import Hit, Searcher
 from pipeline.storage import Storage, read_uri

@@ -8,12 +8,15 @@ the rest. Removals are committed before any new row, so an image is never in bot
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -26,7 +29,7 @@ from pipeline.embed.checks import Model, check_model, check_settings, check_weig
 from pipeline.embed.commit import Committer
 from pipeline.embed.decode import DecodeConfig
 from pipeline.embed.diff import Diff, DiffConfig, compare
-from pipeline.embed.infer import DecodingEmbedder, Embedder, InferConfig
+from pipeline.embed.infer import InferConfig
 from pipeline.embed.poison import attempts_actor
 from pipeline.embed.listing import DEFAULT_EXTENSIONS, iter_input_list, iter_listing, write_listing
 from pipeline.embed.preprocess import PreprocessConfig, preprocess_batch
@@ -39,7 +42,7 @@ from pipeline.retrieval.index_update import update_index
 from pipeline.retry import retrying
 from pipeline.storage import Storage, absolute_uri, folder, is_local, output_folder
 from pipeline.tables import DESCRIPTION_FORMAT, RunTable, dataset, description, open_table
-from vitmae.checkpoint import parse_dtype
+from vitmae.config import DTYPE_BYTES, dtype_name
 from vitmae.errors import one_line
 
 logger = logging.getLogger(__name__)
@@ -157,44 +160,40 @@ def _update(config: EmbedConfig, storage: Storage, model: Model, existing: dict[
     """Removes what went or changed, embeds the work and commits as it goes, then compacts and vacuums."""
     work_rows = diff.work_rows
     known = description(existing[EMBEDDINGS_DIR]) if existing.get(EMBEDDINGS_DIR) else {}
-    gpus, parameters, dtype, timings = 0, 0, config.infer.dtype, {}
-    if work_rows:
-        parameters = check_weights(model, config.infer, storage)
-        started = time.time()
-        if not ray.is_initialized():
-            # The dashboard's processes wake at normal priority and stall the model's GEMM threads on small machines.
-            start_ray(logging_level=logging.WARNING, include_dashboard=config.dashboard)
-        gpus = _check_cluster(config)
-        dtype = dtype if dtype != "auto" else ("bfloat16" if gpus else "float32")
-        timings["start_ray_seconds"] = round(time.time() - started, 3)
-    run_settings = settings(model, config.infer, dtype, config.decode)
-    if known:
-        check_settings(known["settings"], run_settings, config.output)
-    if config.overwrite:  # every check has passed: the earlier tables go now
-        output_folder(config.output, storage).remove(RUN_FILES)
-    next_id = int(known.get("next_id", 0))
-    about = {"format": DESCRIPTION_FORMAT, "settings": known.get("settings", run_settings),
-             "model": {"files": model.files, "sha256": model.sha256}}
-    # At the versions the diff read: a commit by anyone else since then stops this run before it writes anything.
-    tables = {
-        name: RunTable.open_or_create(table_uri(config.output, name), storage, table_schema, run_id,
-                                      json.dumps({**about, "next_id": next_id}) if name == EMBEDDINGS_DIR else "",
-                                      read=existing.get(name))
-        for name, table_schema in ((EMBEDDINGS_DIR, schema.EMBEDDINGS_SCHEMA), (ERRORS_DIR, schema.ERRORS_SCHEMA))
-    }
-    # The ids this run may give (the diff numbered the work from next_id) are taken before any row is committed, so
-    # a killed run's are never given again.
-    tables[EMBEDDINGS_DIR].set_description(json.dumps({**about, "next_id": next_id + work_rows}), work=work_rows)
-    removed = {name: tables[name].delete_paths(paths) for name, paths in
-               ((EMBEDDINGS_DIR, diff.remove_embeddings), (ERRORS_DIR, diff.remove_errors))}
-    embed_start = time.time()
-    committer = Committer(tables, config.commit_rows, config.commit_seconds)
-    embedding = _embed(config, storage, model, diff, committer, gpus, parameters, run_id) if work_rows else {}
-    committer.flush()
-    embedded, failed = committer.committed[EMBEDDINGS_DIR], committer.committed[ERRORS_DIR]
-    if embedded + failed != work_rows:
-        raise RuntimeError(f"{work_rows} inputs to embed, but {embedded} embeddings and {failed} errors were written")
-    timings["embed_seconds"] = round(time.time() - embed_start, 3)
+    dtype, timings, started = config.infer.dtype, {}, time.time()
+    with _ray_for(config, model, storage) if work_rows else contextlib.nullcontext(0) as parameters:
+        gpus = _check_cluster(config) if work_rows else 0
+        if work_rows:
+            dtype = dtype if dtype != "auto" else ("bfloat16" if gpus else "float32")
+            timings["start_ray_seconds"] = round(time.time() - started, 3)
+        run_settings = settings(model, config.infer, dtype, config.decode)
+        if known:
+            check_settings(known["settings"], run_settings, config.output)
+        if config.overwrite:  # every check has passed: the earlier tables go now
+            output_folder(config.output, storage).remove(RUN_FILES)
+        next_id = int(known.get("next_id", 0))
+        about = {"format": DESCRIPTION_FORMAT, "settings": known.get("settings", run_settings),
+                 "model": {"files": model.files, "sha256": model.sha256}}
+        # At the versions the diff read: a commit by anyone else since then stops this run before it writes anything.
+        tables = {
+            name: RunTable.open_or_create(table_uri(config.output, name), storage, table_schema, run_id,
+                                          json.dumps({**about, "next_id": next_id}) if name == EMBEDDINGS_DIR else "",
+                                          read=existing.get(name))
+            for name, table_schema in ((EMBEDDINGS_DIR, schema.EMBEDDINGS_SCHEMA), (ERRORS_DIR, schema.ERRORS_SCHEMA))
+        }
+        # The ids this run may give (the diff numbered the work from next_id) are taken before any row is committed,
+        # so a killed run's are never given again.
+        tables[EMBEDDINGS_DIR].set_description(json.dumps({**about, "next_id": next_id + work_rows}), work=work_rows)
+        removed = {name: tables[name].delete_paths(paths) for name, paths in
+                   ((EMBEDDINGS_DIR, diff.remove_embeddings), (ERRORS_DIR, diff.remove_errors))}
+        embed_start = time.time()
+        committer = Committer(tables, config.commit_rows, config.commit_seconds)
+        embedding = _embed(config, storage, model, diff, committer, gpus, parameters, run_id) if work_rows else {}
+        committer.flush()
+        embedded, failed = committer.committed[EMBEDDINGS_DIR], committer.committed[ERRORS_DIR]
+        if embedded + failed != work_rows:
+            raise RuntimeError(f"{work_rows} inputs to embed, but {embedded} embeddings and {failed} errors were written")
+        timings["embed_seconds"] = round(time.time() - embed_start, 3)
     maintenance = time.time()
     for table in tables.values():
         table.compact()
@@ -210,6 +209,27 @@ def _update(config: EmbedConfig, storage: Storage, model: Model, existing: dict[
         "images_per_second": round(work_rows / timings["embed_seconds"], 3) if work_rows and timings["embed_seconds"] > 0 else None,
         **embedding,
     }
+
+
+@contextlib.contextmanager
+def _ray_for(config: EmbedConfig, model: Model, storage: Storage) -> Iterator[int]:
+    """Ray for the run's stage: joins the cluster, or starts one, while a thread checks the weights (Ray's start-up
+    leaves about a core idle for a few seconds, and the check's import of torch takes about a second of one).
+
+    Yields the model's parameter count. A Ray this block started or joined is shut down when it ends, failed or not,
+    which frees the actors' memory before the index is built; one the caller had started stays.
+    """
+    own = not ray.is_initialized()
+    with ThreadPoolExecutor(1) as pool:
+        weights = pool.submit(check_weights, model, config.infer, storage)
+        if own:
+            # The dashboard's processes wake at normal priority and stall the model's GEMM threads on small machines.
+            start_ray(logging_level=logging.WARNING, include_dashboard=config.dashboard)
+    try:
+        yield weights.result()
+    finally:
+        if own:
+            ray.shutdown()
 
 
 def _work_uri(config: EmbedConfig, run_id: str) -> str:
@@ -234,6 +254,8 @@ def _embed(config: EmbedConfig, storage: Storage, model: Model, diff: Diff, comm
            parameters: int, run_id: str) -> dict[str, Any]:
     """Runs the Ray Data pipeline over the diff's work (put where every node reads it); returns the resources it used
     and Ray Data's stage statistics."""
+    from pipeline.embed.embedder import DecodingEmbedder, Embedder  # torch: loaded by now, by `check_weights`
+
     actors, threads = (gpus, None) if gpus else cpu_actors(config, parameters)
     batch_size = config.batch_size or batch_size_for(gpus)
     logger.info("%d model actors on %s, %d images a batch", actors, f"{gpus} GPUs" if gpus else f"{threads} CPU threads each", batch_size)
@@ -300,7 +322,7 @@ def cpu_actors(config: EmbedConfig, parameters: int) -> tuple[int, int]:
     actors = config.num_actors
     if actors is None:
         dtype = config.infer.dtype
-        itemsize = parse_dtype("float32" if dtype == "auto" else dtype).itemsize
+        itemsize = DTYPE_BYTES[dtype_name("float32" if dtype == "auto" else dtype)]
         fit = int(resources.get("memory", 0) / 2 // (_ACTOR_BASE_BYTES + 2 * parameters * itemsize))
         actors = max(1, min(cpus // (config.cpu_threads or 1), fit))
     return actors, config.cpu_threads or max(1, cpus // actors)

@@ -1,6 +1,6 @@
 """How good a ViTMAE checkpoint is on labelled images: held-out reconstruction loss and nearest-neighbour precision.
 
-Both numbers come from the embedding job's own model stage (`pipeline.embed.infer.Embedder`, called directly, no Ray):
+Both numbers come from the embedding job's own model stage (`pipeline.embed.embedder.Embedder`, called directly, no Ray):
 the loss with the job's deterministic masks, the embeddings with its pooling, so they say what a run would see.
 """
 
@@ -14,7 +14,8 @@ import numpy as np
 
 from pipeline import schema
 from pipeline.embed.decode import DecodeConfig, decode_image
-from pipeline.embed.infer import Embedder, InferConfig
+from pipeline.embed.embedder import Embedder
+from pipeline.embed.infer import InferConfig
 from pipeline.storage import Storage, read_bytes
 
 logger = logging.getLogger(__name__)
