@@ -10,9 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import pyarrow as pa
-import pytest
 from PIL import Image
 
 from conftest import s3_storage

@@ -94,7 +94,6 @@ def test_the_secret_reaches_no_log_error_or_file(ray_cluster, s3, model_dir, pho
     assert not results.exists() or canary.encode() not in everything_under(results)
 
 
-
 @pytest.fixture
 def unreachable() -> Storage:
     """S3 settings whose endpoint is a port nothing listens on, waiting out an outage for 1 s."""

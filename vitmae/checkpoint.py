@@ -21,6 +21,7 @@ from vitmae.folder import CONFIG_NAME, Folder, open_folder, weight_files
 
 logger = logging.getLogger(__name__)
 
+
 def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     """A torch dtype from a dtype or its name ('bf16', 'bfloat16', 'float32', ...)."""
     if dtype is None or isinstance(dtype, torch.dtype):

@@ -161,8 +161,7 @@ def _update(config: EmbedConfig, storage: Storage, model: Model, existing: dict[
     work_rows = diff.work_rows
     known = description(existing[EMBEDDINGS_DIR]) if existing.get(EMBEDDINGS_DIR) else {}
     dtype, timings, started = config.infer.dtype, {}, time.time()
-    with _ray_for(config, model, storage) if work_rows else contextlib.nullcontext(0) as parameters:
-        gpus = _check_cluster(config) if work_rows else 0
+    with _ray_for(config, model, storage) if work_rows else contextlib.nullcontext((0, 0)) as (parameters, gpus):
         if work_rows:
             dtype = dtype if dtype != "auto" else ("bfloat16" if gpus else "float32")
             timings["start_ray_seconds"] = round(time.time() - started, 3)
@@ -212,12 +211,13 @@ def _update(config: EmbedConfig, storage: Storage, model: Model, existing: dict[
 
 
 @contextlib.contextmanager
-def _ray_for(config: EmbedConfig, model: Model, storage: Storage) -> Iterator[int]:
+def _ray_for(config: EmbedConfig, model: Model, storage: Storage) -> Iterator[tuple[int, int]]:
     """Ray for the run's stage: joins the cluster, or starts one, while a thread checks the weights (Ray's start-up
     leaves about a core idle for a few seconds, and the check's import of torch takes about a second of one).
 
-    Yields the model's parameter count. A Ray this block started or joined is shut down when it ends, failed or not,
-    which frees the actors' memory before the index is built; one the caller had started stays.
+    Yields the model's parameter count and the number of GPU actors (`_check_cluster`). A Ray this block started or
+    joined is shut down when it ends, failed or not, which frees the actors' memory before the index is built; one
+    the caller had started stays.
     """
     own = not ray.is_initialized()
     with ThreadPoolExecutor(1) as pool:
@@ -226,7 +226,7 @@ def _ray_for(config: EmbedConfig, model: Model, storage: Storage) -> Iterator[in
             # The dashboard's processes wake at normal priority and stall the model's GEMM threads on small machines.
             start_ray(logging_level=logging.WARNING, include_dashboard=config.dashboard)
     try:
-        yield weights.result()
+        yield weights.result(), _check_cluster(config)
     finally:
         if own:
             ray.shutdown()

@@ -36,8 +36,7 @@ from pipeline.train.augment import AugmentConfig
 from pipeline.train.loop import LoopConfig, latest_checkpoint, train_loop
 from pipeline.train.reconstruct import save_reconstructions
 from vitmae import ViTImageProcessor, ViTMAEConfig, ViTMAEForPreTraining
-from vitmae.folder import CONFIG_NAME
-from vitmae.folder import Folder, open_folder
+from vitmae.folder import CONFIG_NAME, Folder, open_folder
 
 logger = logging.getLogger(__name__)
 
