@@ -1,22 +1,17 @@
-"""`python -m jobs.demo`: the offline demo: pre-train a small MAE on digit scans, embed, index, search and triage a gallery."""
+"""`vitmae demo` (`make demo`): the offline demo: pre-train a small MAE on digit scans, embed, index, search and
+triage a gallery."""
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from jobs.errors import run_cli
+from jobs.command import Command, main
 from pipeline.demo import DemoConfig, label_of, run
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--workdir", default=DemoConfig.workdir, help="where images, checkpoints, the run and the PNGs go")
-    parser.add_argument("--epochs", type=int, default=DemoConfig.epochs, help="pre-training epochs (default %(default)s)")
-    parser.add_argument("--seed", type=int, default=DemoConfig.seed, help="split, model init and masks")
-
-
-def main_with_args(args: argparse.Namespace) -> None:
-    report = run(DemoConfig(workdir=args.workdir, epochs=args.epochs, seed=args.seed))
+def demo(config: DemoConfig) -> None:
+    """Runs the demo and prints what it measured and where the pictures are."""
+    report = run(config)
     before, after = report.before, report.after
     print(f"\npre-training: {len(report.loss_per_epoch)} epochs in {report.train_seconds:.0f}s, loss per epoch "
           + " ".join(f"{loss:.3f}" for loss in report.loss_per_epoch))
@@ -32,11 +27,7 @@ def main_with_args(args: argparse.Namespace) -> None:
     print("\npictures: " + ", ".join(f"{name} {path}" for name, path in report.pngs.items()))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="jobs.demo", description=__doc__)
-    add_arguments(parser)
-    return run_cli(parser, main_with_args, argv)
-
+COMMAND = Command("demo", DemoConfig, demo, __doc__)
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(COMMAND))

@@ -1,73 +1,77 @@
-"""How every entry point ends: a user mistake is one line on stderr and exit status 2, with no traceback; a bug is
-one line and exit status 1, with its traceback behind --debug (or VITMAE_DEBUG=1)."""
+"""How every command ends: its exit status, which a scheduler can act on, and one line on stderr for a person.
+
+| status | meaning | what to do |
+| --- | --- | --- |
+| 0 | done | |
+| 1 | a bug: a failure nobody raised on purpose | run again with --debug for the traceback, and report it |
+| 2 | the command is wrong: a flag, a path, a model, settings other than the table's | fix the command |
+| 75 | try again later (EX_TEMPFAIL): a storage outage past retry_seconds, another run holding the output, an index
+not built yet | retry; past a few tries, read the message |
+| 77 | credentials or permissions refused (EX_NOPERM), expired ones included | fix the credentials |
+"""
 
 from __future__ import annotations
 
-import argparse
-import logging
-import os
 import sys
 import traceback
-from typing import Callable
 
-from botocore.exceptions import BotoCoreError
+from jsonargparse import ArgumentError
 
+from pipeline.retrieval.index_store import IndexNotReady
 from pipeline.retry import StorageUnavailable
+from pipeline.storage import AccessDenied
 from pipeline.tables import ConcurrentRunError
-from vitmae.errors import one_line
+from vitmae.errors import UserError, one_line
 
-USER_ERRORS = (
-    ValueError, FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError,
-    BotoCoreError,  # S3: no endpoint at that address, no credentials
-    ConcurrentRunError,  # two runs on one output: the one that finds the other's commit stops, and says so
-    StorageUnavailable,  # an outage longer than --retry-seconds: what was committed stays, the next run goes on
+DONE, BUG, WRONG_COMMAND, TRY_LATER, NO_PERMISSION = 0, 1, 2, 75, 77
+# The first of an error and its explicit causes (`raise ... from`) that is one of these decides the status.
+EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
+    (AccessDenied, NO_PERMISSION),
+    (StorageUnavailable, TRY_LATER),  # what was committed stays; the next run goes on
+    (ConcurrentRunError, TRY_LATER),  # two runs on one output: the one that finds the other's commit stops
+    (IndexNotReady, TRY_LATER),  # the embedding run building the index has not finished (or it needs `vitmae index`)
+    (UserError, WRONG_COMMAND),
+    (ArgumentError, WRONG_COMMAND),  # a flag, value or config file that does not parse
 )
 DEBUG_VARIABLE = "VITMAE_DEBUG"
 
 
-def add_debug_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--debug", action="store_true", help=f"print the traceback of any error (also {DEBUG_VARIABLE}=1)")
+def exit_code(err: BaseException) -> int:
+    """The exit status for `err` (the table above)."""
+    for cause in _chain(err):
+        for kind, code in EXIT_CODES:
+            if isinstance(cause, kind):
+                return code
+    return BUG
 
 
-def run_cli(parser: argparse.ArgumentParser, main: Callable[[argparse.Namespace], None], argv: list[str] | None) -> int:
-    """Parses `argv` (adding --debug), runs `main`, and turns any exception into `prog: error: one line`."""
-    if not any("--debug" in action.option_strings for action in parser._actions):
-        add_debug_flag(parser)
-    args = parser.parse_args(argv)
-    debug = getattr(args, "debug", False) or os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    prog = getattr(args, "prog", parser.prog)  # sub-commands set prog
-    try:
-        main(args)
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
-    except Exception as err:  # noqa: BLE001 - every failure ends as one line, the traceback only when asked for
-        if debug:
-            traceback.print_exception(err)
-        print(f"{prog}: error: {describe(err, debug)}", file=sys.stderr)
-        return 2 if isinstance(_cause(err), USER_ERRORS) else 1
-    return 0
-
-
-def describe(err: BaseException, debug: bool = False) -> str:
-    """One line for the user: the message of a user mistake; for anything else also its type, and where the
-    traceback is."""
-    cause = _cause(err)
-    message = one_line(cause)
-    if isinstance(cause, BotoCoreError):
-        return f"{message} (check --s3-endpoint and AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)"
-    if isinstance(cause, USER_ERRORS):
+def report(err: BaseException, debug: bool, prog: str) -> str:
+    """One line for a person; with `debug`, the traceback first, on stderr."""
+    if debug:
+        traceback.print_exception(err)
+    if isinstance(err, ArgumentError):
+        return f"{' '.join(str(err).split())} (see {prog} --help)"
+    shown = _shown(err)
+    message = one_line(shown)
+    if exit_code(err) != BUG:
         return message
     where = "the traceback is above" if debug else f"run again with --debug (or {DEBUG_VARIABLE}=1) for the traceback"
-    return f"internal error, {type(cause).__name__}: {message} ({where})"
+    return f"internal error, {type(shown).__name__}: {message} ({where})"
 
 
-def _cause(err: BaseException) -> BaseException:
+def _shown(err: BaseException) -> BaseException:
     """What a Ray task raised, rather than Ray's wrappers around it (Ray Data's "UDF failed", the remote traceback)."""
     ray = sys.modules.get("ray")
     if ray is not None and isinstance(err, ray.exceptions.RayTaskError) and err.cause is not None:
-        return _cause(err.cause)
+        return _shown(err.cause)
     if type(err).__module__.startswith("ray.") and err.__cause__ is not None:
-        return _cause(err.__cause__)
+        return _shown(err.__cause__)
     return err
+
+
+def _chain(err: BaseException):
+    """`err` as shown, then its explicit causes."""
+    seen: BaseException | None = _shown(err)
+    while seen is not None:
+        yield seen
+        seen = seen.__cause__

@@ -1,30 +1,39 @@
-"""`python -m jobs.history`: the runs that updated an output folder: when, with what, what they found and committed."""
+"""`vitmae history`: the runs that updated an output folder: when, with what, what they found and committed."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
+from dataclasses import dataclass
 
-from jobs.errors import run_cli
+from jobs.command import Command, main
+from jobs.options import JsonOutput
 from pipeline.records import finished_runs, unfinished_runs
-from pipeline.storage import Storage
+from pipeline.storage import RunLocation, Storage
+from vitmae.errors import InvalidInput, NotFound
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--run", required=True, help="the embedding job's --output folder, local or s3://")
-    parser.add_argument("--limit", type=int, default=20, help="newest runs to show (default %(default)s)")
-    parser.add_argument("--json", action="store_true", help="print the whole records as a JSON array")
-    parser.add_argument("--s3-endpoint", default=None, help="S3 endpoint URL (default: $AWS_ENDPOINT_URL)")
+@dataclass(frozen=True)
+class HistorySettings(JsonOutput, RunLocation):
+    """The runs of one output folder, newest first."""
+
+    limit: int = 20
+    """newest finished runs to show"""
+
+    def __post_init__(self) -> None:
+        if self.limit < 1:
+            raise InvalidInput(f"limit must be at least 1, got {self.limit}")
 
 
-def main_with_args(args: argparse.Namespace) -> None:
-    storage = Storage.from_environment(args.s3_endpoint)
-    runs = finished_runs(args.run, storage)[: args.limit]
-    unfinished = unfinished_runs(args.run, storage)
+def history(settings: HistorySettings) -> None:
+    """Prints the finished runs (newest first) and those that committed but never finished; JSON: an object with the
+    lists `finished` and `unfinished` of whole records."""
+    storage = Storage.from_config(settings.storage)
+    runs = finished_runs(settings.run, storage)[: settings.limit]
+    unfinished = unfinished_runs(settings.run, storage)
     if not runs and not unfinished:
-        raise FileNotFoundError(f"{args.run} holds no run of the embedding job")
-    if args.json:
+        raise NotFound(f"{settings.run} holds no run of the embedding job")
+    if settings.json:
         print(json.dumps({"finished": runs, "unfinished": unfinished}))
         return
     print(f"{'finished':24} {'run':24} {'listed':>8} {'new':>7} {'changed':>7} {'gone':>6} {'embedded':>8} {'failed':>6} "
@@ -38,11 +47,7 @@ def main_with_args(args: argparse.Namespace) -> None:
               f"{run['last_version']} (killed, or still running; the next run goes on from what it committed)")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="vitmae history", description=__doc__)
-    add_arguments(parser)
-    return run_cli(parser, main_with_args, argv)
-
+COMMAND = Command("history", HistorySettings, history, __doc__)
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(COMMAND))

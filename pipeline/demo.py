@@ -56,13 +56,20 @@ NOT_AN_IMAGE = "notes.jpg"
 class DemoConfig:
     """One demo run."""
 
-    workdir: str = "out/demo"  # images, checkpoints, the run and the PNGs go here
-    epochs: int = 20  # pre-training epochs
-    batch_size: int = 64  # images per step
-    lr: float = 1e-3  # peak learning rate (a short run on a small model takes more than MAE's 1.5e-4 x 64/256)
-    held_out: float = 0.2  # share of the digits kept out of training, for the gallery and the scores
-    k: int = 10  # neighbours for precision@k and the search
-    seed: int = 0  # split, model init, masks
+    workdir: str = "out/demo"
+    """where the images, checkpoints, the run and the pictures go"""
+    epochs: int = 20
+    """pre-training epochs"""
+    batch_size: int = 64
+    """images per step"""
+    lr: float = 1e-3
+    """peak learning rate (a short run on a small model takes more than MAE's 1.5e-4 x 64/256)"""
+    held_out: float = 0.2
+    """share of the digits kept out of training, for the gallery and the scores"""
+    k: int = 10
+    """neighbours for precision@k and the search"""
+    seed: int = 0
+    """the split, the model's initial weights and the masks"""
 
 
 @dataclass

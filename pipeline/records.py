@@ -17,6 +17,7 @@ from deltalake import write_deltalake
 from pipeline.layout import EMBEDDINGS_DIR, RUNS_DIR
 from pipeline.storage import Storage
 from pipeline.tables import dataset, open_table, run_commits
+from vitmae.errors import NotFound
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def latest_run(output: str, storage: Storage) -> dict[str, Any]:
     """
     runs = finished_runs(output, storage)
     if not runs:
-        raise FileNotFoundError(f"{output} holds no finished run of the embedding job (no {RUNS_DIR}/ table)")
+        raise NotFound(f"{output} holds no finished run of the embedding job (no {RUNS_DIR}/ table)")
     return runs[0]
 
 

@@ -1,17 +1,19 @@
 """Where files live and how to reach them: S3 endpoint and credentials, URIs, whole-file reads and atomic writes.
 
-`Storage` is resolved once per run on the driver (from `--s3-endpoint` and the standard AWS variables) and shipped
-to every Ray worker inside the stage configs, so workers on other machines use the driver's settings. Its
+`Storage` is resolved once per run on the driver (from the `StorageConfig` settings and the standard AWS variables)
+and shipped to every Ray worker inside the stage configs, so workers on other machines use the driver's settings. Its
 credentials never print: `repr` says only whether they are set, and it is no dataclass, so `dataclasses.asdict`
 of a config cannot copy them into a record (json.dumps refuses the object instead).
-"""
 
-from __future__ import annotations
+No postponed annotations here: the settings classes below are subclassed in other modules, and the command line
+(jobs.command) reads a subclass's field types in the subclass's module.
+"""
 
 import io
 import os
 import posixpath
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import fsspec
@@ -21,7 +23,7 @@ import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.utils import stringify_path
 
-from vitmae.errors import one_line
+from vitmae.errors import InvalidInput, NotFound, one_line
 from vitmae.folder import Folder
 
 S3_SCHEMES = ("s3://", "s3a://")
@@ -31,6 +33,36 @@ S3_SCHEMES = ("s3://", "s3a://")
 # read that never returns.
 CONNECT_TIMEOUT_S = 5
 READ_TIMEOUT_S = 30
+
+
+class AccessDenied(PermissionError):
+    """The store refused the credentials or the permission (wrong, expired or missing keys; a key without the right)."""
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    """Where S3 is, and how long an outage is waited out.
+
+    Credentials come from the AWS_* variables or the AWS SDK's own chain, never from settings.
+    """
+
+    endpoint: str | None = None
+    """S3 endpoint URL, for stores other than AWS (default: AWS_ENDPOINT_URL_S3, else AWS_ENDPOINT_URL, else AWS's)"""
+    retry_seconds: float = 120.0
+    """once a job has started, wait out a storage outage this long before failing (0: fail at once)"""
+
+    def __post_init__(self) -> None:
+        if not self.retry_seconds >= 0:
+            raise InvalidInput(f"retry_seconds must be at least 0, got {self.retry_seconds}")
+
+
+@dataclass(frozen=True)
+class RunLocation:
+    """The run folder a command reads: an embedding job's output, local or on S3."""
+
+    run: str
+    """the embedding job's output folder, local or s3://"""
+    storage: StorageConfig = StorageConfig()
 
 
 class Storage:
@@ -60,6 +92,11 @@ class Storage:
             return cls(endpoint, region=region, retry_seconds=retry_seconds)
         # Temporary credentials (STS, SSO) need the session token with the keys.
         return cls(endpoint, key, secret, os.environ.get("AWS_SESSION_TOKEN") or None, region, retry_seconds)
+
+    @classmethod
+    def from_config(cls, config: StorageConfig) -> "Storage":
+        """`from_environment` with a job's storage settings."""
+        return cls.from_environment(config.endpoint, config.retry_seconds)
 
     def options(self, uri: str) -> dict[str, Any]:
         """fsspec options for `uri`: none for local paths, endpoint and keys for s3://."""
@@ -160,10 +197,10 @@ def folder(uri: str, storage: Storage, create: bool = False) -> Folder:
 
 
 def output_folder(uri: str, storage: Storage) -> Folder:
-    """The --output folder of a job, not created (the first write does that); refuses a file there."""
+    """The output folder of a job, not created (the first write does that); refuses a file there."""
     found = folder(uri, storage)
     if found.fs.isfile(found.root):
-        raise FileExistsError(f"--output {uri} is a file; pass a folder or prefix")
+        raise InvalidInput(f"output {uri} is a file; give a folder or prefix")
     return found
 
 
@@ -171,7 +208,7 @@ def run_folder(run: str, storage: Storage) -> Folder:
     """An existing run folder; FileNotFoundError when there is none."""
     found = folder(run, storage)
     if not found.fs.isdir(found.root):
-        raise FileNotFoundError(f"{run}: no such run folder")
+        raise NotFound(f"{run}: no such run folder")
     return found
 
 
@@ -190,9 +227,9 @@ def read_uri(uri: str, storage: Storage) -> bytes:
     """The bytes of one file or object: FileNotFoundError when it is missing, ValueError (one line) when unreadable."""
     found = read_bytes([uri], storage)[0]
     if isinstance(found, FileNotFoundError):
-        raise FileNotFoundError(f"{uri}: no such file")
+        raise NotFound(f"{uri}: no such file")
     if isinstance(found, Exception):
-        raise ValueError(f"cannot read {uri}: {one_line(found)}")
+        raise InvalidInput(f"cannot read {uri}: {one_line(found)}")
     return found
 
 

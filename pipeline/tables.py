@@ -26,7 +26,7 @@ from deltalake.transaction import AddAction, CommitProperties
 
 from pipeline.retry import StorageUnreachable, retrying, transient
 from pipeline.storage import Storage
-from vitmae.errors import one_line
+from vitmae.errors import InvalidInput, one_line
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def description(table: DeltaTable) -> dict[str, Any]:
     try:
         return json.loads(text)
     except json.JSONDecodeError:
-        raise ValueError(f"the table's description is not this project's JSON: {text[:80]!r}") from None
+        raise InvalidInput(f"the table's description is not this project's JSON: {text[:80]!r}") from None
 
 
 class RunTable:

@@ -86,7 +86,7 @@ def test_model_actors_run_on_both_worker_nodes(cluster, s3, model_on_s3, tmp_pat
     from ray.job_submission import JobStatus
 
     put_photos(s3, "cluster", 16, tmp_path)
-    client, job = submit(cluster, s3, "cluster", "--batch-size", "2")
+    client, job = submit(cluster, s3, "cluster", "--batch_size", "2")
     assert wait(client, job) == JobStatus.SUCCEEDED, client.get_job_logs(job)[-3000:]
     embedded, errors, record = read_run("s3://test/cluster/out", s3_storage(s3))
     assert len(embedded) == 16 and not errors  # each path once: read_run fails on a path twice
@@ -98,7 +98,7 @@ def test_a_worker_node_killed_mid_run(cluster, s3, model_on_s3, tmp_path):
     from ray.job_submission import JobStatus
 
     put_photos(s3, "node-kill", 40, tmp_path)
-    client, job = submit(cluster, s3, "node-kill", "--batch-size", "2", "--commit-rows", "4", "--commit-seconds", "0")
+    client, job = submit(cluster, s3, "node-kill", "--batch_size", "2", "--commit_rows", "4", "--commit_seconds", "0")
     storage = s3_storage(s3)
     deadline = time.time() + 240
     while not _committed(storage, "node-kill"):
@@ -111,7 +111,7 @@ def test_a_worker_node_killed_mid_run(cluster, s3, model_on_s3, tmp_path):
     status = wait(client, job)
     if status != JobStatus.SUCCEEDED:  # it may stop with a clear message: the same command then finishes
         assert "error:" in client.get_job_logs(job), client.get_job_logs(job)[-3000:]
-        client, job = submit(cluster, s3, "node-kill", "--batch-size", "2")
+        client, job = submit(cluster, s3, "node-kill", "--batch_size", "2")
         assert wait(client, job) == JobStatus.SUCCEEDED, client.get_job_logs(job)[-3000:]
     embedded, errors, _ = read_run("s3://test/node-kill/out", storage)
     assert len(embedded) == 40 and not errors

@@ -16,8 +16,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from conftest import clustered_vectors, write_embeddings
-from jobs import cli
-from jobs import duplicates as duplicates_job
+from jobs.cli import main as cli
 from pipeline import schema
 from pipeline.render import Layout
 from pipeline.retrieval.duplicates import DuplicateConfig, find_duplicates, groups_of
@@ -156,7 +155,7 @@ def copies_run(ray_cluster, model_dir, photo_paths, tmp_path_factory):
 
 def test_copies_of_real_photographs_are_grouped_with_their_originals(copies_run, tmp_path, capsys):
     png = tmp_path / "duplicates.png"
-    assert cli.main(["duplicates", "--run", str(copies_run), "--json", "--png", str(png)]) == 0
+    assert cli(["duplicates", "--run", str(copies_run), "--json", "true", "--png", str(png)]) == 0
     groups = json.loads(capsys.readouterr().out)
     named = {frozenset(m["path"].rsplit("/", 1)[-1] for m in g["members"]): g for g in groups}
     assert set(named) == {
@@ -175,15 +174,15 @@ def test_copies_of_real_photographs_are_grouped_with_their_originals(copies_run,
     version = json.loads((copies_run / "index" / "index.json").read_text())["table_version"]
     assert table.num_rows == 11 and table.schema.metadata[b"duplicates.table_version"] == str(version).encode()
     assert Image.open(png).size == Layout(columns=3, lines=2).size(5 * 3)  # a row per group, three columns
-    assert duplicates_job.main(["--run", str(copies_run), "--threshold", "1"]) == 0  # the byte-for-byte copy only
+    assert cli(["duplicates", "--run", str(copies_run), "--threshold", "1"]) == 0  # the byte-for-byte copy only
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("1 group of near-duplicates (2 images) at cosine >= 1 among 14 images")
     assert out[2].endswith("/rocket.jpg") and out[3].endswith("/rocket_copy.jpg")
 
 
-def test_bad_input_is_one_line_and_exit_status_2(tmp_path, capsys):
+def test_bad_input_is_one_line_and_exit_status_2_and_no_index_yet_75(tmp_path, capsys):
     def error(argv: list[str]) -> str:
-        assert duplicates_job.main(argv) == 2
+        assert cli(["duplicates", *argv]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and "Traceback" not in err, err
         return err
@@ -191,10 +190,12 @@ def test_bad_input_is_one_line_and_exit_status_2(tmp_path, capsys):
     assert "has no embeddings table" in error(["--run", str(tmp_path)])
     assert "missing has no embeddings table" in error(["--run", str(tmp_path / "missing")])
     write_embeddings(str(tmp_path), clustered_vectors(50, 8))
-    assert "has no index (index/index.json is missing); build it with: vitmae index" in error(["--run", str(tmp_path)])
-    for threshold in ("0", "1.5", "-0.1", "nan"):
-        assert f"--threshold must be a cosine similarity in (0, 1], got {float(threshold)}" in error(
+    assert cli(["duplicates", "--run", str(tmp_path)]) == 75  # the run building it may not be done
+    assert "has no index (index/index.json is missing); build it with: vitmae index" in capsys.readouterr().err
+    for threshold in ("0", "1.5", "-0.1"):
+        assert f"threshold must be a cosine similarity in (0, 1], got {float(threshold)}" in error(
             ["--run", str(tmp_path), "--threshold", threshold])
+    assert 'Parser key "threshold": Expected a <class \'float\'>. Got value: nan' in error(["--run", str(tmp_path), "--threshold", "nan"])
     build_index(str(tmp_path), IndexConfig(metric="l2"))
     assert "holds l2 distances; near-duplicates are found by cosine similarity" in error(["--run", str(tmp_path)])
     build_index(str(tmp_path))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -20,6 +19,8 @@ from PIL import Image
 import pipeline.embed.run
 import vitmae
 from jobs import embed as embed_job
+from jobs.cli import main as cli
+from jobs.command import parse
 from pipeline import schema
 from pipeline.cluster import start_ray
 from pipeline.embed.checks import check_settings
@@ -28,7 +29,7 @@ from pipeline.embed.embedder import Embedder
 from pipeline.embed.infer import InferConfig, mask_noise
 from pipeline.embed.listing import iter_listing, list_inputs
 from pipeline.records import latest_run
-from pipeline.storage import Storage, absolute_uri
+from pipeline.storage import Storage, StorageConfig, absolute_uri
 from pipeline.tables import dataset, open_table
 from pipeline.embed.preprocess import PreprocessConfig, preprocess_batch
 from pipeline.layout import ANOMALIES_FILE, DUPLICATES_FILE, RUN_FILES
@@ -256,12 +257,12 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 
 def test_other_settings_are_refused_before_work_and_overwrite_starts_anew(ray_cluster, model_dir, two_photos, tmp_path, capsys):
     output = tmp_path / "run"
-    args = ["--input", str(two_photos), "--output", str(output), "--model", str(model_dir)]
-    assert embed_job.main([*args, "--mask-ratio", "0.75"]) == 0
+    args = ["embed", "--input", str(two_photos), "--output", str(output), "--model", str(model_dir)]
+    assert cli([*args, "--infer.mask_ratio", "0.75"]) == 0
     before = snapshot(output)
-    assert embed_job.main([*args, "--mask-ratio", "0.5", "--seed", "3", "--pooling", "cls", "--decode", "exact"]) == 2
+    assert cli([*args, "--infer.mask_ratio", "0.5", "--infer.seed", "3", "--infer.pooling", "cls", "--decode.mode", "exact"]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert f"--output {output} was embedded with other settings: " in err and "pass --overwrite to start a new table" in err
+    assert f"output {output} was embedded with other settings: " in err and "give --overwrite true to start new tables" in err
     for difference in ("pooling 'mean' (the table) vs 'cls' (this run)", "mask_ratio 0.75 (the table) vs 0.5 (this run)",
                        "seed 0 (the table) vs 3 (this run)", "decode 'fast' (the table) vs 'exact' (this run)"):
         assert difference in err, err
@@ -271,11 +272,11 @@ def test_other_settings_are_refused_before_work_and_overwrite_starts_anew(ray_cl
         (broken / name).write_bytes((model_dir / name).read_bytes())
     config = json.loads((model_dir / "config.json").read_text())
     (broken / "config.json").write_text(json.dumps({**config, "intermediate_size": config["intermediate_size"] * 2}))
-    assert embed_job.main([*args[:4], "--model", str(broken), "--overwrite"]) == 2
+    assert cli([*args[:5], "--model", str(broken), "--overwrite", "true"]) == 2
     err = capsys.readouterr().err.strip()
     assert "does not fit ViTMAEModel: shape mismatch" in err and len(err.splitlines()) == 1, err
     assert snapshot(output) == before
-    assert embed_job.main([*args, "--overwrite", "--mask-ratio", "0"]) == 0
+    assert cli([*args, "--overwrite", "true", "--infer.mask_ratio", "0"]) == 0
     embedded, failed, manifest = read_run(output)
     assert manifest["infer"]["mask_ratio"] == 0 and len(embedded) == 2 and not failed
     assert all(r["loss"] is None for r in embedded.values())  # no row of the first run is left
@@ -291,9 +292,9 @@ def test_a_table_from_before_the_decode_setting_was_recorded_takes_fast_runs_onl
 
 
 def test_more_gpus_than_the_cluster_has_fail_before_work(ray_cluster, model_dir, two_photos, tmp_path, capsys):
-    args = ["--input", str(two_photos), "--output", str(tmp_path / "out"), "--model", str(model_dir), "--num-gpus", "3"]
-    assert embed_job.main(args) == 2
-    assert "--num-gpus 3 asks for more GPUs than the Ray cluster's 1" in capsys.readouterr().err
+    args = ["embed", "--input", str(two_photos), "--output", str(tmp_path / "out"), "--model", str(model_dir), "--num_gpus", "3"]
+    assert cli(args) == 2
+    assert "num_gpus 3 asks for more GPUs than the Ray cluster's 1" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 
@@ -320,14 +321,16 @@ def test_relative_paths_mean_the_drivers_folder(ray_cluster, model_dir, two_phot
     [
         (lambda d, m: ["--input", str(d / "nowhere")], "no such folder, prefix or file"),
         (lambda d, m: ["--input", str(d)], "no files found there"),
-        (lambda d, m: ["--input", str(m), "--extensions", "xyz"], "none of its 3 files has one of the extensions xyz"),
+        (lambda d, m: ["--input", str(m), "--extensions", "[xyz]"], "none of its 3 files has one of the extensions xyz"),
         (lambda d, m: ["--model", str(d)], "has no config.json"),
-        (lambda d, m: ["--mask-ratio", "1.5"], "--mask-ratio must be in [0, 1)"),
-        (lambda d, m: ["--dtype", "float8"], "unknown dtype 'float8'"),
-        (lambda d, m: ["--cpu-threads", "0"], "--cpu-threads must be at least 1, got 0"),
-        (lambda d, m: ["--num-gpus", "-1"], "--num-gpus must be at least 0, got -1"),
-        (lambda d, m: ["--output", str(m / "config.json")], "config.json is a file; pass a folder or prefix"),
-        (lambda d, m: ["--input", "s3://bucket/photos/", "--s3-endpoint", "http://127.0.0.1:9"], "(check --s3-endpoint and AWS_ENDPOINT_URL"),
+        (lambda d, m: ["--infer.mask_ratio", "1.5"], "mask_ratio must be in [0, 1)"),
+        (lambda d, m: ["--infer.dtype", "float8"], "unknown dtype 'float8'"),
+        (lambda d, m: ["--cpu_threads", "0"], "cpu_threads must be at least 1, got 0"),
+        (lambda d, m: ["--num_gpus", "-1"], "num_gpus must be at least 0, got -1"),
+        (lambda d, m: ["--output", str(m / "config.json")], "config.json is a file; give a folder or prefix"),
+        (lambda d, m: ["--infer.pooling", "max"], 'Parser key "infer.pooling"'),
+        (lambda d, m: ["--batch_size", "many"], 'Parser key "batch_size"'),
+        (lambda d, m: ["--no_such_flag", "1"], "unrecognized arguments: --no_such_flag 1 (see vitmae embed --help)"),
     ],
 )
 def test_user_mistakes_are_one_line_errors(mistake, expected, images, model_dir, tmp_path, capsys):
@@ -335,7 +338,7 @@ def test_user_mistakes_are_one_line_errors(mistake, expected, images, model_dir,
     given = mistake(tmp_path, model_dir)
     for flag, value in zip(given[::2], given[1::2]):
         defaults[flag] = value
-    assert embed_job.main([x for kv in defaults.items() for x in kv]) == 2
+    assert cli(["embed", *[x for kv in defaults.items() for x in kv]]) == 2
     err = capsys.readouterr().err.strip()
     assert expected in err and len(err.splitlines()) == 1 and "Traceback" not in err
 
@@ -344,15 +347,15 @@ def test_s3_mistakes_are_one_line_errors_before_work(s3, model_dir, tmp_path, mo
     import s3fs
 
     s3fs.S3FileSystem(**s3.storage_options()).put(str(model_dir), "test/mistakes/model", recursive=True)
-    args = ["--output", "s3://test/mistakes/out", "--model", "s3://test/mistakes/model", "--s3-endpoint", s3.endpoint_url]
+    args = ["--output", "s3://test/mistakes/out", "--model", "s3://test/mistakes/model", "--storage.endpoint", s3.endpoint_url]
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3.access_key)
-    for secret, source, expected in [
-        (s3.secret_key + "x", "s3://test/mistakes/photos/", "access denied"),  # wrong credentials
-        (s3.secret_key, "s3://no-such-bucket/photos/", "no such folder, prefix or file"),
+    for secret, source, expected, status in [
+        (s3.secret_key + "x", "s3://test/mistakes/photos/", "access denied", 77),  # wrong credentials
+        (s3.secret_key, "s3://no-such-bucket/photos/", "no such folder, prefix or file", 2),
     ]:
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
         started = time.time()
-        assert embed_job.main(["--input", source, *args]) == 2
+        assert cli(["embed", "--input", source, *args]) == status
         err = capsys.readouterr().err.strip()
         assert expected in err and len(err.splitlines()) == 1 and "Traceback" not in err, err
         assert time.time() - started < 60  # no outage to wait out before the work starts
@@ -362,17 +365,17 @@ def test_s3_mistakes_are_one_line_errors_before_work(s3, model_dir, tmp_path, mo
 def test_model_processor_mismatch_and_missing_processor_fail_before_work(model_dir, images, tmp_path, capsys):
     broken = tmp_path / "model"
     vitmae.ViTMAEModel.from_pretrained(model_dir).save_pretrained(broken)
-    assert embed_job.main(["--input", str(images), "--output", str(tmp_path / "o"), "--model", str(broken)]) == 2
+    assert cli(["embed", "--input", str(images), "--output", str(tmp_path / "o"), "--model", str(broken)]) == 2
     assert "has no preprocessor_config.json" in capsys.readouterr().err
     vitmae.ViTImageProcessor(size=96).save_pretrained(broken)
-    assert embed_job.main(["--input", str(images), "--output", str(tmp_path / "o"), "--model", str(broken)]) == 2
+    assert cli(["embed", "--input", str(images), "--output", str(tmp_path / "o"), "--model", str(broken)]) == 2
     assert "the processor resizes to {'height': 96, 'width': 96} but the model expects 224x224" in capsys.readouterr().err
     vitmae.ViTImageProcessor(size=224, do_resize=False).save_pretrained(broken)
-    assert embed_job.main(["--input", str(images), "--output", str(tmp_path / "o"), "--model", str(broken)]) == 2
+    assert cli(["embed", "--input", str(images), "--output", str(tmp_path / "o"), "--model", str(broken)]) == 2
     assert "the processor resizes to nothing (do_resize is false)" in capsys.readouterr().err
     vitmae.ViTImageProcessor(size=224).save_pretrained(broken)
     (broken / "model.safetensors").write_bytes(b"\x00" * 64)
-    assert embed_job.main(["--input", str(images), "--output", str(tmp_path / "o"), "--model", str(broken)]) == 2
+    assert cli(["embed", "--input", str(images), "--output", str(tmp_path / "o"), "--model", str(broken)]) == 2
     assert "cannot read " in capsys.readouterr().err
     assert not (tmp_path / "o").exists()  # nothing is created before the checks pass
 
@@ -413,7 +416,7 @@ def test_s3_input_model_and_output(ray_cluster, s3, model_dir, photo_paths, monk
 
     monkeypatch.setattr(pipeline.embed.run, "iter_listing", list_then_delete)
     manifest = run(EmbedConfig(input="s3://test/embed/photos/", output="s3://test/embed/run", model="s3://test/embed/model",
-                               infer=InferConfig(mask_ratio=0.75), s3_endpoint=s3.endpoint_url, num_gpus=0))
+                               infer=InferConfig(mask_ratio=0.75), storage=StorageConfig(s3.endpoint_url), num_gpus=0))
     assert (manifest["counts"]["listed"], manifest["counts"]["embedded"], manifest["counts"]["failed"]) == (5, 3, 2)
     embedded, errors, _ = read_run("s3://test/embed/run", s3_storage(s3))
     assert sorted(embedded) == sorted(f"s3://test/embed/photos/{name}" for name in names)
@@ -439,7 +442,7 @@ def test_job_submission_to_a_local_head(ray_cluster, model_dir, two_photos, tmp_
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     client = JobSubmissionClient(ray_cluster)
-    job = submit_job(client, f"{sys.executable} -m jobs.embed --input {two_photos} --output {tmp_path / 'out'} --model {model_dir} --num-gpus 0",
+    job = submit_job(client, f"{sys.executable} -m jobs.embed --input {two_photos} --output {tmp_path / 'out'} --model {model_dir} --num_gpus 0",
                      {"PYTHONPATH": str(Path(__file__).parents[1])})
     deadline = time.time() + 240
     while client.get_job_status(job) not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED} and time.time() < deadline:
@@ -462,60 +465,51 @@ def test_without_a_ray_address_the_job_starts_its_own_local_ray(model_dir, two_p
     assert manifest["counts"]["embedded"] == 2 and manifest["resources"]["dashboard"] is False and manifest["resources"]["cpu_threads"] >= 1
 
 
-def test_console_command_has_help_for_embed():
-    out = subprocess.run([sys.executable, "-m", "jobs.cli", "embed", "--help"], capture_output=True, text=True, check=True).stdout
-    assert "--mask-ratio" in out and "--s3-endpoint" in out
-
-
-def test_decode_flag_reaches_the_cpu_stage():
-    """--decode is a setting of the run (so of its record and of what its queries use); fast by default."""
-    parser = argparse.ArgumentParser()
-    embed_job.add_arguments(parser)
+def test_decode_mode_reaches_the_cpu_stage():
+    """decode.mode is a setting of the run (so of its record and of what its queries use); fast by default."""
     flags = ["--input", "in", "--output", "out", "--model", "m"]
-    exact, default = (embed_job.config_from_args(parser.parse_args(flags + extra)) for extra in (["--decode", "exact"], []))
+    exact, default = (parse(embed_job.COMMAND, flags + extra)[0] for extra in (["--decode.mode", "exact"], []))
     assert (exact.decode.mode, default.decode.mode) == ("exact", "fast")
 
 
-def test_compile_flag_reaches_the_model_actors():
-    """--compile is a setting of the run (so of its record) that every model actor's config carries."""
-    parser = argparse.ArgumentParser()
-    embed_job.add_arguments(parser)
+def test_compile_reaches_the_model_actors():
+    """infer.compile is a setting of the run (so of its record) that every model actor's config carries."""
     flags = ["--input", "in", "--output", "out", "--model", "m"]
-    on, off = (embed_job.config_from_args(parser.parse_args(flags + extra)) for extra in (["--compile"], []))
+    on, off = (parse(embed_job.COMMAND, flags + extra)[0] for extra in (["--infer.compile", "true"], []))
     assert on.infer.compile and not off.infer.compile
 
 
 def test_overwrite_removes_everything_an_earlier_run_wrote(ray_cluster, model_dir, two_photos, tmp_path):
     """Every name under a run folder is in `layout.RUN_FILES`, so --overwrite leaves no ranking of a run that is gone."""
     output = tmp_path / "run"
-    args = ["--input", str(two_photos), "--output", str(output), "--model", str(model_dir), "--mask-ratio", "0.75"]
-    assert embed_job.main(args) == 0
+    args = ["embed", "--input", str(two_photos), "--output", str(output), "--model", str(model_dir), "--infer.mask_ratio", "0.75"]
+    assert cli(args) == 0
     rank_anomalies(AnomalyConfig(str(output)), Storage())
     find_duplicates(DuplicateConfig(str(output)), Storage())
     written = {p.name for p in output.iterdir()}
     assert {ANOMALIES_FILE, DUPLICATES_FILE} <= written <= {name.split("/")[0] for name in RUN_FILES}
     (two_photos / "third.png").write_bytes((two_photos / sorted(os.listdir(two_photos))[0]).read_bytes())
-    assert embed_job.main([*args, "--overwrite"]) == 0
+    assert cli([*args, "--overwrite", "true"]) == 0
     assert not (output / ANOMALIES_FILE).exists() and not (output / DUPLICATES_FILE).exists()
     assert read_run(output)[2]["counts"]["embedded"] == 3
 
 
 def test_a_failed_index_fails_the_run_and_keeps_the_embeddings(ray_cluster, model_dir, two_photos, tmp_path, capsys):
     output = tmp_path / "run"
-    args = ["--input", str(two_photos), "--output", str(output), "--model", str(model_dir)]
-    assert embed_job.main([*args, "--index-type", "flat", "--memory-budget", "1e-9"]) == 2
+    args = ["embed", "--input", str(two_photos), "--output", str(output), "--model", str(model_dir)]
+    assert cli([*args, "--index.index_type", "flat", "--index.memory_budget_gb", "1e-9"]) == 2
     err = capsys.readouterr().err.strip()
     assert "Traceback" not in err
     err = err.splitlines()[-1]  # Ray Data's progress lines come before
     assert err.startswith("vitmae embed: error: the tables are updated, but the index could not be"), err
-    assert "--index-type flat needs about" in err and f"vitmae index --run {output}" in err
+    assert "index_type flat needs about" in err and f"vitmae index --run {output}" in err
     embedded, _, manifest = read_run(output)
-    assert len(embedded) == 2 and "over the --memory-budget" in manifest["index"]["error"]
+    assert len(embedded) == 2 and "over the memory_budget_gb" in manifest["index"]["error"]
     assert not (output / "index").exists()
     one = tmp_path / "one"
     one.mkdir()
     (one / "a.png").write_bytes(next(two_photos.iterdir()).read_bytes())
-    assert embed_job.main(["--input", str(one), "--output", str(tmp_path / "single"), "--model", str(model_dir)]) == 0
+    assert cli(["embed", "--input", str(one), "--output", str(tmp_path / "single"), "--model", str(model_dir)]) == 0
     assert read_run(tmp_path / "single")[2]["index"] is None  # too few: a warning
 
 
@@ -524,21 +518,19 @@ def test_a_bug_is_one_line_with_its_traceback_behind_debug(monkeypatch, capsys):
         raise RuntimeError("boom\nsecond line of the message")
 
     monkeypatch.setattr(embed_job, "run", bug)
-    args = ["--input", "in", "--output", "out", "--model", "m"]
-    assert embed_job.main(args) == 1
+    args = ["embed", "--input", "in", "--output", "out", "--model", "m"]
+    assert cli(args) == 1
     err = capsys.readouterr().err.strip()
     assert err == "vitmae embed: error: internal error, RuntimeError: boom (run again with --debug (or VITMAE_DEBUG=1) for the traceback)"
-    assert embed_job.main([*args, "--debug"]) == 1
+    assert cli([*args, "--debug"]) == 1
     err = capsys.readouterr().err
     assert "Traceback (most recent call last)" in err and "second line of the message" in err
     monkeypatch.setenv("VITMAE_DEBUG", "1")
-    assert embed_job.main(args) == 1 and "Traceback" in capsys.readouterr().err
+    assert cli(args) == 1 and "Traceback" in capsys.readouterr().err
 
 
 def test_four_masks_by_default_when_the_loss_is_scored():
-    parser = argparse.ArgumentParser()
-    embed_job.add_arguments(parser)
-    config = embed_job.config_from_args(parser.parse_args(["--input", "i", "--output", "o", "--model", "m", "--mask-ratio", "0.75"]))
+    config, _ = parse(embed_job.COMMAND, ["--input", "i", "--output", "o", "--model", "m", "--infer.mask_ratio", "0.75"])
     assert config.infer.loss_samples == 4 == InferConfig().loss_samples
 
 

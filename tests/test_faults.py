@@ -13,6 +13,7 @@ import pytest
 from conftest import s3_storage
 from pipeline.embed.run import EmbedConfig, run
 from pipeline.retry import retrying
+from pipeline.storage import StorageConfig
 from pipeline.tables import dataset, open_table
 from s3server import S3Server
 from test_embed import read_run
@@ -69,7 +70,8 @@ def wait_for_a_commit(store: S3Server, job: threading.Thread) -> None:
 
 
 def config_for(store: S3Server, **overrides) -> EmbedConfig:
-    settings = dict(input="s3://faults/photos/", output="s3://faults/out", model="s3://faults/model", s3_endpoint=store.endpoint_url,
+    settings = dict(input="s3://faults/photos/", output="s3://faults/out", model="s3://faults/model",
+                    storage=StorageConfig(store.endpoint_url, overrides.pop("retry_seconds", 120.0)),
                     num_actors=1, batch_size=2, commit_rows=4, commit_seconds=0)
     return EmbedConfig(**{**settings, **overrides})
 
@@ -97,7 +99,7 @@ def test_a_storage_outage_mid_run_costs_time_not_images(ray_cluster, store, monk
 
 
 def test_an_outage_longer_than_the_wait_stops_the_run_and_the_next_goes_on(ray_cluster, store, monkeypatch):
-    from jobs.errors import describe
+    from jobs.errors import TRY_LATER, exit_code, report
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", store.access_key)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", store.secret_key)
@@ -106,8 +108,9 @@ def test_an_outage_longer_than_the_wait_stops_the_run_and_the_next_goes_on(ray_c
     store.kill()
     job.join(timeout=300)
     assert "error" in result, "the run went on without its storage"
-    message = describe(result["error"])
+    message = report(result["error"], False, "vitmae embed")
     assert "the storage stayed unreachable for 3 s" in message and "internal error" not in message, message
+    assert exit_code(result["error"]) == TRY_LATER
     store.restart()
     storage = s3_storage(store)
     committed = retrying(  # the server may take a moment to answer again
@@ -126,7 +129,7 @@ def test_an_image_that_kills_the_model_actor_becomes_an_error_row(model_dir, tmp
     photo(9).save(images / "img-poison.png")
     env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "VITMAE_FAULT_EXIT_ON": "poison"}
     done = subprocess.run([sys.executable, "-m", "jobs.embed", "--input", str(images), "--output", str(tmp_path / "out"),
-                           "--model", str(model_dir), "--num-actors", "1", "--batch-size", "3"],
+                           "--model", str(model_dir), "--num_actors", "1", "--batch_size", "3"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     embedded, errors, record = read_run(tmp_path / "out")

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import clustered_vectors, s3_storage, write_embeddings
-from jobs import index as index_job
+from jobs.cli import main as cli
 from pipeline.retrieval.index import ExactTopK, IndexConfig, build_index, choose_index, load_index
 from pipeline.retrieval.search import Searcher
 from pipeline.storage import Storage
@@ -50,9 +50,9 @@ def test_auto_sizes_ivf_lists_and_pq_codes():
 @pytest.mark.parametrize(
     "count, budget_gb, index_type, message",
     [
-        (100_000_000, 0.5, "auto", "over the --memory-budget of 0.50 GB"),
-        (1_000_000, 1, "flat", "--index-type flat needs about 3.07 GB, over the --memory-budget of 1.00 GB"),
-        (1_000_000, 1, "hnsw", "--index-type hnsw needs about 3.35 GB"),
+        (100_000_000, 0.5, "auto", "over the memory_budget_gb of 0.50 GB"),
+        (1_000_000, 1, "flat", "index_type flat needs about 3.07 GB, over the memory_budget_gb of 1.00 GB"),
+        (1_000_000, 1, "hnsw", "index_type hnsw needs about 3.35 GB"),
     ],
 )
 def test_budgets_nothing_fits_are_refused(count, budget_gb, index_type, message):
@@ -139,8 +139,8 @@ def test_index_round_trip_through_s3(s3, monkeypatch, capsys):
     paths = write_embeddings("s3://test/index-rt/run", vectors, s3_storage(s3), rows_per_file=600)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3.access_key)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3.secret_key)
-    argv = ["--run", "s3://test/index-rt/run", "--s3-endpoint", s3.endpoint_url, "--index-type", "hnsw"]
-    assert index_job.main(argv) == 0
+    argv = ["--run", "s3://test/index-rt/run", "--storage.endpoint", s3.endpoint_url, "--index.index_type", "hnsw"]
+    assert cli(["index", *argv]) == 0
     assert "hnsw index (HNSW32, cosine) of 2500 x 24-d vectors" in capsys.readouterr().out
     fs = fsspec.filesystem("s3", **options)
     assert sorted(p.rsplit("/", 1)[-1] for p in fs.ls("test/index-rt/run/index")) == ["ids.parquet", "index.faiss", "index.json", "removed.parquet"]
@@ -154,7 +154,7 @@ def test_index_round_trip_through_s3(s3, monkeypatch, capsys):
 
 def test_index_command_errors_are_one_line(tmp_path, capsys):
     def error(argv):
-        assert index_job.main(argv) == 2
+        assert cli(["index", *argv]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and "Traceback" not in err
         return err
@@ -162,7 +162,7 @@ def test_index_command_errors_are_one_line(tmp_path, capsys):
     assert "has no embeddings table" in error(["--run", str(tmp_path)])
     write_embeddings(str(tmp_path), clustered_vectors(1, 8))
     assert "holds 1 embedding(s); an index needs at least 2" in error(["--run", str(tmp_path)])
-    assert "--memory-budget must be a positive number" in error(["--run", str(tmp_path), "--memory-budget", "0"])
+    assert "memory_budget_gb must be a positive number" in error(["--run", str(tmp_path), "--index.memory_budget_gb", "0"])
     write_embeddings(str(tmp_path), clustered_vectors(100, 8))
-    assert "--index-type flat needs about" in error(["--run", str(tmp_path), "--index-type", "flat", "--memory-budget", "1e-6"])
+    assert "index_type flat needs about" in error(["--run", str(tmp_path), "--index.index_type", "flat", "--index.memory_budget_gb", "1e-6"])
     assert "has no embeddings table" in error(["--run", str(tmp_path / "missing")])

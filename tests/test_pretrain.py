@@ -15,7 +15,8 @@ import transformers
 from PIL import Image
 
 import vitmae
-from jobs import pretrain as pretrain_job
+from vitmae.errors import InvalidInput
+from jobs.cli import main as cli
 from pipeline.embed.decode import DecodeConfig, decode_image
 from pipeline.embed.preprocess import PreprocessConfig
 from pipeline.render import MIN_PANEL_PX, panel_origin, sheet_size
@@ -141,7 +142,7 @@ def test_reconstructions_png_shows_two_images_in_four_panels_each(trained):
 def test_resume_continues_the_step_count_the_loss_curve_and_the_optimizer(trained, digits, init_model, tmp_path):
     output = tmp_path / "run"
     shutil.copytree(trained[0], output)  # the other tests read the 2-epoch run
-    with pytest.raises(FileExistsError, match="--resume"):
+    with pytest.raises(InvalidInput, match="--resume true"):
         run(config(digits, init_model, output))
     summary = run(config(digits, init_model, output, epochs=3, resume=True, reconstructions=0))
     steps = 3 * STEPS_PER_EPOCH
@@ -172,21 +173,21 @@ def test_weight_decay_skips_biases_and_norms_only():
 
 
 @pytest.mark.parametrize("mistake, expected", [
-    ([], "pass exactly one of --init MODEL or --preset"),
-    (["--preset", "tiny", "--mask-ratio", "1"], "--mask-ratio must be in (0, 1)"),
-    (["--preset", "tiny", "--batch-size", "1000"], "is more than the 48 images listed"),
+    ([], "give exactly one of init (a checkpoint to adapt) and preset"),
+    (["--preset", "tiny", "--mask_ratio", "1"], "mask_ratio must be in (0, 1)"),
+    (["--preset", "tiny", "--batch_size", "1000"], "is more than the 48 images listed"),
     (["--init", "/no/such/model"], "checkpoint folder not found: /no/such/model"),
-    (["--preset", "tiny", "--warmup-epochs", "-1"], "--warmup-epochs must be at least 0"),
-    (["--preset", "tiny", "--lr", "1e-3", "--min-lr", "0.1"], "--min-lr 0.1 is above the peak learning rate"),
-    (["--preset", "tiny", "--image-size", "30", "--patch-size", "4"], "image_size (30) must be a multiple of patch_size (4)"),
-    (["--preset", "tiny", "--patch-size", "0"], "--patch-size must be at least 1, got 0"),
-    (["--preset", "tiny", "--seed", "-1"], "--seed must be at least 0, got -1"),
-    (["--preset", "tiny", "--lr", "inf"], "--lr must be a finite number, got inf"),
-    (["--preset", "tiny", "--output", "{digits}/train/broken.png"], "is a file; pass a folder or prefix"),
+    (["--preset", "tiny", "--warmup_epochs", "-1"], "warmup_epochs must be at least 0"),
+    (["--preset", "tiny", "--lr", "1e-3", "--min_lr", "0.1"], "min_lr 0.1 is above the peak learning rate"),
+    (["--preset", "tiny", "--image_size", "30", "--patch_size", "4"], "image_size (30) must be a multiple of patch_size (4)"),
+    (["--preset", "tiny", "--patch_size", "0"], "patch_size must be at least 1, got 0"),
+    (["--preset", "tiny", "--seed", "-1"], "seed must be at least 0, got -1"),
+    (["--preset", "tiny", "--lr", "inf"], "lr must be a finite number, got inf"),
+    (["--preset", "tiny", "--output", "{digits}/train/broken.png"], "is a file; give a folder or prefix"),
 ])
 def test_user_mistakes_are_one_line_errors(mistake, expected, digits, tmp_path, capsys):
     mistake = [m.format(digits=digits) for m in mistake]
-    code = pretrain_job.main(["--input", str(digits / "train"), "--output", str(tmp_path / "out"), *mistake])
+    code = cli(["pretrain", "--input", str(digits / "train"), "--output", str(tmp_path / "out"), *mistake])
     err = capsys.readouterr().err.strip()
     assert code == 2 and expected in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "out").exists()  # nothing is created before the checks pass
@@ -196,20 +197,20 @@ def test_overwrite_keeps_the_earlier_run_until_every_check_passed(ray_cluster, t
     output = tmp_path / "run"
     shutil.copytree(trained[0], output)
     before = sorted(p.relative_to(output) for p in output.rglob("*"))
-    args = ["--input", str(digits / "train"), "--output", str(output), "--overwrite"]
+    args = ["--input", str(digits / "train"), "--output", str(output), "--overwrite", "true"]
     for mistake, expected in [
         (["--init", "/no/such/model"], "checkpoint folder not found"),
-        (["--init", str(output / "model")], "which --overwrite would remove"),
-        (["--preset", "tiny", "--batch-size", "1000"], "is more than the 48 images listed"),
-        (["--preset", "tiny", "--use-gpu", "--num-workers", "2", "--batch-size", "8"], "ask for 2 GPUs in all, more than the Ray cluster's 1"),
+        (["--init", str(output / "model")], "which overwrite would remove"),
+        (["--preset", "tiny", "--batch_size", "1000"], "is more than the 48 images listed"),
+        (["--preset", "tiny", "--use_gpu", "true", "--num_workers", "2", "--batch_size", "8"], "ask for 2 GPUs in all, more than the Ray cluster's 1"),
     ]:
-        assert pretrain_job.main([*args, *mistake]) == 2
+        assert cli(["pretrain", *args, *mistake]) == 2
         assert expected in capsys.readouterr().err
         assert sorted(p.relative_to(output) for p in output.rglob("*")) == before
 
 
 def test_an_adapted_model_trains_with_the_runs_mask_ratio_and_loss(init_model, tmp_path):
-    """--init's weights, but --mask-ratio and --norm-pix-loss of the run, not of the checkpoint."""
+    """init's weights, but mask_ratio and norm_pix_loss of the run, not of the checkpoint."""
     loop = loop_config(output=str(tmp_path), init=str(init_model),
                        model_config={**vitmae.ViTMAEConfig(**TINY_MAE).to_dict(), "mask_ratio": 0.5, "norm_pix_loss": True})
     model = _build_model(loop)

@@ -13,9 +13,7 @@ from pathlib import Path
 from PIL import Image
 
 from conftest import s3_storage
-from jobs import embed as embed_job
-from jobs import history as history_job
-from jobs import search as search_job
+from jobs.cli import main as cli
 from pipeline.records import finished_runs
 from pipeline.storage import Storage
 from pipeline.tables import dataset, open_table
@@ -41,14 +39,14 @@ def fill(folder: Path, names: range) -> None:
 
 
 def run_args(images: Path, output: Path, model: Path, *extra: str) -> list[str]:
-    return ["--input", str(images), "--output", str(output), "--model", str(model), "--num-actors", "1", *extra]
+    return ["--input", str(images), "--output", str(output), "--model", str(model), "--num_actors", "1", *extra]
 
 
 def test_a_second_run_embeds_only_what_changed(ray_cluster, model_dir, tmp_path, capsys):
     images, output = tmp_path / "images", tmp_path / "out"
     fill(images, range(6))
     (images / "bad.png").write_bytes(b"not a picture")
-    assert embed_job.main(run_args(images, output, model_dir)) == 0
+    assert cli(["embed", *run_args(images, output, model_dir)]) == 0
     first, errors, record = read_run(output)
     assert (len(first), list(errors)) == (6, [f"file://{images / 'bad.png'}"])
     assert record["counts"]["new"] == 7 and capsys.readouterr().out.startswith("listed 7: 7 new")
@@ -63,7 +61,7 @@ def test_a_second_run_embeds_only_what_changed(ray_cluster, model_dir, tmp_path,
     photo(50).save(images / "img-002.png")  # changed
     (images / "img-003.png").unlink()  # gone
     photo(51).save(images / "bad.png")  # the bad file fixed: changed, so tried again
-    assert embed_job.main(run_args(images, output, model_dir)) == 0
+    assert cli(["embed", *run_args(images, output, model_dir)]) == 0
     out = capsys.readouterr().out
     assert out.startswith("listed 8: 2 new, 2 changed, 4 unchanged, 1 gone, 0 failed before"), out
     second, errors, record = read_run(output)
@@ -81,14 +79,15 @@ def test_a_second_run_embeds_only_what_changed(ray_cluster, model_dir, tmp_path,
     assert record["index"]["updates"][-1]["added"] == 4 and record["index"]["updates"][-1]["removed"] == 2
 
     # Search after the update finds the new image and never the gone one.
-    assert search_job.main(["--run", str(output), "--path", str(images / "img-007.png"), "-k", "8", "--json"]) == 0
+    assert cli(["search", "--run", str(output), "--path", str(images / "img-007.png"), "--k", "8", "--json", "true"]) == 0
     hits = capsys.readouterr().out
     assert f"{images / 'img-007.png'}" in hits and "img-003.png" not in hits
 
     # Nothing changed: done without Ray's start-up, the model or even torch (in a process of its own, as every
     # night), the tables untouched.
     versions = record["versions"]
-    code = "import sys; from jobs.embed import main; main(sys.argv[1:]); print('torch loaded:', 'torch' in sys.modules)"
+    code = ("import sys; from jobs.command import main; from jobs.embed import COMMAND; main(COMMAND, sys.argv[1:]); "
+            "print('torch loaded:', 'torch' in sys.modules)")
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", code, *run_args(images, output, model_dir)], cwd=ROOT, capture_output=True,
                           text=True, timeout=60)
@@ -97,7 +96,7 @@ def test_a_second_run_embeds_only_what_changed(ray_cluster, model_dir, tmp_path,
     assert done.stdout.rstrip().endswith("torch loaded: False"), done.stdout
     third = finished_runs(str(output), Storage())[0]
     assert third["versions"] == versions and "start_ray_seconds" not in third["timings"] and third["counts"]["unchanged"] == 8
-    assert history_job.main(["--run", str(output)]) == 0
+    assert cli(["history", "--run", str(output)]) == 0
     history = capsys.readouterr().out.splitlines()
     assert len(history) == 4 and history[1].split()[1] == third["run_id"]  # a header, then the three runs, newest first
 
@@ -106,11 +105,11 @@ def test_errors_are_tried_again_when_asked_and_missing_rows_kept_when_asked(ray_
     images, output = tmp_path / "images", tmp_path / "out"
     fill(images, range(3))
     (images / "bad.png").write_bytes(b"not a picture")
-    assert embed_job.main(run_args(images, output, model_dir)) == 0
+    assert cli(["embed", *run_args(images, output, model_dir)]) == 0
     _, errors, first = read_run(output)
     bad = f"file://{images / 'bad.png'}"
     (images / "img-000.png").unlink()
-    assert embed_job.main(run_args(images, output, model_dir, "--retry-errors", "--keep-missing")) == 0
+    assert cli(["embed", *run_args(images, output, model_dir, "--retry_errors", "true", "--keep_missing", "true")]) == 0
     embedded, errors_again, second = read_run(output)
     assert errors_again[bad]["run_id"] == second["run_id"] != errors[bad]["run_id"]  # tried again, failed again
     assert f"file://{images / 'img-000.png'}" in embedded  # kept though gone
@@ -123,9 +122,9 @@ def test_reading_the_folder_as_plain_parquet_is_wrong_after_an_update(ray_cluste
 
     images, output = tmp_path / "images", tmp_path / "out"
     fill(images, range(3))
-    assert embed_job.main(run_args(images, output, model_dir)) == 0
+    assert cli(["embed", *run_args(images, output, model_dir)]) == 0
     photo(60).save(images / "img-001.png")
-    assert embed_job.main(run_args(images, output, model_dir)) == 0
+    assert cli(["embed", *run_args(images, output, model_dir)]) == 0
     files = [str(p) for p in (output / "embeddings").glob("*.parquet")]
     assert pads.dataset(files, format="parquet").count_rows() > 3
     table = open_table(str(output / "embeddings"), Storage())
@@ -153,14 +152,14 @@ def start_job(args: list[str]) -> subprocess.Popen:
 def test_a_killed_run_keeps_what_it_committed_and_the_next_finishes(model_dir, tmp_path):
     images, output = tmp_path / "images", tmp_path / "out"
     fill(images, range(40))
-    args = run_args(images, output, model_dir, "--batch-size", "2", "--commit-rows", "4", "--commit-seconds", "0")
+    args = run_args(images, output, model_dir, "--batch_size", "2", "--commit_rows", "4", "--commit_seconds", "0")
     job = start_job(args)
     wait_for(lambda: data_commits(output) >= 3 or job.poll() is not None, 240, "the first commits")
     os.killpg(job.pid, signal.SIGKILL)  # the driver and its local Ray, at once
     job.wait()
     committed = dataset(open_table(str(output / "embeddings"), Storage()), str(output / "embeddings"), Storage()).count_rows()
     assert 0 < committed < 40, committed
-    done = subprocess.run([sys.executable, "-m", "jobs.embed", *args, "--vacuum-hours", "0"], cwd=ROOT, capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "jobs.embed", *args, "--vacuum_hours", "0"], cwd=ROOT, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     embedded, errors, record = read_run(output)  # read_run fails on any path twice
@@ -174,13 +173,13 @@ def test_a_killed_run_keeps_what_it_committed_and_the_next_finishes(model_dir, t
 def test_two_runs_at_once_never_double_a_row(model_dir, tmp_path):
     images, output = tmp_path / "images", tmp_path / "out"
     fill(images, range(12))
-    args = run_args(images, output, model_dir, "--batch-size", "2", "--commit-rows", "2", "--commit-seconds", "0")
+    args = run_args(images, output, model_dir, "--batch_size", "2", "--commit_rows", "2", "--commit_seconds", "0")
     first, second = start_job(args), start_job(args)
     outs = [job.communicate(timeout=300)[0] for job in (first, second)]
     codes = sorted(job.returncode for job in (first, second))
     assert codes[0] == 0, outs
     if codes[1] != 0:
-        assert codes[1] == 2 and any("two runs on one output at once are refused" in out for out in outs), outs
+        assert codes[1] == 75 and any("two runs on one output at once are refused" in out for out in outs), outs
     again = subprocess.run([sys.executable, "-m", "jobs.embed", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
     embedded, errors, _ = read_run(output)  # each path once
@@ -199,15 +198,15 @@ def test_updates_on_s3_from_an_input_list(ray_cluster, s3, model_dir, tmp_path, 
     fs.pipe("test/update/list.txt", "\n".join(f"s3://test/update/photos/{i}.png" for i in range(4)).encode())
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3.access_key)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3.secret_key)
-    args = ["--input-list", "s3://test/update/list.txt", "--output", "s3://test/update/out", "--model", "s3://test/update/model",
-            "--s3-endpoint", s3.endpoint_url, "--num-actors", "1"]
-    assert embed_job.main(args) == 0
+    args = ["--input_list", "s3://test/update/list.txt", "--output", "s3://test/update/out", "--model", "s3://test/update/model",
+            "--storage.endpoint", s3.endpoint_url, "--num_actors", "1"]
+    assert cli(["embed", *args]) == 0
     first, _, _ = read_run("s3://test/update/out", s3_storage(s3))
     photo(70).save(tmp_path / "new.png")
     fs.put(str(tmp_path / "new.png"), "test/update/photos/1.png")  # changed: a new ETag
     fs.pipe("test/update/list.txt", "\n".join(f"s3://test/update/photos/{i}.png" for i in (0, 1, 2)).encode())  # 3 is gone
     capsys.readouterr()
-    assert embed_job.main(args) == 0
+    assert cli(["embed", *args]) == 0
     assert capsys.readouterr().out.startswith("listed 3: 0 new, 1 changed, 2 unchanged, 1 gone")
     second, _, record = read_run("s3://test/update/out", s3_storage(s3))
     assert sorted(second) == [f"s3://test/update/photos/{i}.png" for i in range(3)]

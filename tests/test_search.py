@@ -13,7 +13,7 @@ from PIL import Image
 
 import vitmae
 from conftest import GALLERY_OUTLIERS, MAE_PROCESSOR, write_embeddings
-from jobs import search as search_job
+from jobs.cli import main as cli
 from pipeline.embed.query import QueryEmbedder
 from pipeline.render import Layout, thumbnail
 from pipeline.records import append_run, latest_run
@@ -30,7 +30,7 @@ def test_the_embedding_job_built_a_flat_index(gallery_run, gallery):
 
 def test_search_by_image_finds_itself_first(gallery_run, gallery, capsys):
     query = gallery / "coffee-03.png"
-    assert search_job.main(["--run", str(gallery_run), "--image", str(query), "-k", "5", "--json"]) == 0
+    assert cli(["search", "--run", str(gallery_run), "--image", str(query), "--k", "5", "--json", "true"]) == 0
     hits = json.loads(capsys.readouterr().out)  # stdout is the JSON array and nothing else
     assert [h["rank"] for h in hits] == [1, 2, 3, 4, 5] and set(hits[0]) == {"rank", "path", "score"}
     assert hits[0]["path"] == f"file://{query}" and hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
@@ -53,7 +53,7 @@ def test_search_by_path_and_batched_vectors(gallery_run, gallery, capsys):
     vectors = np.stack([searcher.vector_of_path(str(gallery / n)) for n in ("coffee-11.png", "moon.png")])
     batched = searcher.search_vectors(vectors, k=4)
     assert batched[0] == by_path and batched[1][0].path.endswith("/moon.png")
-    assert search_job.main(["--run", str(gallery_run), "--path", f"file://{gallery / 'moon.png'}", "-k", "3"]) == 0
+    assert cli(["search", "--run", str(gallery_run), "--path", f"file://{gallery / 'moon.png'}", "--k", "3"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("3 nearest of file://") and out[1].split() == ["rank", "cosine", "path"]
     assert out[2].split()[0] == "1" and out[2].split()[2].endswith("/moon.png")
@@ -62,7 +62,7 @@ def test_search_by_path_and_batched_vectors(gallery_run, gallery, capsys):
 def test_contact_sheet_of_a_search(gallery_run, gallery, tmp_path, capsys):
     query = gallery / "coffee-05.png"
     png = tmp_path / "sheets" / "search.png"
-    assert search_job.main(["--run", str(gallery_run), "--image", str(query), "-k", "4", "--json", "--png", str(png)]) == 0
+    assert cli(["search", "--run", str(gallery_run), "--image", str(query), "--k", "4", "--json", "true", "--png", str(png)]) == 0
     hits = json.loads(capsys.readouterr().out)
     sheet = Image.open(png)
     sheet.load()
@@ -81,7 +81,7 @@ def test_contact_sheet_of_a_search(gallery_run, gallery, tmp_path, capsys):
 
 def test_user_mistakes_are_one_line_errors(gallery_run, gallery, model_dir, tmp_path, capsys):
     def error(argv):
-        assert search_job.main(argv) == 2
+        assert cli(["search", *argv]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and "Traceback" not in err, err
         return err
@@ -89,9 +89,10 @@ def test_user_mistakes_are_one_line_errors(gallery_run, gallery, model_dir, tmp_
     run = str(gallery_run)
     bare = tmp_path / "bare"
     write_embeddings(str(bare), np.ones((3, 64), np.float32))
-    assert "has no index (index/index.json is missing); build it with: vitmae index --run" in error(["--run", str(bare), "--path", "x"])
+    assert cli(["search", "--run", str(bare), "--path", "x"]) == 75  # the run building it may not be done
+    assert "has no index (index/index.json is missing); build it with: vitmae index --run" in capsys.readouterr().err
     assert "has no embeddings table" in error(["--run", str(tmp_path / "nowhere"), "--path", "x"])
-    assert "--path /nowhere/cat.jpg is not in the index" in error(["--run", run, "--path", "/nowhere/cat.jpg"])
+    assert "path /nowhere/cat.jpg is not in the index" in error(["--run", run, "--path", "/nowhere/cat.jpg"])
     (tmp_path / "text.jpg").write_text("this is not a picture\n")
     assert "text.jpg: not an image file" in error(["--run", run, "--image", str(tmp_path / "text.jpg")])
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
@@ -100,7 +101,7 @@ def test_user_mistakes_are_one_line_errors(gallery_run, gallery, model_dir, tmp_
     truncated.write_bytes((gallery / "coffee-00.png").read_bytes()[:2000])
     assert "truncated.png: cannot decode PNG image" in error(["--run", run, "--image", str(truncated)])
     assert "query image" in error(["--run", run, "--image", str(tmp_path / "missing.jpg")])
-    assert "-k must be at least 1" in error(["--run", run, "--path", "x", "-k", "0"])
+    assert "k must be at least 1" in error(["--run", run, "--path", "x", "--k", "0"])
     # The run's manifest now names a model of another width than the index's vectors.
     other = tmp_path / "run32"
     shutil.copytree(gallery_run, other)

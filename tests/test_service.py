@@ -104,7 +104,7 @@ def test_search_errors_are_one_line_with_a_4xx_status(client):
     assert_error(client.post("/api/search", content=bomb_png()), 400, "decompression bomb")
     assert_error(client.post("/api/search", content=b""), 400, "no image")
     assert_error(client.post("/api/search", files={"other": ("q.png", b"x", "image/png")}), 400, "image")
-    assert_error(client.post("/api/search", content=b"\0" * ((1 << 20) + 1)), 413, "1 MB", "--max-upload-mb")
+    assert_error(client.post("/api/search", content=b"\0" * ((1 << 20) + 1)), 413, "1 MB", "--max_upload_mb")
 
     def chunks():  # no Content-Length: the limit holds while reading
         for _ in range(40):
@@ -287,9 +287,9 @@ def test_the_page_and_its_files_are_served_from_the_package(client):
 
 
 def test_the_command_refuses_a_folder_without_a_run(tmp_path, capsys):
-    from jobs import cli
+    from jobs.cli import main as cli
 
-    assert cli.main(["serve", "--run", str(tmp_path / "nothing")]) == 2
+    assert cli(["serve", "--run", str(tmp_path / "nothing")]) == 2
     assert "no embeddings table" in capsys.readouterr().err
-    assert cli.main(["serve", "--run", str(tmp_path), "--max-upload-mb", "0"]) == 2
-    assert "--max-upload-mb must be above 0" in capsys.readouterr().err
+    assert cli(["serve", "--run", str(tmp_path), "--max_upload_mb", "0"]) == 2
+    assert "max_upload_mb must be above 0" in capsys.readouterr().err

@@ -10,11 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs import anomalies as anomalies_job
-from jobs import embed as embed_job
-from jobs import index as index_job
-from jobs import pretrain as pretrain_job
-from jobs import search as search_job
+from jobs.cli import main as cli
 from pipeline.embed.preprocess import PreprocessConfig
 from pipeline.storage import Storage, read_uri, write_uri
 
@@ -64,22 +60,22 @@ def test_the_secret_reaches_no_log_error_or_file(ray_cluster, s3, model_dir, pho
         fs.pipe(f"test/canary/photos/{p.name}", p.read_bytes())
     fs.pipe("test/canary/photos/broken.jpg", b"\xff\xd8\xff")
     fs.put(str(model_dir), "test/canary/model", recursive=True)
-    endpoint = ["--s3-endpoint", s3.endpoint_url]
+    endpoint = ["--storage.endpoint", s3.endpoint_url]
     run, photo = "s3://test/canary/run", f"s3://test/canary/photos/{photo_paths[0].name}"
-    assert embed_job.main(["--input", "s3://test/canary/photos/", "--output", run, "--model", "s3://test/canary/model",
-                           "--mask-ratio", "0.75", *endpoint]) == 0
-    assert index_job.main(["--run", run, *endpoint]) == 0
-    assert search_job.main(["--run", run, "--image", photo, "--png", "s3://test/canary/search.png", *endpoint]) == 0
-    assert anomalies_job.main(["--run", run, "--png", "s3://test/canary/anomalies.png", *endpoint]) == 0
-    assert pretrain_job.main(["--input", "s3://test/canary/photos/", "--output", "s3://test/canary/pretrain", "--preset", "tiny",
-                              "--image-size", "32", "--patch-size", "8", "--epochs", "1", "--batch-size", "2",
-                              "--cpus-per-worker", "0.5", "--reconstructions", "1", *endpoint]) == 0
+    assert cli(["embed", "--input", "s3://test/canary/photos/", "--output", run, "--model", "s3://test/canary/model",
+                           "--infer.mask_ratio", "0.75", *endpoint]) == 0
+    assert cli(["index", "--run", run, *endpoint]) == 0
+    assert cli(["search", "--run", run, "--image", photo, "--png", "s3://test/canary/search.png", *endpoint]) == 0
+    assert cli(["anomalies", "--run", run, "--png", "s3://test/canary/anomalies.png", *endpoint]) == 0
+    assert cli(["pretrain", "--input", "s3://test/canary/photos/", "--output", "s3://test/canary/pretrain", "--preset", "tiny",
+                              "--image_size", "32", "--patch_size", "8", "--epochs", "1", "--batch_size", "2",
+                              "--cpus_per_worker", "0.5", "--reconstructions", "1", *endpoint]) == 0
     # Mistakes and failures on the way: their messages too.
-    assert search_job.main(["--run", run, "--path", "s3://test/canary/photos/none.jpg", *endpoint]) == 2
-    assert embed_job.main(["--input", "s3://test/canary/nowhere/", "--output", "s3://test/canary/run2",
+    assert cli(["search", "--run", run, "--path", "s3://test/canary/photos/none.jpg", *endpoint]) == 2
+    assert cli(["embed", "--input", "s3://test/canary/nowhere/", "--output", "s3://test/canary/run2",
                            "--model", "s3://test/canary/model", *endpoint]) == 2
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", canary + "-wrong")
-    assert index_job.main(["--run", run, *endpoint]) != 0
+    assert cli(["index", "--run", run, *endpoint]) != 0
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", canary)
 
     captured = capsys.readouterr()

@@ -16,7 +16,7 @@ from torch import nn
 
 from vitmae.config import EncoderConfig, dtype_name
 from vitmae.convert import hf_to_vitmae, vitmae_to_hf
-from vitmae.errors import one_line
+from vitmae.errors import InvalidInput, one_line
 from vitmae.folder import CONFIG_NAME, Folder, open_folder, weight_files
 
 logger = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ def _load_file(folder: Folder, name: str) -> dict[str, torch.Tensor]:
         source = path if local else io.BytesIO(folder.fs.cat_file(path))
         return torch.load(source, map_location="cpu", weights_only=True)
     except (safetensors.SafetensorError, pickle.UnpicklingError, RuntimeError, EOFError) as err:
-        raise ValueError(f"cannot read {folder.uri}/{name}: {one_line(err)}") from err
+        raise InvalidInput(f"cannot read {folder.uri}/{name}: {one_line(err)}") from err
 
 
 class PretrainedMixin:
@@ -128,4 +128,4 @@ def _check_state(model: nn.Module, state: dict[str, torch.Tensor], uri: str) -> 
         problems.append(f"unexpected {hf_names(unexpected)}")
     if shapes:
         problems.append(f"shape mismatch {shapes}")
-    raise ValueError(f"checkpoint {uri} does not fit {type(model).__name__}: " + "; ".join(problems))
+    raise InvalidInput(f"checkpoint {uri} does not fit {type(model).__name__}: " + "; ".join(problems))

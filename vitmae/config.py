@@ -7,6 +7,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from vitmae.errors import InvalidInput
+
 logger = logging.getLogger(__name__)
 
 # Keys that Hugging Face writes into every config.json and that carry nothing for these models.
@@ -32,7 +34,7 @@ def dtype_name(dtype: str) -> str:
     """torch's name of a dtype from any of its names ('bf16' -> 'bfloat16'); ValueError for an unknown one."""
     name = _DTYPE_ALIASES.get(dtype, dtype)
     if name not in DTYPE_BYTES:
-        raise ValueError(f"unknown dtype {dtype!r}; expected one of {sorted([*DTYPE_BYTES, *_DTYPE_ALIASES])}")
+        raise InvalidInput(f"unknown dtype {dtype!r}; expected one of {sorted([*DTYPE_BYTES, *_DTYPE_ALIASES])}")
     return name
 
 
@@ -42,7 +44,7 @@ def _square(value: Any, name: str) -> int:
         return value
     if isinstance(value, (list, tuple)) and len(value) == 2 and value[0] == value[1]:
         return int(value[0])
-    raise ValueError(f"{name} must be an int or a square pair, got {value!r}")
+    raise InvalidInput(f"{name} must be an int or a square pair, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -73,11 +75,11 @@ class EncoderConfig:
         object.__setattr__(self, "image_size", _square(self.image_size, "image_size"))
         object.__setattr__(self, "patch_size", _square(self.patch_size, "patch_size"))
         if self.hidden_size % self.num_attention_heads:
-            raise ValueError(
+            raise InvalidInput(
                 f"hidden_size ({self.hidden_size}) must be a multiple of num_attention_heads ({self.num_attention_heads})"
             )
         if self.image_size % self.patch_size:
-            raise ValueError(f"image_size ({self.image_size}) must be a multiple of patch_size ({self.patch_size})")
+            raise InvalidInput(f"image_size ({self.image_size}) must be a multiple of patch_size ({self.patch_size})")
 
     @property
     def num_patches(self) -> int:
@@ -93,7 +95,7 @@ class EncoderConfig:
         """Build from a config.json dict; a wrong `model_type` is an error, unknown keys a warning."""
         model_type = data.get("model_type", cls.model_type)
         if model_type != cls.model_type:
-            raise ValueError(f"expected a config with model_type {cls.model_type!r}, got {model_type!r}")
+            raise InvalidInput(f"expected a config with model_type {cls.model_type!r}, got {model_type!r}")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names - _GENERIC_HF_KEYS - {"model_type", "num_labels"})
         if unknown:
@@ -147,4 +149,4 @@ class ViTMAEConfig(EncoderConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if not 0.0 <= self.mask_ratio < 1.0:
-            raise ValueError(f"mask_ratio must be in [0, 1), got {self.mask_ratio}")
+            raise InvalidInput(f"mask_ratio must be in [0, 1), got {self.mask_ratio}")

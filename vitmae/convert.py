@@ -19,6 +19,8 @@ import re
 
 import torch
 
+from vitmae.errors import InvalidInput
+
 # (Hugging Face pattern, this package's replacement), applied in order to each key.
 _HF_TO_OURS = [
     (r"embeddings\.patch_embeddings\.projection\.", "patch_embed.proj."),
@@ -74,7 +76,7 @@ def hf_to_vitmae(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     for fused, parts in split.items():
         if set(parts) != set(_QKV):
             missing = [f"{fused.replace('.attn.qkv.', f'.attn.{p}.')}" for p in _QKV if p not in parts]
-            raise ValueError(f"checkpoint is missing attention weights: {', '.join(missing)}")
+            raise InvalidInput(f"checkpoint is missing attention weights: {', '.join(missing)}")
         out[fused] = torch.cat([parts[p] for p in _QKV], dim=0)
     return out
 

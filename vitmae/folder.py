@@ -18,7 +18,7 @@ from typing import Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from vitmae.errors import one_line
+from vitmae.errors import InvalidInput, NotFound, one_line
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -45,11 +45,11 @@ class Folder:
 
     def read_json(self, name: str) -> dict[str, Any]:
         if not self.exists(name):
-            raise FileNotFoundError(f"{self.uri} has no {name}")
+            raise NotFound(f"{self.uri} has no {name}")
         try:
             return json.loads(self.fs.cat_file(self.path(name)))
         except json.JSONDecodeError as err:
-            raise ValueError(f"{self.uri}/{name} is not valid JSON: {err}") from None
+            raise InvalidInput(f"{self.uri}/{name} is not valid JSON: {err}") from None
 
     def write_bytes(self, name: str, data: bytes) -> None:
         """Writes so that no reader sees a half-written file: temp file and rename, or one PUT."""
@@ -95,7 +95,7 @@ def weight_files(folder: Folder) -> list[str]:
     name = next((n for n in WEIGHT_FILES if folder.exists(n)), None)
     if name is None:
         present = sorted(os.path.basename(p) for p in folder.fs.ls(folder.root, detail=False))
-        raise ValueError(
+        raise InvalidInput(
             f"no weights in {folder.uri}: expected one of {', '.join(WEIGHT_FILES)}, found {present or 'nothing'}"
         )
     if name.endswith(".index.json"):

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vitmae.config import EncoderConfig
+from vitmae.errors import InvalidInput
 
 _ACTIVATIONS = {
     "gelu": lambda: nn.GELU(),
@@ -24,7 +25,7 @@ _ACTIVATIONS = {
 def activation(name: str) -> nn.Module:
     """The activation module for a Hugging Face `hidden_act`/`pooler_act` name."""
     if name not in _ACTIVATIONS:
-        raise ValueError(f"unsupported activation {name!r}; expected one of {sorted(_ACTIVATIONS)}")
+        raise InvalidInput(f"unsupported activation {name!r}; expected one of {sorted(_ACTIVATIONS)}")
     return _ACTIVATIONS[name]()
 
 

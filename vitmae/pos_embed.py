@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from vitmae.errors import InvalidInput
+
 
 def sincos_pos_embed(grid_size: int, dim: int, cls_token: bool = True) -> torch.Tensor:
     """Sin-cos embeddings of a square patch grid, in the MAE layout.
@@ -21,7 +23,7 @@ def sincos_pos_embed(grid_size: int, dim: int, cls_token: bool = True) -> torch.
         float32 [G*G (+1), D] on the default device, rows in row-major patch order.
     """
     if dim % 4:
-        raise ValueError(f"position embedding width must be a multiple of 4, got {dim}")
+        raise InvalidInput(f"position embedding width must be a multiple of 4, got {dim}")
     # Computed on the CPU in float64, then put on the default device: arange on "meta" (where from_pretrained
     # builds) would import torch._dynamo, seconds for a table that the checkpoint replaces anyway.
     cpu64 = {"dtype": torch.float64, "device": "cpu"}

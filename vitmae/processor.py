@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 from PIL import Image
 
+from vitmae.errors import InvalidInput
 from vitmae.folder import open_folder
 
 if TYPE_CHECKING:
@@ -33,7 +34,7 @@ def _hw(size: int | dict[str, int]) -> tuple[int, int]:
         return int(size["height"]), int(size["width"])
     if isinstance(size, dict) and "shortest_edge" in size and len(size) == 1:
         return int(size["shortest_edge"]), int(size["shortest_edge"])
-    raise ValueError(f"expected size as an int or {{'height': H, 'width': W}}, got {size!r}")
+    raise InvalidInput(f"expected size as an int or {{'height': H, 'width': W}}, got {size!r}")
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ class ViTImageProcessor:
         if unknown:
             logger.warning("ignoring unknown preprocessor keys: %s", ", ".join(unknown))
         if data.get("do_center_crop"):
-            raise ValueError("center cropping is not supported by ViTImageProcessor; expected do_center_crop false")
+            raise InvalidInput("center cropping is not supported by ViTImageProcessor; expected do_center_crop false")
         return cls(**{k: v for k, v in data.items() if k in names})
 
     def to_dict(self) -> dict[str, Any]:

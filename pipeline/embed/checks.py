@@ -13,6 +13,7 @@ from pipeline.embed.decode import DecodeConfig
 from pipeline.embed.infer import InferConfig, model_class
 from pipeline.storage import Storage
 from vitmae.config import ViTMAEConfig
+from vitmae.errors import InvalidInput, NotFound
 from vitmae.folder import CONFIG_NAME, Folder, open_folder, weight_files
 from vitmae.processor import PROCESSOR_NAME, ViTImageProcessor
 
@@ -44,15 +45,15 @@ def check_model(uri: str, storage: Storage, known: dict[str, Any] | None = None)
     config = folder.read_json(CONFIG_NAME)
     mae = ViTMAEConfig.from_dict(config)
     if not folder.exists(PROCESSOR_NAME):
-        raise FileNotFoundError(
-            f"--model {uri} has no {PROCESSOR_NAME}; save the processor the model was trained with next to it "
+        raise NotFound(
+            f"model {uri} has no {PROCESSOR_NAME}; save the processor the model was trained with next to it "
             "(vitmae.ViTImageProcessor(...).save_pretrained(folder))"
         )
     processor = ViTImageProcessor.from_pretrained(folder.uri, storage.options(uri))
     if not processor.do_resize or processor.size != {"height": mae.image_size, "width": mae.image_size}:
         size = processor.size if processor.do_resize else "nothing (do_resize is false)"
-        raise ValueError(
-            f"--model {uri}: the processor resizes to {size} but the model expects {mae.image_size}x{mae.image_size} images"
+        raise InvalidInput(
+            f"model {uri}: the processor resizes to {size} but the model expects {mae.image_size}x{mae.image_size} images"
         )
     files = [_identity(folder, name) for name in weight_files(folder)]
     if known and known.get("files") == files:
@@ -117,9 +118,9 @@ def check_settings(table: dict[str, Any], run: dict[str, Any], output: str) -> N
         if table.get(name) != value and not (name == "dtype" and value == "auto")
     ]
     if differences:
-        raise ValueError(
-            f"--output {output} was embedded with other settings: {'; '.join(differences)}; run with the table's "
-            "settings, or pass --overwrite to start a new table"
+        raise InvalidInput(
+            f"output {output} was embedded with other settings: {'; '.join(differences)}; run with the table's "
+            "settings, or give --overwrite true to start new tables"
         )
 
 

@@ -22,16 +22,17 @@ import logging
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import pyvips
 from PIL import Image, UnidentifiedImageError
 
 from vitmae import ViTImageProcessor
-from vitmae.errors import one_line
+from vitmae.errors import InvalidInput, one_line
 
-DECODE_MODES = ("fast", "exact")
+DecodeMode = Literal["fast", "exact"]
+DECODE_MODES = get_args(DecodeMode)
 _SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
 # What the fast mode hands to libvips: formats, and the modes Pillow's header gives, whose 8-bit bands libvips
 # decodes to the same values as Pillow. Everything else (16-bit, palette, CMYK, ...) takes Pillow's exact path.
@@ -50,26 +51,25 @@ logging.getLogger("pyvips").setLevel(logging.ERROR)
 
 @dataclass(frozen=True)
 class DecodeConfig:
-    """How `decode_image` treats untrusted bytes."""
+    """How untrusted bytes become the model's input."""
 
-    # Refuse images with more pixels than this (decompression bombs), from the header, before decoding.
-    # Pillow's own limit is raised to it where lower, so that this is the limit that counts.
     max_pixels: int = 150_000_000
-    # "fast": decode and shrink at a reduced scale first (JPEG DCT scaling, libvips for PNG and WebP), embeddings within
-    # cosine 0.9999 of "exact"; "exact": transformers' pixels (times and cosines: benchmarks/decode.py, RESULTS.md).
-    mode: str = "fast"
-    # The fast mode keeps at least this multiple of the target size on each side before the processor's resize
-    # (which filters over the whole footprint), so that it sees nearly the same signal as from the full-size image.
-    # At 1.5 a 12-megapixel JPEG decodes at 1/8 scale, not 1/4 (benchmarks/decode_draft.py and RESULTS.md).
+    """refuse images with more pixels than this (decompression bombs), from the header, before decoding; Pillow's own
+    limit is raised to it where lower, so that this is the limit that counts"""
+    mode: DecodeMode = "fast"
+    """fast: decode and shrink at a reduced scale first (JPEG's DCT scaling, libvips for PNG and WebP), embeddings within
+    cosine 0.9999 of exact; exact: transformers' pixels, for 2.4 times the CPU (benchmarks/RESULTS.md)"""
     draft_margin: float = 1.5
+    """fast mode: keep at least this multiple of the model's input on each side before the processor's resize, so that
+    it sees nearly the signal of the full image (at 1.5 a 12-megapixel JPEG decodes at 1/8 scale, not 1/4)"""
 
     def __post_init__(self) -> None:
         if self.max_pixels < 1:
-            raise ValueError(f"expected max_pixels >= 1, got {self.max_pixels}")
+            raise InvalidInput(f"max_pixels must be at least 1, got {self.max_pixels}")
         if self.mode not in DECODE_MODES:
-            raise ValueError(f"expected a decode mode in {DECODE_MODES}, got {self.mode!r}")
+            raise InvalidInput(f"mode must be one of {', '.join(DECODE_MODES)}, got {self.mode!r}")
         if self.draft_margin < 1:
-            raise ValueError(f"expected draft_margin >= 1 (never below the target size), got {self.draft_margin}")
+            raise InvalidInput(f"draft_margin must be at least 1 (never below the model's input), got {self.draft_margin}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "DecodeConfig":
@@ -80,7 +80,7 @@ class DecodeConfig:
         return cls(**data)
 
 
-class DecodeError(ValueError):
+class DecodeError(InvalidInput):
     """The bytes are not a decodable image; the message is one readable line."""
 
 

@@ -7,42 +7,46 @@ Imports no torch: the job's driver reads these settings before anything loads to
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Literal, get_args
 
 import numpy as np
 
 import vitmae
 from pipeline.seeding import image_rng
 from vitmae.config import dtype_name
+from vitmae.errors import InvalidInput
 
-if TYPE_CHECKING:
-    from vitmae import ViTMAEForPreTraining, ViTMAEModel
-
-POOLINGS = ("mean", "cls")
+Pooling = Literal["mean", "cls"]
+POOLINGS = get_args(Pooling)
 
 
 @dataclass(frozen=True)
 class InferConfig:
     """How the model stage embeds and scores; every field but `compile` changes the numbers a run writes."""
 
-    mask_ratio: float = 0.0  # 0: embeddings only (no decoder); > 0: also the reconstruction loss
-    # Masks averaged per image for the loss: four disjoint masks at 0.75 reconstruct every patch once, and rank
-    # images far more stably across seeds than one (benchmarks/RESULTS.md, "The loss score across mask seeds").
+    mask_ratio: float = 0.0
+    """0: embeddings only (the decoder is never loaded); > 0, e.g. 0.75: also each image's reconstruction loss"""
     loss_samples: int = 4
-    seed: int = 0  # with the path, fixes every image's masks
-    pooling: str = "mean"  # mean of the patch tokens, or the class token
-    dtype: str = "auto"  # auto: bfloat16 on a GPU, float32 on the CPU
-    compile: bool = False  # torch.compile the model in each actor: fuses the work between GEMMs, at a start-up cost
+    """masks averaged per image for the loss: at 0.75, four disjoint masks reconstruct every patch once, and rank
+    images far more stably across seeds than one (benchmarks/RESULTS.md)"""
+    seed: int = 0
+    """with each image's path, fixes that image's masks"""
+    pooling: Pooling = "mean"
+    """mean of the final patch tokens, or the class token"""
+    dtype: str = "auto"
+    """the model's dtype: auto (bfloat16 on a GPU, float32 on a CPU), float32, bfloat16 or float16"""
+    compile: bool = False
+    """torch.compile the model in each actor: on GPUs more images/s, for a longer start-up"""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.mask_ratio < 1.0:
-            raise ValueError(f"--mask-ratio must be in [0, 1), got {self.mask_ratio}")
+            raise InvalidInput(f"mask_ratio must be in [0, 1), got {self.mask_ratio}")
         if self.pooling not in POOLINGS:
-            raise ValueError(f"--pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
+            raise InvalidInput(f"pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
         if self.dtype != "auto":
             dtype_name(self.dtype)
         if self.loss_samples < 1:
-            raise ValueError(f"--loss-samples must be at least 1, got {self.loss_samples}")
+            raise InvalidInput(f"loss_samples must be at least 1, got {self.loss_samples}")
 
 
 def mask_noise(path: str, seed: int, num_patches: int, mask_ratio: float, samples: int) -> np.ndarray:
@@ -62,6 +66,6 @@ def mask_noise(path: str, seed: int, num_patches: int, mask_ratio: float, sample
     return (shifted / num_patches).astype(np.float32)
 
 
-def model_class(mask_ratio: float) -> type[ViTMAEModel] | type[ViTMAEForPreTraining]:
+def model_class(mask_ratio: float) -> type:
     """The encoder alone for embeddings; encoder and decoder when the loss is scored."""
     return vitmae.ViTMAEForPreTraining if mask_ratio > 0 else vitmae.ViTMAEModel

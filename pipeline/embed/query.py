@@ -18,6 +18,7 @@ from pipeline.records import latest_run
 from pipeline.retrieval.search import Hit, Searcher
 from pipeline.storage import Storage, read_uri
 from vitmae import ViTImageProcessor
+from vitmae.errors import InvalidInput, NotFound
 
 logger = logging.getLogger(__name__)
 
@@ -51,11 +52,11 @@ class QueryEmbedder:
         try:
             data = read_uri(image, self.storage) if isinstance(image, str) else image
         except FileNotFoundError:
-            raise FileNotFoundError(f"query image {image}: no such file") from None
+            raise NotFound(f"query image {image}: no such file") from None
         try:
             decoded = decode_image(data, self.processor, self.decode)
         except ValueError as err:
-            raise ValueError(f"{name}: {err}") from None
+            raise InvalidInput(f"{name}: {err}") from None
         out = self.embedder({
             schema.PATH: np.array([name], dtype=object), schema.PIXELS: decoded.pixels[None].copy(),
             schema.ERROR: np.array([""], dtype=object),
@@ -70,7 +71,7 @@ def search_image(searcher: Searcher, embedder: QueryEmbedder, image: str | bytes
         ValueError: the run's model makes vectors of another width than the index holds (a stale index).
     """
     if embedder.dimension != searcher.loaded.dimension:
-        raise ValueError(
+        raise InvalidInput(
             f"the run's model {embedder.model} makes {embedder.dimension}-d embeddings but the index of {searcher.run} "
             f"holds {searcher.loaded.dimension}-d vectors; rebuild the index (vitmae index --run {searcher.run})"
         )

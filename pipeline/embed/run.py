@@ -40,49 +40,68 @@ from pipeline.records import append_run, table_uri
 from pipeline.retrieval.index import IndexConfig, TooFewVectors
 from pipeline.retrieval.index_update import update_index
 from pipeline.retry import retrying
-from pipeline.storage import Storage, absolute_uri, folder, is_local, output_folder
+from pipeline.storage import Storage, StorageConfig, absolute_uri, folder, is_local, output_folder
 from pipeline.tables import DESCRIPTION_FORMAT, RunTable, dataset, description, open_table
 from vitmae.config import DTYPE_BYTES, dtype_name
-from vitmae.errors import one_line
+from vitmae.errors import InvalidInput, one_line
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class EmbedConfig:
-    """One embedding run, as the job's flags give it."""
+    """One embedding run: bring the Delta tables under `output` up to date with the images under `input`."""
 
-    input: str | None  # folder, prefix or glob, local or s3:// (None with input_list)
-    output: str  # the output folder (Delta tables, index), local or s3://
-    model: str  # checkpoint folder, URI or hub id
-    input_list: str | None = None  # a file listing the inputs (Parquet with a path column, or text), instead of input
-    infer: InferConfig = InferConfig()  # mask ratio, loss samples, seed, pooling, dtype, compile
-    decode: DecodeConfig = DecodeConfig()  # pixel limit, fast or exact decoding
-    index: IndexConfig | None = IndexConfig()  # the FAISS index kept up to date last (pipeline/retrieval/index.py); None: none
-    batch_size: int | None = None  # images per model call; None: 256 on GPUs, 8 on CPUs (see `batch_size_for`)
-    num_gpus: int | None = None  # model actors with one GPU each; None: every GPU of the cluster
-    num_actors: int | None = None  # model actors without GPUs; None: one per CPU, as memory allows (see `cpu_actors`)
-    cpu_threads: int | None = None  # torch threads per model actor without GPUs; None: the cluster's CPUs / num_actors
-    dashboard: bool = False  # start Ray's dashboard with the job's own local Ray (a cluster keeps its own)
-    s3_endpoint: str | None = None  # S3 endpoint; else AWS_ENDPOINT_URL
-    extensions: tuple[str, ...] = DEFAULT_EXTENSIONS  # file extensions to list
-    overwrite: bool = False  # start new tables in `output` instead of updating them
-    retry_errors: bool = False  # embed again the unchanged objects that failed in earlier runs
-    keep_missing: bool = False  # keep the rows of objects no longer listed
-    commit_rows: int = 4096  # commit when this many rows are written but not committed...
-    commit_seconds: float = 60.0  # ...or when this long has passed since the last commit
-    vacuum_hours: float = 168.0  # files no version of the last this-many hours needs are deleted (Delta's default: 7 days)
-    retry_seconds: float = 120.0  # once the run has started, a storage outage is waited out this long (pipeline.retry)
+    input: str | None
+    """the images: a folder, prefix or glob, local or s3:// (or give input_list instead)"""
+    output: str
+    """the output folder (Delta tables, index), local or s3://; every run updates it"""
+    model: str
+    """the checkpoint: a folder, s3:// URI or hub id holding config.json, model.safetensors and preprocessor_config.json"""
+    input_list: str | None = None
+    """a file naming the images instead of input, local or s3://: an S3 Inventory report, Parquet with a path column,
+    or text with one URI a line"""
+    infer: InferConfig = InferConfig()
+    decode: DecodeConfig = DecodeConfig()
+    index: IndexConfig = IndexConfig()
+    build_index: bool = True
+    """bring the FAISS index up to the table at the end of the run (false: leave it to `vitmae index`)"""
+    batch_size: int | None = None
+    """images per model call (null: 256 on GPUs, 8 on CPUs)"""
+    num_gpus: int | None = None
+    """model actors with one GPU each (null: every GPU of the cluster)"""
+    num_actors: int | None = None
+    """model actors when there are no GPUs (null: one per CPU, as many as half the memory holds)"""
+    cpu_threads: int | None = None
+    """torch threads per model actor when there are no GPUs (null: the cluster's CPUs / num_actors)"""
+    dashboard: bool = False
+    """start Ray's dashboard with the job's own local Ray (a cluster keeps its own)"""
+    extensions: tuple[str, ...] = DEFAULT_EXTENSIONS
+    """file extensions to embed, e.g. [jpg,png]"""
+    overwrite: bool = False
+    """start new tables in output instead of updating them"""
+    retry_errors: bool = False
+    """embed again the unchanged images that failed in earlier runs"""
+    keep_missing: bool = False
+    """keep the rows of images that are no longer listed"""
+    commit_rows: int = 4096
+    """commit when this many rows are written but not committed..."""
+    commit_seconds: float = 60.0
+    """...or when this long has passed since the last commit"""
+    vacuum_hours: float = 168.0
+    """delete the files no table version of the last this-many hours needs (Delta's 7 days; keep it above your
+    longest run and reader)"""
+    storage: StorageConfig = StorageConfig()
 
     def __post_init__(self) -> None:
         if (self.input is None) == (self.input_list is None):
-            raise ValueError("pass exactly one of --input and --input-list")
+            raise InvalidInput("give exactly one of input and input_list")
         for name in ("batch_size", "num_actors", "cpu_threads", "commit_rows"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        for name in ("num_gpus", "commit_seconds", "vacuum_hours", "retry_seconds"):
+                raise InvalidInput(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("num_gpus", "commit_seconds", "vacuum_hours"):
             if getattr(self, name) is not None and not getattr(self, name) >= 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be at least 0, got {getattr(self, name)}")
+                raise InvalidInput(f"{name} must be at least 0, got {getattr(self, name)}")
 
 
 def run(config: EmbedConfig) -> dict[str, Any]:
@@ -95,7 +114,7 @@ def run(config: EmbedConfig) -> dict[str, Any]:
     start = time.time()
     config = replace(config, output=absolute_uri(config.output), model=absolute_uri(config.model, may_be_hub_id=True),
                      input=config.input and absolute_uri(config.input), input_list=config.input_list and absolute_uri(config.input_list))
-    storage = Storage.from_environment(config.s3_endpoint, config.retry_seconds)
+    storage = Storage.from_config(config.storage)
     output_folder(config.output, storage)  # refuses a file
     run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(start)) + "-" + uuid.uuid4().hex[:6]
     with tempfile.TemporaryDirectory(prefix="vitmae-run-") as scratch:
@@ -135,7 +154,7 @@ def _finish(config: EmbedConfig, storage: Storage, model: Model, record: dict[st
     index_error = None
     try:
         record["index"] = retrying(lambda: update_index(config.output, config.index, storage), storage,
-                                   "updating the index") if config.index else None
+                                   "updating the index") if config.build_index else None
     except TooFewVectors as err:
         logger.warning("no index: %s", err)
         record["index"] = None
@@ -293,9 +312,9 @@ def _check_cluster(config: EmbedConfig) -> int:
     """The number of GPU actors; refuses more GPUs than the cluster has, warns of local paths on several nodes."""
     available = int(ray.cluster_resources().get("GPU", 0))
     if config.num_gpus is not None and config.num_gpus > available:
-        raise ValueError(
-            f"--num-gpus {config.num_gpus} asks for more GPUs than the Ray cluster's {available} (start the GPU "
-            "nodes first, or pass --num-gpus 0 to run on CPUs)"
+        raise InvalidInput(
+            f"num_gpus {config.num_gpus} asks for more GPUs than the Ray cluster's {available} (start the GPU "
+            "nodes first, or give --num_gpus 0 to run on CPUs)"
         )
     local = [uri for uri in (config.input, config.input_list, config.output, config.model) if uri and is_local(uri)]
     if local and len([node for node in ray.nodes() if node["Alive"]]) > 1:
@@ -335,8 +354,9 @@ def batch_size_for(gpus: int) -> int:
     return 256 if gpus else 8
 
 
-class IndexNotBuilt(ValueError):
-    """The tables were updated, but bringing their index up to date failed."""
+class IndexNotBuilt(Exception):
+    """The tables were updated, but bringing their index up to date failed (the failure is the `__cause__`, which
+    decides whether the command was wrong, the store was down, or the code failed)."""
 
 
 def _version(output: str, name: str, storage: Storage) -> int | None:

@@ -16,13 +16,15 @@ bound falls below the `exact_top`-th best exact score: no image left can enter t
 force over every vector, as a set and in order. Each candidate is first searched again through the index with more
 effort, which is enough to drop most of them, and the rest are scored by brute force. `knn_exact` says which scores
 are exact; `both` ranks with the corrected kNN ranks.
-"""
 
-from __future__ import annotations
+No postponed annotations here: the command line subclasses the config below, and reads its field types in the
+subclass's module (jobs.command).
+"""
 
 import logging
 import time
 from dataclasses import dataclass, replace
+from typing import Literal, get_args
 
 import numpy as np
 import pyarrow as pa
@@ -32,13 +34,15 @@ import pyarrow.dataset as pads
 from pipeline import schema
 from pipeline.layout import ANOMALIES_FILE
 from pipeline.retrieval.exact import ExactSearch, farthest_possible, reconstruction_errors
-from pipeline.retrieval.index_store import LoadedIndex, load_index, require_current, to_distances
+from pipeline.retrieval.index_store import LoadedIndex, NoIndex, load_index, require_current, to_distances
 from pipeline.retrieval.vectors import Batch, Embeddings, for_index, iter_batches, open_embeddings
-from pipeline.storage import Storage, run_folder, write_parquet
+from pipeline.storage import RunLocation, Storage, run_folder, write_parquet
+from vitmae.errors import InvalidInput
 
 logger = logging.getLogger(__name__)
 
-BY = ("auto", "loss", "knn", "both")
+RankBy = Literal["auto", "loss", "knn", "both"]
+BY = get_args(RankBy)
 # Columns of anomalies.parquet, besides schema.PATH and schema.LOSS.
 RANK = "rank"  # int32: position in the ranking asked for (1 = most anomalous); null when that score is missing
 LOSS_RANK = "loss_rank"  # int32: rank by loss, largest first; null without a loss
@@ -51,22 +55,28 @@ WIDER = 8  # a candidate for the exact top is first searched again with this man
 
 
 @dataclass(frozen=True)
-class AnomalyConfig:
-    """One anomaly ranking."""
+class AnomalyConfig(RunLocation):
+    """One anomaly ranking of a run."""
 
-    run: str  # run folder, local or s3://
-    by: str = "auto"  # auto | loss | knn | both: what `rank` orders by (auto: both with a loss, else knn)
-    k: int = 10  # neighbours averaged for the kNN distance
-    exact_top: int = 100  # the top of the kNN ranking made exact, equal to brute force in order (0: approximate only)
-    batch_rows: int = 8_192  # rows read and searched at a time
+    by: RankBy = "auto"
+    """loss (reconstruction), knn (mean cosine distance to the k nearest other images), both (the two ranks
+    averaged), or auto: both for a run scored with a loss, else knn"""
+    k: int = 10
+    """neighbours averaged for the kNN distance"""
+    exact_top: int = 100
+    """the top of the kNN ranking made exact, equal to brute force in order (0: the index's scores only)"""
+    batch_rows: int = 8_192
+    """rows read and searched at a time"""
 
     def __post_init__(self) -> None:
         if self.by not in BY:
-            raise ValueError(f"--by must be one of {', '.join(BY)}, got {self.by!r}")
+            raise InvalidInput(f"by must be one of {', '.join(BY)}, got {self.by!r}")
         if self.k < 1:
-            raise ValueError(f"--k must be at least 1, got {self.k}")
+            raise InvalidInput(f"k must be at least 1, got {self.k}")
         if self.exact_top < 0:
-            raise ValueError(f"exact_top must be at least 0, got {self.exact_top}")
+            raise InvalidInput(f"exact_top must be at least 0, got {self.exact_top}")
+        if self.batch_rows < 1:
+            raise InvalidInput(f"batch_rows must be at least 1, got {self.batch_rows}")
 
 
 def rank_anomalies(config: AnomalyConfig, storage: Storage | None = None) -> pa.Table:
@@ -79,7 +89,7 @@ def rank_anomalies(config: AnomalyConfig, storage: Storage | None = None) -> pa.
         FileNotFoundError: no embeddings; or no index when ranking by knn or both.
         ValueError: no loss in the run when ranking by loss or both; an index older than the embeddings.
     """
-    storage = storage or Storage.from_environment()
+    storage = storage or Storage.from_config(config.storage)
     embeddings = open_embeddings(config.run, storage)
     by = resolve_by(config.by, embeddings)
     table = score_anomalies(replace(config, by=by), embeddings, _index_for(config.run, by, storage))
@@ -102,13 +112,13 @@ def score_anomalies(config: AnomalyConfig, embeddings: Embeddings, loaded: Loade
     a ranking by loss). `config.by` must not be auto (see `resolve_by`).
 
     Raises:
-        FileNotFoundError: no index when ranking by knn or both.
-        ValueError: no loss in the run when ranking by loss or both; an index of another table version.
+        NoIndex: no index when ranking by knn or both. IndexBehind: an index of an older table version.
+        InvalidInput: no loss in the run when ranking by loss or both.
     """
     by = config.by
     assert by != "auto", "resolve_by first"
     if loaded is None and by != "loss":
-        raise FileNotFoundError(f"{config.run} has no index; ranking by {by} needs one (vitmae index --run {config.run})")
+        raise NoIndex(f"{config.run} has no index; ranking by {by} needs one (vitmae index --run {config.run})")
     if loaded is not None:
         require_current(loaded, config.run, embeddings.version)
     columns = (schema.PATH, schema.LOSS) + ((schema.EMBEDDING,) if loaded else ())
@@ -125,9 +135,9 @@ def score_anomalies(config: AnomalyConfig, embeddings: Embeddings, loaded: Loade
             bounds.append(bound)
     loss = np.concatenate(losses) if losses else np.empty(0, np.float32)
     if by != "knn" and np.isnan(loss).all():
-        raise ValueError(
-            f"{config.run} has no reconstruction loss (it was embedded with --mask-ratio 0); "
-            "rank with --by knn, or embed again with --mask-ratio 0.75"
+        raise InvalidInput(
+            f"{config.run} has no reconstruction loss (it was embedded with --infer.mask_ratio 0); "
+            "rank with --by knn, or embed again with --infer.mask_ratio 0.75"
         )
     distance = np.concatenate(knn) if knn else np.full(len(loss), np.nan, np.float32)
     exact = np.zeros(len(loss), bool)

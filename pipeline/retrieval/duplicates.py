@@ -15,9 +15,10 @@
 
 The table holds one row per image in a group of two or more, sorted by group (1 = the largest), representative
 first; its metadata record the threshold and the embeddings table version it was computed from.
-"""
 
-from __future__ import annotations
+No postponed annotations here: the command line subclasses the config below, and reads its field types in the
+subclass's module (jobs.command).
+"""
 
 import logging
 import math
@@ -34,7 +35,8 @@ from pipeline.layout import DUPLICATES_FILE
 from pipeline.retrieval.exact import ROUNDING, HOLDS_VECTORS
 from pipeline.retrieval.index_store import LoadedIndex, load_index, require_current
 from pipeline.retrieval.vectors import Embeddings, for_index, iter_batches, open_embeddings, vectors_of_ids
-from pipeline.storage import Storage, run_folder, write_parquet
+from pipeline.storage import RunLocation, Storage, run_folder, write_parquet
+from vitmae.errors import InvalidInput
 
 logger = logging.getLogger(__name__)
 
@@ -48,18 +50,19 @@ REPRESENTATIVE_RULE = "the largest image (width x height), then the largest file
 
 
 @dataclass(frozen=True)
-class DuplicateConfig:
-    """One search for near-duplicates."""
+class DuplicateConfig(RunLocation):
+    """One search for near-duplicates in a run (its index must be a cosine one)."""
 
-    run: str  # run folder, local or s3://, with a cosine index
-    threshold: float = 0.95  # cosine similarity at or above which two images are near-duplicates, in (0, 1]
-    batch_rows: int = 8_192  # rows read and searched at a time
+    threshold: float = 0.95
+    """cosine similarity at or above which two images are near-duplicates, in (0, 1]"""
+    batch_rows: int = 8_192
+    """rows read and searched at a time"""
 
     def __post_init__(self) -> None:
         if not (isinstance(self.threshold, (int, float)) and 0 < self.threshold <= 1):
-            raise ValueError(f"--threshold must be a cosine similarity in (0, 1], got {self.threshold}")
+            raise InvalidInput(f"threshold must be a cosine similarity in (0, 1], got {self.threshold}")
         if self.batch_rows < 1:
-            raise ValueError(f"batch_rows must be at least 1, got {self.batch_rows}")
+            raise InvalidInput(f"batch_rows must be at least 1, got {self.batch_rows}")
 
 
 def find_duplicates(config: DuplicateConfig, storage: Storage | None = None) -> pa.Table:
@@ -68,18 +71,18 @@ def find_duplicates(config: DuplicateConfig, storage: Storage | None = None) -> 
     Raises:
         FileNotFoundError: no embeddings, or no index. ValueError: no rows; an index older than the table, or an l2 one.
     """
-    storage = storage or Storage.from_environment()
+    storage = storage or Storage.from_config(config.storage)
     start = time.perf_counter()
     embeddings = open_embeddings(config.run, storage)
     columns = [schema.ID, schema.PATH, schema.WIDTH, schema.HEIGHT, schema.SIZE, schema.ETAG]
     images = embeddings.dataset.to_table(columns=columns).sort_by(schema.ID)
     if images.num_rows == 0:
-        raise ValueError(f"{config.run} holds no embeddings (version {embeddings.version} of its table); nothing to group")
+        raise InvalidInput(f"{config.run} holds no embeddings (version {embeddings.version} of its table); nothing to group")
     loaded = load_index(config.run, storage)
     require_current(loaded, config.run, embeddings.version)
     if loaded.metric != "cosine":
-        raise ValueError(f"the index of {config.run} holds l2 distances; near-duplicates are found by cosine similarity: "
-                         f"rebuild it with: vitmae index --run {config.run} --metric cosine --rebuild")
+        raise InvalidInput(f"the index of {config.run} holds l2 distances; near-duplicates are found by cosine similarity: "
+                           f"rebuild it with: vitmae index --run {config.run} --index.metric cosine --rebuild true")
     identical = identical_files(images)
     candidates = candidate_pairs(loaded, embeddings, config, np.unique(identical[:, 1]))
     needed = np.unique(np.concatenate([candidates.ravel(), identical.ravel()]))

@@ -35,21 +35,23 @@ import os
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 import faiss
 import numpy as np
 
 from pipeline import schema
 from pipeline.retrieval.index_store import LoadedIndex, inner, load_index, save_index, set_search_params
-from pipeline.retrieval.vectors import METRICS, Batch, first_dimension, for_index, iter_batches, open_embeddings, write_id_map
+from pipeline.retrieval.vectors import METRICS, Batch, Metric, first_dimension, for_index, iter_batches, open_embeddings, write_id_map
 from pipeline.storage import Storage
+from vitmae.errors import InvalidInput
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["IndexConfig", "IndexSpec", "LoadedIndex", "TooFewVectors", "build_index", "choose_index", "load_index", "recall_at_k"]
 
-INDEX_TYPES = ("auto", "flat", "hnsw", "ivfsq8", "ivfpq")
+IndexType = Literal["auto", "flat", "hnsw", "ivfsq8", "ivfpq"]
+INDEX_TYPES = get_args(IndexType)
 GB = 1e9
 EXACT_MAX = 50_000  # auto: below this many vectors, exact search
 HNSW_MAX = 2_000_000  # auto: below this many (and when it fits), HNSW
@@ -60,36 +62,45 @@ PQ_DIVISORS = (4, 8, 16, 32)  # ivfpq: m = d / divisor sub-quantizers, largest m
 EF_SEARCH_LADDER = (64, 128, 256, 512)  # efSearch values tried, smallest first, until the recall target is met
 
 
-class TooFewVectors(ValueError):
+class TooFewVectors(InvalidInput):
     """A run with fewer than two embeddings: nothing to index, which is no failure of the run."""
 
 
 @dataclass(frozen=True)
 class IndexConfig:
-    """How to build the index of a run."""
+    """How a run's FAISS index is built (the rule of `auto`: the module's docstring)."""
 
-    index_type: str = "auto"  # auto | flat | hnsw | ivfsq8 | ivfpq
-    metric: str = "cosine"  # cosine (unit-length copies in the index) | l2 (raw vectors)
-    memory_budget_gb: float = 4.0  # memory the index may take, in GB (1e9 bytes)
-    batch_rows: int = 16_384  # rows read from Parquet at a time
-    train_rows: int = 100_000  # most vectors in the training sample (IVF k-means, SQ and PQ tables)
-    recall_k: int = 10  # k of the recall@k measured after building
-    recall_queries: int = 1_000  # queries drawn from the data to measure recall and tune the search
-    recall_target: float = 0.95  # nprobe / efSearch grow until recall@k reaches this
-    seed: int = 0  # fixes the training sample and the queries
+    index_type: IndexType = "auto"
+    """auto picks by count and memory_budget_gb: flat (exact) under 50,000 vectors, else hnsw, else ivfsq8, else ivfpq"""
+    metric: Metric = "cosine"
+    """cosine (unit-length copies in the index; Parquet keeps the raw vectors) or l2"""
+    memory_budget_gb: float = 4.0
+    """memory the index may take, in GB (1e9 bytes)"""
+    batch_rows: int = 16_384
+    """rows read from Parquet at a time"""
+    train_rows: int = 100_000
+    """most vectors in the training sample (IVF's k-means, SQ's and PQ's tables)"""
+    recall_k: int = 10
+    """k of the recall@k measured after building"""
+    recall_queries: int = 1_000
+    """queries drawn from the data to measure recall and tune the search"""
+    recall_target: float = 0.95
+    """nprobe or efSearch grow until recall@k on held-out queries reaches this"""
+    seed: int = 0
+    """fixes the training sample and the queries"""
 
     def __post_init__(self) -> None:
         if self.index_type not in INDEX_TYPES:
-            raise ValueError(f"--index-type must be one of {', '.join(INDEX_TYPES)}, got {self.index_type!r}")
+            raise InvalidInput(f"index_type must be one of {', '.join(INDEX_TYPES)}, got {self.index_type!r}")
         if self.metric not in METRICS:
-            raise ValueError(f"--metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
+            raise InvalidInput(f"metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
         if not self.memory_budget_gb > 0:
-            raise ValueError(f"--memory-budget must be a positive number of GB, got {self.memory_budget_gb}")
+            raise InvalidInput(f"memory_budget_gb must be a positive number of GB, got {self.memory_budget_gb}")
         if not 0 < self.recall_target <= 1:
-            raise ValueError(f"recall_target must be in (0, 1], got {self.recall_target}")
+            raise InvalidInput(f"recall_target must be in (0, 1], got {self.recall_target}")
         for name in ("batch_rows", "train_rows", "recall_k", "recall_queries"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+                raise InvalidInput(f"{name} must be at least 1, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)
@@ -173,17 +184,17 @@ def _ivf_spec(count: int, dim: int, budget: int, train_rows: int, notes: list[st
             return IndexSpec("ivfpq", f"IVF{nlist},PQ{m}x{nbits}", {"nlist": nlist, "m": m, "nbits": nbits}, sample, pq,
                              "; ".join(notes + [reason]))
     smallest = _ivf_bytes(count, dim, nlist, math.ceil(ms[-1] * nbits / 8))
-    raise ValueError(
+    raise InvalidInput(
         f"{count:,} {dim}-d vectors need at least {_gb(smallest)} even as IVF-PQ with m={ms[-1]}, "
-        f"over the --memory-budget of {_gb(budget)}"
+        f"over the memory_budget_gb of {_gb(budget)}"
     )
 
 
 def _checked(spec: IndexSpec, budget: int) -> IndexSpec:
     if spec.estimated_bytes > budget:
-        raise ValueError(
-            f"--index-type {spec.index_type} needs about {_gb(spec.estimated_bytes)}, over the --memory-budget of "
-            f"{_gb(budget)}; raise the budget or use --index-type auto"
+        raise InvalidInput(
+            f"index_type {spec.index_type} needs about {_gb(spec.estimated_bytes)}, over the memory_budget_gb of "
+            f"{_gb(budget)}; raise the budget or use index_type auto"
         )
     return spec
 

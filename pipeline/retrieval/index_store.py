@@ -27,10 +27,24 @@ from fsspec.implementations.local import LocalFileSystem
 from pipeline import schema
 from pipeline.layout import IDS_FILE, INDEX_FILE, INFO_FILE, REMOVED_FILE
 from pipeline.storage import Storage, folder, read_parquet, run_folder, write_parquet
+from vitmae.errors import InvalidInput
 
 logger = logging.getLogger(__name__)
 
 FEW_QUERIES = 20  # below this many queries FAISS gives each query one thread and no BLAS
+
+
+class IndexNotReady(Exception):
+    """The run's index is missing or behind its table: the embedding run building it has not finished, or it needs
+    `vitmae index` (command lines exit with 75, try again later)."""
+
+
+class NoIndex(IndexNotReady, FileNotFoundError):
+    """The run has no index."""
+
+
+class IndexBehind(IndexNotReady, ValueError):
+    """The run's index reflects an older version of its table."""
 
 
 @dataclass
@@ -145,7 +159,8 @@ def load_index(run: str, storage: Storage) -> LoadedIndex:
     """
     found = run_folder(run, storage)
     if not found.exists(INFO_FILE):
-        raise FileNotFoundError(f"{run} has no index ({INFO_FILE} is missing); build it with: vitmae index --run {run}")
+        raise NoIndex(f"{run} has no index ({INFO_FILE} is missing); build it with: vitmae index --run {run}, or wait for the "
+                      "embedding run that is building it")
     info = found.read_json(INFO_FILE)
     if isinstance(found.fs, LocalFileSystem):
         index = faiss.read_index(found.path(INDEX_FILE))
@@ -158,12 +173,12 @@ def load_index(run: str, storage: Storage) -> LoadedIndex:
     ids = id_map.column(schema.ID).to_numpy().astype(np.int64)
     removed = read_parquet(found, REMOVED_FILE).column(schema.ID).to_numpy().astype(np.int64)
     if not index.ntotal == len(ids) + len(removed) or len(ids) != info["count"] or index.d != info["dimension"]:
-        raise ValueError(
+        raise InvalidInput(
             f"the index of {run} is inconsistent: index.json says {info['count']} x {info['dimension']}-d, the FAISS file "
             f"holds {index.ntotal} x {index.d}-d and the id map {len(ids)} rows; rebuild it with: vitmae index --run {run}"
         )
     if len(ids) > 1 and not (np.diff(ids) > 0).all():
-        raise ValueError(f"the id map of {run} ({IDS_FILE}) is not sorted by id; rebuild the index")
+        raise InvalidInput(f"the id map of {run} ({IDS_FILE}) is not sorted by id; rebuild the index")
     set_search_params(index, info.get("search_params", {}))
     return LoadedIndex(index, info, ids, id_map.column(schema.PATH).combine_chunks(), removed)
 
@@ -172,9 +187,9 @@ def require_current(loaded: LoadedIndex, run: str, table_version: int) -> None:
     """Refuses an index built from an older version of the embeddings table than `table_version`."""
     built = loaded.info.get("table_version")
     if built != table_version:
-        raise ValueError(
+        raise IndexBehind(
             f"the index of {run} reflects version {built} of its embeddings table, which is now at version "
-            f"{table_version}; update it with: vitmae index --run {run}"
+            f"{table_version}; update it with: vitmae index --run {run}, or wait for the embedding run that is updating it"
         )
 
 

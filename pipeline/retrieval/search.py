@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 from pipeline.retrieval.index_store import LoadedIndex, load_index, require_current, to_scores
 from pipeline.retrieval.vectors import for_index, open_embeddings, vectors_of_paths
 from pipeline.storage import Storage
+from vitmae.errors import InvalidInput
 
 logger = logging.getLogger(__name__)
 
@@ -58,9 +59,9 @@ class Searcher:
         """Raw (not normalised) float32 [Q, D] or [D] -> for each row, its k nearest, nearest first."""
         vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
         if vectors.shape[1] != self.loaded.dimension:
-            raise ValueError(f"expected query vectors of dimension {self.loaded.dimension}, got {vectors.shape[1]}")
+            raise InvalidInput(f"expected query vectors of dimension {self.loaded.dimension}, got {vectors.shape[1]}")
         if k < 1:
-            raise ValueError(f"expected k >= 1, got {k}")
+            raise InvalidInput(f"expected k >= 1, got {k}")
         distances, ids = self.loaded.search(for_index(vectors, self.loaded.metric), min(k, self.count))
         scores = to_scores(distances, self.loaded.metric)
         hits = []
@@ -84,12 +85,12 @@ class Searcher:
             if pc.index(self.loaded.paths, candidate).as_py() >= 0:
                 return candidate
         example = self.loaded.paths[0].as_py()
-        raise ValueError(f"--path {path} is not in the index of {self.run} ({self.count} images; paths look like {example})")
+        raise InvalidInput(f"path {path} is not in the index of {self.run} ({self.count} images; paths look like {example})")
 
     def vector_of_path(self, path: str) -> np.ndarray:
         """The stored raw embedding of an indexed image. float32 [D]."""
         resolved = self.resolve_path(path)
         found = vectors_of_paths(self.embeddings, [resolved])
         if resolved not in found:
-            raise ValueError(f"{resolved} is in the index of {self.run} but not in its embeddings; rebuild the index")
+            raise InvalidInput(f"{resolved} is in the index of {self.run} but not in its embeddings; rebuild the index")
         return found[resolved]

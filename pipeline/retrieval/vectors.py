@@ -6,6 +6,7 @@ import logging
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 import pyarrow as pa
@@ -18,10 +19,12 @@ from pipeline.layout import EMBEDDINGS_DIR
 from pipeline.records import table_uri
 from pipeline.storage import Storage
 from pipeline.tables import dataset, open_table
+from vitmae.errors import InvalidInput, NotFound
 
 logger = logging.getLogger(__name__)
 
-METRICS = ("cosine", "l2")
+Metric = Literal["cosine", "l2"]
+METRICS = get_args(Metric)
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,7 @@ def open_embeddings(run: str, storage: Storage, version: int | None = None) -> E
     uri = table_uri(run, EMBEDDINGS_DIR)
     table = open_table(uri, storage, version)
     if table is None:
-        raise FileNotFoundError(f"{run} has no {EMBEDDINGS_DIR} table; expected the --output folder of the embedding job")
+        raise NotFound(f"{run} has no {EMBEDDINGS_DIR} table; expected the output folder of the embedding job")
     return Embeddings(run, table.version(), dataset(table, uri, storage))
 
 
@@ -81,10 +84,10 @@ def iter_batches(embeddings: Embeddings, batch_rows: int, columns: Sequence[str]
 def to_matrix(column: pa.Array) -> np.ndarray:
     """list<float32> [B] -> float32 [B, D]; every row must hold D values."""
     if column.null_count:
-        raise ValueError(f"expected an embedding in every row, found {column.null_count} null embeddings")
+        raise InvalidInput(f"expected an embedding in every row, found {column.null_count} null embeddings")
     lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
     if len(lengths) and (lengths != lengths[0]).any():
-        raise ValueError(f"expected embeddings of one length, found lengths {sorted(set(lengths.tolist()))[:5]}")
+        raise InvalidInput(f"expected embeddings of one length, found lengths {sorted(set(lengths.tolist()))[:5]}")
     dim = int(lengths[0]) if len(lengths) else 0
     values = column.flatten().to_numpy(zero_copy_only=False)
     return np.ascontiguousarray(values, dtype=np.float32).reshape(len(column), dim)
@@ -95,7 +98,7 @@ def first_dimension(embeddings: Embeddings) -> int:
     for batch in embeddings.dataset.to_batches(columns=[schema.EMBEDDING], batch_size=1):
         if batch.num_rows:
             return to_matrix(batch.column(schema.EMBEDDING).slice(0, 1)).shape[1]
-    raise ValueError("expected at least one embedding, found none")
+    raise InvalidInput("expected at least one embedding, found none")
 
 
 def for_index(vectors: np.ndarray, metric: str) -> np.ndarray:

@@ -1,7 +1,7 @@
 """The application factory: `create_app(config, live)` wires the routers, the token check, the upload limit, the
 error shape, the metrics and the page's static files around one `LiveRun`; `serve(config)` runs it on uvicorn.
 
-    live = LiveRun(config.run, Storage.from_environment(config.s3_endpoint), config.check_seconds)
+    live = LiveRun(config.run, Storage.from_config(config.storage), config.check_seconds)
     app = create_app(config, live)      # for uvicorn, or FastAPI's TestClient
 """
 
@@ -68,7 +68,7 @@ def serve(config: ServeConfig) -> None:
     Raises:
         FileNotFoundError: no run, table or index. ValueError: an index older than the table.
     """
-    live = LiveRun(config.run, Storage.from_environment(config.s3_endpoint), config.check_seconds, config.load_model)
+    live = LiveRun(config.run, Storage.from_config(config.storage), config.check_seconds, config.load_model)
     state = live.state
     logger.info("serving %s: %d images at table version %d (%s index)%s", config.run, state.searcher.count,
                 state.table_version, state.info["index_type"],

@@ -45,7 +45,7 @@ async def get_search_pool(request: Request) -> Executor:
 
 async def require_token(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
     """With --token: 401 unless the request carries `Authorization: Bearer <token>`."""
-    token = request.app.state.config.token
+    token = request.app.state.config.secret
     if token is None:
         return
     given = credentials.credentials if credentials is not None else ""

@@ -22,6 +22,7 @@ from pipeline.retrieval.duplicates import GROUP, GROUP_SIZE, REPRESENTATIVE, SIM
 from pipeline.retrieval.index_store import LoadedIndex
 from pipeline.retrieval.vectors import Embeddings
 from pipeline.storage import Storage, folder, write_parquet
+from vitmae.errors import InvalidInput, NotFound
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ class AnomalyRankings:
         if by == "auto":
             return "both" if self._has_loss else "knn"
         if by in ("loss", "both") and not self._has_loss:
-            raise RankingUnavailable("the run has no reconstruction loss (it was embedded with --mask-ratio 0); "
+            raise RankingUnavailable("the run has no reconstruction loss (it was embedded with --infer.mask_ratio 0); "
                                      "rank by knn")
         return by
 
@@ -175,7 +176,7 @@ class DuplicateGroups:
         try:
             info = found.fs.info(path)
         except FileNotFoundError:
-            raise FileNotFoundError(f"{self.run} has no {DUPLICATES_FILE} yet; find them with: vitmae duplicates --run {self.run}") from None
+            raise NotFound(f"{self.run} has no {DUPLICATES_FILE} yet; find them with: vitmae duplicates --run {self.run}") from None
         stamp = (info.get("size"), info.get("mtime"), info.get("ETag"), info.get("LastModified"))
         with self._lock:
             if stamp != self._stamp or self._table is None:
@@ -190,7 +191,7 @@ def arrange_groups(table: pa.Table) -> tuple[pa.Table, np.ndarray]:
     representative first, then by similarity; int64 [G + 1] group starts and the end)."""
     missing = {schema.PATH, GROUP, GROUP_SIZE, SIMILARITY, REPRESENTATIVE} - set(table.column_names)
     if missing:
-        raise ValueError(f"{DUPLICATES_FILE} lacks the columns {sorted(missing)}")
+        raise InvalidInput(f"{DUPLICATES_FILE} lacks the columns {sorted(missing)}")
     is_representative = pc.equal(table.column(schema.PATH), table.column(REPRESENTATIVE))
     table = table.append_column("_representative", is_representative).sort_by([
         (GROUP_SIZE, "descending"), (GROUP, "ascending"), ("_representative", "descending"),

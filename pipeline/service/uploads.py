@@ -1,4 +1,4 @@
-"""Query images in request bodies: raw bytes or a multipart field `image`, at most `--max-upload-mb`.
+"""Query images in request bodies: raw bytes or a multipart field `image`, at most `max_upload_mb`.
 
 The limit holds before anything is read (Content-Length) and while reading (for bodies sent in chunks, or with a
 Content-Length that lies), so an upload never costs more memory than the limit.
@@ -17,7 +17,7 @@ IMAGE_FIELD = "image"  # the multipart form field of a query image
 
 class UploadTooLarge(HTTPException):
     def __init__(self, limit_bytes: int) -> None:
-        super().__init__(413, f"the upload is larger than the limit of {limit_bytes / MB:g} MB (--max-upload-mb)")
+        super().__init__(413, f"the upload is larger than the limit of {limit_bytes / MB:g} MB (--max_upload_mb)")
 
 
 class UploadLimit:

@@ -20,7 +20,7 @@ import math
 import time
 import uuid
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import Any, Literal
 
 import pyarrow as pa
 import ray
@@ -31,17 +31,19 @@ from pipeline.embed.decode import DecodeConfig
 from pipeline.embed.listing import DEFAULT_EXTENSIONS, list_inputs
 from pipeline.embed.preprocess import PreprocessConfig
 from pipeline.layout import MODEL_DIR, RECONSTRUCTIONS_FILE, SUMMARY_FILE, TRAINING_FILES, package_versions
-from pipeline.storage import Storage, absolute_uri, output_folder
+from pipeline.storage import Storage, StorageConfig, absolute_uri, output_folder
 from pipeline.train.augment import AugmentConfig
 from pipeline.train.loop import LoopConfig, latest_checkpoint, train_loop
-from pipeline.train.reconstruct import save_reconstructions
+from pipeline.train.reconstruct import ReconstructConfig, save_reconstructions
 from vitmae import ViTImageProcessor, ViTMAEConfig, ViTMAEForPreTraining
+from vitmae.errors import InvalidInput, NotFound
 from vitmae.folder import CONFIG_NAME, Folder, open_folder
 
 logger = logging.getLogger(__name__)
 
-# Model geometries for --preset; the decoder is MAE's light one. ViT-Ti, ViT-S and ViT-B encoders.
-PRESETS: dict[str, dict[str, int]] = {
+# Model geometries for a fresh model; the decoder is MAE's light one. ViT-Ti, ViT-S and ViT-B encoders.
+Preset = Literal["tiny", "small", "base"]
+PRESETS: dict[Preset, dict[str, int]] = {
     "tiny": dict(hidden_size=192, num_hidden_layers=12, num_attention_heads=3, intermediate_size=768, decoder_hidden_size=128,
                  decoder_num_hidden_layers=2, decoder_num_attention_heads=4, decoder_intermediate_size=512),
     "small": dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536, decoder_hidden_size=256,
@@ -53,67 +55,92 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # MA
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    """One pre-training run, as the job's flags give it."""
+    """One pre-training run: a fresh model (preset) or an adapted one (init), trained on the images under input."""
 
-    input: str  # folder, prefix or glob of training images, local or s3://
-    output: str  # run folder, local or s3://
-    init: str | None = None  # checkpoint to adapt (folder, URI or hub id); exclusive with preset
-    preset: str | None = None  # tiny | small | base: a fresh model of that geometry
-    image_size: int = 224  # input side of a preset model
-    patch_size: int = 16  # patch side of a preset model
-    epochs: int = 10  # epochs in all (a resumed run counts the earlier ones)
-    batch_size: int = 64  # images per worker per step
-    lr: float | None = None  # peak learning rate; None: blr * batch_size * num_workers / 256
-    blr: float = 1.5e-4  # MAE's base learning rate
-    min_lr: float = 0.0  # learning rate at the end of the cosine decay
-    warmup_epochs: float | None = None  # linear warm-up; None: 5 % of the epochs (MAE: 40 of 800)
-    weight_decay: float = 0.05  # AdamW weight decay
-    mask_ratio: float = 0.75  # patches hidden from the encoder
-    norm_pix_loss: bool = False  # reconstruct per-patch normalised pixels (the paper's better setting)
-    crop_scale: float = 0.2  # smallest share of the image's area a random crop covers
-    flip: bool = True  # random horizontal flips
-    num_workers: int = 1  # Ray Train workers (data-parallel)
-    use_gpu: bool = False  # one GPU per worker
-    cpus_per_worker: float = 1.0  # CPUs each worker reserves; the rest decode
-    seed: int = 0  # model init, listing order, masks
-    s3_endpoint: str | None = None  # S3 endpoint; else AWS_ENDPOINT_URL
-    extensions: tuple[str, ...] = DEFAULT_EXTENSIONS  # file extensions to list
-    decode: DecodeConfig = DecodeConfig()  # pixel limit (decompression bombs are skipped), fast or exact decoding
-    resume: bool = False  # continue from the last checkpoint in `output`
-    overwrite: bool = False  # replace an earlier run in `output`
-    reconstructions: int = 4  # training images drawn in reconstructions.png at the end (0: none)
+    input: str
+    """the training images: a folder, prefix or glob, local or s3://"""
+    output: str
+    """the run folder for checkpoints, metrics and the final model, local or s3://"""
+    init: str | None = None
+    """a checkpoint to adapt, with its decoder (folder, s3:// URI or hub id); or give preset"""
+    preset: Preset | None = None
+    """a fresh model of that geometry: tiny (ViT-Ti), small (ViT-S) or base (ViT-B/16), with MAE's light decoder"""
+    image_size: int = 224
+    """input side of a preset model"""
+    patch_size: int = 16
+    """patch side of a preset model"""
+    epochs: int = 10
+    """epochs in all, a resumed run's earlier ones included"""
+    batch_size: int = 64
+    """images per worker per step"""
+    lr: float | None = None
+    """peak learning rate (null: blr x batch_size x num_workers / 256)"""
+    blr: float = 1.5e-4
+    """base learning rate (MAE's)"""
+    min_lr: float = 0.0
+    """learning rate at the end of the cosine decay"""
+    warmup_epochs: float | None = None
+    """linear warm-up, in epochs (null: 5 % of the epochs; MAE: 40 of 800)"""
+    weight_decay: float = 0.05
+    """AdamW weight decay (not on biases and norms)"""
+    mask_ratio: float = 0.75
+    """share of the patches hidden from the encoder"""
+    norm_pix_loss: bool = False
+    """reconstruct per-patch normalised pixels (the MAE paper's better setting)"""
+    crop_scale: float = 0.2
+    """smallest share of the image's area a random crop covers"""
+    flip: bool = True
+    """random horizontal flips"""
+    num_workers: int = 1
+    """Ray Train workers, data-parallel"""
+    use_gpu: bool = False
+    """one GPU per worker (the forward pass under bfloat16 autocast)"""
+    cpus_per_worker: float = 1.0
+    """CPUs each worker reserves; the cluster's other CPUs decode and augment"""
+    seed: int = 0
+    """model init, listing order, crops, flips and masks"""
+    extensions: tuple[str, ...] = DEFAULT_EXTENSIONS
+    """file extensions to train on, e.g. [jpg,png]"""
+    decode: DecodeConfig = DecodeConfig()
+    resume: bool = False
+    """continue from the last complete checkpoint in output"""
+    overwrite: bool = False
+    """replace an earlier run in output"""
+    reconstructions: int = 4
+    """training images drawn in reconstructions.png at the end (0: none)"""
+    storage: StorageConfig = StorageConfig()
 
     def __post_init__(self) -> None:
         if (self.init is None) == (self.preset is None) and not self.resume:
-            raise ValueError("pass exactly one of --init MODEL or --preset tiny|small|base")
+            raise InvalidInput("give exactly one of init (a checkpoint to adapt) and preset (tiny, small or base)")
         if self.preset is not None and self.preset not in PRESETS:
-            raise ValueError(f"--preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
+            raise InvalidInput(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
         if not 0.0 < self.mask_ratio < 1.0:
-            raise ValueError(f"--mask-ratio must be in (0, 1), got {self.mask_ratio}")
+            raise InvalidInput(f"mask_ratio must be in (0, 1), got {self.mask_ratio}")
         if not 0.0 < self.crop_scale <= 1.0:
-            raise ValueError(f"--crop-scale must be in (0, 1], got {self.crop_scale}")
+            raise InvalidInput(f"crop_scale must be in (0, 1], got {self.crop_scale}")
         for name in ("epochs", "batch_size", "num_workers", "image_size", "patch_size"):
             if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+                raise InvalidInput(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("seed", "reconstructions"):
             if getattr(self, name) < 0:
-                raise ValueError(f"--{name} must be at least 0, got {getattr(self, name)}")
+                raise InvalidInput(f"{name} must be at least 0, got {getattr(self, name)}")
         for name in ("lr", "blr", "min_lr", "weight_decay", "warmup_epochs", "cpus_per_worker"):
             value = getattr(self, name)
             if value is not None and not math.isfinite(value):
-                raise ValueError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
+                raise InvalidInput(f"{name} must be a finite number, got {value}")
         for name in ("lr", "blr", "cpus_per_worker"):
             value = getattr(self, name)
             if value is not None and not value > 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}")
+                raise InvalidInput(f"{name} must be positive, got {value}")
         for name in ("min_lr", "weight_decay", "warmup_epochs"):
             value = getattr(self, name)
             if value is not None and not value >= 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be at least 0, got {value}")
+                raise InvalidInput(f"{name} must be at least 0, got {value}")
         if self.min_lr > self.peak_lr:
-            raise ValueError(f"--min-lr {self.min_lr} is above the peak learning rate {self.peak_lr:.3g}")
+            raise InvalidInput(f"min_lr {self.min_lr} is above the peak learning rate {self.peak_lr:.3g}")
         if self.resume and self.overwrite:
-            raise ValueError("--resume and --overwrite contradict each other; pass one")
+            raise InvalidInput("resume and overwrite contradict each other; give one")
 
     @property
     def peak_lr(self) -> float:
@@ -126,19 +153,19 @@ def _start_model(config: PretrainConfig, output: Folder, storage: Storage) -> tu
     if config.resume and latest is not None:
         uri, state = latest
         if state["epoch"] >= config.epochs:
-            raise ValueError(f"{uri} already trained {state['epoch']} of --epochs {config.epochs}; raise --epochs to go on")
+            raise InvalidInput(f"{uri} already trained {state['epoch']} of the {config.epochs} epochs; raise --epochs to go on")
         logger.info("resuming from %s (epoch %d, step %d)", uri, state["epoch"], state["step"])
         folder = open_folder(uri, storage.options(uri))
         return uri, folder.read_json(CONFIG_NAME), ViTImageProcessor.from_pretrained(uri, storage.options(uri)), state
     if config.resume:
         if config.init is None and config.preset is None:
-            raise FileNotFoundError(f"--resume: {config.output} holds no checkpoint; start with --init or --preset")
-        logger.warning("--resume: %s holds no checkpoint yet; starting from the beginning", config.output)
+            raise NotFound(f"resume: {config.output} holds no checkpoint; start with --init or --preset")
+        logger.warning("resume: %s holds no checkpoint yet; starting from the beginning", config.output)
     elif any(output.exists(name) for name in TRAINING_FILES):
         if not config.overwrite:
-            raise FileExistsError(f"--output {config.output} already holds a run; pass --resume to go on or --overwrite to replace it")
+            raise InvalidInput(f"output {config.output} already holds a run; give --resume true to go on or --overwrite true to replace it")
         if config.init is not None and f"{config.init.rstrip('/')}/".startswith(f"{config.output.rstrip('/')}/"):
-            raise ValueError(f"--init {config.init} lies in --output {config.output}, which --overwrite would remove; copy it elsewhere first")
+            raise InvalidInput(f"init {config.init} lies in the output {config.output}, which overwrite would remove; copy it elsewhere first")
     overrides = {"mask_ratio": config.mask_ratio, "norm_pix_loss": config.norm_pix_loss}
     if config.preset is not None:
         model_config = ViTMAEConfig(**PRESETS[config.preset], image_size=config.image_size, patch_size=config.patch_size, **overrides)
@@ -159,14 +186,14 @@ def run(config: PretrainConfig) -> dict[str, Any]:
     """
     init = absolute_uri(config.init, may_be_hub_id=True) if config.init else None
     config = replace(config, output=absolute_uri(config.output), init=init)  # Ray Train's workers run elsewhere
-    storage = Storage.from_environment(config.s3_endpoint)
+    storage = Storage.from_config(config.storage)
     listing = list_inputs(config.input, config.extensions, storage)
     output = output_folder(config.output, storage)  # created once the checks pass
     init, model_config, processor, state = _start_model(config, output, storage)
     steps_per_epoch = listing.num_rows // config.num_workers // config.batch_size
     if steps_per_epoch < 1:
-        raise ValueError(
-            f"--batch-size {config.batch_size} x --num-workers {config.num_workers} is more than the "
+        raise InvalidInput(
+            f"batch_size {config.batch_size} x num_workers {config.num_workers} is more than the "
             f"{listing.num_rows} images listed under {config.input}"
         )
     if not ray.is_initialized():
@@ -206,9 +233,9 @@ def _check_cluster(config: PretrainConfig) -> None:
     asked = {"CPU": config.num_workers * config.cpus_per_worker, "GPU": config.num_workers if config.use_gpu else 0}
     for name, amount in asked.items():
         if amount > resources.get(name, 0):
-            raise ValueError(
-                f"--num-workers {config.num_workers} ask for {amount:g} {name}s in all, more than the Ray cluster's "
-                f"{resources.get(name, 0):g} (lower --num-workers or --cpus-per-worker, or start more nodes first)"
+            raise InvalidInput(
+                f"num_workers {config.num_workers} ask for {amount:g} {name}s in all, more than the Ray cluster's "
+                f"{resources.get(name, 0):g} (lower --num_workers or --cpus_per_worker, or start more nodes first)"
             )
 
 
@@ -241,7 +268,8 @@ def _draw(config: PretrainConfig, listing: pa.Table, model: str, storage: Storag
     paths = listing.column("path").to_pylist()[: 4 * config.reconstructions]
     png = f"{config.output.rstrip('/')}/{RECONSTRUCTIONS_FILE}"
     try:
-        save_reconstructions(model, paths, png, config.mask_ratio, config.seed, storage, limit=config.reconstructions)
+        save_reconstructions(ReconstructConfig(model, tuple(paths), png, config.mask_ratio, config.seed), storage,
+                             limit=config.reconstructions)
     except (ValueError, OSError) as err:  # OSError: also a failed write to the object store
         logger.warning("no %s: %s", RECONSTRUCTIONS_FILE, err)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -16,9 +17,10 @@ from PIL import Image
 from pipeline.embed.decode import DecodeConfig, DecodeError, decode_image
 from pipeline.embed.infer import mask_noise
 from pipeline.render import MIN_PANEL_PX, render_rows, save_png
-from pipeline.storage import Storage, read_uri
+from pipeline.storage import Storage, StorageConfig, read_uri
 from vitmae import ViTImageProcessor, ViTMAEForPreTraining
 from vitmae.checkpoint import load_hf_state_dict
+from vitmae.errors import InvalidInput
 from vitmae.folder import open_folder
 
 logger = logging.getLogger(__name__)
@@ -107,41 +109,52 @@ def render_reconstructions(
     return render_rows(rows, max(model.config.image_size, MIN_PANEL_PX) if panel_px is None else panel_px)
 
 
-def save_reconstructions(
-    model_uri: str,
-    image_uris: Sequence[str],
-    png_uri: str,
-    mask_ratio: float = 0.75,
-    seed: int = 0,
-    storage: Storage | None = None,
-    limit: int | None = None,
-) -> None:
-    """Loads the MAE (with its decoder) and processor from `model_uri` and writes the sheet of `image_uris` as PNG.
+@dataclass(frozen=True)
+class ReconstructConfig:
+    """One sheet of an MAE model's reconstructions: a row per image."""
+
+    model: str
+    """an MAE checkpoint with its decoder and preprocessor_config.json: a folder, s3:// URI or hub id"""
+    images: tuple[str, ...]
+    """the images, local paths or URIs, one row each, e.g. [a.jpg,b.jpg]; each path seeds its mask"""
+    png: str
+    """the PNG to write, local path or URI"""
+    mask_ratio: float = 0.75
+    """share of the patches masked, in (0, 1)"""
+    seed: int = 0
+    """with each image's path, fixes its mask (the embedding job's masks for the same seed and ratio)"""
+    storage: StorageConfig = StorageConfig()
+
+    def __post_init__(self) -> None:
+        if not 0 < self.mask_ratio < 1:
+            raise InvalidInput(f"mask_ratio must be in (0, 1), got {self.mask_ratio}")
+        if not self.images:
+            raise InvalidInput("images is empty: give at least one image")
+
+
+def save_reconstructions(config: ReconstructConfig, storage: Storage | None = None, limit: int | None = None) -> None:
+    """Loads the MAE (with its decoder) and processor from `config.model` and writes the sheet of `config.images` to
+    `config.png`.
 
     Args:
-        model_uri: a checkpoint folder (local, fsspec URI or hub id) with config.json, the weights of a
-            `ViTMAEForPreTraining` and preprocessor_config.json.
-        image_uris: the images, local paths or URIs; each URI seeds its mask.
-        png_uri: where the PNG goes, local path or URI.
-        mask_ratio, seed: as in `reconstruction_rows`.
-        storage: reaches s3:// URIs (None: the AWS_* variables).
+        storage: reaches s3:// URIs (None: from `config.storage` and the AWS_* variables).
         limit: None: every image must read and decode. A number: draw the first `limit` images that read and
             decode, skipping the others with a warning (for callers that pick a few images from a listing).
 
     Raises:
-        FileNotFoundError: a missing model folder, config, processor config or image.
-        ValueError: weights that do not fit the MAE (an encoder-only checkpoint has no decoder), an image that
-            cannot be read or decoded, no usable image at all, or a bad ratio.
+        NotFound: a missing model folder, config, processor config or image.
+        InvalidInput: weights that do not fit the MAE (an encoder-only checkpoint has no decoder), an image that
+            cannot be read or decoded, or no usable image at all.
     """
     if limit is not None and limit < 1:
         raise ValueError(f"expected limit >= 1 (or None for every image), got {limit}")
-    storage = storage or Storage.from_environment()
-    options = storage.options(model_uri)
-    model = _load_model(model_uri, options)
-    processor = ViTImageProcessor.from_pretrained(model_uri, options)
-    images = _read_images(image_uris, processor, storage, limit)
-    sheet = render_reconstructions(model, processor, images, mask_ratio, seed)
-    save_png(sheet, png_uri, storage)
+    storage = storage or Storage.from_config(config.storage)
+    options = storage.options(config.model)
+    model = _load_model(config.model, options)
+    processor = ViTImageProcessor.from_pretrained(config.model, options)
+    images = _read_images(config.images, processor, storage, limit)
+    sheet = render_reconstructions(model, processor, images, config.mask_ratio, config.seed)
+    save_png(sheet, config.png, storage)
 
 
 def _load_model(model_uri: str, options: dict[str, Any]) -> ViTMAEForPreTraining:
@@ -150,7 +163,7 @@ def _load_model(model_uri: str, options: dict[str, Any]) -> ViTMAEForPreTraining
         return ViTMAEForPreTraining.from_pretrained(model_uri, dtype=torch.float32, device="cpu", storage_options=options)
     except ValueError as err:
         if not _has_decoder(model_uri, options):
-            raise ValueError(
+            raise InvalidInput(
                 f"{model_uri} has no MAE decoder weights (an encoder-only checkpoint?); reconstructions need the whole "
                 "ViTMAEForPreTraining checkpoint, such as facebook/vit-mae-base"
             ) from err
@@ -207,5 +220,5 @@ def _read_images(
             continue
         images.append((uri, data))
     if not images:
-        raise ValueError(f"none of the {len(uris)} images could be read and decoded")
+        raise InvalidInput(f"none of the {len(uris)} images could be read and decoded")
     return images
