@@ -24,7 +24,7 @@ from fsspec.implementations.local import LocalFileSystem
 from fsspec.utils import stringify_path
 
 from vitmae.errors import InvalidInput, NotFound, one_line
-from vitmae.folder import Folder
+from vitmae.folder import Folder, is_hub_id
 
 S3_SCHEMES = ("s3://", "s3a://")
 
@@ -176,9 +176,10 @@ class _FSSpecHandler(pafs.FSSpecHandler):
 def absolute_uri(uri: str, may_be_hub_id: bool = False) -> str:
     """`uri` with a local path made absolute: Ray's workers run in other folders than the driver.
 
-    URIs stay as they are, and so does a model name that is no local path (a hub id) when `may_be_hub_id`.
+    URIs stay as they are, and so does a model name that is no local path but has a hub id's shape when
+    `may_be_hub_id` (`vitmae.folder.is_hub_id`, the rule by which checkpoints are looked up on the hub).
     """
-    if "://" in uri or (may_be_hub_id and not os.path.exists(uri)):
+    if "://" in uri or (may_be_hub_id and is_hub_id(uri)):
         return uri
     return os.path.abspath(uri)
 

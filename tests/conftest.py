@@ -104,6 +104,26 @@ def s3() -> Iterator[S3Server]:
         server.stop()
 
 
+# Where the tests' Hugging Face hub is: a local port nothing listens on, so that every request is refused at once.
+CLOSED_HUB = "http://127.0.0.1:9"
+
+
+def use_hub(monkeypatch: pytest.MonkeyPatch, cache: Path, endpoint: str = CLOSED_HUB, offline: bool = False) -> None:
+    """The Hugging Face hub at `endpoint` (by default none: `CLOSED_HUB`), or none at all with `offline` (HF_HUB_OFFLINE),
+    and an empty cache.
+
+    Set in the environment, for the processes a test starts, and in the hub client's constants, which it read when
+    this process first imported it.
+    """
+    from huggingface_hub import constants
+
+    settings = {"HF_ENDPOINT": ("ENDPOINT", endpoint), "HF_HUB_OFFLINE": ("HF_HUB_OFFLINE", offline),
+                "HF_HUB_CACHE": ("HF_HUB_CACHE", str(cache))}
+    for variable, (name, value) in settings.items():
+        monkeypatch.setenv(variable, str(int(value)) if isinstance(value, bool) else value)
+        monkeypatch.setattr(constants, name, value)
+
+
 def s3_storage(server: S3Server) -> Storage:
     """The pipeline's storage settings for the test server."""
     return Storage(server.endpoint_url, server.access_key, server.secret_key)

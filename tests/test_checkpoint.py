@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import http.server
 import json
+import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
+import huggingface_hub
 import pytest
 import safetensors.torch
 import torch
 import transformers
 
 import vitmae
-from conftest import BASE, TINY, random_model, vit_kwargs
+from conftest import BASE, CLOSED_HUB, TINY, random_model, use_hub, vit_kwargs
 from vitmae.convert import hf_to_vitmae, vitmae_to_hf
+from vitmae.errors import NotFound
 
 GEOMETRIES = {"tiny": TINY, "base": BASE}
 
@@ -143,10 +149,84 @@ def test_folder_without_weights_and_missing_folder(tmp_path):
         vitmae.ViTMAEModel.from_pretrained(tmp_path / "nothing-here")
 
 
-def test_unreachable_hub_id_says_what_to_do(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(FileNotFoundError, match="download it first .*or pass a local folder"):
-        vitmae.ViTMAEModel.from_pretrained("no-such-org/no-such-model")
+def test_a_mistyped_folder_shaped_like_a_hub_id_says_there_is_neither(tmp_path, monkeypatch):
+    use_hub(monkeypatch, tmp_path / "hub-cache")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    with pytest.raises(NotFound) as err:
+        vitmae.ViTMAEModel.from_pretrained("models/vit-mae-bse")
+    assert str(err.value) == (
+        f"checkpoint folder not found: no local folder {tmp_path / 'models' / 'vit-mae-bse'}, and the Hugging Face hub "
+        f"could not give models/vit-mae-bse (cannot reach {CLOSED_HUB}: [Errno 111] Connection refused); check the name, "
+        "or where the hub is reachable run `hf download models/vit-mae-bse --local-dir DIR` and pass DIR in its place "
+        "(--model DIR)"
+    )
+
+
+@pytest.mark.parametrize("offline, reason", [(True, "(offline: HF_HUB_OFFLINE is set)"), (False, f"(cannot reach {CLOSED_HUB}: ")])
+def test_a_hub_id_with_the_hub_unreachable_says_why_and_what_to_do(tmp_path, monkeypatch, offline, reason):
+    use_hub(monkeypatch, tmp_path / "hub-cache", offline=offline)
+    monkeypatch.chdir(tmp_path)
+    started = time.monotonic()
+    with pytest.raises(NotFound) as err:
+        vitmae.ViTImageProcessor.from_pretrained("facebook/vit-mae-base")
+    message = str(err.value)
+    assert len(message.splitlines()) == 1 and time.monotonic() - started < 10
+    assert f"no local folder {tmp_path / 'facebook' / 'vit-mae-base'}, and the Hugging Face hub could not give" in message
+    assert reason in message
+    assert message.endswith("`hf download facebook/vit-mae-base --local-dir DIR` and pass DIR in its place (--model DIR)")
+
+
+class _HubAnswer(http.server.BaseHTTPRequestHandler):
+    """Answers every request as the hub answers for a missing (or private) repository, or a gated one."""
+
+    answers = {"missing": (401, "RepoNotFound"), "gated": (403, "GatedRepo"), "down": (500, "")}
+
+    def do_GET(self) -> None:
+        status, code = self.answers[self.server.answer]
+        self.send_response(status)
+        self.send_header("X-Error-Code", code)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_HEAD = do_GET
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.mark.parametrize("answer, reason", [
+    ("missing", "(no such repository, or a private one: log in with `hf auth login` if you have access)"),
+    ("gated", "(the repository is gated: accept its conditions on its page, then log in with `hf auth login` if you have access)"),
+    ("down", "answered HTTP 500)"),
+])
+def test_what_the_hub_answered_is_said_in_a_few_words(tmp_path, monkeypatch, answer, reason):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _HubAnswer)
+    server.answer = answer
+    monkeypatch.chdir(tmp_path)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        use_hub(monkeypatch, tmp_path / "hub-cache", f"http://127.0.0.1:{server.server_port}")
+        with pytest.raises(NotFound) as err:
+            vitmae.ViTMAEModel.from_pretrained("no-such-org/vit-mae-base")
+    finally:
+        server.shutdown()
+        server.server_close()
+    message = str(err.value)
+    assert reason in message and len(message.splitlines()) == 1, message
+    assert message.startswith(f"checkpoint folder not found: no local folder {tmp_path / 'no-such-org' / 'vit-mae-base'}, ")
+
+
+def test_a_name_that_cannot_be_a_hub_id_is_only_a_missing_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda *a, **k: pytest.fail("asked the hub"))
+    (tmp_path / "config.json").write_text("{}")
+    for name in ("./models/vit-mae-bse", "../vit-mae-base", "models/mae/v2", "vit-mae-base", str(tmp_path / "nothing")):
+        with pytest.raises(NotFound) as err:
+            vitmae.ViTMAEModel.from_pretrained(name)
+        assert str(err.value) == f"checkpoint folder not found: {os.path.abspath(name)}"
+    with pytest.raises(NotFound, match=f"^checkpoint folder not found: {tmp_path / 'config.json'} is a file; pass the folder"):
+        vitmae.ViTMAEModel.from_pretrained("config.json")
 
 
 def test_fsspec_uri_round_trip():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -31,11 +32,12 @@ from pipeline.embed.listing import iter_listing, list_inputs
 from pipeline.records import latest_run
 from pipeline.storage import Storage, StorageConfig, absolute_uri
 from pipeline.tables import dataset, open_table
+from vitmae.errors import NotFound
 from pipeline.embed.preprocess import PreprocessConfig, preprocess_batch
 from pipeline.layout import ANOMALIES_FILE, DUPLICATES_FILE, RUN_FILES
 from pipeline.retrieval.anomalies import AnomalyConfig, rank_anomalies
 from pipeline.retrieval.duplicates import DuplicateConfig, find_duplicates
-from conftest import MAE_PROCESSOR, s3_storage
+from conftest import MAE_PROCESSOR, s3_storage, use_hub
 from test_decode import encode, write_zeros_png
 
 BAD = {  # file name -> expected start of its error
@@ -304,6 +306,7 @@ def test_local_paths_become_absolute_and_uris_and_hub_ids_stay(tmp_path, monkeyp
     assert absolute_uri("runs/today") == str(tmp_path / "runs" / "today")  # not there yet: an output
     assert absolute_uri("models/mae", may_be_hub_id=True) == str(tmp_path / "models" / "mae")
     assert absolute_uri("facebook/vit-mae-base", may_be_hub_id=True) == "facebook/vit-mae-base"
+    assert absolute_uri("../models/mae", may_be_hub_id=True) == str(tmp_path.parent / "models" / "mae")  # no hub id
     assert absolute_uri("s3://bucket/runs/today") == "s3://bucket/runs/today"
 
 
@@ -314,6 +317,25 @@ def test_relative_paths_mean_the_drivers_folder(ray_cluster, model_dir, two_phot
     run(EmbedConfig(input="photos", output="out", model="model", num_gpus=0))
     embedded, _, manifest = read_run(tmp_path / "out")
     assert len(embedded) == 2 and manifest["model"] == str(tmp_path / "model")
+
+
+def test_a_mistyped_model_is_the_same_line_in_every_command(images, tmp_path, monkeypatch, capsys):
+    """embed, pretrain's --init, reconstruct, and the model actors (which search by image uses) resolve a model name
+    by one rule: no local folder and no hub gives one line that says both."""
+    use_hub(monkeypatch, tmp_path / "hub-cache")
+    monkeypatch.chdir(tmp_path)
+    name = "models/vit-mae-bse"
+    expected = f"checkpoint folder not found: no local folder {tmp_path / name}, and the Hugging Face hub could not give {name} ("
+    commands = [["embed", "--input", str(images), "--output", "out", "--model", name],
+                ["pretrain", "--input", str(images), "--output", "out", "--init", name],
+                ["reconstruct", "--model", name, "--images", "[x.png]", "--png", "x.png"]]
+    for command in commands:
+        assert cli(command) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"vitmae {command[0]}: error: {expected}") and len(err.splitlines()) == 1, err
+    with pytest.raises(NotFound, match=f"^{re.escape(expected)}"):
+        Embedder(name)
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -19,6 +20,7 @@ from s3server import S3Server
 from test_embed import read_run
 from test_run import ROOT, fill, photo
 
+FAULT_INJECTION = str(Path(__file__).parent / "fault_injection")
 OUTAGE_S = 20  # the shortest outage a run must wait out
 IMAGES = 24
 
@@ -127,7 +129,9 @@ def test_an_image_that_kills_the_model_actor_becomes_an_error_row(model_dir, tmp
     images = tmp_path / "images"
     fill(images, range(5))
     photo(9).save(images / "img-poison.png")
-    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "VITMAE_FAULT_EXIT_ON": "poison"}
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    # The job and its Ray workers load tests/fault_injection/sitecustomize.py, which makes a model actor exit on "poison".
+    env.update(VITMAE_FAULT_EXIT_ON="poison", PYTHONPATH=os.pathsep.join(filter(None, [FAULT_INJECTION, env.get("PYTHONPATH")])))
     done = subprocess.run([sys.executable, "-m", "jobs.embed", "--input", str(images), "--output", str(tmp_path / "out"),
                            "--model", str(model_dir), "--num_actors", "1", "--batch_size", "3"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)

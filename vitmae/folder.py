@@ -103,8 +103,18 @@ def weight_files(folder: Folder) -> list[str]:
     return [name]
 
 
+def is_hub_id(name: str) -> bool:
+    """Whether `name` has the shape of a Hugging Face hub id ("owner/name"), and is no URI or existing path."""
+    return "://" not in name and bool(_HUB_ID.match(name)) and not os.path.exists(name)
+
+
 def open_folder(path_or_uri: str | os.PathLike, storage_options: dict[str, Any] | None = None, create: bool = False) -> Folder:
-    """Resolves a local folder, an fsspec URI, or (when not found locally) a Hugging Face hub id."""
+    """Resolves a local folder, an fsspec URI, or (when no such folder exists) a Hugging Face hub id.
+
+    Raises:
+        NotFound: no such folder, and, for a name shaped like a hub id, the hub could not give it (one line that
+            says both, and what to do).
+    """
     uri = os.fspath(path_or_uri)
     fs, root = fsspec.core.url_to_fs(uri, **(storage_options or {}))
     if create:
@@ -112,21 +122,45 @@ def open_folder(path_or_uri: str | os.PathLike, storage_options: dict[str, Any] 
         return Folder(fs, root, uri)
     if fs.isdir(root):
         return Folder(fs, root, uri)
-    if "://" not in uri and _HUB_ID.match(uri) and not os.path.exists(uri):
-        return Folder(LocalFileSystem(), _download_from_hub(uri), uri)
-    raise FileNotFoundError(f"checkpoint folder not found: {uri}")
+    where = uri if "://" in uri else os.path.abspath(uri)
+    if fs.isfile(root):
+        raise NotFound(f"checkpoint folder not found: {where} is a file; pass the folder that holds {CONFIG_NAME}")
+    if not is_hub_id(uri):
+        raise NotFound(f"checkpoint folder not found: {where}")
+    return Folder(LocalFileSystem(), _download_from_hub(uri, where), uri)
 
 
-def _download_from_hub(repo_id: str) -> str:
-    advice = (
-        f"download it first (huggingface-cli download {repo_id} --local-dir DIR) and pass DIR, "
-        "or pass a local folder or s3:// URI holding config.json and model.safetensors"
-    )
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError:
-        raise FileNotFoundError(f"{repo_id!r} is not a folder and huggingface_hub is not installed: {advice}") from None
+def _download_from_hub(repo_id: str, where: str) -> str:
+    """The local copy (in the hub's cache) of the checkpoint files of `repo_id`; `where`: the folder looked for first."""
+    from huggingface_hub import snapshot_download  # imported when needed: it costs a Ray worker that only writes files
+
     try:
         return snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "pytorch_model.bin"])
     except Exception as err:  # the hub client raises many types for offline, missing and gated repos
-        raise FileNotFoundError(f"could not fetch {repo_id!r} from the Hugging Face hub ({one_line(err)}): {advice}") from None
+        raise NotFound(
+            f"checkpoint folder not found: no local folder {where}, and the Hugging Face hub could not give {repo_id} "
+            f"({_hub_reason(err)}); check the name, or where the hub is reachable run "
+            f"`hf download {repo_id} --local-dir DIR` and pass DIR in its place"
+        ) from err
+
+
+def _hub_reason(err: Exception) -> str:
+    """A few words on why the hub gave no checkpoint: offline, unreachable, no such (or a private) repository, gated."""
+    from huggingface_hub import constants, errors
+
+    chain: list[BaseException] = [err]  # err, then what it was raised from, as a traceback shows them
+    while (inner := chain[-1].__cause__ or (None if chain[-1].__suppress_context__ else chain[-1].__context__)) is not None:
+        chain.append(inner)
+    login = "log in with `hf auth login` if you have access"
+    if any(isinstance(e, errors.OfflineModeIsEnabled) for e in chain):
+        return "offline: HF_HUB_OFFLINE is set"
+    if isinstance(err, errors.GatedRepoError):
+        return f"the repository is gated: accept its conditions on its page, then {login}"
+    if isinstance(err, errors.RepositoryNotFoundError):
+        return f"no such repository, or a private one: {login}"
+    answered = next((e for e in chain if isinstance(e, errors.HfHubHTTPError)), None)
+    if answered is not None:
+        return f"{constants.ENDPOINT} answered HTTP {answered.response.status_code}"
+    if len(chain) > 1:  # the request itself failed: refused, no such host, timed out
+        return f"cannot reach {constants.ENDPOINT}: {one_line(chain[-1], 120)}"
+    return one_line(err, 200)
