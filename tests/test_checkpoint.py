@@ -158,8 +158,7 @@ def test_a_mistyped_folder_shaped_like_a_hub_id_says_there_is_neither(tmp_path, 
     assert str(err.value) == (
         f"checkpoint folder not found: no local folder {tmp_path / 'models' / 'vit-mae-bse'}, and the Hugging Face hub "
         f"could not give models/vit-mae-bse (cannot reach {CLOSED_HUB}: [Errno 111] Connection refused); check the name, "
-        "or where the hub is reachable run `hf download models/vit-mae-bse --local-dir DIR` and pass DIR in its place "
-        "(--model DIR)"
+        "or where the hub is reachable run `hf download models/vit-mae-bse --local-dir DIR` and pass DIR in its place"
     )
 
 
@@ -174,7 +173,7 @@ def test_a_hub_id_with_the_hub_unreachable_says_why_and_what_to_do(tmp_path, mon
     assert len(message.splitlines()) == 1 and time.monotonic() - started < 10
     assert f"no local folder {tmp_path / 'facebook' / 'vit-mae-base'}, and the Hugging Face hub could not give" in message
     assert reason in message
-    assert message.endswith("`hf download facebook/vit-mae-base --local-dir DIR` and pass DIR in its place (--model DIR)")
+    assert message.endswith("`hf download facebook/vit-mae-base --local-dir DIR` and pass DIR in its place")
 
 
 class _HubAnswer(http.server.BaseHTTPRequestHandler):
