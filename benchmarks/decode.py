@@ -254,8 +254,8 @@ def end_to_end(inputs: Path, model: str, work: Path, rounds: int, decode_mode: s
     here = Path(__file__).resolve().parent
     count = len(list(inputs.iterdir()))
     commands = {
-        "this job": [sys.executable, "-m", "jobs.embed", "--input", str(inputs), "--model", model, "--overwrite",
-                     "--decode", decode_mode, "--output"],
+        "this job": [sys.executable, "-m", "jobs.embed", "--input", str(inputs), "--model", model, "--overwrite", "true",
+                     "--decode.mode", decode_mode, "--output"],
         "plain recipe": [sys.executable, str(here / "plain_recipe.py"), "--input", str(inputs), "--model", model, "--output"],
     }
     if not plain:
@@ -342,7 +342,7 @@ def main() -> None:
         if e2e:
             n = args.end_to_end
             job, stage = statistics.median(e2e["this job"]), statistics.median(e2e["job's embedding stage"])
-            print(f"\nend to end, whole processes, {n} images of the mixed set, {args.e2e_model} encoder, job --decode "
+            print(f"\nend to end, whole processes, {n} images of the mixed set, {args.e2e_model} encoder, job decode.mode "
                   f"{args.e2e_decode}: this job {job:.1f}s ({n / job:.2f} images/s; its embedding stage {stage:.2f} "
                   "images/s)")
             if "plain recipe" in e2e:

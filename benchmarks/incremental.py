@@ -250,7 +250,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=10_000, help="images of the runs (0: skip them)")
     parser.add_argument("--model-size", default="small", choices=("small", "base"))
-    parser.add_argument("--kill-commits", default="--commit-seconds 5",
+    parser.add_argument("--kill-commits", default="--commit_seconds 5",
                         help="commit flags of the run killed half way (default %(default)s)")
     parser.add_argument("--diff-rows", default="1000000,10000000", help="comma-separated table sizes for the diff ('' skips)")
     parser.add_argument("--hnsw", type=int, default=200_000, help="vectors of the HNSW filter measurement (0: skip)")

@@ -443,7 +443,7 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=512, help="small JPEGs to compare on")
     parser.add_argument("--small-size", default="500x375", help="their width x height")
     parser.add_argument("--batch-size", type=int, default=32, help="images per model call of the plain recipe")
-    parser.add_argument("--job-batch-size", type=int, default=None, help="the job's --batch-size (default: the job's own)")
+    parser.add_argument("--job-batch-size", type=int, default=None, help="the job's batch_size (default: the job's own)")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds of the two pipelines")
     parser.add_argument("--model-alone-images", type=int, default=256, help="images per model-alone pass")
     parser.add_argument("--memory-sizes", default="32,320", help="large-JPEG counts for the job's peak memory; '' skips")

@@ -125,10 +125,10 @@ class Service:
     """`vitmae serve` in a child process on a free loopback port."""
 
     def __init__(self, run: Path, log: Path, model: bool) -> None:
-        command = [sys.executable, "-m", "jobs.serve", "--run", str(run), "--port", "0", "--no-access-log"]
+        command = [sys.executable, "-m", "jobs.serve", "--run", str(run), "--port", "0", "--access_log", "false"]
         self.log = log
         with open(log, "wb") as sink:
-            self.process = subprocess.Popen(command + ([] if model else ["--no-model"]), cwd=REPO, env=_env(),
+            self.process = subprocess.Popen(command + ([] if model else ["--load_model", "false"]), cwd=REPO, env=_env(),
                                             stdout=sink, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 600
         while not (found := re.search(rb"Uvicorn running on (http://127\.0\.0\.1:\d+)", log.read_bytes())):

@@ -182,7 +182,7 @@ def test_weight_decay_skips_biases_and_norms_only():
     (["--preset", "tiny", "--image_size", "30", "--patch_size", "4"], "image_size (30) must be a multiple of patch_size (4)"),
     (["--preset", "tiny", "--patch_size", "0"], "patch_size must be at least 1, got 0"),
     (["--preset", "tiny", "--seed", "-1"], "seed must be at least 0, got -1"),
-    (["--preset", "tiny", "--lr", "inf"], "lr must be a finite number, got inf"),
+    (["--preset", "tiny", "--lr", "-0.001"], "lr must be positive, got -0.001"),
     (["--preset", "tiny", "--output", "{digits}/train/broken.png"], "is a file; give a folder or prefix"),
 ])
 def test_user_mistakes_are_one_line_errors(mistake, expected, digits, tmp_path, capsys):
