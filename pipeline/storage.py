@@ -8,6 +8,7 @@ of a config cannot copy them into a record (json.dumps refuses the object instea
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import posixpath
@@ -25,12 +26,27 @@ from vitmae.errors import one_line
 from vitmae.folder import Folder
 
 S3_SCHEMES = ("s3://", "s3a://")
+_ERRNOS = {errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.ETIMEDOUT, errno.EHOSTUNREACH,
+           errno.ENETUNREACH, errno.EPIPE}
+# What object_store (deltalake) and the HTTP clients say of failures to reach the store; their types vary by version.
+_TRANSIENT_TEXT = ("error sending request", "connection refused", "connection reset", "timed out", "timeout",
+                   "could not connect to the endpoint", "serviceunavailable", "service unavailable", "slowdown",
+                   "slow down", "internalerror", "broken pipe", "connection closed", "server disconnected")
 
 
 # Every request to S3 gives up after these, so that a hung server is an outage to wait out (`pipeline.retry`), not a
 # read that never returns.
 CONNECT_TIMEOUT_S = 5
 READ_TIMEOUT_S = 30
+
+
+class StorageUnavailable(OSError):
+    """The store stayed unreachable for longer than the run waits (command lines exit with status 75)."""
+
+
+class StorageUnreachable(StorageUnavailable):
+    """One try could not reach the store: `pipeline.retry.retrying` waits it out; uncaught (where nothing waits
+    outages out, as before a run starts), it is an outage too, its message naming the endpoint and the setting."""
 
 
 class Storage:
@@ -134,6 +150,25 @@ class _FSSpecHandler(pafs.FSSpecHandler):
         if self.fs.info(path)["type"] != "file":
             raise FileNotFoundError(path)
         return pa.PythonFile(self.fs.open(path, mode="rb"), mode="r")
+
+
+def transient(err: BaseException) -> bool:
+    """Whether `err` says the store could not be reached (for now), rather than that the operation is wrong."""
+    if isinstance(err, StorageUnreachable):
+        return True
+    if isinstance(err, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
+        return False
+    if isinstance(err, (ConnectionError, TimeoutError)):
+        return True
+    if isinstance(err, OSError) and err.errno in _ERRNOS:
+        return True
+    name = type(err).__name__
+    if type(err).__module__.startswith(("botocore", "aiohttp", "urllib3")) and any(
+        word in name for word in ("Connect", "Timeout", "Disconnected")
+    ):
+        return True
+    text = str(err).lower()
+    return any(marker in text for marker in _TRANSIENT_TEXT)
 
 
 def absolute_uri(uri: str, may_be_hub_id: bool = False) -> str:

@@ -24,8 +24,8 @@ from deltalake import DeltaTable
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 from deltalake.transaction import AddAction, CommitProperties
 
-from pipeline.retry import StorageUnreachable, retrying, transient
-from pipeline.storage import Storage
+from pipeline.retry import retrying
+from pipeline.storage import Storage, StorageUnreachable, transient
 from vitmae.errors import one_line
 
 logger = logging.getLogger(__name__)
