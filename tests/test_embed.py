@@ -347,7 +347,7 @@ def test_s3_mistakes_are_one_line_errors_before_work(s3, model_dir, tmp_path, mo
     args = ["--output", "s3://test/mistakes/out", "--model", "s3://test/mistakes/model", "--s3-endpoint", s3.endpoint_url]
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3.access_key)
     for secret, source, expected in [
-        (s3.secret_key + "x", "s3://test/mistakes/photos/", "access denied"),  # wrong credentials
+        (s3.secret_key + "x", "s3://test/mistakes/photos/", "s3://test/mistakes/out: the store refused the credentials"),
         (s3.secret_key, "s3://no-such-bucket/photos/", "no such folder, prefix or file"),
     ]:
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)

@@ -1,14 +1,20 @@
 """Storage settings: resolved from the flag and the AWS variables, and a secret that no log, error, repr or file
-of a whole embed, index, search, anomalies and pre-training run on the S3 fixture ever shows."""
+of a whole embed, index, search, anomalies and pre-training run on the S3 fixture ever shows; refused credentials and
+permissions, missing buckets and an endpoint that does not answer, said in one line on every side of a run."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import pickle
+import uuid
 from pathlib import Path
 
+import botocore.exceptions
+import fsspec
 import pytest
+from s3fs.errors import translate_boto_error
 
 from jobs import anomalies as anomalies_job
 from jobs import embed as embed_job
@@ -16,7 +22,11 @@ from jobs import index as index_job
 from jobs import pretrain as pretrain_job
 from jobs import search as search_job
 from pipeline.embed.preprocess import PreprocessConfig
-from pipeline.storage import Storage, read_uri, write_uri
+from pipeline.schema import ERRORS_SCHEMA
+from pipeline.storage import (CREDENTIAL_SETTINGS, ENDPOINT_SETTING, PERMISSION_SETTING, AccessDenied, Storage,
+                              StorageUnreachable, read_uri, run_folder, storage_error, write_uri)
+from pipeline.tables import RunTable, open_table
+from vitmae.errors import NotFound
 
 
 def test_repr_hides_the_credentials_and_pickling_keeps_them():
@@ -131,3 +141,98 @@ def test_a_file_the_store_did_not_answer_for_is_not_said_missing(unreachable):
     with pytest.raises(Exception) as caught:
         fs.open_input_file(path)
     assert not isinstance(caught.value, FileNotFoundError) and transient(caught.value), repr(caught.value)
+
+
+# What the store says, as each library raises it, for the cases the S3 fixture cannot make.
+ARROW = "\n          \x1b[31m↳\x1b[0m "  # between the levels of an object_store text
+
+
+def client_error(code: str, status: int = 403, operation: str = "ListObjectsV2") -> botocore.exceptions.ClientError:
+    return botocore.exceptions.ClientError({"Error": {"Code": code, "Message": "the server's words"},
+                                            "ResponseMetadata": {"HTTPStatusCode": status}}, operation)
+
+
+def object_store_error(status: str, code: str | None, first: str = "Kernel error -> Generic S3 error") -> OSError:
+    """deltalake's OSError for an S3 answer, in the form its object_store gave the fixture's answers."""
+    answer = f'{ARROW}<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>m</Message></Error>\n' if code else ""
+    return OSError(f"{first}{ARROW}Error performing GET http://127.0.0.1:9000/bucket/out/_delta_log/_last_checkpoint in "
+                   f"1.2ms - Server returned non-2xx status code{ARROW}{status}{answer}")
+
+
+def head_forbidden() -> PermissionError:
+    """s3fs's PermissionError for a 403 answer to a HEAD request, which has no body and so no S3 error code."""
+    try:
+        raise client_error("403", operation="HeadObject")
+    except botocore.exceptions.ClientError as err:
+        return translate_boto_error(err, set_cause=False)
+
+
+EXPIRED = "the store refused the credentials (ExpiredToken: the session token has expired)"
+CANARY_STORAGE = Storage("http://127.0.0.1:9000", "AKCANARY", "canary-secret", "canary-token")
+
+
+CREDENTIALS, PERMISSION, ENDPOINT = (f"; check {CREDENTIAL_SETTINGS}", f"; check {PERMISSION_SETTING}",
+                                     f"; check the URI and {ENDPOINT_SETTING}")
+
+
+@pytest.mark.parametrize("raised, kind, expected, setting", [
+    (client_error("ExpiredToken", 400), AccessDenied, EXPIRED, CREDENTIALS),  # botocore
+    (translate_boto_error(client_error("ExpiredToken", 400)), AccessDenied, EXPIRED, CREDENTIALS),  # s3fs, from botocore's
+    (object_store_error("400 Bad Request", "ExpiredToken"), AccessDenied, EXPIRED, CREDENTIALS),  # deltalake
+    (translate_boto_error(client_error("InvalidToken", 400)), AccessDenied, "(InvalidToken: the session token is malformed",
+     CREDENTIALS),
+    (client_error("TokenRefreshRequired", 400), AccessDenied, "(TokenRefreshRequired: the session token must be refreshed)",
+     CREDENTIALS),
+    (object_store_error("403 Forbidden", "InvalidAccessKeyId"), AccessDenied, "(InvalidAccessKeyId: no such access key)",
+     CREDENTIALS),
+    (botocore.exceptions.NoCredentialsError(), AccessDenied, "(NoCredentials: no credentials were found)", CREDENTIALS),
+    (object_store_error("401 Unauthorized", None, "The operation lacked valid authentication credentials for path out"),
+     AccessDenied, "the store refused the credentials (401 Unauthorized)", CREDENTIALS),
+    (translate_boto_error(client_error("AccessDenied")), AccessDenied, "the store refused the permission to read (AccessDenied)",
+     PERMISSION),
+    (head_forbidden(), AccessDenied, "the store refused to read it (403 Forbidden)", f", and {PERMISSION_SETTING}"),
+    (object_store_error("404 Not Found", "NoSuchBucket"), NotFound, "no such bucket 'bucket' at http://127.0.0.1:9000", ENDPOINT),
+    (botocore.exceptions.EndpointConnectionError(endpoint_url="http://127.0.0.1:9000/bucket"), StorageUnreachable,
+     'cannot reach the storage at http://127.0.0.1:9000 (Could not connect to the endpoint URL: "http://127.0.0.1:9000/bucket")',
+     f"; check {ENDPOINT_SETTING}"),
+    (OSError(f"Generic S3 error{ARROW}error sending request{ARROW}tcp connect error{ARROW}Connection refused (os error 111)\n"),
+     StorageUnreachable, "at http://127.0.0.1:9000 (Connection refused (os error 111))", f"; check {ENDPOINT_SETTING}"),
+])
+def test_what_the_store_says_becomes_one_line_naming_the_uri_and_the_setting(raised, kind, expected, setting):
+    err = storage_error(raised, "s3://bucket/out", CANARY_STORAGE, "read")
+    assert type(err) is kind and str(err).startswith("s3://bucket/out: ") and expected in str(err), str(err)
+    assert str(err).endswith(setting) and len(str(err).splitlines()) == 1, str(err)
+    assert "canary" not in str(err) and "AKCANARY" not in str(err)
+
+
+def test_other_failures_stay_as_they_are(tmp_path):
+    for err in (FileNotFoundError(errno.ENOENT, "bucket/out/missing.jpg"), ValueError("a timeout of -1 is no timeout"),
+                NotFound("--model s3://bucket/m has no config.json"), translate_boto_error(client_error("NoSuchKey", 404))):
+        assert storage_error(err, "s3://bucket/out", CANARY_STORAGE) is err
+    local = storage_error(PermissionError(errno.EACCES, "Permission denied", str(tmp_path)), str(tmp_path), Storage(), "write")
+    assert isinstance(local, AccessDenied) and str(local).startswith(f"{tmp_path}: permission denied to write")
+
+
+def written(uri: str, s3) -> bool:
+    """Whether anything is at `uri` (on the fixture, as its admin sees it)."""
+    if not uri.startswith("s3://"):
+        return os.path.exists(uri)
+    return fsspec.filesystem("s3", skip_instance_cache=True, **s3.storage_options()).exists(uri)
+
+
+def test_tables_and_run_folders_say_the_same(s3):
+    """What `open_table`, `RunTable.open_or_create` (deltalake's texts) and `run_folder` (s3fs) raise."""
+    key, secret = s3.credentials()
+    wrong, reader = Storage(s3.endpoint_url, key, secret + "-wrong"), Storage(s3.endpoint_url, *s3.credentials(read_only=True))
+    table = f"s3://test/refusals/{uuid.uuid4().hex}/errors"
+    with pytest.raises(AccessDenied, match=r"refused the credentials \(SignatureDoesNotMatch"):
+        open_table(table, wrong)
+    with pytest.raises(AccessDenied, match=r"refused the credentials \(SignatureDoesNotMatch"):
+        run_folder(table, wrong)
+    with pytest.raises(NotFound, match="no such bucket 'no-such-table'"):
+        open_table("s3://no-such-table/errors", reader)
+    with pytest.raises(NotFound, match="no such run folder"):
+        run_folder(table, reader)
+    with pytest.raises(AccessDenied, match=r"refused the permission to write \(AccessDenied\)"):
+        RunTable.open_or_create(table, reader, ERRORS_SCHEMA, "run")
+    assert not written(table, s3)
