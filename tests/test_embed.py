@@ -327,10 +327,13 @@ def test_relative_paths_mean_the_drivers_folder(ray_cluster, model_dir, two_phot
         (lambda d, m: ["--cpu-threads", "0"], "--cpu-threads must be at least 1, got 0"),
         (lambda d, m: ["--num-gpus", "-1"], "--num-gpus must be at least 0, got -1"),
         (lambda d, m: ["--output", str(m / "config.json")], "config.json is a file; pass a folder or prefix"),
-        (lambda d, m: ["--input", "s3://bucket/photos/", "--s3-endpoint", "http://127.0.0.1:9"], "(check --s3-endpoint and AWS_ENDPOINT_URL"),
+        (lambda d, m: ["--input", "s3://bucket/photos/", "--s3-endpoint", "http://127.0.0.1:9"],
+         "s3://bucket/photos/: cannot reach the storage at http://127.0.0.1:9 ("),
     ],
 )
-def test_user_mistakes_are_one_line_errors(mistake, expected, images, model_dir, tmp_path, capsys):
+def test_user_mistakes_are_one_line_errors(mistake, expected, images, model_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "example-key")  # credentials, so that S3 requests go as far as the endpoint
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "example-secret")
     defaults = {"--input": str(images), "--output": str(tmp_path / "out"), "--model": str(model_dir)}
     given = mistake(tmp_path, model_dir)
     for flag, value in zip(given[::2], given[1::2]):
@@ -348,7 +351,7 @@ def test_s3_mistakes_are_one_line_errors_before_work(s3, model_dir, tmp_path, mo
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3.access_key)
     for secret, source, expected in [
         (s3.secret_key + "x", "s3://test/mistakes/photos/", "s3://test/mistakes/out: the store refused the credentials"),
-        (s3.secret_key, "s3://no-such-bucket/photos/", "no such folder, prefix or file"),
+        (s3.secret_key, "s3://no-such-bucket/photos/", "s3://no-such-bucket/photos/: no such bucket 'no-such-bucket'"),
     ]:
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
         started = time.time()

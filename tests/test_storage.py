@@ -21,7 +21,9 @@ from jobs import embed as embed_job
 from jobs import index as index_job
 from jobs import pretrain as pretrain_job
 from jobs import search as search_job
+import pipeline.embed.run
 from pipeline.embed.preprocess import PreprocessConfig
+from pipeline.embed.run import EmbedConfig, run
 from pipeline.schema import ERRORS_SCHEMA
 from pipeline.storage import (CREDENTIAL_SETTINGS, ENDPOINT_SETTING, PERMISSION_SETTING, AccessDenied, Storage,
                               StorageUnreachable, read_uri, run_folder, storage_error, write_uri)
@@ -213,11 +215,85 @@ def test_other_failures_stay_as_they_are(tmp_path):
     assert isinstance(local, AccessDenied) and str(local).startswith(f"{tmp_path}: permission denied to write")
 
 
+@pytest.fixture
+def no_ray(monkeypatch):
+    """Fails a run that gets as far as starting Ray: the refusals must come first."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("the run got as far as starting Ray")
+
+    monkeypatch.setattr(pipeline.embed.run, "_ray_for", refuse)
+
+
+@pytest.fixture(scope="module")
+def sides(s3, model_dir, photo_paths, tmp_path_factory) -> dict[str, tuple[str, str]]:
+    """The input and the model of a run, each as a local path and as an s3:// URI on the fixture."""
+    fs = fsspec.filesystem("s3", skip_instance_cache=True, **s3.storage_options())
+    photos = tmp_path_factory.mktemp("refusals")
+    for p in photo_paths[:2]:
+        (photos / p.name).write_bytes(p.read_bytes())
+        fs.pipe_file(f"test/refusals/photos/{p.name}", p.read_bytes())
+    fs.put(str(model_dir), "test/refusals/model", recursive=True)
+    return {"input": (str(photos), "s3://test/refusals/photos/"), "model": (str(model_dir), "s3://test/refusals/model")}
+
+
+def failed_run(s3, monkeypatch, secret_suffix: str = "", read_only: bool = False, endpoint: str | None = None,
+               **uris: str) -> BaseException:
+    """What a run with the fixture's admin (or reader) key raises; `secret_suffix` makes its secret wrong."""
+    key, secret = s3.credentials(read_only)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret + secret_suffix)
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    with pytest.raises(Exception) as caught:
+        run(EmbedConfig(**uris, s3_endpoint=endpoint or s3.endpoint_url, num_gpus=0))
+    return caught.value
+
+
 def written(uri: str, s3) -> bool:
     """Whether anything is at `uri` (on the fixture, as its admin sees it)."""
     if not uri.startswith("s3://"):
         return os.path.exists(uri)
     return fsspec.filesystem("s3", skip_instance_cache=True, **s3.storage_options()).exists(uri)
+
+
+def uris_with(side: str, on_s3: str, sides, tmp_path) -> dict[str, str]:
+    """Local input, model and output but `side`, which is `on_s3`."""
+    return {"input": sides["input"][0], "model": sides["model"][0], "output": str(tmp_path / "out"), side: on_s3}
+
+
+@pytest.mark.parametrize("side", ["input", "output", "model"])
+def test_a_wrong_secret_is_said_on_every_side(side, s3, sides, no_ray, tmp_path, monkeypatch):
+    uri = {**{name: found[1] for name, found in sides.items()}, "output": f"s3://test/refusals/{uuid.uuid4().hex}/out"}[side]
+    uris = uris_with(side, uri, sides, tmp_path)
+    err = failed_run(s3, monkeypatch, "-wrong", **uris)
+    assert isinstance(err, AccessDenied), repr(err)
+    assert str(err) == f"{uri}: the store refused the credentials (SignatureDoesNotMatch: the secret key does not match the " \
+                       f"access key); check {CREDENTIAL_SETTINGS}"
+    assert not written(uris["output"], s3)
+
+
+def test_a_read_only_key_is_refused_the_output_before_ray_starts(s3, sides, no_ray, monkeypatch):
+    output = f"s3://test/refusals/{uuid.uuid4().hex}/out"
+    err = failed_run(s3, monkeypatch, read_only=True, input=sides["input"][0], model=sides["model"][1], output=output)
+    assert isinstance(err, AccessDenied), repr(err)
+    assert str(err) == f"{output}: the store refused the permission to write (AccessDenied); check {PERMISSION_SETTING}"
+    assert not written(output, s3)
+
+
+@pytest.mark.parametrize("side", ["input", "output", "model"])
+def test_a_missing_bucket_is_said_on_every_side(side, s3, sides, no_ray, tmp_path, monkeypatch):
+    uri = f"s3://no-such-{side}/{side}"
+    err = failed_run(s3, monkeypatch, **uris_with(side, uri, sides, tmp_path))
+    assert isinstance(err, NotFound), repr(err)
+    assert str(err) == f"{uri}: no such bucket 'no-such-{side}' at {s3.endpoint_url}; check the URI and {ENDPOINT_SETTING}"
+    assert not written(f"s3://no-such-{side}", s3) and not written(str(tmp_path / "out"), s3)
+
+
+def test_an_endpoint_that_does_not_answer_is_an_outage_naming_it(s3, sides, unreachable, no_ray, tmp_path, monkeypatch):
+    output = "s3://test/refusals/unreachable/out"
+    err = failed_run(s3, monkeypatch, endpoint=unreachable.endpoint, **uris_with("output", output, sides, tmp_path))
+    assert isinstance(err, StorageUnreachable), repr(err)
+    assert str(err).startswith(f"{output}: cannot reach the storage at {unreachable.endpoint} (Could not connect")
+    assert str(err).endswith(f"; check {ENDPOINT_SETTING}")
 
 
 def test_tables_and_run_folders_say_the_same(s3):

@@ -18,7 +18,7 @@ from typing import Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from vitmae.errors import one_line
+from vitmae.errors import NotFound, one_line
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -114,7 +114,7 @@ def open_folder(path_or_uri: str | os.PathLike, storage_options: dict[str, Any] 
         return Folder(fs, root, uri)
     if "://" not in uri and _HUB_ID.match(uri) and not os.path.exists(uri):
         return Folder(LocalFileSystem(), _download_from_hub(uri), uri)
-    raise FileNotFoundError(f"checkpoint folder not found: {uri}")
+    raise NotFound(f"checkpoint folder not found: {uri}")
 
 
 def _download_from_hub(repo_id: str) -> str:
