@@ -92,11 +92,30 @@ def test_the_secret_reaches_no_log_error_or_file(ray_cluster, s3, model_dir, pho
                            "--model", "s3://test/canary/model", *endpoint]) == 2
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", canary + "-wrong")
     assert index_job.main(["--run", run, *endpoint]) != 0
+    # The store's refusals: a wrong secret, a session token the store does not know, a key that may not write.
+    refused = ["--input", "s3://test/canary/photos/", "--output", "s3://test/canary/refused", "--model", "s3://test/canary/model",
+               *endpoint]
+    assert embed_job.main(refused) != 0
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", canary)
+    token = f"canary-token-{uuid.uuid4().hex}"
+    monkeypatch.setenv("AWS_SESSION_TOKEN", token)
+    assert embed_job.main(refused) != 0
+    monkeypatch.delenv("AWS_SESSION_TOKEN")
+    for name, value in s3.environment(read_only=True).items():
+        monkeypatch.setenv(name, value)
+    assert embed_job.main(refused) != 0
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3.access_key)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", canary)
 
     captured = capsys.readouterr()
-    assert canary not in captured.out + captured.err
-    assert canary not in caplog.text and all(canary not in repr(r.args) for r in caplog.records)
+    assert captured.err.count("s3://test/canary/refused: the store refused") == 3, captured.err
+    for secret in (canary, s3.reader_secret):
+        assert secret not in captured.out + captured.err
+        assert secret not in caplog.text and all(secret not in repr(r.args) for r in caplog.records)
+    # botocore's own DEBUG records of a signed request show its headers, the session token's among them (the jobs log
+    # at INFO); no other record and no message does.
+    assert token not in captured.out + captured.err
+    assert not [r for r in caplog.records if token in r.getMessage() and not (r.name.startswith("botocore") and r.levelno == logging.DEBUG)]
     written = {key: fs.cat_file(key) for key in fs.find("test/canary/") if not key.startswith("test/canary/photos")}
     assert any("runs/_delta_log" in key for key in written) and any(key.endswith("metrics.json") for key in written)
     assert not [key for key, data in written.items() if canary.encode() in data]
