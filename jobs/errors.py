@@ -18,8 +18,7 @@ import traceback
 from jsonargparse import ArgumentError
 
 from pipeline.retrieval.index_store import IndexNotReady
-from pipeline.retry import StorageUnavailable
-from pipeline.storage import AccessDenied
+from pipeline.storage import AccessDenied, StorageUnavailable
 from pipeline.tables import ConcurrentRunError
 from vitmae.errors import UserError, one_line
 

@@ -15,7 +15,7 @@ import pyarrow as pa
 from deltalake import write_deltalake
 
 from pipeline.layout import EMBEDDINGS_DIR, RUNS_DIR
-from pipeline.storage import Storage
+from pipeline.storage import Storage, explained
 from pipeline.tables import dataset, open_table, run_commits
 from vitmae.errors import NotFound
 
@@ -42,7 +42,8 @@ def append_run(output: str, storage: Storage, record: dict[str, Any]) -> None:
         "embeddings_version": record["versions"]["embeddings"], "record": json.dumps(record, sort_keys=True),
     }
     uri = table_uri(output, RUNS_DIR)
-    write_deltalake(uri, pa.Table.from_pylist([row], schema=RUNS_SCHEMA), mode="append", storage_options=storage.delta_options(uri))
+    with explained(uri, storage, "write"):
+        write_deltalake(uri, pa.Table.from_pylist([row], schema=RUNS_SCHEMA), mode="append", storage_options=storage.delta_options(uri))
 
 
 def finished_runs(output: str, storage: Storage) -> list[dict[str, Any]]:

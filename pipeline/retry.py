@@ -2,20 +2,19 @@
 growing pause, for at most `Storage.retry_seconds`; each process logs an outage once when it starts and once when
 it ends, not once per object.
 
-Only transient failures are retried: no connection, a timeout, a throttled or unavailable server. A missing object,
-a refused permission or bad bytes fail at once.
+Only transient failures are retried (`pipeline.storage.transient`): no connection, a timeout, a throttled or
+unavailable server. A missing object, a refused permission or bad bytes fail at once.
 """
 
 from __future__ import annotations
 
-import errno
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from pipeline.storage import Storage, read_bytes
+from pipeline.storage import Storage, StorageUnavailable, read_bytes, transient
 from vitmae.errors import one_line
 
 logger = logging.getLogger(__name__)
@@ -24,40 +23,6 @@ T = TypeVar("T")
 
 FIRST_PAUSE_S = 0.5
 MAX_PAUSE_S = 8.0
-_ERRNOS = {errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.ETIMEDOUT, errno.EHOSTUNREACH,
-           errno.ENETUNREACH, errno.EPIPE}
-# What object_store (deltalake) and the HTTP clients say of such failures; their exception types vary by version.
-_TRANSIENT_TEXT = ("error sending request", "connection refused", "connection reset", "timed out", "timeout",
-                   "could not connect to the endpoint", "serviceunavailable", "service unavailable", "slowdown",
-                   "slow down", "internalerror", "broken pipe", "connection closed", "server disconnected")
-
-
-class StorageUnavailable(OSError):
-    """The store stayed unreachable for longer than the run waits."""
-
-
-class StorageUnreachable(StorageUnavailable):
-    """One try could not reach the store: `retrying` waits it out; uncaught (where nothing waits outages out, as
-    before a run starts), it is the same one-line user error."""
-
-
-def transient(err: BaseException) -> bool:
-    """Whether `err` says the store could not be reached (for now), rather than that the operation is wrong."""
-    if isinstance(err, StorageUnreachable):
-        return True
-    if isinstance(err, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
-        return False
-    if isinstance(err, (ConnectionError, TimeoutError)):
-        return True
-    if isinstance(err, OSError) and err.errno in _ERRNOS:
-        return True
-    name = type(err).__name__
-    if type(err).__module__.startswith(("botocore", "aiohttp", "urllib3")) and any(
-        word in name for word in ("Connect", "Timeout", "Disconnected")
-    ):
-        return True
-    text = str(err).lower()
-    return any(marker in text for marker in _TRANSIENT_TEXT)
 
 
 class _Outage:

@@ -24,9 +24,9 @@ from deltalake import DeltaTable
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 from deltalake.transaction import AddAction, CommitProperties
 
-from pipeline.retry import StorageUnreachable, retrying, transient
-from pipeline.storage import Storage
-from vitmae.errors import InvalidInput, one_line
+from pipeline.retry import retrying
+from pipeline.storage import Storage, explained
+from vitmae.errors import InvalidInput
 
 logger = logging.getLogger(__name__)
 
@@ -73,20 +73,14 @@ def open_table(uri: str, storage: Storage, version: int | None = None) -> DeltaT
     """The Delta table at `uri` (at `version`, else the latest), or None where there is none.
 
     Raises:
-        PermissionError: the credentials do not allow it. StorageUnreachable: the store could not be reached (`retrying`
-        waits that out).
+        AccessDenied, NotFound (no such bucket), StorageUnreachable: what the store said (`storage.storage_error`);
+        `retrying` waits the last out.
     """
-    try:
-        return DeltaTable(uri, version=version, storage_options=storage.delta_options(uri))
-    except TableNotFoundError:
-        return None
-    except OSError as err:  # object_store says everything with one type
-        text = str(err).lower()
-        if any(word in text for word in ("privileges", "forbidden", "accessdenied", "access denied", "signature")):
-            raise PermissionError(f"{uri}: access denied (check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)") from None
-        if transient(err):
-            raise StorageUnreachable(f"{uri}: cannot reach the storage ({one_line(err, 200)})") from None
-        raise
+    with explained(uri, storage, "read"):
+        try:
+            return DeltaTable(uri, version=version, storage_options=storage.delta_options(uri))
+        except TableNotFoundError:
+            return None
 
 
 def dataset(table: DeltaTable, uri: str, storage: Storage) -> pads.Dataset:
@@ -126,8 +120,9 @@ class RunTable:
         found = read
         if found is None:
             try:
-                found = DeltaTable.create(uri, schema=schema, description=about or None, storage_options=storage.delta_options(uri),
-                                          commit_properties=CommitProperties(custom_metadata=_metadata(run_id, "create")))
+                with explained(uri, storage, "write"):
+                    found = DeltaTable.create(uri, schema=schema, description=about or None, storage_options=storage.delta_options(uri),
+                                              commit_properties=CommitProperties(custom_metadata=_metadata(run_id, "create")))
             except DeltaError:
                 if open_table(uri, storage) is None:
                     raise
@@ -198,8 +193,9 @@ class RunTable:
                 if not self._landed(token):
                     raise self._concurrent(self.table.version()) from None
 
-        retrying(attempt, self.storage, f"committing to {self.uri}")
-        retrying(self.table.update_incremental, self.storage, f"reading {self.uri}")
+        with explained(self.uri, self.storage, "write"):  # credentials can expire while a run goes on
+            retrying(attempt, self.storage, f"committing to {self.uri}")
+            retrying(self.table.update_incremental, self.storage, f"reading {self.uri}")
         if self.table.version() > self.version + expected_versions:
             raise self._concurrent(self.table.version())
         self.version = self.table.version()

@@ -42,6 +42,8 @@ LOOPBACK = "127.0.0.1"
 GRPC_OFFSET = 10000
 # The services `weed mini` always runs; WebDAV, Iceberg and Lance are switched off.
 SERVICES = ("master", "volume", "filer", "s3", "admin")
+# What the second identity may do: list and read, so that writing with its key is a refused permission.
+READER_ACTIONS = ("Read", "List")
 # S3 error codes that mean "this bucket is already yours", so create_bucket can be repeated.
 _BUCKET_EXISTS = {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}
 
@@ -109,11 +111,12 @@ def reserve_port_pairs(count: int, max_tries: int = 500) -> list[int]:
 
 
 class S3Server:
-    """`weed mini` serving S3 on a free loopback port, with one access key, in a temporary folder.
+    """`weed mini` serving S3 on a free loopback port, with an admin key and a read-only key, in a temporary folder.
 
     Use it as a context manager, or call `start()` and `stop()`. The server runs in its own process group
-    with the AWS_* variables removed from its environment, so its only identity is the one written to
-    its `-s3.config` file; anonymous and wrongly signed requests are refused.
+    with the AWS_* variables removed from its environment, so its only identities are the two written to
+    its `-s3.config` file: the admin (every action) and the reader (`READER_ACTIONS`: it may list and read any
+    bucket, never write); anonymous and wrongly signed requests are refused.
 
     Args:
         access_key: the S3 access key; random when None.
@@ -135,6 +138,8 @@ class S3Server:
     ) -> None:
         self.access_key = access_key or f"AK{secrets.token_hex(8).upper()}"
         self.secret_key = secret_key or secrets.token_urlsafe(30)
+        self.reader_key = f"RK{secrets.token_hex(8).upper()}"
+        self.reader_secret = secrets.token_urlsafe(30)
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
         self.weed = weed or find_weed()
@@ -156,17 +161,19 @@ class S3Server:
         assert self.folder is not None, "log_path before start()"
         return self.folder / "weed.log"
 
-    def storage_options(self) -> dict[str, Any]:
-        """Options for fsspec/s3fs (`fsspec.filesystem("s3", **options)`, `storage_options=` arguments)."""
-        return {"key": self.access_key, "secret": self.secret_key, "client_kwargs": {"endpoint_url": self.endpoint_url}}
+    def credentials(self, read_only: bool = False) -> tuple[str, str]:
+        """(access key, secret key) of the admin, or of the reader with `read_only`."""
+        return (self.reader_key, self.reader_secret) if read_only else (self.access_key, self.secret_key)
 
-    def environment(self) -> dict[str, str]:
+    def storage_options(self, read_only: bool = False) -> dict[str, Any]:
+        """Options for fsspec/s3fs (`fsspec.filesystem("s3", **options)`, `storage_options=` arguments)."""
+        key, secret = self.credentials(read_only)
+        return {"key": key, "secret": secret, "client_kwargs": {"endpoint_url": self.endpoint_url}}
+
+    def environment(self, read_only: bool = False) -> dict[str, str]:
         """The standard AWS variables that point boto-based clients (s3fs, boto3, the aws CLI) here."""
-        return {
-            "AWS_ENDPOINT_URL": self.endpoint_url,
-            "AWS_ACCESS_KEY_ID": self.access_key,
-            "AWS_SECRET_ACCESS_KEY": self.secret_key,
-        }
+        key, secret = self.credentials(read_only)
+        return {"AWS_ENDPOINT_URL": self.endpoint_url, "AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret}
 
     def create_bucket(self, name: str) -> None:
         """Creates bucket `name`; a bucket that already exists here is left as it is."""
@@ -273,11 +280,18 @@ class S3Server:
     def _launch(self) -> None:
         assert self.folder is not None
         identities = {
-            "identities": [{
-                "name": "tests",
-                "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
-                "actions": ["Admin", "Read", "List", "Tagging", "Write"],
-            }]
+            "identities": [
+                {
+                    "name": "tests",
+                    "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
+                    "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+                },
+                {
+                    "name": "reader",
+                    "credentials": [{"accessKey": self.reader_key, "secretKey": self.reader_secret}],
+                    "actions": list(READER_ACTIONS),
+                },
+            ]
         }
         config = self.folder / "s3.json"
         config.write_text(json.dumps(identities, indent=2))
@@ -389,6 +403,7 @@ def main(argv: list[str] | None = None) -> int:
             f"  endpoint:    {server.endpoint_url}\n"
             f"  access key:  {server.access_key}\n"
             f"  secret key:  {server.secret_key}\n"
+            f"  read-only:   {server.reader_key} / {server.reader_secret} (may list and read, not write)\n"
             f"  bucket:      s3://{args.bucket}/\n"
             f"  server log:  {server.log_path}\n\n"
             f"In another shell:\n  export {exports}\n\n"

@@ -17,9 +17,8 @@ from jobs.command import Command, parse, parser
 from jobs.errors import BUG, NO_PERMISSION, TRY_LATER, WRONG_COMMAND, exit_code
 from pipeline.embed.run import IndexNotBuilt
 from pipeline.retrieval.index_store import IndexBehind, NoIndex
-from pipeline.retry import StorageUnavailable
 from pipeline.service.config import SECRET_MASK, ServeConfig
-from pipeline.storage import AccessDenied
+from pipeline.storage import AccessDenied, StorageUnavailable
 from pipeline.tables import ConcurrentRunError
 from vitmae.errors import InvalidInput, NotFound
 

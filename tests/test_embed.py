@@ -355,7 +355,9 @@ def test_a_mistyped_model_is_the_same_line_in_every_command(images, tmp_path, mo
         (lambda d, m: ["--no_such_flag", "1"], "unrecognized arguments: --no_such_flag 1 (see vitmae embed --help)"),
     ],
 )
-def test_user_mistakes_are_one_line_errors(mistake, expected, images, model_dir, tmp_path, capsys):
+def test_user_mistakes_are_one_line_errors(mistake, expected, images, model_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "example-key")  # credentials, so that S3 requests go as far as the endpoint
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "example-secret")
     defaults = {"--input": str(images), "--output": str(tmp_path / "out"), "--model": str(model_dir)}
     given = mistake(tmp_path, model_dir)
     for flag, value in zip(given[::2], given[1::2]):
@@ -365,6 +367,17 @@ def test_user_mistakes_are_one_line_errors(mistake, expected, images, model_dir,
     assert expected in err and len(err.splitlines()) == 1 and "Traceback" not in err
 
 
+def test_an_endpoint_that_does_not_answer_is_an_outage_before_work(images, model_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "example-key")  # credentials, so that S3 requests go as far as the endpoint
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "example-secret")
+    argv = ["embed", "--input", "s3://bucket/photos/", "--output", str(tmp_path / "out"), "--model", str(model_dir),
+            "--storage.endpoint", "http://127.0.0.1:9"]
+    assert cli(argv) == 75  # an outage or a wrong endpoint: the message says which setting to check
+    err = capsys.readouterr().err.strip()
+    assert "s3://bucket/photos/: cannot reach the storage at http://127.0.0.1:9 (" in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()
+
+
 def test_s3_mistakes_are_one_line_errors_before_work(s3, model_dir, tmp_path, monkeypatch, capsys):
     import s3fs
 
@@ -372,8 +385,8 @@ def test_s3_mistakes_are_one_line_errors_before_work(s3, model_dir, tmp_path, mo
     args = ["--output", "s3://test/mistakes/out", "--model", "s3://test/mistakes/model", "--storage.endpoint", s3.endpoint_url]
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3.access_key)
     for secret, source, expected, status in [
-        (s3.secret_key + "x", "s3://test/mistakes/photos/", "access denied", 77),  # wrong credentials
-        (s3.secret_key, "s3://no-such-bucket/photos/", "no such folder, prefix or file", 2),
+        (s3.secret_key + "x", "s3://test/mistakes/photos/", "s3://test/mistakes/out: the store refused the credentials", 77),
+        (s3.secret_key, "s3://no-such-bucket/photos/", "s3://no-such-bucket/photos/: no such bucket 'no-such-bucket'", 2),
     ]:
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
         started = time.time()

@@ -134,6 +134,17 @@ def test_server_refuses_anonymous_and_wrong_secret(s3: S3Server) -> None:
         client(config={"signature_version": botocore.UNSIGNED}).list_objects_v2(Bucket="test")
 
 
+def test_the_reader_lists_and_reads_but_may_not_write(s3: S3Server, fs: s3fs.S3FileSystem, prefix: str) -> None:
+    fs.pipe_file(f"{prefix}/a.bin", b"alpha")
+    reader = fsspec.filesystem("s3", skip_instance_cache=True, **s3.storage_options(read_only=True))
+    assert reader.ls(prefix, detail=False) == [f"{prefix}/a.bin"] and reader.cat_file(f"{prefix}/a.bin") == b"alpha"
+    with pytest.raises(PermissionError, match="Access Denied"):
+        reader.pipe_file(f"{prefix}/b.bin", b"beta")
+    with pytest.raises(PermissionError, match="Access Denied"):
+        reader.rm_file(f"{prefix}/a.bin")
+    assert fs.ls(prefix, detail=False, refresh=True) == [f"{prefix}/a.bin"]
+
+
 def test_stop_ends_the_process_group_and_removes_the_folder() -> None:
     server = S3Server(stop_timeout=5)
     with server:

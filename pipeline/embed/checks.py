@@ -11,7 +11,7 @@ from typing import Any
 
 from pipeline.embed.decode import DecodeConfig
 from pipeline.embed.infer import InferConfig, model_class
-from pipeline.storage import Storage
+from pipeline.storage import Storage, explained, probe
 from vitmae.config import ViTMAEConfig
 from vitmae.errors import InvalidInput, NotFound
 from vitmae.folder import CONFIG_NAME, Folder, open_folder, weight_files
@@ -40,8 +40,17 @@ def check_model(uri: str, storage: Storage, known: dict[str, Any] | None = None)
 
     The weights are hashed, unless `known` (an earlier run's {"files", "sha256"}) names the same files with the same
     sizes and ETags or modification times: a nightly run with nothing new does not read a large checkpoint again.
+
+    Raises:
+        AccessDenied, NotFound, StorageUnreachable: the store refused the model's folder, or did not answer.
     """
-    folder = open_folder(uri, storage.options(uri))
+    with explained(uri, storage, "read"):
+        probe(uri, storage)  # the store's refusals, which opening the folder could take for "not found"
+        return _checked_model(open_folder(uri, storage.options(uri)), storage, known)
+
+
+def _checked_model(folder: Folder, storage: Storage, known: dict[str, Any] | None) -> Model:
+    uri = folder.uri
     config = folder.read_json(CONFIG_NAME)
     mae = ViTMAEConfig.from_dict(config)
     if not folder.exists(PROCESSOR_NAME):

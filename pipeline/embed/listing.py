@@ -22,6 +22,7 @@ from fsspec.utils import stringify_path
 
 from pipeline import schema
 from pipeline.storage import Storage
+from vitmae.errors import InvalidInput, NotFound
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ def iter_listing(uri: str, extensions: Sequence[str], storage: Storage, chunk_ro
     elif fs.isfile(root):
         entries = iter([(root, fs.info(root))])
     else:
-        raise FileNotFoundError(f"--input {uri}: no such folder, prefix or file")
+        raise NotFound(f"--input {uri}: no such folder, prefix or file")
     allowed = {e.lower().lstrip(".") for e in extensions}
     files = listed = 0
     paths: list[str] = []
@@ -85,8 +86,8 @@ def iter_listing(uri: str, extensions: Sequence[str], storage: Storage, chunk_ro
         yield _listing(paths, infos)
     if not listed:
         if not files:
-            raise ValueError(f"--input {uri}: no files found there")
-        raise ValueError(f"--input {uri}: none of its {files} files has one of the extensions {', '.join(sorted(allowed))}")
+            raise InvalidInput(f"--input {uri}: no files found there")
+        raise InvalidInput(f"--input {uri}: none of its {files} files has one of the extensions {', '.join(sorted(allowed))}")
     logger.info("listed %d inputs under %s", listed, uri)
 
 
@@ -123,14 +124,14 @@ def iter_input_list(uri: str, storage: Storage, chunk_rows: int = CHUNK_ROWS, th
     """
     fs, root = fsspec.core.url_to_fs(stringify_path(uri), **storage.options(uri))
     if not fs.isfile(root):
-        raise FileNotFoundError(f"--input-list {uri}: no such file")
+        raise NotFound(f"--input_list {uri}: no such file")
     rows = 0
     for paths, infos in (_parquet_list(fs, root, uri, chunk_rows) if root.endswith(".parquet") else _text_list(fs, root, chunk_rows)):
         paths = [_normalised(path) for path in paths]
         rows += len(paths)
         yield _listing(paths, infos if infos is not None else _stat(paths, storage, threads))
     if not rows:
-        raise ValueError(f"--input-list {uri}: lists no inputs")
+        raise InvalidInput(f"--input_list {uri}: lists no inputs")
     logger.info("read %d inputs from %s", rows, uri)
 
 
@@ -138,7 +139,7 @@ def _parquet_list(fs: fsspec.AbstractFileSystem, root: str, uri: str, chunk_rows
     with fs.open(root, "rb") as f:
         parquet = pq.ParquetFile(f)
         if schema.PATH not in parquet.schema_arrow.names:
-            raise ValueError(f"--input-list {uri}: expected a '{schema.PATH}' column, found {', '.join(parquet.schema_arrow.names)}")
+            raise InvalidInput(f"--input_list {uri}: expected a '{schema.PATH}' column, found {', '.join(parquet.schema_arrow.names)}")
         for batch in parquet.iter_batches(batch_size=chunk_rows):
             table = pa.Table.from_batches([batch])
             yield table.column(schema.PATH).to_pylist(), _known_identity(table)

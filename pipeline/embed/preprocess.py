@@ -15,8 +15,8 @@ from PIL import Image
 
 from pipeline import schema
 from pipeline.embed.decode import DecodeConfig, DecodeError, decode_image
-from pipeline.retry import read_retrying, transient
-from pipeline.storage import Storage, read_error
+from pipeline.retry import read_retrying
+from pipeline.storage import Storage, read_error, transient
 from vitmae import ViTImageProcessor
 from vitmae.errors import one_line
 

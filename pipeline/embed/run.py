@@ -40,7 +40,7 @@ from pipeline.records import append_run, table_uri
 from pipeline.retrieval.index import IndexConfig, TooFewVectors
 from pipeline.retrieval.index_update import update_index
 from pipeline.retry import retrying
-from pipeline.storage import Storage, StorageConfig, absolute_uri, folder, is_local, output_folder
+from pipeline.storage import Storage, StorageConfig, absolute_uri, check_writable, explained, folder, is_local, output_folder, probe
 from pipeline.tables import DESCRIPTION_FORMAT, RunTable, dataset, description, open_table
 from vitmae.config import DTYPE_BYTES, dtype_name
 from vitmae.errors import InvalidInput, one_line
@@ -108,6 +108,8 @@ def run(config: EmbedConfig) -> dict[str, Any]:
     """Updates the output with the inputs as they are now; returns the run's record (also kept in `runs/`).
 
     Raises:
+        AccessDenied, NotFound, StorageUnreachable: the store refused the output, the model or the input, or did not
+        answer, before any work (`pipeline.storage.storage_error`).
         ConcurrentRunError: another run committed to the output meanwhile (what this run committed stays).
         IndexNotBuilt: the tables are updated and recorded, but their index could not be brought up to date.
     """
@@ -115,13 +117,15 @@ def run(config: EmbedConfig) -> dict[str, Any]:
     config = replace(config, output=absolute_uri(config.output), model=absolute_uri(config.model, may_be_hub_id=True),
                      input=config.input and absolute_uri(config.input), input_list=config.input_list and absolute_uri(config.input_list))
     storage = Storage.from_config(config.storage)
-    output_folder(config.output, storage)  # refuses a file
+    output_folder(config.output, storage)  # refuses a file, and what the store refuses
     run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(start)) + "-" + uuid.uuid4().hex[:6]
     with tempfile.TemporaryDirectory(prefix="vitmae-run-") as scratch:
         existing, model, diff = _plan(config, storage, scratch)
         record: dict[str, Any] = {"run_id": run_id, "started": _iso(start), "input": config.input, "input_list": config.input_list,
                                   "output": config.output, "model": config.model, "counts": dict(diff.counts), "timings": {}}
         if diff.work_rows or len(diff.remove_embeddings) or len(diff.remove_errors) or config.overwrite:
+            # Every check has read what it needed; a key that may not write fails now, before Ray starts.
+            check_writable(config.output, storage, f"{WORK_DIR}/{run_id}.write-check")
             record.update(_update(config, storage, model, existing, diff, run_id))
         else:
             logger.info("nothing to embed or remove in %s", config.output)
@@ -137,10 +141,13 @@ def _plan(config: EmbedConfig, storage: Storage, scratch: str) -> tuple[dict[str
     model = check_model(config.model, storage, known.get("model"))
     if known:
         check_settings(known["settings"], settings(model, config.infer, config.infer.dtype, config.decode), config.output)
+    source = config.input or config.input_list
     chunks = iter_listing(config.input, config.extensions, storage) if config.input else iter_input_list(config.input_list, storage)
     listing = os.path.join(scratch, "listing")
     os.makedirs(listing)
-    write_listing(chunks, listing)
+    with explained(source, storage, "list" if config.input else "read"):
+        probe(source, storage)  # the store's refusals, which the listing could take for "no such folder"
+        write_listing(chunks, listing)
     datasets = {name: dataset(table, table_uri(config.output, name), storage) for name, table in existing.items() if table}
     diff = compare(f"{listing}/*.parquet", datasets.get(EMBEDDINGS_DIR), datasets.get(ERRORS_DIR), scratch,
                    DiffConfig(retry_errors=config.retry_errors, keep_missing=config.keep_missing), int(known.get("next_id", 0)))

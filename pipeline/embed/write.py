@@ -16,8 +16,8 @@ import pyarrow as pa
 
 from pipeline import schema
 from pipeline.layout import EMBEDDINGS_DIR, ERRORS_DIR
-from pipeline.retry import StorageUnavailable, retrying
-from pipeline.storage import Storage, folder, write_parquet
+from pipeline.retry import retrying
+from pipeline.storage import Storage, StorageUnavailable, folder, write_parquet
 from pipeline.tables import DataFile, file_stats
 
 logger = logging.getLogger(__name__)
