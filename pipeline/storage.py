@@ -34,7 +34,7 @@ S3_SCHEMES = ("s3://", "s3a://")
 
 # What a person checks when the store refuses or does not answer, each written once, here: the job's endpoint flag
 # and the AWS SDK's own variables.
-ENDPOINT_SETTING = "--s3-endpoint or AWS_ENDPOINT_URL"
+ENDPOINT_SETTING = "--storage.endpoint or AWS_ENDPOINT_URL"
 CREDENTIAL_SETTINGS = "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN"
 PERMISSION_SETTING = "the policy of the key in AWS_ACCESS_KEY_ID"
 # S3 error codes (botocore's `Error.Code`, the <Code> that object_store quotes) of refused credentials, and what each

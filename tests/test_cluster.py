@@ -60,7 +60,7 @@ def submit(cluster, s3, prefix: str, *extra: str) -> tuple:
 
     client = JobSubmissionClient(f"http://{cluster[0].head_node.address_info['webui_url']}")
     args = (f"--input s3://test/{prefix}/photos/ --output s3://test/{prefix}/out --model s3://test/cluster-model "
-            f"--s3-endpoint {s3.endpoint_url} {' '.join(extra)}")
+            f"--storage.endpoint {s3.endpoint_url} {' '.join(extra)}")
     env = {"PYTHONPATH": str(ROOT), "AWS_ACCESS_KEY_ID": s3.access_key, "AWS_SECRET_ACCESS_KEY": s3.secret_key}
     return client, submit_job(client, f"{sys.executable} -m jobs.embed {args}", env)
 
