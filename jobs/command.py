@@ -79,11 +79,11 @@ def build(settings: type, namespace: Namespace) -> Any:
 def main(command: Command, argv: Sequence[str] | None = None) -> int:
     """Parses `argv` for `command` and runs it: the exit status (jobs.errors), every failure one line on stderr."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    debug = "--debug" in argv or os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
+    debug = "--debug" in argv or _debug_variable()  # until the settings parse
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        settings, debug = parse(command, argv)
-        debug = debug or os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
+        settings, asked = parse(command, argv)
+        debug = asked or _debug_variable()
         command.run(settings)
     except KeyboardInterrupt:
         print(f"{command.prog}: interrupted", file=sys.stderr)
@@ -94,6 +94,10 @@ def main(command: Command, argv: Sequence[str] | None = None) -> int:
         print(f"{command.prog}: error: {report(err, debug, command.prog)}", file=sys.stderr)
         return exit_code(err)
     return 0
+
+
+def _debug_variable() -> bool:
+    return os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
 
 
 def _usage_notes(command: Command) -> str:
