@@ -1,7 +1,8 @@
 """Listing the inputs: a folder, prefix or glob, local or s3://, through fsspec; or a list of them in a file.
 
 Listings stream: folders are walked and S3 prefixes read a page at a time, in chunks of `CHUNK_ROWS` rows, so that
-the driver holds one chunk, never every path of a large listing; `write_listing` puts the chunks in Parquet files.
+the driver holds one chunk, never every path of a large listing; a glob walks its fixed prefix the same way and keeps
+what matches; `write_listing` puts the chunks in Parquet files.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
@@ -18,15 +20,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
-from fsspec.utils import stringify_path
+from fsspec.utils import glob_translate, stringify_path
 
 from pipeline import schema
 from pipeline.storage import Storage
+from vitmae.errors import InvalidInput
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")
 CHUNK_ROWS = 100_000  # listing rows held at once
+GLOB_CHARACTERS = "*?["  # what makes an input a pattern, as fsspec's glob reads one
 
 
 def _mtime(info: dict[str, Any]) -> float | None:
@@ -56,10 +60,10 @@ def iter_listing(uri: str, extensions: Sequence[str], storage: Storage, chunk_ro
         FileNotFoundError: no such folder, prefix or file. ValueError: no files there, or none with the extensions.
     """
     fs, root = fsspec.core.url_to_fs(stringify_path(uri), **storage.options(uri))
-    if any(c in root for c in "*?["):
-        entries: Iterator[tuple[str, dict[str, Any]]] = iter(fs.glob(root, detail=True).items())
+    if any(c in root for c in GLOB_CHARACTERS):
+        entries: Iterator[tuple[str, dict[str, Any]]] = _glob(fs, root, uri)
     elif fs.isdir(root):
-        entries = _walk(fs, root)
+        entries = _walk(fs, f"{root.rstrip('/')}/")
     elif fs.isfile(root):
         entries = iter([(root, fs.info(root))])
     else:
@@ -90,28 +94,59 @@ def iter_listing(uri: str, extensions: Sequence[str], storage: Storage, chunk_ro
     logger.info("listed %d inputs under %s", listed, uri)
 
 
-def _walk(fs: fsspec.AbstractFileSystem, root: str) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(path, info) of every entry under `root`, a page or a folder at a time where the filesystem allows."""
+def _glob(fs: fsspec.AbstractFileSystem, pattern: str, uri: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(path, info) of every entry matching `pattern` by fsspec's glob rules (`*` and `?` within a path segment, `**`
+    across segments, `[...]` a character class), found by walking the fixed prefix before the first wildcard as
+    `_walk` walks any prefix, so that no list of the matches is ever held. Local folders below the depth a pattern
+    without `**` can reach are not entered; an S3 prefix is listed whole, however deep."""
+    fixed = pattern[:min(pattern.find(c) for c in GLOB_CHARACTERS if c in pattern)]
+    if not isinstance(fs, LocalFileSystem) and "/" not in fixed:
+        raise InvalidInput(f"--input {uri}: a wildcard in the bucket's name; name the bucket, wildcards may follow it")
+    try:
+        matches = re.compile(glob_translate(pattern)).match
+    except ValueError as err:  # '**' inside a segment
+        raise InvalidInput(f"--input {uri}: {err}") from None
+    depth = None if "**" in pattern else pattern.count("/") - fixed.count("/") + 1
+    return ((path, info) for path, info in _walk(fs, fixed, depth) if matches(path))
+
+
+def _walk(fs: fsspec.AbstractFileSystem, prefix: str, depth: int | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(path, info) of every entry whose path starts with `prefix` (a folder's ends with '/'), a page or a folder at a
+    time where the filesystem allows; on local disks, only down to `depth` segments below the prefix's folder."""
+    folder, start = prefix.rsplit("/", 1)
     if isinstance(fs, LocalFileSystem):
-        for folder, _, names in os.walk(root):
-            for name in names:
-                path = os.path.join(folder, name)
-                try:
-                    stat = os.stat(path)
-                except FileNotFoundError:  # gone while walking
-                    continue
-                yield path, {"type": "file", "size": stat.st_size, "mtime": stat.st_mtime}
+        yield from _walk_local(folder or "/", start, depth)
         return
     if hasattr(fs, "_iterdir"):  # s3fs: every key under the prefix, 1,000 a request
-        bucket, key, _ = fs.split_path(root)
-        pages = fs._iterdir(bucket, delimiter="", prefix=f"{key.rstrip('/')}/" if key else "")
+        bucket, _, key = prefix.partition("/")
+        pages = fs._iterdir(bucket, delimiter="", prefix=key)
         while True:
             try:
                 info = fsspec.asyn.sync(fs.loop, pages.__anext__)
             except StopAsyncIteration:
                 return
             yield info["name"], info
-    yield from fs.find(root, detail=True).items()  # other filesystems: whole
+    for path, info in fs.find(folder, detail=True).items():  # other filesystems: whole
+        if path.startswith(prefix):
+            yield path, info
+
+
+def _walk_local(folder: str, start: str, depth: int | None) -> Iterator[tuple[str, dict[str, Any]]]:
+    """`_walk` on a local disk: the files under `folder` whose path below it starts with `start`."""
+    for parent, folders, names in os.walk(folder):
+        level = 0 if parent == folder else os.path.relpath(parent, folder).count(os.sep) + 1
+        if level == 0 and start:
+            folders[:] = [name for name in folders if name.startswith(start)]
+            names = [name for name in names if name.startswith(start)]
+        if depth is not None and level + 1 >= depth:
+            folders[:] = []
+        for name in names:
+            path = os.path.join(parent, name)
+            try:
+                stat = os.stat(path)
+            except FileNotFoundError:  # gone while walking
+                continue
+            yield path, {"type": "file", "size": stat.st_size, "mtime": stat.st_mtime}
 
 
 def iter_input_list(uri: str, storage: Storage, chunk_rows: int = CHUNK_ROWS, threads: int = 32) -> Iterator[pa.Table]:
