@@ -55,7 +55,7 @@ class EmbedConfig:
     input: str | None  # folder, prefix or glob, local or s3:// (None with input_list)
     output: str  # the output folder (Delta tables, index), local or s3://
     model: str  # checkpoint folder, URI or hub id
-    input_list: str | None = None  # a file listing the inputs (Parquet with a path column, or text), instead of input
+    input_list: str | None = None  # a file listing the inputs instead: an S3 Inventory, Parquet or text (embed.listing)
     infer: InferConfig = InferConfig()  # mask ratio, loss samples, seed, pooling, dtype, compile
     decode: DecodeConfig = DecodeConfig()  # pixel limit, fast or exact decoding
     index: IndexConfig | None = IndexConfig()  # the FAISS index kept up to date last (pipeline/retrieval/index.py); None: none
