@@ -68,7 +68,8 @@ def iter_listing(uri: str, extensions: Sequence[str], storage: Storage, chunk_ro
     tables of `schema.LISTING_SCHEMA` of at most `chunk_rows` rows, in no particular order.
 
     Raises:
-        FileNotFoundError: no such folder, prefix or file. ValueError: no files there, or none with the extensions.
+        NotFound: no such folder, prefix or file. InvalidInput: no files there, or none with the extensions, or a
+        pattern fsspec's glob refuses.
     """
     fs, root = fsspec.core.url_to_fs(stringify_path(uri), **storage.options(uri))
     if any(c in root for c in GLOB_CHARACTERS):
@@ -78,7 +79,7 @@ def iter_listing(uri: str, extensions: Sequence[str], storage: Storage, chunk_ro
     elif fs.isfile(root):
         entries = iter([(root, fs.info(root))])
     else:
-        raise FileNotFoundError(f"--input {uri}: no such folder, prefix or file")
+        raise NotFound(f"--input {uri}: no such folder, prefix or file")
     allowed = {e.lower().lstrip(".") for e in extensions}
     files = listed = 0
     paths: list[str] = []
@@ -100,8 +101,8 @@ def iter_listing(uri: str, extensions: Sequence[str], storage: Storage, chunk_ro
         yield _listing(paths, infos)
     if not listed:
         if not files:
-            raise ValueError(f"--input {uri}: no files found there")
-        raise ValueError(f"--input {uri}: none of its {files} files has one of the extensions {', '.join(sorted(allowed))}")
+            raise InvalidInput(f"--input {uri}: no files found there")
+        raise InvalidInput(f"--input {uri}: none of its {files} files has one of the extensions {', '.join(sorted(allowed))}")
     logger.info("listed %d inputs under %s", listed, uri)
 
 
