@@ -1,7 +1,8 @@
 """Listing the inputs: a folder, prefix or glob, local or s3://, through fsspec; or a list of them in a file.
 
 Listings stream: folders are walked and S3 prefixes read a page at a time, in chunks of `CHUNK_ROWS` rows, so that
-the driver holds one chunk, never every path of a large listing; `write_listing` puts the chunks in Parquet files.
+the driver holds one chunk, never every path of a large listing; a glob walks its fixed prefix the same way and keeps
+what matches; `write_listing` puts the chunks in Parquet files.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
@@ -18,9 +20,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
-from fsspec.utils import stringify_path
+from fsspec.utils import glob_translate, stringify_path
 
 from pipeline import schema
+from pipeline.embed import inventory
 from pipeline.storage import Storage
 from vitmae.errors import InvalidInput, NotFound
 
@@ -28,6 +31,17 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")
 CHUNK_ROWS = 100_000  # listing rows held at once
+GLOB_CHARACTERS = "*?["  # what makes an input a pattern, as fsspec's glob reads one
+PARQUET_MAGIC = b"PAR1"
+ORC_MAGIC = b"ORC"
+LIST_FORMATS = ("an S3 Inventory report (its manifest.json, or a CSV, ORC or Parquet data file), Parquet with a "
+                f"'{schema.PATH}' column, or text with one URI a line")
+# The identity columns a Parquet list with a path column may have, by the listing's names (lower case).
+LIST_IDENTITY_COLUMNS = {
+    schema.SIZE: (schema.SIZE, inventory.SIZE),
+    schema.MTIME: (schema.MTIME, "last_modified", inventory.LAST_MODIFIED),
+    schema.ETAG: (schema.ETAG, inventory.ETAG),
+}
 
 
 def _mtime(info: dict[str, Any]) -> float | None:
@@ -54,13 +68,14 @@ def iter_listing(uri: str, extensions: Sequence[str], storage: Storage, chunk_ro
     tables of `schema.LISTING_SCHEMA` of at most `chunk_rows` rows, in no particular order.
 
     Raises:
-        FileNotFoundError: no such folder, prefix or file. ValueError: no files there, or none with the extensions.
+        NotFound: no such folder, prefix or file. InvalidInput: no files there, or none with the extensions, or a
+        pattern fsspec's glob refuses.
     """
     fs, root = fsspec.core.url_to_fs(stringify_path(uri), **storage.options(uri))
-    if any(c in root for c in "*?["):
-        entries: Iterator[tuple[str, dict[str, Any]]] = iter(fs.glob(root, detail=True).items())
+    if any(c in root for c in GLOB_CHARACTERS):
+        entries: Iterator[tuple[str, dict[str, Any]]] = _glob(fs, root, uri)
     elif fs.isdir(root):
-        entries = _walk(fs, root)
+        entries = _walk(fs, f"{root.rstrip('/')}/")
     elif fs.isfile(root):
         entries = iter([(root, fs.info(root))])
     else:
@@ -91,84 +106,148 @@ def iter_listing(uri: str, extensions: Sequence[str], storage: Storage, chunk_ro
     logger.info("listed %d inputs under %s", listed, uri)
 
 
-def _walk(fs: fsspec.AbstractFileSystem, root: str) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(path, info) of every entry under `root`, a page or a folder at a time where the filesystem allows."""
+def _glob(fs: fsspec.AbstractFileSystem, pattern: str, uri: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(path, info) of every entry matching `pattern` by fsspec's glob rules (`*` and `?` within a path segment, `**`
+    across segments, `[...]` a character class), found by walking the fixed prefix before the first wildcard as
+    `_walk` walks any prefix, so that no list of the matches is ever held. Local folders below the depth a pattern
+    without `**` can reach are not entered; an S3 prefix is listed whole, however deep."""
+    fixed = pattern[:min(pattern.find(c) for c in GLOB_CHARACTERS if c in pattern)]
+    if not isinstance(fs, LocalFileSystem) and "/" not in fixed:
+        raise InvalidInput(f"--input {uri}: a wildcard in the bucket's name; name the bucket, wildcards may follow it")
+    try:
+        matches = re.compile(glob_translate(pattern)).match
+    except ValueError as err:  # '**' inside a segment
+        raise InvalidInput(f"--input {uri}: {err}") from None
+    depth = None if "**" in pattern else pattern.count("/") - fixed.count("/") + 1
+    return ((path, info) for path, info in _walk(fs, fixed, depth) if matches(path))
+
+
+def _walk(fs: fsspec.AbstractFileSystem, prefix: str, depth: int | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(path, info) of every entry whose path starts with `prefix` (a folder's ends with '/'), a page or a folder at a
+    time where the filesystem allows; on local disks, only down to `depth` segments below the prefix's folder."""
+    folder, start = prefix.rsplit("/", 1)
     if isinstance(fs, LocalFileSystem):
-        for folder, _, names in os.walk(root):
-            for name in names:
-                path = os.path.join(folder, name)
-                try:
-                    stat = os.stat(path)
-                except FileNotFoundError:  # gone while walking
-                    continue
-                yield path, {"type": "file", "size": stat.st_size, "mtime": stat.st_mtime}
+        yield from _walk_local(folder or "/", start, depth)
         return
     if hasattr(fs, "_iterdir"):  # s3fs: every key under the prefix, 1,000 a request
-        bucket, key, _ = fs.split_path(root)
-        pages = fs._iterdir(bucket, delimiter="", prefix=f"{key.rstrip('/')}/" if key else "")
+        bucket, _, key = prefix.partition("/")
+        pages = fs._iterdir(bucket, delimiter="", prefix=key)
         while True:
             try:
                 info = fsspec.asyn.sync(fs.loop, pages.__anext__)
             except StopAsyncIteration:
                 return
             yield info["name"], info
-    yield from fs.find(root, detail=True).items()  # other filesystems: whole
+    for path, info in fs.find(folder, detail=True).items():  # other filesystems: whole
+        if path.startswith(prefix):
+            yield path, info
+
+
+def _walk_local(folder: str, start: str, depth: int | None) -> Iterator[tuple[str, dict[str, Any]]]:
+    """`_walk` on a local disk: the files under `folder` whose path below it starts with `start`."""
+    for parent, folders, names in os.walk(folder):
+        level = 0 if parent == folder else os.path.relpath(parent, folder).count(os.sep) + 1
+        if level == 0 and start:
+            folders[:] = [name for name in folders if name.startswith(start)]
+            names = [name for name in names if name.startswith(start)]
+        if depth is not None and level + 1 >= depth:
+            folders[:] = []
+        for name in names:
+            path = os.path.join(parent, name)
+            try:
+                stat = os.stat(path)
+            except FileNotFoundError:  # gone while walking
+                continue
+            yield path, {"type": "file", "size": stat.st_size, "mtime": stat.st_mtime}
 
 
 def iter_input_list(uri: str, storage: Storage, chunk_rows: int = CHUNK_ROWS, threads: int = 32) -> Iterator[pa.Table]:
-    """The inputs named in a file, as tables of `schema.LISTING_SCHEMA` of at most `chunk_rows` rows: Parquet with a
-    `path` column (and, as S3 Inventory reports give them, the identity columns `size_bytes` or `size`, `mtime` or
-    `last_modified`, `etag`), or text with one URI or path a line. Objects a list gives no identity for are looked up
-    (`threads` at a time); missing ones stay listed, and the run records them as not found. A path listed twice is
-    compared once (`pipeline.embed.diff`).
+    """The inputs named in a file, as tables of `schema.LISTING_SCHEMA` of at most `chunk_rows` rows. The file is
+    told by its content: an S3 Inventory report, as its manifest.json or one of its CSV, ORC or Parquet data files
+    (`pipeline.embed.inventory`); Parquet with a `path` column (and, where it has them, the identity columns
+    `size_bytes` or `size`, `mtime`, `last_modified` or `last_modified_date`, `etag` or `e_tag`); or text with one URI
+    or path a line (a file named `.csv` is read as an inventory's CSV). Objects a list gives no size for are looked
+    up (`threads` at a time); missing ones stay listed, and the run records them as not found. A path listed twice
+    is compared once (`pipeline.embed.diff`).
     """
     fs, root = fsspec.core.url_to_fs(stringify_path(uri), **storage.options(uri))
     if not fs.isfile(root):
         raise NotFound(f"--input_list {uri}: no such file")
     rows = 0
-    for paths, infos in (_parquet_list(fs, root, uri, chunk_rows) if root.endswith(".parquet") else _text_list(fs, root, chunk_rows)):
-        paths = [_normalised(path) for path in paths]
+    for table in _read_list(fs, root, uri, chunk_rows):
+        paths = [_normalised(path) for path in table.column(schema.PATH).to_pylist()]
         rows += len(paths)
-        yield _listing(paths, infos if infos is not None else _stat(paths, storage, threads))
+        if schema.SIZE not in table.column_names:
+            yield _listing(paths, _stat(paths, storage, threads))
+        else:
+            identity = {name: table.column(name) for name in schema.IDENTITY}
+            yield pa.table({schema.PATH: paths, **identity}, schema=schema.LISTING_SCHEMA)
     if not rows:
         raise InvalidInput(f"--input_list {uri}: lists no inputs")
     logger.info("read %d inputs from %s", rows, uri)
 
 
-def _parquet_list(fs: fsspec.AbstractFileSystem, root: str, uri: str, chunk_rows: int) -> Iterator[tuple[list[str], list | None]]:
+def _read_list(fs: fsspec.AbstractFileSystem, root: str, uri: str, chunk_rows: int) -> Iterator[pa.Table]:
+    """The rows of the list at `root` as tables with `schema.PATH` and, where the list gives them, `schema.IDENTITY`."""
     with fs.open(root, "rb") as f:
-        parquet = pq.ParquetFile(f)
-        if schema.PATH not in parquet.schema_arrow.names:
-            raise InvalidInput(f"--input_list {uri}: expected a '{schema.PATH}' column, found {', '.join(parquet.schema_arrow.names)}")
+        head = f.read(64)
+    if head.startswith(PARQUET_MAGIC):
+        return _parquet_list(fs, root, uri, chunk_rows)
+    if head.startswith(ORC_MAGIC):
+        return inventory.iter_data_file(fs, root, "ORC", chunk_rows, f"--input_list {uri}")
+    if head.startswith(inventory.GZIP_MAGIC) or root.endswith(".csv"):
+        return inventory.iter_data_file(fs, root, "CSV", chunk_rows, f"--input_list {uri}")
+    if head.lstrip().startswith(b"{"):
+        return inventory.iter_manifest(fs, root, uri, chunk_rows)
+    return _text_list(fs, root, uri, chunk_rows)
+
+
+def _parquet_list(fs: fsspec.AbstractFileSystem, root: str, uri: str, chunk_rows: int) -> Iterator[pa.Table]:
+    with fs.open(root, "rb") as f:
+        try:
+            parquet = pq.ParquetFile(f)
+        except pa.ArrowInvalid as err:
+            raise InvalidInput(f"--input_list {uri}: not a Parquet file ({str(err).splitlines()[0]})") from None
+        names = parquet.schema_arrow.names
+        if schema.PATH not in names and {inventory.BUCKET, inventory.KEY} <= set(names):
+            yield from inventory.iter_data_file(fs, root, "Parquet", chunk_rows, f"--input_list {uri}")
+            return
+        if schema.PATH not in names:
+            raise InvalidInput(f"--input_list {uri}: expected a '{schema.PATH}' column, or an S3 Inventory's "
+                               f"'{inventory.BUCKET}' and '{inventory.KEY}', found {', '.join(names)}")
         for batch in parquet.iter_batches(batch_size=chunk_rows):
-            table = pa.Table.from_batches([batch])
-            yield table.column(schema.PATH).to_pylist(), _known_identity(table)
+            yield _path_rows(pa.Table.from_batches([batch]), uri)
 
 
-def _text_list(fs: fsspec.AbstractFileSystem, root: str, chunk_rows: int) -> Iterator[tuple[list[str], None]]:
-    chunk: list[str] = []
-    with fs.open(root, "rt") as f:
-        for line in f:
-            if line.strip() and not line.startswith("#"):
-                chunk.append(line.strip())
-                if len(chunk) == chunk_rows:
-                    yield chunk, None
-                    chunk = []
-    if chunk:
-        yield chunk, None
-
-
-def _known_identity(table: pa.Table) -> list[dict[str, Any]] | None:
-    """Each row's size, mtime and etag from the columns an inventory has, or None when it has no size."""
+def _path_rows(table: pa.Table, uri: str) -> pa.Table:
+    """A batch of a Parquet list with a `path` column, with the identity columns it has under the listing's names."""
     names = {name.lower(): name for name in table.column_names}
-    size = names.get(schema.SIZE) or names.get("size")
-    if size is None:
-        return None
-    mtime = names.get(schema.MTIME) or names.get("last_modified") or names.get("last_modified_date")
-    etag = names.get(schema.ETAG) or names.get("e_tag")
-    columns = {key: table.column(name).to_pylist() if name else [None] * table.num_rows
-               for key, name in (("size", size), ("mtime", mtime), ("etag", etag))}
-    return [{key: values[i] for key, values in columns.items()} for i in range(table.num_rows)]
+    found = {key: next((names[n] for n in aliases if n in names), None) for key, aliases in LIST_IDENTITY_COLUMNS.items()}
+    if found[schema.SIZE] is None:
+        return table.select([schema.PATH])
+    size, mtime, etag = (table.column(found[key]) if found[key] else None for key in schema.IDENTITY)
+    try:
+        return pa.table({schema.PATH: table.column(schema.PATH), **inventory.identity_columns(size, mtime, etag)})
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
+        columns = ", ".join(filter(None, found.values()))
+        raise InvalidInput(f"--input_list {uri}: expected sizes, times and ETags in {columns}, "
+                           f"found {str(err).splitlines()[0]}") from None
+
+
+def _text_list(fs: fsspec.AbstractFileSystem, root: str, uri: str, chunk_rows: int) -> Iterator[pa.Table]:
+    chunk: list[str] = []
+    try:
+        with fs.open(root, "rt", encoding="utf-8") as f:
+            for line in f:
+                if line.strip() and not line.startswith("#"):
+                    chunk.append(line.strip())
+                    if len(chunk) == chunk_rows:
+                        yield pa.table({schema.PATH: chunk})
+                        chunk = []
+    except UnicodeDecodeError:
+        raise InvalidInput(f"--input_list {uri}: expected {LIST_FORMATS}; found binary data that is none of them") from None
+    if chunk:
+        yield pa.table({schema.PATH: chunk})
 
 
 def _normalised(path: str) -> str:
