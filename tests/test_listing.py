@@ -19,7 +19,7 @@ import pytest
 from pipeline import schema
 from pipeline.embed.listing import iter_input_list, iter_listing, list_inputs, read_input_list
 from pipeline.embed.run import EmbedConfig, run
-from pipeline.storage import Storage
+from pipeline.storage import Storage, StorageConfig
 from pipeline.tables import dataset, open_table
 from vitmae.errors import InvalidInput, NotFound
 from conftest import s3_storage
@@ -279,7 +279,7 @@ def test_a_run_embeds_the_objects_an_inventory_lists(ray_cluster, s3, model_dir,
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3.access_key)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3.secret_key)
     record = run(EmbedConfig(input=None, input_list=str(manifest), output=str(tmp_path / "out"), model=str(model_dir),
-                             s3_endpoint=s3.endpoint_url, index=None, num_gpus=0))
+                             storage=StorageConfig(s3.endpoint_url), build_index=False, num_gpus=0))
     assert (record["counts"]["listed"], record["counts"]["embedded"], record["counts"]["failed"]) == (2, 2, 0)
     table = open_table(str(tmp_path / "out" / "embeddings"), Storage())
     embedded = dataset(table, str(tmp_path / "out" / "embeddings"), Storage()).to_table().to_pylist()
