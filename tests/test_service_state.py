@@ -54,7 +54,7 @@ def wait_for(condition, seconds: float = 60.0, what: str = "the condition"):
 
 def embed(images, output, model_dir, index: bool = True) -> None:
     run(EmbedConfig(input=str(images), output=str(output), model=str(model_dir), infer=InferConfig(mask_ratio=0.75),
-                    batch_size=16, num_gpus=0, index=IndexConfig() if index else None))
+                    batch_size=16, num_gpus=0, build_index=index))
 
 
 def test_the_service_follows_the_run_without_failing_requests(ray_cluster, model_dir, gallery, tmp_path):
