@@ -73,6 +73,7 @@ def search_image(searcher: Searcher, embedder: QueryEmbedder, image: str | bytes
     if embedder.dimension != searcher.loaded.dimension:
         raise InvalidInput(
             f"the run's model {embedder.model} makes {embedder.dimension}-d embeddings but the index of {searcher.run} "
-            f"holds {searcher.loaded.dimension}-d vectors; rebuild the index (vitmae index --run {searcher.run})"
+            f"holds {searcher.loaded.dimension}-d vectors; rebuild the index (vitmae index --run {searcher.run} "
+            "--rebuild true)"
         )
     return searcher.search_vectors(embedder(image), k)[0]

@@ -175,7 +175,8 @@ def load_index(run: str, storage: Storage) -> LoadedIndex:
     if not index.ntotal == len(ids) + len(removed) or len(ids) != info["count"] or index.d != info["dimension"]:
         raise InvalidInput(
             f"the index of {run} is inconsistent: index.json says {info['count']} x {info['dimension']}-d, the FAISS file "
-            f"holds {index.ntotal} x {index.d}-d and the id map {len(ids)} rows; rebuild it with: vitmae index --run {run}"
+            f"holds {index.ntotal} x {index.d}-d and the id map {len(ids)} rows; rebuild it with: "
+            f"vitmae index --run {run} --rebuild true"
         )
     if len(ids) > 1 and not (np.diff(ids) > 0).all():
         raise InvalidInput(f"the id map of {run} ({IDS_FILE}) is not sorted by id; rebuild the index")
