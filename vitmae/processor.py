@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 PROCESSOR_NAME = "preprocessor_config.json"
+# MAE's preprocessing, as its checkpoints on the hub (facebook/vit-mae-*) describe it: ImageNet's mean and std, bicubic
+# resampling, 224 pixels. Keyword arguments of `ViTImageProcessor` and of transformers' image processors alike.
+MAE_PROCESSOR = {"image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225], "resample": 3, "size": 224}
 _IGNORED_KEYS = frozenset({"image_processor_type", "feature_extractor_type", "processor_class", "do_center_crop", "crop_size"})
 
 
