@@ -35,7 +35,7 @@ demo: $(STAMP)
 	$(PY) -m jobs.demo --workdir out/demo
 
 bench: $(STAMP)
-	$(PY) benchmarks/model_throughput.py
+	$(PY) -m benchmarks.model_throughput
 
 # A throwaway SeaweedFS S3 server on 127.0.0.1 until Ctrl-C; prints the AWS_* exports. make s3-server BUCKET=name
 s3-server: $(STAMP)

@@ -12,11 +12,11 @@ Ways to embed the same batches with the same model, timed in alternating rounds:
   processor returns them), copied to the device, cast to the model's dtype;
 - with `--compile`: `model compiled` and `actor compiled` (`InferConfig(compile=True)`).
 
-Runs wherever torch does (Ray is not needed), so it measures the actor on a GPU machine too:
+Runs wherever torch does (Ray is not needed), so it measures the actor on a GPU machine too; from the repository's
+root, `python -m` finds the project without installing it:
 
-    python benchmarks/actor_path.py --device cuda --batch-size 512 --batches 8 --compile
-    PYTHONPATH=. python3 benchmarks/actor_path.py ...    # from a checkout where the project is not installed
-    python benchmarks/actor_path.py --device cpu --batch-size 8 --batches 2
+    python -m benchmarks.actor_path --device cuda --batch-size 512 --batches 8 --compile
+    python -m benchmarks.actor_path --device cpu --batch-size 8 --batches 2
 """
 
 from __future__ import annotations
@@ -32,28 +32,22 @@ from typing import Callable
 import numpy as np
 import torch
 
+from benchmarks.common import device_hardware
 from pipeline import schema
 from pipeline.embed.embedder import GPU_SLICE_ROWS, Embedder, pool
 from pipeline.embed.infer import InferConfig
 from vitmae import ViTImageProcessor, ViTMAEConfig, ViTMAEModel
+from vitmae.processor import MAE_PROCESSOR
 
 logger = logging.getLogger("actor_path")
 
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-
-def hardware(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name()} (torch {torch.__version__}, CUDA {torch.version.cuda})"
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "CPU")
-    return f"{cpu}, {torch.get_num_threads()} threads (torch {torch.__version__})"
-
 
 def save_model(folder: str) -> None:
-    """A random-init ViT-B/16 encoder at 224 and its processor."""
+    """A random-init ViT-B/16 encoder at 224 and MAE's processor (whose resampling filter no batch here uses: the
+    pixels arrive at 224)."""
     torch.manual_seed(0)
     ViTMAEModel(ViTMAEConfig()).save_pretrained(folder)
-    ViTImageProcessor(size=224, image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD).save_pretrained(folder)
+    ViTImageProcessor(**MAE_PROCESSOR).save_pretrained(folder)
 
 
 def batches(count: int, size: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
@@ -135,7 +129,7 @@ def run(args: argparse.Namespace) -> dict[str, list[float]]:
                 start = time.perf_counter()
                 fn()
                 seconds[name].append(time.perf_counter() - start)
-    logger.info("%s, %s, batch %d", hardware(embedder.device), embedder.dtype, args.batch_size)
+    logger.info("%s, %s, batch %d", device_hardware(embedder.device), embedder.dtype, args.batch_size)
     return seconds
 
 

@@ -10,28 +10,24 @@ the median of --rounds interleaved rounds, so other work on the machine stretche
 Cosines compare mean-pooled embeddings with the exact mode's (transformers' pixels): ViT-B/16 with weights drawn at a
 trained model's scale (as the parity tests draw them), and each --model checkpoint (the demo's, say).
 
---end-to-end N runs, as whole processes and alternating, `python -m jobs.embed` and benchmarks/plain_recipe.py on N
-of the files (the kinds in turn), with the same checkpoint, timing each process from start to exit (Ray's start-up
-included), then the model stage alone on pre-decoded batches (benchmarks/pipeline_throughput.py's `model_alone`);
+--end-to-end N runs, as whole processes and alternating, `python -m jobs.embed` and `python -m benchmarks.plain_recipe`
+on N of the files (the kinds in turn), with the same checkpoint, timing each process from start to exit (Ray's start-up
+included), then the model stage alone on pre-decoded batches (`benchmarks.common.model_alone`);
 with --e2e-job-only the job alone, for the check against the model alone where the model bounds it (ViT-B).
 
-    python benchmarks/decode.py                                # scikit-image's photographs, upscaled to 12 megapixels
-    python benchmarks/decode.py --photos '/usr/share/backgrounds/*_by_*.jpg' --model out/demo/pretrain/model
-    python benchmarks/decode.py --photos 'photos/*.jpg' --rounds 1 --end-to-end 300 --e2e-model small
-    python benchmarks/decode.py --photos 'photos/*.jpg' --end-to-end 300 --e2e-model base --e2e-job-only --e2e-rounds 1
+    python -m benchmarks.decode                                # scikit-image's photographs, upscaled to 12 megapixels
+    python -m benchmarks.decode --photos '/usr/share/backgrounds/*_by_*.jpg' --model out/demo/pretrain/model
+    python -m benchmarks.decode --photos 'photos/*.jpg' --rounds 1 --end-to-end 300 --e2e-model small
+    python -m benchmarks.decode --photos 'photos/*.jpg' --end-to-end 300 --e2e-model base --e2e-job-only --e2e-rounds 1
 """
 
 from __future__ import annotations
 
 import argparse
-import glob
 import io
 import logging
 import multiprocessing
-import os
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,80 +40,17 @@ import torch
 from PIL import Image
 
 import vitmae
+from benchmarks.common import (E2E_MODELS, KINDS, ROOT, e2e_inputs, hardware, load_average, make_set, model_alone,
+                               save_checkpoint, status_kb, timed_process)
 from pipeline.embed.decode import DecodeConfig, decode_image
 from pipeline.records import latest_run
 from pipeline.storage import Storage
-from pipeline_throughput import PHOTOS, hardware, load_average, model_alone
-
-sys.path.append(str(Path(__file__).resolve().parent.parent / "tests"))
-from conftest import random_model  # noqa: E402  the parity tests' weights at a trained model's scale
+from vitmae.processor import MAE_PROCESSOR
+from vitmae.random_weights import random_model
 
 logger = logging.getLogger("decode")
 
-KINDS = ("JPEG", "PNG", "PNG, opaque alpha", "PNG, see-through", "WebP")
-SUFFIXES = {"JPEG": ".jpg", "PNG": ".png", "PNG, opaque alpha": "-opaque.png", "PNG, see-through": "-alpha.png", "WebP": ".webp"}
 METHODS = ("plain recipe", "exact", "fast")
-E2E_MODELS = {  # encoder geometries for the end-to-end runs, MAE's light decoder
-    "small": dict(hidden_size=192, num_hidden_layers=4, num_attention_heads=3, intermediate_size=768),
-    "vit-s": dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536),
-    "base": {},
-}
-MAE_PROCESSOR = dict(image_mean=(0.485, 0.456, 0.406), image_std=(0.229, 0.224, 0.225), resample=3)
-
-
-# ---------------------------------------------------------------- the set
-
-
-def _write_kinds(job: tuple[str, str, tuple[int, int] | None]) -> list[str]:
-    """One photograph -> a file of each kind named `stem` + suffix; scikit-image's small ones upscaled to `upscale`."""
-    source, stem, upscale = job
-    photo = Image.open(source).convert("RGB")
-    if upscale:
-        photo = photo.resize(upscale, Image.Resampling.BICUBIC)
-    paths = []
-    for kind, suffix in SUFFIXES.items():
-        path = f"{stem}{suffix}"
-        paths.append(path)
-        if os.path.exists(path):  # made by an earlier run in the same --workdir
-            continue
-        if kind == "JPEG" and not upscale and Image.open(source).format == "JPEG":
-            shutil.copyfile(source, path)
-        elif kind == "JPEG":
-            photo.save(path, "JPEG", quality=90)
-        elif kind == "PNG":
-            photo.save(path, "PNG")
-        elif kind == "WebP":
-            photo.save(path, "WEBP", quality=90)
-        else:
-            rgba = photo.convert("RGBA")
-            if kind == "PNG, see-through":
-                ramp = np.linspace(0, 255, photo.width).round().astype(np.uint8)
-                rgba.putalpha(Image.fromarray(np.broadcast_to(ramp, (photo.height, photo.width)).copy()))
-            rgba.save(path, "PNG")
-    return paths
-
-
-def make_set(patterns: list[str], folder: Path, limit: int | None) -> dict[str, list[Path]]:
-    """The photographs matching `patterns` (or scikit-image's, upscaled to 4000 x 3000) -> files of every kind."""
-    if patterns:
-        sources = sorted({path for pattern in patterns for path in glob.glob(pattern)})[:limit]
-        jobs = [(s, str(folder / f"{i:03d}-{Path(s).stem}"), None) for i, s in enumerate(sources)]
-    else:
-        import skimage
-
-        data = Path(skimage.__file__).parent / "data"
-        jobs = [(str(data / name), str(folder / f"{i:03d}-{Path(name).stem}"), (4000, 3000)) for i, name in enumerate(PHOTOS[:limit])]
-    if not jobs:
-        raise FileNotFoundError(f"no photographs match {patterns}")
-    folder.mkdir(parents=True, exist_ok=True)
-    with ProcessPoolExecutor(os.cpu_count()) as pool:
-        written = list(pool.map(_write_kinds, jobs))
-    files = {kind: [Path(paths[k]) for paths in written] for k, kind in enumerate(KINDS)}
-    sizes = [Image.open(path).size for path in files["JPEG"]]
-    megapixels = [w * h / 1e6 for w, h in sizes]
-    logger.info("%d photographs of %.1f to %.1f megapixels (median %.1f), %d files in %s", len(sizes), min(megapixels),
-                max(megapixels), statistics.median(megapixels), sum(len(v) for v in files.values()), folder)
-    return files
 
 
 # ---------------------------------------------------------------- per core
@@ -157,15 +90,10 @@ def _peak_memory(method: str, paths: list[Path], processor: dict) -> float:
     decode = decoders(vitmae.ViTImageProcessor.from_dict(processor))[method]
     decode(paths[0].read_bytes())  # the decoders' own start-up
     Path("/proc/self/clear_refs").write_text("5")  # Linux: the peak RSS (VmHWM) starts again from the current RSS
-    before = _status_kb("VmRSS")
+    before = status_kb("VmRSS")
     for path in paths:
         decode(path.read_bytes())
-    return (_status_kb("VmHWM") - before) / 1024
-
-
-def _status_kb(field: str) -> int:
-    line = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith(field + ":"))
-    return int(line.split()[1])
+    return (status_kb("VmHWM") - before) / 1024
 
 
 def peak_memory(files: dict[str, list[Path]], processor: vitmae.ViTImageProcessor) -> dict[str, float]:
@@ -218,45 +146,15 @@ def checkpoint(path: str) -> tuple[torch.nn.Module, vitmae.ViTImageProcessor]:
 # ---------------------------------------------------------------- end to end
 
 
-def e2e_checkpoint(folder: Path, size: str) -> str:
-    """An MAE of the given encoder geometry with weights at a trained model's scale, and MAE's processor."""
-    torch.manual_seed(0)
-    random_model(vitmae.ViTMAEForPreTraining, vitmae.ViTMAEConfig(**E2E_MODELS[size])).save_pretrained(folder)
-    vitmae.ViTImageProcessor(**MAE_PROCESSOR).save_pretrained(folder)
-    return str(folder)
-
-
-def e2e_inputs(files: dict[str, list[Path]], folder: Path, count: int) -> Path:
-    """`count` files, the kinds in turn (photograph i as kind i mod 5, then the next), hard-linked into `folder`."""
-    folder.mkdir(parents=True)
-    mixed = [files[KINDS[(i + j) % len(KINDS)]][i] for j in range(len(KINDS)) for i in range(len(files["JPEG"]))]
-    for k in range(count):
-        source = mixed[k % len(mixed)]
-        os.link(source, folder / f"{k:05d}-{source.name}")
-    return folder
-
-
-def timed_process(command: list[str], log: Path, env: dict[str, str] | None = None, cwd: str | None = None) -> float:
-    """Seconds from start to exit, with `env` added to this process's environment, in `cwd` (None: this one);
-    RAY_ADDRESS=local makes it start a Ray of its own even where another one runs on the machine (which `ray.init()`
-    would otherwise join)."""
-    start = time.perf_counter()
-    with open(log, "w") as out:
-        env = {**os.environ, "RAY_DATA_LOG_LEVEL": "WARNING", "RAY_ADDRESS": "local", **(env or {})}
-        subprocess.run(command, check=True, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd)
-    return time.perf_counter() - start
-
-
 def end_to_end(inputs: Path, model: str, work: Path, rounds: int, decode_mode: str, plain: bool) -> dict[str, list[float]]:
     """Seconds of each whole process, in alternating order: the job and (where `plain`) the plain recipe on the same
     files; under "job's embedding stage", the images/s the job's run record gives its stage (no Ray start-up, no
     index)."""
-    here = Path(__file__).resolve().parent
     count = len(list(inputs.iterdir()))
     commands = {
         "this job": [sys.executable, "-m", "jobs.embed", "--input", str(inputs), "--model", model, "--overwrite", "true",
                      "--decode.mode", decode_mode, "--output"],
-        "plain recipe": [sys.executable, str(here / "plain_recipe.py"), "--input", str(inputs), "--model", model, "--output"],
+        "plain recipe": [sys.executable, "-m", "benchmarks.plain_recipe", "--input", str(inputs), "--model", model, "--output"],
     }
     if not plain:
         del commands["plain recipe"]
@@ -264,7 +162,7 @@ def end_to_end(inputs: Path, model: str, work: Path, rounds: int, decode_mode: s
     for r in range(rounds):
         for label in list(commands) if r % 2 == 0 else list(commands)[::-1]:
             output = work / f"e2e-{label.split()[0]}-{r}"
-            seconds[label].append(timed_process(commands[label] + [str(output)], work / f"{output.name}.log"))
+            seconds[label].append(timed_process(commands[label] + [str(output)], work / f"{output.name}.log", cwd=str(ROOT))[0])
             logger.info("%s, round %d: %d images in %.1fs, %.2f images/s (load %s)", label, r + 1, count,
                         seconds[label][-1], count / seconds[label][-1], load_average())
             if label == "this job":
@@ -329,7 +227,7 @@ def main() -> None:
         e2e = alone = None
         if args.end_to_end:
             inputs = e2e_inputs(files, work / "e2e-inputs", args.end_to_end)
-            ckpt = e2e_checkpoint(work / "e2e-model", args.e2e_model)
+            ckpt = save_checkpoint(work / "e2e-model", E2E_MODELS[args.e2e_model], trained_scale=True)
             e2e = end_to_end(inputs, ckpt, work, args.e2e_rounds, args.e2e_decode, not args.e2e_job_only)
             alone = model_alone(inputs, ckpt, 32, min(args.end_to_end, 128))
         print(f"\n{hardware()}; load {load_average()}")

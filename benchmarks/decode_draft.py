@@ -6,8 +6,8 @@ times the full-size decode and each margin on the same multi-megapixel photograp
 process; Pillow decodes on one core), and compares each margin's pixels and mean-pooled embeddings with the
 full-size decode's.
 
-    python benchmarks/decode_draft.py
-    python benchmarks/decode_draft.py --images 24 --size 4032x3024 --margins 2,1.5,1 --model path/to/checkpoint
+    python -m benchmarks.decode_draft
+    python -m benchmarks.decode_draft --images 24 --size 4032x3024 --margins 2,1.5,1 --model path/to/checkpoint
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.common import MODELS, hardware, make_images, save_checkpoint
 from pipeline import schema
 from pipeline.embed.decode import DecodeConfig, decode_image
 from pipeline.embed.embedder import Embedder
 from pipeline.embed.infer import InferConfig
-from pipeline_throughput import hardware, make_images, save_checkpoint
 
 logger = logging.getLogger("decode_draft")
 
@@ -59,7 +59,7 @@ def main() -> None:
     configs = {"full size": DecodeConfig(mode="exact")}
     configs.update({f"margin {m}": DecodeConfig(draft_margin=float(m)) for m in args.margins.split(",")})
     with tempfile.TemporaryDirectory() as tmp:
-        model = args.model or save_checkpoint(Path(tmp) / "model", "base")
+        model = args.model or save_checkpoint(Path(tmp) / "model", MODELS["base"])
         folder = make_images(Path(tmp) / "images", args.images, size)
         datas = [path.read_bytes() for path in sorted(folder.iterdir())]
         embedder = Embedder(model, InferConfig(mask_ratio=0.0, pooling="mean"))

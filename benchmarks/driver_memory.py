@@ -13,7 +13,7 @@ memory is its VmHWM, read from /proc while it runs (Ray's own processes are apar
 listing stage alone instead: the inputs listed and written to local Parquet as the driver does, in a process of its
 own, its peak RSS and its time.
 
-    python benchmarks/driver_memory.py [--sizes 10000,100000,1000000] [--inputs list,prefix,glob]
+    python -m benchmarks.driver_memory [--sizes 10000,100000,1000000] [--inputs list,prefix,glob]
                                        [--stage job|listing] [--baseline ../other-checkout]
 
 `--baseline` runs the same inputs with the job of another checkout of the project (an earlier commit), in the same
@@ -37,9 +37,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline_throughput import hardware, save_checkpoint
-
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.common import MODELS, ROOT, hardware, save_checkpoint, status_kb
 
 
 def inventory(path: Path, rows: int, folder: Path) -> None:
@@ -80,9 +78,8 @@ def input_flags(kind: str, rows: int, workdir: Path) -> list[str]:
 
 def peak_gb(pid: int) -> float:
     try:
-        with open(f"/proc/{pid}/status") as f:
-            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 2**20
-    except (OSError, StopIteration):
+        return status_kb("VmHWM", pid) / 2**20
+    except (OSError, StopIteration):  # gone, or a zombie without memory
         return 0.0
 
 
@@ -154,7 +151,7 @@ def main() -> None:
     print(hardware())
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         inputs = Path(args.workdir or tmp)
-        model = save_checkpoint(Path(tmp) / "model", "small")
+        model = save_checkpoint(Path(tmp) / "model", MODELS["small"])
         codes = [ROOT] + ([args.baseline.resolve()] if args.baseline else [])
         what = "s to the first commit" if args.stage == "job" else "s to list"
         print(f"{'checkout':>24} {'input':>7} {'listed inputs':>14} {what:>22} {'driver peak GB':>15}")

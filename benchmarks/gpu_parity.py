@@ -10,7 +10,7 @@ transformers in float32 with TF32 off; each other way is compared with it on:
 
 transformers' own bf16 run is the yardstick: vitmae in bf16 should be about as far from float32 as it is.
 
-    python benchmarks/gpu_parity.py                  # on a GPU (the point of it); --device cpu runs it anywhere
+    python -m benchmarks.gpu_parity                  # on a GPU (the point of it); --device cpu runs it anywhere
 """
 
 from __future__ import annotations
@@ -18,24 +18,21 @@ from __future__ import annotations
 import argparse
 import logging
 import tempfile
-from pathlib import Path
 
 import torch
 import transformers
 from PIL import Image
 
 import vitmae
+from benchmarks.common import photo_folder
+from vitmae.processor import MAE_PROCESSOR
 
 logger = logging.getLogger("gpu_parity")
-
-MAE_PROCESSOR = {"do_convert_rgb": True, "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225], "resample": 3, "size": 224}
 
 
 def photographs() -> list[Image.Image]:
     """The colour and grayscale photographs scikit-image ships."""
-    import skimage
-
-    folder = Path(skimage.__file__).parent / "data"
+    folder = photo_folder()
     names = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png", "retina.jpg", "camera.png")
     return [Image.open(folder / name) for name in names if (folder / name).exists()]
 
@@ -72,7 +69,7 @@ def run(args: argparse.Namespace) -> list[dict]:
         reference = transformers.ViTMAEForPreTraining(transformers.ViTMAEConfig())
         randomise(reference, args.seed)
         reference.save_pretrained(folder)
-        vitmae.ViTImageProcessor(**MAE_PROCESSOR).save_pretrained(folder)
+        vitmae.ViTImageProcessor(**MAE_PROCESSOR, do_convert_rgb=True).save_pretrained(folder)
         processor = vitmae.ViTImageProcessor.from_pretrained(folder)
         pixels = processor(photographs())["pixel_values"].to(device)
         noise = torch.rand(len(pixels), 196, generator=torch.Generator().manual_seed(args.seed)).to(device)

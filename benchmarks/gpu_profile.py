@@ -9,7 +9,7 @@ deviation from the baseline:
 - fc1's bias and GELU in cuBLASLt's GEMM epilogue (`torch._addmm_activation`, which uses the tanh
   approximation of GELU: not the model's exact GELU, so this one is a measurement, not an option).
 
-    python benchmarks/gpu_profile.py --batch-size 512
+    python -m benchmarks.gpu_profile --batch-size 512
 """
 
 from __future__ import annotations

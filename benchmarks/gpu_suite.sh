@@ -31,10 +31,10 @@ for _ in range(20): a @ b
 torch.cuda.synchronize(); s = (time.perf_counter() - t) / 20
 print(f'{torch.cuda.get_device_name()}, torch {torch.__version__}: bf16 8192^3 GEMM {2 * 8192**3 / s / 1e12:.0f} TFLOP/s')
 EOF"
-step embed 170 "$PY" benchmarks/model_throughput.py --device cuda --dtypes bf16 --tasks embed --batch-size 512 --iters 10 --compile both
-step parity 90 "$PY" benchmarks/gpu_parity.py --compile
-step actor 120 "$PY" benchmarks/actor_path.py --device cuda --batch-size 512 --batches 4 --compile
-step batches 45 "$PY" benchmarks/model_throughput.py --device cuda --dtypes bf16 --tasks embed --batch-size 128,1024 --iters 10
-step loss 110 "$PY" benchmarks/model_throughput.py --device cuda --dtypes bf16 --tasks loss --batch-size 256 --iters 10 --compile both
-step vitmae 100 "$PY" benchmarks/model_throughput.py --device cuda --dtypes bf16 --tasks embed --batch-size 512 --iters 10 --compile vitmae
-step profile 90 "$PY" benchmarks/gpu_profile.py --batch-size 512
+step embed 170 "$PY" -m benchmarks.model_throughput --device cuda --dtypes bf16 --tasks embed --batch-size 512 --iters 10 --compile both
+step parity 90 "$PY" -m benchmarks.gpu_parity --compile
+step actor 120 "$PY" -m benchmarks.actor_path --device cuda --batch-size 512 --batches 4 --compile
+step batches 45 "$PY" -m benchmarks.model_throughput --device cuda --dtypes bf16 --tasks embed --batch-size 128,1024 --iters 10
+step loss 110 "$PY" -m benchmarks.model_throughput --device cuda --dtypes bf16 --tasks loss --batch-size 256 --iters 10 --compile both
+step vitmae 100 "$PY" -m benchmarks.model_throughput --device cuda --dtypes bf16 --tasks embed --batch-size 512 --iters 10 --compile vitmae
+step profile 90 "$PY" -m benchmarks.gpu_profile --batch-size 512

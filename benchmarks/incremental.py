@@ -4,9 +4,9 @@ filter removed ids, by the share removed.
 
 Each embedding run is the whole command (`python -m jobs.embed`, its own local Ray), timed from outside.
 
-    python benchmarks/incremental.py --images 10000                     # the runs
-    python benchmarks/incremental.py --images 0 --diff-rows 1000000,10000000 --hnsw 0
-    python benchmarks/incremental.py --images 0 --diff-rows '' --hnsw 200000
+    python -m benchmarks.incremental --images 10000                     # the runs
+    python -m benchmarks.incremental --images 0 --diff-rows 1000000,10000000 --hnsw 0
+    python -m benchmarks.incremental --images 0 --diff-rows '' --hnsw 200000
 """
 
 from __future__ import annotations
@@ -26,22 +26,20 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline_throughput import hardware, save_checkpoint
+from benchmarks.common import MODELS, ROOT, clustered, hardware, photo_folder, save_checkpoint
 
-ROOT = Path(__file__).resolve().parents[1]
 logger = logging.getLogger("incremental")
 
 
 # ---------------------------------------------------------------- the runs
 
 
-def make_images(folder: Path, count: int, first: int = 0) -> None:
+def make_pngs(folder: Path, count: int, first: int = 0) -> None:
     """`count` distinct small PNGs (64 x 48 crops of scikit-image's photographs, with noise)."""
-    import skimage
     from PIL import Image
 
     names = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png")
-    photos = [np.asarray(Image.open(Path(skimage.__file__).parent / "data" / n).convert("RGB").resize((320, 240))) for n in names]
+    photos = [np.asarray(Image.open(photo_folder() / n).convert("RGB").resize((320, 240))) for n in names]
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(first)
     for i in range(first, first + count):
@@ -98,8 +96,8 @@ def committed_rows(output: Path) -> int:
 
 def runs(count: int, workdir: Path, model_size: str, commits: list[str]) -> None:
     images, output = workdir / "images", workdir / "out"
-    make_images(images, count)
-    model = save_checkpoint(workdir / "model", model_size)
+    make_pngs(images, count)
+    model = save_checkpoint(workdir / "model", MODELS[model_size])
     args = ["--input", str(images), "--output", str(output), "--model", model]
     print(f"\n{count:,} PNGs of 64x48, model {model_size} (random weights), CPU; each run is the whole command")
     print(f"{'run':44} {'s':>7} {'% of first':>10} {'embedded':>9} {'commits':>8} {'embed s':>8} {'maint. s':>8} {'index s':>7}")
@@ -118,10 +116,10 @@ def runs(count: int, workdir: Path, model_size: str, commits: list[str]) -> None
     seconds, record, _ = job(args, output)
     show("unchanged re-run", seconds, record, first)
     changed = max(1, count // 100)
-    make_images(images, 1, first=2 * count)
+    make_pngs(images, 1, first=2 * count)
     seconds, record, _ = job(args, output)
     show("one new image: the fixed cost", seconds, record, first)
-    make_images(images, changed, first=count)  # new: 1 % of the images
+    make_pngs(images, changed, first=count)  # new: 1 % of the images
     for path in sorted(images.iterdir())[: changed // 2]:
         path.unlink()  # and half as many gone
     seconds, record, _ = job(args, output)
@@ -143,7 +141,6 @@ def runs(count: int, workdir: Path, model_size: str, commits: list[str]) -> None
 
 DIFF_CHILD = """
 import json, sys, time
-sys.path.insert(0, sys.argv[2])
 from pipeline.embed.diff import compare
 from pipeline.storage import Storage
 from pipeline.tables import dataset, open_table
@@ -200,7 +197,7 @@ def diffs(sizes: list[int], workdir: Path) -> None:
         start = time.perf_counter()
         diff_data(root, rows)
         made = time.perf_counter() - start
-        done = subprocess.run([sys.executable, "-c", DIFF_CHILD, str(root), str(ROOT)], capture_output=True, text=True, check=True)
+        done = subprocess.run([sys.executable, "-c", DIFF_CHILD, str(root.resolve())], cwd=ROOT, capture_output=True, text=True, check=True)
         result = json.loads(done.stdout.strip().splitlines()[-1])
         print(f"{rows:>12,} {made:7.1f} {result['seconds']:7.1f} {result['peak_rss_gb']:12.2f} {result['imports_gb']:14.2f}  "
               f"{result['counts']}")
@@ -214,10 +211,9 @@ def hnsw(count: int, dim: int = 64, queries: int = 1000) -> None:
     live vectors; and the time to build the graph anew."""
     import faiss
 
-    sys.path.insert(0, str(ROOT / "tests"))
-    from conftest import clustered_vectors
-
-    vectors = clustered_vectors(count, dim, clusters=200, noise=0.4)
+    rng = np.random.default_rng(0)  # the numbers of tests/conftest.py's clustered_vectors(count, dim, 200, 0.4)
+    centres = rng.standard_normal((200, dim)).astype(np.float32)
+    vectors = clustered(rng, centres, count, 0.4, float64_noise=True)
     faiss.normalize_L2(vectors)
     ids = np.arange(count, dtype=np.int64)
     start = time.perf_counter()

@@ -1,6 +1,6 @@
 """Index quality: recall@10, build time, query latency and size of the `auto` index at a memory budget, beside flat.
 
-    python benchmarks/index_quality.py --count 1000000 --dim 768 --memory-budget 1
+    python -m benchmarks.index_quality --count 1000000 --dim 768 --memory-budget 1
 
 Writes `--count` clustered synthetic vectors as Parquet shards laid out like a run's `embeddings/` (so the real
 streaming builder reads them), builds the index `auto` picks at `--memory-budget` and a flat one, each in a fresh
@@ -18,10 +18,7 @@ import argparse
 import concurrent.futures
 import multiprocessing
 import os
-import platform
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,25 +26,13 @@ from pathlib import Path
 import faiss
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
+from deltalake import write_deltalake
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from pipeline.retrieval.index import ExactTopK, IndexConfig, build_index, load_index  # noqa: E402
-from deltalake import write_deltalake  # noqa: E402
-
-from pipeline import schema  # noqa: E402
-from pipeline.storage import Storage  # noqa: E402
-from pipeline.retrieval.vectors import for_index, iter_batches, open_embeddings  # noqa: E402
-
-
-def clustered(rng: np.random.Generator, centres: np.ndarray, n: int, noise: float) -> np.ndarray:
-    """n vectors: a random centre each plus isotropic Gaussian noise. float32 [n, D]."""
-    labels = rng.integers(0, len(centres), n)
-    out = rng.standard_normal((n, centres.shape[1]), dtype=np.float32)
-    out *= noise
-    out += centres[labels]
-    return out
+from benchmarks.common import INDEX_PACKAGES, clustered, hardware, status_kb
+from pipeline import schema
+from pipeline.retrieval.index import ExactTopK, IndexConfig, build_index, load_index
+from pipeline.retrieval.vectors import for_index, iter_batches, open_embeddings
+from pipeline.storage import Storage
 
 
 def write_run(folder: Path, args: argparse.Namespace) -> np.ndarray:
@@ -79,8 +64,7 @@ def exact_neighbours(run: Path, queries: np.ndarray, k: int) -> np.ndarray:
 
 def peak_rss_gb() -> float:
     """This process's peak resident memory in GB (VmHWM: unlike ru_maxrss, it does not start from the parent's)."""
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) * 1024 / 1e9
+    return status_kb("VmHWM") * 1024 / 1e9
 
 
 def build_in_child(run: str, index_type: str, budget_gb: float) -> tuple[dict, float, float]:
@@ -118,17 +102,6 @@ def measure(run: Path, truth: np.ndarray, queries: np.ndarray, singles: int, rep
     }
 
 
-def hardware() -> str:
-    try:
-        model = next(line.split(":", 1)[1].strip() for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
-                     if line.startswith("Model name"))
-    except (OSError, StopIteration):
-        model = platform.processor() or "unknown CPU"
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (f"{model}, {os.cpu_count()} cores, {memory:.0f} GiB RAM, no GPU; faiss {faiss.__version__} "
-            f"({faiss.omp_get_max_threads()} threads), numpy {np.__version__}, pyarrow {pa.__version__}, Python {platform.python_version()}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=1_000_000, help="indexed vectors")
@@ -147,7 +120,7 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="index_quality_"))
     runs = {"auto": work / "auto", "flat": work / "flat"}
-    print(f"# {hardware()}\n# data: {args.count:,} x {args.dim}-d, {args.clusters} clusters, noise {args.noise}; "
+    print(f"# {hardware(INDEX_PACKAGES)}; FAISS on {faiss.omp_get_max_threads()} threads\n# data: {args.count:,} x {args.dim}-d, {args.clusters} clusters, noise {args.noise}; "
           f"{args.queries} held-out queries; workdir {work}", flush=True)
     try:
         t = time.perf_counter()

@@ -7,8 +7,8 @@ of the loss, and how stable the images' loss ranking is across seeds (mean Spear
 the model stage on the same batch, on one thread as the job's CPU actors run: embeddings only (mask ratio 0),
 and embeddings with the loss from K = 1 and K = 4 masks (median of --rounds, seconds per image).
 
-    python benchmarks/loss_variance.py --model out/demo/pretrain/model --seeds 8
-    python benchmarks/loss_variance.py --model base --seeds 0      # only the cost, for a random ViT-B/16 MAE
+    python -m benchmarks.loss_variance --model out/demo/pretrain/model --seeds 8
+    python -m benchmarks.loss_variance --model base --seeds 0      # only the cost, for a random ViT-B/16 MAE
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.common import MODELS, hardware, photo_folder, save_checkpoint
 from pipeline import schema
 from pipeline.embed.decode import DecodeConfig, decode_image
 from pipeline.embed.embedder import Embedder
 from pipeline.embed.infer import InferConfig
-from pipeline_throughput import hardware, save_checkpoint
 from vitmae import ViTImageProcessor
 
 PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png", "retina.jpg",
@@ -35,9 +35,7 @@ PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycl
 
 
 def photo_batch(processor: ViTImageProcessor) -> dict[str, np.ndarray]:
-    import skimage
-
-    folder = Path(skimage.__file__).parent / "data"
+    folder = photo_folder()
     decoded = [decode_image((folder / name).read_bytes(), processor, DecodeConfig()) for name in PHOTOS]
     return {
         schema.PATH: np.array([f"file://{folder / name}" for name in PHOTOS], dtype=object),
@@ -91,7 +89,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:
-        model = save_checkpoint(Path(tmp), "base") if args.model == "base" else args.model
+        model = save_checkpoint(Path(tmp), MODELS["base"]) if args.model == "base" else args.model
         batch = photo_batch(ViTImageProcessor.from_pretrained(model))
         print(f"model {args.model}, mask ratio {args.mask_ratio}, {len(PHOTOS)} photographs; {hardware()}")
         if args.seeds:

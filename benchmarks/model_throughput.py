@@ -3,15 +3,14 @@
 Both models get the same random ViT-B/16 weights (through one saved checkpoint), the same batch and
 dtype; timings alternate between the models in rounds and the median round is reported.
 
-    python benchmarks/model_throughput.py --batch-size 8 --rounds 5
-    python benchmarks/model_throughput.py --device cuda --dtypes bf16 --batch-size 256,1024 --iters 10 --compile both
+    python -m benchmarks.model_throughput --batch-size 8 --rounds 5
+    python -m benchmarks.model_throughput --device cuda --dtypes bf16 --batch-size 256,1024 --iters 10 --compile both
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import platform
 import statistics
 import tempfile
 import time
@@ -21,16 +20,10 @@ import torch
 import transformers
 
 import vitmae
+from benchmarks.common import device_hardware
 from vitmae.checkpoint import parse_dtype
 
 logger = logging.getLogger("model_throughput")
-
-
-def hardware(device: str) -> str:
-    if device.startswith("cuda"):
-        return f"{torch.cuda.get_device_name()} (torch {torch.__version__}, CUDA {torch.version.cuda})"
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.processor())
-    return f"{cpu}, {torch.get_num_threads()} threads (torch {torch.__version__})"
 
 
 def sync(device: str) -> None:
@@ -128,7 +121,7 @@ def main() -> None:
 
         inductor_config.freezing = True  # fold weights into oneDNN-packed linears, as for CPU inference
     rows = run(args)
-    print(f"\nViT-B/16 at 224, random weights; {hardware(args.device)}")
+    print(f"\nViT-B/16 at 224, random weights; {device_hardware(args.device)}")
     print(f"{'task':6} {'dtype':5} {'batch':>5} {'model':21} {'images/s':>9} {'vs transformers':>15}")
     for r in rows:
         print(f"{r['task']:6} {r['dtype']:5} {r['batch']:>5} {r['model']:21} {r['images_per_s']:9.1f} {r['ratio']:14.2f}x")

@@ -1,7 +1,7 @@
 """Neighbourhoods: the exact kNN top of `vitmae anomalies` and the groups of `vitmae duplicates` on planted data.
 
-    python benchmarks/neighbourhoods.py --counts 200000,1000000 --dim 64
-    python benchmarks/neighbourhoods.py --truth-only --counts 1000000 --dim 64 --truth truth.json   # brute force elsewhere
+    python -m benchmarks.neighbourhoods --counts 200000,1000000 --dim 64
+    python -m benchmarks.neighbourhoods --truth-only --counts 1000000 --dim 64 --truth truth.json   # brute force elsewhere
 
 For each count, writes synthetic vectors as a run's `embeddings/` Delta table (shards of `--shard-rows`), builds the
 index `auto` picks (HNSW below 2M vectors at the default budget), then times, each on the same run:
@@ -26,18 +26,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import platform
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import INDEX_PACKAGES, hardware
 
 K = 10  # neighbours of the kNN score, the command's default
 SEED = 0
@@ -228,16 +224,6 @@ def duplicate_quality(table, groups: list[np.ndarray], vectors: np.ndarray, thre
             "checked_pairs": int(table.schema.metadata[b"duplicates.pairs"])}
 
 
-def hardware() -> str:
-    try:
-        model = next(line.split(":", 1)[1].strip() for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
-                     if line.startswith("Model name"))
-    except (OSError, StopIteration):
-        model = platform.processor() or "unknown CPU"
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{model}, {os.cpu_count()} cores, {memory:.0f} GiB RAM; numpy {np.__version__}, Python {platform.python_version()}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--counts", default="200000,1000000", help="vectors per run, comma-separated")
@@ -257,7 +243,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="# %(name)s: %(message)s")
     logging.getLogger("pipeline.retrieval.anomalies").setLevel(logging.INFO)  # what the exact top cost
     counts = [int(c) for c in args.counts.split(",")]
-    print(f"# {hardware()}\n# data: {args.dim}-d, {args.clusters} clusters, noise {args.noise}, {args.outliers} outliers, "
+    print(f"# {hardware(INDEX_PACKAGES)}\n# data: {args.dim}-d, {args.clusters} clusters, noise {args.noise}, {args.outliers} outliers, "
           f"pairs count/400, triples count/1000; threshold {args.threshold}, exact top {args.exact_top}", flush=True)
     if args.truth_only:
         truth = {}
@@ -267,7 +253,7 @@ def main() -> None:
             scores = brute_force_knn(vectors, K)
             order = np.argsort(-scores, kind="stable")[: args.exact_top]
             truth[str(count)] = {"top": order.tolist(), "scores": scores[order].tolist(), "checksum": checksum(vectors),
-                                 "seconds": time.perf_counter() - t, "where": hardware()}
+                                 "seconds": time.perf_counter() - t, "where": hardware(INDEX_PACKAGES)}
             print(f"# {count:,}: brute force in {truth[str(count)]['seconds']:.1f}s, checksum {checksum(vectors)}", flush=True)
         Path(args.truth).write_text(json.dumps(truth))
         return

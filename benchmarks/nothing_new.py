@@ -6,39 +6,21 @@ then both run again on it, as whole processes, alternating. For each: seconds fr
 peak memory (from wait4; a child's peak counts its parent's memory at the fork, so this process imports no torch
 and builds the checkpoint in a process of its own).
 
-    python benchmarks/nothing_new.py 467039a --files 20 --rounds 5
+    python -m benchmarks.nothing_new 467039a --files 20 --rounds 5
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def git(*args: str) -> str:  # not against_commit's: importing it loads torch (see the module's docstring)
-    return subprocess.run(["git", *args], cwd=ROOT, check=True, capture_output=True, text=True).stdout.strip()
-
-
-
-def timed(command: list[str], cwd: str) -> tuple[float, float]:
-    """(seconds from start to exit, peak resident memory in MB) of one process; it must succeed."""
-    env = {**os.environ, "RAY_ADDRESS": "local", "PYTHONPATH": cwd}
-    start = time.perf_counter()
-    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(process.pid, 0)
-    seconds = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{' '.join(command)} failed in {cwd}: {process.stderr.read().decode()[-2000:]}")
-    return seconds, usage.ru_maxrss / 1024
+from benchmarks.common import (ROOT, git, hardware, load_average, photo_folder, this_checkout, timed_process,
+                               worktree)
 
 
 def main() -> None:
@@ -47,35 +29,32 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=20, help="images in the up-to-date output")
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds of the two versions")
     args = parser.parse_args()
-    here = git("rev-parse", "--short", "HEAD") + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
-    other = git("rev-parse", "--short", args.commit)
+    here, other = this_checkout(), git("rev-parse", "--short", args.commit)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        git("worktree", "add", "--detach", str(work / "other"), other)
-        try:
-            import skimage
-
+        with worktree(other, work / "other") as folder:
             images = work / "images"
             images.mkdir()
-            photos = sorted((Path(skimage.__file__).parent / "data").glob("*.png"))
+            photos = sorted(photo_folder().glob("*.png"))
             for i in range(args.files):
                 shutil.copy(photos[i % len(photos)], images / f"{i:03d}.png")
             model = str(work / "model")
-            subprocess.run([sys.executable, "-c", f"from decode import e2e_checkpoint; e2e_checkpoint({model!r}, 'vit-s')"],
-                           cwd=Path(__file__).parent, check=True)
-            versions = {f"this checkout ({here})": str(ROOT), f"commit {other}": str(work / "other")}
+            build = f"from benchmarks.common import E2E_MODELS, save_checkpoint; save_checkpoint({model!r}, E2E_MODELS['vit-s'], True)"
+            subprocess.run([sys.executable, "-c", build], cwd=ROOT, check=True)
+            versions = {f"this checkout ({here})": str(ROOT), f"commit {other}": str(folder)}
             commands = {label: [sys.executable, "-m", "jobs.embed", "--input", str(images), "--model", model,
                                 "--output", str(work / f"out-{i}")] for i, label in enumerate(versions)}
-            for label, cwd in versions.items():
-                timed(commands[label], cwd)  # the first run embeds everything
+
+            def timed(label: str, name: str) -> tuple[float, float]:
+                cwd = versions[label]
+                return timed_process(commands[label], work / f"{name}.log", {"PYTHONPATH": cwd}, cwd)
+
+            for label in versions:
+                timed(label, f"first-{label.split()[0]}")  # the first run embeds everything
             runs: dict[str, list[tuple[float, float]]] = {label: [] for label in versions}
             for r in range(args.rounds):
                 for label in list(versions) if r % 2 == 0 else list(versions)[::-1]:
-                    runs[label].append(timed(commands[label], versions[label]))
-        finally:
-            git("worktree", "remove", "--force", str(work / "other"))
-    from pipeline_throughput import hardware, load_average  # imports torch: only now
-
+                    runs[label].append(timed(label, f"{r}-{label.split()[0]}"))
     print(f"\n{hardware()}; load {load_average()}; {args.files} files up to date, medians of {args.rounds} rounds")
     for label, values in runs.items():
         seconds, memory = statistics.median(v[0] for v in values), statistics.median(v[1] for v in values)

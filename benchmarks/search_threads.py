@@ -1,7 +1,7 @@
 """Why a few queries search on one OpenMP thread: one query against a flat index, with torch loaded (a second OpenMP
 runtime in the process, as in every command that embeds), on FAISS's default threads and on one.
 
-    python benchmarks/search_threads.py [--vectors 20000] [--dim 768] [--repeats 200]
+    python -m benchmarks.search_threads [--vectors 20000] [--dim 768] [--repeats 200]
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import faiss
 import numpy as np
 import torch
 
-from pipeline_throughput import hardware
+from benchmarks.common import hardware
 
 
 def main() -> None:
@@ -29,7 +29,7 @@ def main() -> None:
     index.add(rng.standard_normal((args.vectors, args.dim), dtype=np.float32))
     query = rng.standard_normal((1, args.dim), dtype=np.float32)
     default = faiss.omp_get_max_threads()
-    print(f"{args.vectors:,} x {args.dim}-d flat index, one query, median of {args.repeats}; {hardware()}")
+    print(f"{args.vectors:,} x {args.dim}-d flat index, one query, median of {args.repeats}; {hardware(('torch', 'faiss'))}")
     for threads in (default, 1):
         faiss.omp_set_num_threads(threads)
         seconds = []

@@ -1,7 +1,7 @@
 """Load on `vitmae serve`, on loopback: requests/s, p50 and p99 latency, errors and the service's memory, at
 concurrency 1, 8 and 32 for --seconds each.
 
-    python benchmarks/serve_load.py --workdir /tmp/bench/serve [--vectors 1000000] [--dim 128] [--seconds 30]
+    python -m benchmarks.serve_load --workdir /tmp/bench/serve [--vectors 1000000] [--dim 128] [--seconds 30]
 
 Two runs, each served by its own `vitmae serve` process (access log off):
 - a synthetic run of --vectors clustered vectors of dimension --dim (an embeddings Delta table and the index that
@@ -36,17 +36,13 @@ import httpx
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from deltalake import write_deltalake
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from deltalake import write_deltalake  # noqa: E402
-
-from index_quality import clustered, hardware  # noqa: E402
-from pipeline import schema  # noqa: E402
-from pipeline.retrieval.index import IndexConfig, build_index  # noqa: E402
-from pipeline.storage import Storage  # noqa: E402
+from benchmarks.common import INDEX_PACKAGES, MODELS, ROOT, clustered, hardware, photo_folder, save_checkpoint
+from pipeline import schema
+from pipeline.retrieval.index import IndexConfig, build_index
+from pipeline.storage import Storage
 
 Request = tuple[str, str, dict]  # method, URL, httpx keyword arguments
 
@@ -75,9 +71,7 @@ def write_vectors(run: Path, count: int, dim: int, seed: int, shard_rows: int = 
 
 def photos(count: int) -> list[Image.Image]:
     """Crops of scikit-image's photographs, 512 x 384."""
-    import skimage
-
-    folder = Path(skimage.__file__).parent / "data"
+    folder = photo_folder()
     names = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png", "retina.jpg")
     sources = [Image.open(folder / name).convert("RGB") for name in names]
     rng = np.random.default_rng(0)
@@ -101,24 +95,18 @@ def embed_photos(workdir: Path) -> tuple[Path, list[bytes]]:
         queries.append(sink.getvalue())
     if (run / "index" / "index.json").exists():
         return run, queries
-    import torch
-
-    import vitmae
-
     shutil.rmtree(run, ignore_errors=True)
     images.mkdir(parents=True, exist_ok=True)
     for i, picture in enumerate(pictures[:-12]):
         picture.save(images / f"photo-{i:03d}.jpg", quality=90)
-    torch.manual_seed(0)
-    vitmae.ViTMAEForPreTraining(vitmae.ViTMAEConfig()).save_pretrained(model)  # ViT-B/16 encoder, MAE's decoder
-    vitmae.ViTImageProcessor(image_mean=(0.485, 0.456, 0.406), image_std=(0.229, 0.224, 0.225), resample=3).save_pretrained(model)
+    save_checkpoint(model, MODELS["base"])  # ViT-B/16 encoder, MAE's decoder
     subprocess.run([sys.executable, "-m", "jobs.embed", "--input", str(images), "--output", str(run), "--model", str(model)],
-                   cwd=REPO, env=_env(), check=True)
+                   cwd=ROOT, env=_env(), check=True)
     return run, queries
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
 
 
 class Service:
@@ -128,7 +116,7 @@ class Service:
         command = [sys.executable, "-m", "jobs.serve", "--run", str(run), "--port", "0", "--access_log", "false"]
         self.log = log
         with open(log, "wb") as sink:
-            self.process = subprocess.Popen(command + ([] if model else ["--load_model", "false"]), cwd=REPO, env=_env(),
+            self.process = subprocess.Popen(command + ([] if model else ["--load_model", "false"]), cwd=ROOT, env=_env(),
                                             stdout=sink, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 600
         while not (found := re.search(rb"Uvicorn running on (http://127\.0\.0\.1:\d+)", log.read_bytes())):
@@ -228,7 +216,7 @@ def main() -> None:
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     skip = set(filter(None, args.skip.split(",")))
-    print(f"{hardware()}; load average {os.getloadavg()[0]:.2f} at the start", flush=True)
+    print(f"{hardware(INDEX_PACKAGES)}; load average {os.getloadavg()[0]:.2f} at the start", flush=True)
 
     synthetic = args.workdir / f"synthetic-{args.vectors}x{args.dim}"
     centres = write_vectors(synthetic, args.vectors, args.dim, args.seed)

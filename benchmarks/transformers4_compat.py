@@ -5,7 +5,7 @@ this project's `save_pretrained`, computes their outputs here, then loads both f
 4.x release in a throwaway virtual environment (torch pinned as in constraints.txt) and compares. Prints one line per
 model and exits 1 on any mismatch.
 
-    python benchmarks/transformers4_compat.py [--transformers 4.57.6] [--venv /tmp/vitmae-tf4]
+    python -m benchmarks.transformers4_compat [--transformers 4.57.6] [--venv /tmp/vitmae-tf4]
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 import vitmae
+from benchmarks.common import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 GEOMETRY = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, image_size=32, patch_size=8)
 LOAD = """
 import json, sys
