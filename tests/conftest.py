@@ -15,6 +15,7 @@ from PIL import Image
 
 import vitmae
 from pipeline.storage import Storage
+from vitmae.processor import MAE_PROCESSOR
 from s3server import S3Server, S3ServerError
 
 # Real photographs (and one grayscale scan) that the scikit-image wheel ships in skimage/data.
@@ -25,7 +26,6 @@ TINY = dict(
     decoder_hidden_size=16, decoder_num_hidden_layers=2, decoder_num_attention_heads=2, decoder_intermediate_size=32,
 )
 BASE = {}  # the vit-mae-base / vit-base-patch16-224 geometry is the configs' default
-MAE_PROCESSOR = {"image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225], "resample": 3, "size": 224}
 SMALL_224 = dict(
     hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, image_size=224, patch_size=16,
     decoder_hidden_size=32, decoder_num_hidden_layers=1, decoder_num_attention_heads=2, decoder_intermediate_size=64,
@@ -40,31 +40,6 @@ VIT_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermed
 def vit_kwargs(geometry: dict) -> dict:
     """The encoder-only subset of a ViTMAE geometry, for ViT configs."""
     return {k: v for k, v in geometry.items() if k in VIT_KEYS}
-
-
-def random_model(model_class: type, config) -> torch.nn.Module:
-    """`model_class(config)` with every parameter and buffer drawn at random.
-
-    Fresh models leave biases, LayerNorms and tokens constant, so a parity test on one cannot see them swapped or
-    dropped. Matrices get N(0, 1.5^2 / fan_in), large enough that attention is far from uniform at any width and a
-    wrong scale shows; LayerNorm weights get 1 + N(0, 0.1^2); everything else (biases, tokens, position tables) N(0, 1).
-    Built on the meta device, because the model's own initialisation would be overwritten and costs seconds at base.
-    """
-    with torch.device("meta"):
-        model = model_class(config)
-    model = model.to_empty(device="cpu")
-    with torch.no_grad():
-        for module in model.modules():
-            for name, p in module.named_parameters(recurse=False):
-                if isinstance(module, torch.nn.LayerNorm) and name == "weight":
-                    p.copy_(1 + 0.1 * torch.randn_like(p))
-                elif name == "weight" and p.ndim >= 2:
-                    p.normal_(std=1.5 / p[0].numel() ** 0.5)
-                else:
-                    p.normal_()
-        for buffer in model.buffers():
-            buffer.normal_()
-    return model
 
 
 @pytest.fixture(scope="session")

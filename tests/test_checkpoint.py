@@ -18,9 +18,10 @@ import torch
 import transformers
 
 import vitmae
-from conftest import BASE, CLOSED_HUB, TINY, random_model, use_hub, vit_kwargs
+from conftest import BASE, CLOSED_HUB, TINY, use_hub, vit_kwargs
 from vitmae.convert import hf_to_vitmae, vitmae_to_hf
 from vitmae.errors import NotFound
+from vitmae.random_weights import random_model
 
 GEOMETRIES = {"tiny": TINY, "base": BASE}
 

@@ -21,8 +21,9 @@ from PIL import Image, ImageFile, features
 from transformers.image_transforms import convert_to_rgb
 
 import vitmae
-from conftest import MAE_PROCESSOR, random_model
 from pipeline.embed.decode import DecodeConfig, Decoded, DecodeError, decode_image
+from vitmae.processor import MAE_PROCESSOR
+from vitmae.random_weights import random_model
 
 PROCESSOR = vitmae.ViTImageProcessor.from_dict({  # facebook/vit-mae-base's preprocessor_config.json
     "do_normalize": True, "do_resize": True, "image_mean": [0.485, 0.456, 0.406],

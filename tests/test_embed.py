@@ -33,11 +33,12 @@ from pipeline.records import latest_run
 from pipeline.storage import Storage, StorageConfig, absolute_uri
 from pipeline.tables import dataset, open_table
 from vitmae.errors import NotFound
+from vitmae.processor import MAE_PROCESSOR
 from pipeline.embed.preprocess import PreprocessConfig, preprocess_batch
 from pipeline.layout import ANOMALIES_FILE, DUPLICATES_FILE, RUN_FILES
 from pipeline.retrieval.anomalies import AnomalyConfig, rank_anomalies
 from pipeline.retrieval.duplicates import DuplicateConfig, find_duplicates
-from conftest import MAE_PROCESSOR, s3_storage, use_hub
+from conftest import s3_storage, use_hub
 from test_decode import encode, write_zeros_png
 
 BAD = {  # file name -> expected start of its error

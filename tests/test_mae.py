@@ -8,7 +8,8 @@ import transformers
 from transformers.models.vit_mae.modeling_vit_mae import build_2d_sinusoidal_position_embedding
 
 import vitmae
-from conftest import BASE, TINY, random_model
+from conftest import BASE, TINY
+from vitmae.random_weights import random_model
 
 GEOMETRIES = {"tiny": TINY, "base": BASE}
 

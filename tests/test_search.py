@@ -12,13 +12,14 @@ import torch
 from PIL import Image
 
 import vitmae
-from conftest import GALLERY_OUTLIERS, MAE_PROCESSOR, write_embeddings
+from conftest import GALLERY_OUTLIERS, write_embeddings
 from jobs.cli import main as cli
 from pipeline.embed.query import QueryEmbedder
 from pipeline.render import Layout, thumbnail
 from pipeline.records import append_run, latest_run
 from pipeline.retrieval.search import Searcher
 from pipeline.storage import Storage
+from vitmae.processor import MAE_PROCESSOR
 
 
 def test_the_embedding_job_built_a_flat_index(gallery_run, gallery):

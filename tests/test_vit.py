@@ -7,7 +7,8 @@ import torch
 import transformers
 
 import vitmae
-from conftest import BASE, TINY, random_model, vit_kwargs
+from conftest import BASE, TINY, vit_kwargs
+from vitmae.random_weights import random_model
 
 GEOMETRIES = {"tiny": vit_kwargs(TINY), "base": vit_kwargs(BASE)}
 
