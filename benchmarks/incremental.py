@@ -140,7 +140,7 @@ def runs(count: int, workdir: Path, model_size: str, commits: list[str]) -> None
 
 
 DIFF_CHILD = """
-import json, sys, time
+import json, sys, tempfile, time
 from pipeline.embed.diff import compare
 from pipeline.storage import Storage
 from pipeline.tables import dataset, open_table
@@ -155,8 +155,9 @@ root = sys.argv[1]
 imported = peak_gb()
 start = time.perf_counter()
 table = open_table(f"{root}/embeddings", Storage())
-diff = compare(f"{root}/listing.parquet", dataset(table, f"{root}/embeddings", Storage()), None)
-seconds = time.perf_counter() - start
+with tempfile.TemporaryDirectory() as folder:  # DuckDB's spill and the work file, as the job's driver has them
+    diff = compare(f"{root}/listing.parquet", dataset(table, f"{root}/embeddings", Storage()), None, folder)
+    seconds = time.perf_counter() - start
 print(json.dumps({"seconds": seconds, "peak_rss_gb": peak_gb(), "imports_gb": imported, "counts": diff.counts}))
 """
 
