@@ -109,8 +109,9 @@ def ray_cluster():
     """One local Ray for the session; it says it has a GPU so that the actor's CPU fallback runs."""
     import ray
 
-    # Ray's own logs stay out of the tests' captured stderr, where commands must write exactly one line.
-    context = ray.init(num_cpus=2, num_gpus=1, include_dashboard=True, dashboard_host="127.0.0.1", logging_level="ERROR",
+    # Ray's own logs stay out of the tests' captured stderr, where commands must write exactly one line. "local": a
+    # Ray of its own, never one that another test or process left running (ray.init would join it and refuse num_cpus).
+    context = ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=True, dashboard_host="127.0.0.1", logging_level="ERROR",
                        log_to_driver=False)
     yield f"http://{context.dashboard_url}"
     ray.shutdown()
