@@ -50,10 +50,11 @@ class Embedder:
     the same code on the CPU in float32, with `threads` torch threads (at most the node's cores; None: torch's default).
     """
 
-    def __init__(self, model: str, config: InferConfig = InferConfig(), storage: Storage = Storage(),
+    def __init__(self, model: str, config: InferConfig = InferConfig(), storage: Storage | None = None,
                  threads: int | None = None, attempts: Any = None) -> None:
-        """model: checkpoint folder, URI or hub id (with preprocessor_config.json); attempts: the run's
-        `pipeline.embed.poison.Attempts` actor, which finds the batches that kill model actors (None: not counted)."""
+        """model: checkpoint folder, URI or hub id (with preprocessor_config.json); storage: reaches it (None: the
+        environment's, `Storage.from_environment`); attempts: the run's `pipeline.embed.poison.Attempts` actor, which
+        finds the batches that kill model actors (None: not counted)."""
         self.config = config
         self.attempts = attempts
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -65,7 +66,7 @@ class Embedder:
         if self.device.type == "cpu" and threads:
             # Ray sets OMP_NUM_THREADS to the actor's 1 CPU; on CPU-only nodes the model is nearly all the work.
             torch.set_num_threads(min(threads, os.cpu_count() or 1))
-        options = storage.options(model)
+        options = (storage or Storage.from_environment()).options(model)
         self.model = model_class(config.mask_ratio).from_pretrained(model, dtype=self.dtype, device=self.device, storage_options=options)
         self.encoder = self.model.vit if config.mask_ratio > 0 else self.model
         # One graph for every batch size (dynamic), so a short last batch compiles nothing new.
@@ -163,7 +164,7 @@ class DecodingEmbedder(Embedder):
     threads, then runs the model on it, and no decoded pixels cross processes."""
 
     def __init__(self, model: str, preprocess: PreprocessConfig, config: InferConfig = InferConfig(),
-                 storage: Storage = Storage(), threads: int | None = None, attempts: Any = None) -> None:
+                 storage: Storage | None = None, threads: int | None = None, attempts: Any = None) -> None:
         super().__init__(model, config, storage, threads, attempts)
         self.preprocess = preprocess
 

@@ -38,7 +38,7 @@ class WriteConfig:
 
     output: str  # the output folder, local or s3://
     run_id: str  # recorded in every row, and in the file names
-    storage: Storage = field(default_factory=Storage)  # reaches the output
+    storage: Storage = field(default_factory=Storage.from_environment)  # reaches the output
 
 
 def _table(batch: dict[str, np.ndarray], rows: np.ndarray, target: pa.Schema, run_id: str) -> pa.Table:
