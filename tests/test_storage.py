@@ -33,7 +33,7 @@ from pipeline.retrieval.index_update import update_index
 from pipeline.retrieval.search import Searcher
 from pipeline.schema import ERRORS_SCHEMA
 from pipeline.storage import (CREDENTIAL_SETTINGS, ENDPOINT_SETTING, PERMISSION_SETTING, AccessDenied, Storage, StorageConfig,
-                              StorageUnreachable, read_uri, run_folder, storage_error, write_uri)
+                              StorageAttemptUnreachable, read_uri, run_folder, storage_error, write_uri)
 from pipeline.tables import RunTable, open_table
 from pipeline.train.evaluate import evaluate
 from pipeline.train.loop import LoopConfig
@@ -197,7 +197,7 @@ def test_a_table_the_store_did_not_answer_for_is_waited_for(unreachable):
     """`open_table` says an unreachable store in one line, and `retrying` still waits it out (deltalake's own message
     for a refused connection says so only past its first line)."""
     from pipeline.retry import retrying
-    from pipeline.storage import StorageUnavailable
+    from pipeline.storage import StorageOutage
     from pipeline.tables import open_table
 
     tries = []
@@ -206,7 +206,7 @@ def test_a_table_the_store_did_not_answer_for_is_waited_for(unreachable):
         tries.append(1)
         return open_table("s3://bucket/table", unreachable)
 
-    with pytest.raises(StorageUnavailable, match="the storage stayed unreachable for 1 s"):
+    with pytest.raises(StorageOutage, match="the storage stayed unreachable for 1 s"):
         retrying(reach, unreachable, "opening the table")
     assert len(tries) > 1
 
@@ -271,11 +271,12 @@ CREDENTIALS, PERMISSION, ENDPOINT = (f"; check {CREDENTIAL_SETTINGS}", f"; check
      PERMISSION),
     (head_forbidden(), AccessDenied, "the store refused to read it (403 Forbidden)", f", and {PERMISSION_SETTING}"),
     (object_store_error("404 Not Found", "NoSuchBucket"), NotFound, "no such bucket 'bucket' at http://127.0.0.1:9000", ENDPOINT),
-    (botocore.exceptions.EndpointConnectionError(endpoint_url="http://127.0.0.1:9000/bucket"), StorageUnreachable,
-     'cannot reach the storage at http://127.0.0.1:9000 (Could not connect to the endpoint URL: "http://127.0.0.1:9000/bucket")',
+    (botocore.exceptions.EndpointConnectionError(endpoint_url="http://127.0.0.1:9000/bucket"),
+     StorageAttemptUnreachable, 'cannot reach the storage at http://127.0.0.1:9000 (Could not connect to the endpoint URL: "http://127.0.0.1:9000/bucket")',
      f"; check {ENDPOINT_SETTING}"),
     (OSError(f"Generic S3 error{ARROW}error sending request{ARROW}tcp connect error{ARROW}Connection refused (os error 111)\n"),
-     StorageUnreachable, "at http://127.0.0.1:9000 (Connection refused (os error 111))", f"; check {ENDPOINT_SETTING}"),
+     StorageAttemptUnreachable, "at http://127.0.0.1:9000 (Connection refused (os error 111))",
+     f"; check {ENDPOINT_SETTING}"),
 ])
 def test_what_the_store_says_becomes_one_line_naming_the_uri_and_the_setting(raised, kind, expected, setting):
     err = storage_error(raised, "s3://bucket/out", CANARY_STORAGE, "read")
@@ -368,7 +369,7 @@ def test_a_missing_bucket_is_said_on_every_side(side, s3, sides, no_ray, tmp_pat
 def test_an_endpoint_that_does_not_answer_is_an_outage_naming_it(s3, sides, unreachable, no_ray, tmp_path, monkeypatch):
     output = "s3://test/refusals/unreachable/out"
     err = failed_run(s3, monkeypatch, endpoint=unreachable.endpoint, **uris_with("output", output, sides, tmp_path))
-    assert isinstance(err, StorageUnreachable), repr(err)
+    assert isinstance(err, StorageAttemptUnreachable), repr(err)
     assert str(err).startswith(f"{output}: cannot reach the storage at {unreachable.endpoint} (Could not connect")
     assert str(err).endswith(f"; check {ENDPOINT_SETTING}")
 

@@ -13,7 +13,7 @@ import torch
 
 from pipeline import schema
 from pipeline.embed.infer import InferConfig, mask_noise, model_class
-from pipeline.embed.poison import MAX_ATTEMPTS, batch_key, finished, started
+from pipeline.embed.poison import MAX_ATTEMPTS, batch_key, clear_attempts, count_attempt
 from pipeline.embed.preprocess import PreprocessConfig, preprocess_batch
 from pipeline.storage import Storage
 from vitmae import ViTImageProcessor
@@ -87,10 +87,10 @@ class Embedder:
         if self.attempts is None:
             return self.embed_batch(batch)
         key = batch_key(batch[schema.ID])
-        if started(self.attempts, key) > MAX_ATTEMPTS:
+        if count_attempt(self.attempts, key) > MAX_ATTEMPTS:
             return self._image_by_image(batch)
         out = self.embed_batch(batch)
-        finished(self.attempts, key)
+        clear_attempts(self.attempts, key)
         return out
 
     def _image_by_image(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -100,13 +100,13 @@ class Embedder:
         parts = []
         for i in range(len(errors)):
             key = batch_key(batch[schema.ID][i : i + 1])
-            if not errors[i] and started(self.attempts, key) > MAX_ATTEMPTS:
+            if not errors[i] and count_attempt(self.attempts, key) > MAX_ATTEMPTS:
                 errors[i] = f"the model's process died on this image {MAX_ATTEMPTS} times (out of memory?)"
                 logger.warning("%s: %s", batch[schema.PATH][i], errors[i])
             one = {name: values[i : i + 1] for name, values in batch.items()}
             one[schema.ERROR] = errors[i : i + 1]
             parts.append(self.embed_batch(one))
-            finished(self.attempts, key)
+            clear_attempts(self.attempts, key)
         return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 
     def embed_batch(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
