@@ -390,7 +390,7 @@ def read_bytes(paths: Sequence[str], storage: Storage) -> list[bytes | Exception
     if not len(paths):
         return []
     fs, _ = fsspec.core.url_to_fs(paths[0], **storage.options(paths[0]))
-    stripped = [fs._strip_protocol(p) for p in paths]
+    stripped = [fsspec.core.strip_protocol(p) for p in paths]
     # Whole files, each path taken literally: `cat` would expand `[`, `*` and `?` in file names as a glob.
     return fs.cat_ranges(stripped, None, None, on_error="return")
 
