@@ -176,7 +176,7 @@ def write_embeddings(run: str, vectors: np.ndarray, storage: Storage | None = No
     from pipeline import schema
     from pipeline.records import table_uri
 
-    storage = storage or Storage()
+    storage = storage or Storage.from_environment()
     paths = list(paths) if paths is not None else [f"s3://images/{i:06d}.jpg" for i in range(len(vectors))]
     n, dim = vectors.shape
     uri = table_uri(run, "embeddings")
