@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from jobs.command import Command, main
 from jobs.options import Report
 from pipeline import schema
-from pipeline.layout import ANOMALIES_FILE
+from pipeline.layout import ANOMALIES_FILE, output_uri
 from pipeline.render import anomaly_tiles, render, save_png
 from pipeline.retrieval import anomalies
 from pipeline.retrieval.anomalies import AnomalyConfig, rank_anomalies
@@ -46,7 +46,7 @@ def rank(settings: AnomaliesSettings) -> None:
         print(json.dumps(top))
     else:
         chosen = f"{by} (auto: the run {'has a' if by == 'both' else 'has no'} reconstruction loss)" if settings.by == "auto" else by
-        print(f"top {len(top)} of {table.num_rows} images by {chosen} (all in {settings.run.rstrip('/')}/{ANOMALIES_FILE})")
+        print(f"top {len(top)} of {table.num_rows} images by {chosen} (all in {output_uri(settings.run, ANOMALIES_FILE)})")
         exact = int(table.schema.metadata[b"anomalies.knn_exact"])
         if table.column(anomalies.KNN_DISTANCE).null_count < table.num_rows:
             print(f"kNN distances: {exact:,} of {table.num_rows:,} exact, the kNN ranking's top "

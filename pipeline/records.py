@@ -14,7 +14,7 @@ from typing import Any
 import pyarrow as pa
 from deltalake import write_deltalake
 
-from pipeline.layout import EMBEDDINGS_DIR, RUNS_DIR
+from pipeline.layout import EMBEDDINGS_DIR, RUNS_DIR, output_uri
 from pipeline.storage import Storage, explained
 from pipeline.tables import dataset, open_table, run_commits
 from vitmae.errors import NotFound
@@ -30,25 +30,20 @@ RUNS_SCHEMA = pa.schema([
 ])
 
 
-def table_uri(output: str, name: str) -> str:
-    """The URI of the table `name` (a layout folder) of the output folder `output`."""
-    return f"{output.rstrip('/')}/{name}"
-
-
 def append_run(output: str, storage: Storage, record: dict[str, Any]) -> None:
     """Adds a finished run's record to `runs/`."""
     row = {
         "run_id": record["run_id"], "started": record["started"], "finished": record["finished"],
         "embeddings_version": record["versions"]["embeddings"], "record": json.dumps(record, sort_keys=True),
     }
-    uri = table_uri(output, RUNS_DIR)
+    uri = output_uri(output, RUNS_DIR)
     with explained(uri, storage, "write"):
         write_deltalake(uri, pa.Table.from_pylist([row], schema=RUNS_SCHEMA), mode="append", storage_options=storage.delta_options(uri))
 
 
 def finished_runs(output: str, storage: Storage) -> list[dict[str, Any]]:
     """The records of the finished runs, newest first ([] before the first run finishes)."""
-    uri = table_uri(output, RUNS_DIR)
+    uri = output_uri(output, RUNS_DIR)
     table = open_table(uri, storage)
     if table is None:
         return []
@@ -71,7 +66,7 @@ def latest_run(output: str, storage: Storage) -> dict[str, Any]:
 def unfinished_runs(output: str, storage: Storage) -> list[dict[str, Any]]:
     """Runs that committed to the embeddings table but have no record: killed, or still going. Newest first, each
     {"run_id", "commits", "rows", "last_version", "last_time"}."""
-    uri = table_uri(output, EMBEDDINGS_DIR)
+    uri = output_uri(output, EMBEDDINGS_DIR)
     table = open_table(uri, storage)
     if table is None:
         return []

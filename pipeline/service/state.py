@@ -24,8 +24,8 @@ import pyarrow.compute as pc
 
 from pipeline.embed.decode import DecodeConfig
 from pipeline.embed.query import QueryEmbedder
-from pipeline.layout import EMBEDDINGS_DIR, INFO_FILE
-from pipeline.records import latest_run, table_uri
+from pipeline.layout import EMBEDDINGS_DIR, INFO_FILE, output_uri
+from pipeline.records import latest_run
 from pipeline.retrieval.search import Hit, Searcher
 from pipeline.service.rankings import AnomalyRankings, DuplicateGroups
 from pipeline.storage import Storage, folder
@@ -127,7 +127,7 @@ class RunState:
 
 def read_signature(run: str, storage: Storage) -> tuple[int | None, str | None]:
     """(the embeddings table's latest version, index.json's text): None for what is not there."""
-    table = open_table(table_uri(run, EMBEDDINGS_DIR), storage)
+    table = open_table(output_uri(run, EMBEDDINGS_DIR), storage)
     found = folder(run, storage)
     try:
         info = found.fs.cat_file(found.path(INFO_FILE)).decode()
@@ -159,7 +159,7 @@ def _image_model(run: str, storage: Storage, searcher: Searcher,
     """The run's model for image queries (the previous state's where its settings are the same), or why there is none."""
     try:
         record = latest_run(run, storage)
-        about = description(open_table(table_uri(run, EMBEDDINGS_DIR), storage))
+        about = description(open_table(output_uri(run, EMBEDDINGS_DIR), storage))
         decode = DecodeConfig(**record["decode"])
         key = json.dumps([record["model"], about.get("model", {}).get("sha256"), record["processor"], record["decode"],
                           record["infer"]["pooling"]], sort_keys=True)

@@ -29,7 +29,7 @@ from torch import nn
 from pipeline import schema
 from pipeline.embed.preprocess import PreprocessConfig
 from pipeline.embed.work import decoded_images
-from pipeline.layout import CHECKPOINTS_DIR, METRICS_FILE, OPTIMIZER_FILE, STATE_FILE, checkpoint_name
+from pipeline.layout import CHECKPOINTS_DIR, METRICS_FILE, OPTIMIZER_FILE, STATE_FILE, checkpoint_name, output_uri
 from pipeline.storage import Storage, read_parquet, write_parquet
 from pipeline.train.augment import AugmentConfig, RandomResizedCrop
 from vitmae import ViTImageProcessor, ViTMAEConfig, ViTMAEForPreTraining
@@ -101,7 +101,7 @@ def latest_checkpoint(output: Folder) -> tuple[str, dict[str, Any]] | None:
         return None
     _, path = max(found)
     name = path[len(output.root.rstrip("/")) + 1:]
-    return f"{output.uri.rstrip('/')}/{name}", output.read_json(f"{name}/{STATE_FILE}")
+    return output_uri(output.uri, name), output.read_json(f"{name}/{STATE_FILE}")
 
 
 def _build_model(config: LoopConfig) -> ViTMAEForPreTraining:
@@ -143,7 +143,7 @@ def _save_checkpoint(output: Folder, model: ViTMAEForPreTraining, processor: ViT
                      state: dict[str, Any], metrics: list[pa.Table], config: LoopConfig) -> None:
     """Rank 0: metrics.parquet, then the epoch's checkpoint, trainer_state.json last (a resume trusts only it)."""
     name = checkpoint_name(state["epoch"])
-    uri = f"{output.uri.rstrip('/')}/{name}"
+    uri = output_uri(output.uri, name)
     write_parquet(output, METRICS_FILE, pa.concat_tables(metrics))
     model.save_pretrained(uri, config.storage.options(uri))
     processor.save_pretrained(uri, config.storage.options(uri))

@@ -30,7 +30,7 @@ from pipeline.cluster import start_ray
 from pipeline.embed.decode import DecodeConfig
 from pipeline.embed.listing import DEFAULT_EXTENSIONS, list_inputs
 from pipeline.embed.preprocess import PreprocessConfig
-from pipeline.layout import MODEL_DIR, RECONSTRUCTIONS_FILE, SUMMARY_FILE, TRAINING_FILES, package_versions
+from pipeline.layout import MODEL_DIR, RECONSTRUCTIONS_FILE, SUMMARY_FILE, TRAINING_FILES, output_uri, package_versions
 from pipeline.storage import Storage, StorageConfig, absolute_uri, output_folder
 from pipeline.train.augment import AugmentConfig
 from pipeline.train.loop import LoopConfig, latest_checkpoint, train_loop
@@ -218,7 +218,7 @@ def run(config: PretrainConfig) -> dict[str, Any]:
     last, final_state = latest_checkpoint(output) or (None, None)
     if last is None or final_state["epoch"] != config.epochs:
         raise RuntimeError(f"training ended without the checkpoint of epoch {config.epochs} in {config.output}")
-    model = f"{config.output.rstrip('/')}/{MODEL_DIR}"
+    model = output_uri(config.output, MODEL_DIR)
     _copy_model(last, model, storage)
     summary = _summary(config, loop, listing.num_rows, final_state, seconds)
     if config.reconstructions:
@@ -266,7 +266,7 @@ def _copy_model(checkpoint: str, target: str, storage: Storage) -> None:
 def _draw(config: PretrainConfig, listing: pa.Table, model: str, storage: Storage) -> None:
     """reconstructions.png on the first training images that decode; a drawing is never worth failing the run for."""
     paths = listing.column("path").to_pylist()[: 4 * config.reconstructions]
-    png = f"{config.output.rstrip('/')}/{RECONSTRUCTIONS_FILE}"
+    png = output_uri(config.output, RECONSTRUCTIONS_FILE)
     try:
         save_reconstructions(ReconstructConfig(model, tuple(paths), png, config.mask_ratio, config.seed), storage,
                              limit=config.reconstructions)
