@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from pipeline import schema
 from pipeline.embed.decode import open_image, to_rgb
 from pipeline.storage import Storage, read_bytes, write_uri
 from vitmae.errors import one_line
@@ -129,10 +130,10 @@ def anomaly_tiles(rows: Sequence[dict[str, Any]], storage: Storage) -> list[Tile
     def show(value: Any, spec: str) -> str:
         return "-" if value is None or value != value else format(value, spec)
 
-    images = read_images([row["path"] for row in rows], storage)
+    images = read_images([row[schema.PATH] for row in rows], storage)
     return [
-        Tile(data, (f"#{show(row['rank'], 'd')}  knn {show(row['knn_distance'], '.4f')}", f"loss {show(row['loss'], '.4f')}",
-                    short_name(row["path"])))
+        Tile(data, (f"#{show(row[schema.RANK], 'd')}  knn {show(row[schema.KNN_DISTANCE], '.4f')}",
+                    f"loss {show(row[schema.LOSS], '.4f')}", short_name(row[schema.PATH])))
         for row, data in zip(rows, images)
     ]
 
