@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from pipeline import schema
-from pipeline.embed.decode import open_image, to_rgb
+from pipeline.images import open_image, to_rgb
 from pipeline.storage import Storage, read_bytes, write_uri
 from vitmae.errors import one_line
 
