@@ -36,10 +36,11 @@ from pipeline.retrieval.anomalies import AnomalyConfig, rank_anomalies
 from pipeline.retrieval.search import Hit, Searcher
 from pipeline.storage import Storage
 from pipeline.train.evaluate import Quality, evaluate
-from pipeline.train.pretrain import IMAGENET_MEAN, IMAGENET_STD, PretrainConfig
+from pipeline.train.pretrain import PretrainConfig
 from pipeline.train.pretrain import run as pretrain
 from vitmae import ViTImageProcessor, ViTMAEConfig, ViTMAEForPreTraining
 from vitmae.folder import open_folder
+from vitmae.processor import IMAGENET_MEAN, IMAGENET_STD
 
 logger = logging.getLogger(__name__)
 

@@ -38,6 +38,7 @@ from pipeline.train.reconstruct import ReconstructConfig, save_reconstructions
 from vitmae import ViTImageProcessor, ViTMAEConfig, ViTMAEForPreTraining
 from vitmae.errors import InvalidInput, NotFound
 from vitmae.folder import CONFIG_NAME, Folder, open_folder
+from vitmae.processor import IMAGENET_MEAN, IMAGENET_STD
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +51,6 @@ PRESETS: dict[Preset, dict[str, int]] = {
                   decoder_num_hidden_layers=4, decoder_num_attention_heads=8, decoder_intermediate_size=1024),
     "base": {},  # facebook/vit-mae-base: ViT-B/16 and the 8-block, 512-wide decoder
 }
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # MAE's normalisation
 
 
 @dataclass(frozen=True)
