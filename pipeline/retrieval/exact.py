@@ -24,7 +24,6 @@ import logging
 import faiss
 import numpy as np
 
-from pipeline.retrieval.index import ExactTopK
 from pipeline.retrieval.index_store import LoadedIndex, inner
 from pipeline.retrieval.vectors import Embeddings, for_index, iter_batches, vectors_of_ids
 
@@ -34,6 +33,28 @@ logger = logging.getLogger(__name__)
 # 768-long float32 dot product is about 768 x 6e-8 = 4.6e-5 of its scale; typical errors are a hundred times smaller.
 ROUNDING = 1e-4
 HOLDS_VECTORS = ("flat", "hnsw")  # index types that keep every vector in float32
+
+
+class ExactTopK:
+    """The exact k nearest (squared L2) of fixed queries, over vectors seen a batch at a time."""
+
+    def __init__(self, queries: np.ndarray, k: int) -> None:
+        """queries: float32 [Q, D]."""
+        self.queries = queries
+        self.k = k
+        self.distances = np.full((len(queries), k), np.inf, np.float32)  # [Q, k], ascending
+        self.ids = np.full((len(queries), k), -1, np.int64)  # [Q, k]
+
+    def add(self, vectors: np.ndarray, ids_of: np.ndarray) -> None:
+        """vectors: float32 [B, D], with ids int64 [B]."""
+        distances, positions = faiss.knn(self.queries, vectors, min(self.k, len(vectors)))
+        ids = np.where(positions >= 0, ids_of[np.maximum(positions, 0)], -1)
+        distances = np.where(ids >= 0, distances, np.inf)
+        merged_d = np.concatenate([self.distances, distances], axis=1)
+        merged_i = np.concatenate([self.ids, ids], axis=1)
+        order = np.argsort(merged_d, axis=1, kind="stable")[:, : self.k]
+        self.distances = np.take_along_axis(merged_d, order, axis=1)
+        self.ids = np.take_along_axis(merged_i, order, axis=1)
 
 
 class ExactSearch:
