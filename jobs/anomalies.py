@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import sys
 from dataclasses import dataclass, replace
 
@@ -40,7 +39,8 @@ def rank(settings: AnomaliesSettings) -> None:
     exact_top = max(settings.exact_top, settings.top) if settings.exact_top else 0
     table = rank_anomalies(replace(settings, exact_top=exact_top), storage)
     by = table.schema.metadata[schema.ANOMALIES_BY].decode()
-    top = [{key: _clean(value) for key, value in row.items()} for row in table.slice(0, settings.top).to_pylist()]
+    rows = table.slice(0, settings.top).to_pylist()
+    top = [{key: schema.nan_to_none(value) for key, value in row.items()} for row in rows]
     if settings.json:
         print(json.dumps(top))
     else:
@@ -58,10 +58,6 @@ def rank(settings: AnomaliesSettings) -> None:
     if settings.png:
         save_png(render(anomaly_tiles(top, storage)), settings.png, storage)
         logger.info("contact sheet: %s", settings.png)
-
-
-def _clean(value: object) -> object:
-    return None if isinstance(value, float) and math.isnan(value) else value
 
 
 def _show(value: object, spec: str) -> str:

@@ -26,6 +26,7 @@ import ray
 import torch
 from PIL import Image
 
+from pipeline import schema
 from pipeline.cluster import start_ray
 from pipeline.embed.infer import InferConfig
 from pipeline.embed.run import EmbedConfig
@@ -175,4 +176,4 @@ def _finite(value: Any) -> Any:
         return {k: _finite(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_finite(v) for v in value]
-    return None if isinstance(value, float) and value != value else value
+    return schema.nan_to_none(value)

@@ -128,7 +128,7 @@ def anomaly_tiles(rows: Sequence[dict[str, Any]], storage: Storage) -> list[Tile
     """One tile per row of anomalies.parquet (as dicts): rank and both scores over the file name."""
 
     def show(value: Any, spec: str) -> str:
-        return "-" if value is None or value != value else format(value, spec)
+        return "-" if schema.nan_to_none(value) is None else format(value, spec)
 
     images = read_images([row[schema.PATH] for row in rows], storage)
     return [

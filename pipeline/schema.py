@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import numpy as np
 import pyarrow as pa
 
@@ -107,6 +110,11 @@ METRICS_SCHEMA = pa.schema([(STEP, pa.int64()), (EPOCH, pa.int32()), (LOSS, pa.f
 
 # Between stages, missing strings are "" rather than null: Ray types an all-null batch column as
 # float, and batches of differing types cannot be concatenated.
+
+
+def nan_to_none(value: Any) -> Any:
+    """A float NaN (a missing score read back from Parquet or numpy) -> None, for JSON; anything else as it is."""
+    return None if isinstance(value, float) and math.isnan(value) else value
 
 
 def failed_rows(errors: np.ndarray) -> np.ndarray:

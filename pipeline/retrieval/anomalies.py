@@ -95,7 +95,7 @@ def resolve_by(by: str, embeddings: Embeddings) -> str:
     """`auto` -> both for a run with a loss, knn for one without; anything else as it is."""
     if by != "auto":
         return by
-    by = "both" if _has_loss(embeddings.dataset) else "knn"
+    by = auto_by(has_loss(embeddings.dataset))
     logger.info("ranking by %s: the run %s a reconstruction loss", by, "has" if by == "both" else "has no")
     return by
 
@@ -152,7 +152,12 @@ def score_anomalies(config: AnomalyConfig, embeddings: Embeddings, loaded: Loade
     })
 
 
-def _has_loss(dataset: pads.Dataset) -> bool:
+def auto_by(with_loss: bool) -> str:
+    """What `auto` ranks by: both for a run with a loss, knn for one without."""
+    return "both" if with_loss else "knn"
+
+
+def has_loss(dataset: pads.Dataset) -> bool:
     """Whether any embedding row of the run has a loss (the job writes all or none)."""
     return dataset.count_rows(filter=pc.field(schema.LOSS).is_valid()) > 0
 

@@ -213,15 +213,28 @@ def empty_table() -> pa.Table:
 
 
 def groups_of(table: pa.Table, top: int | None = None) -> list[dict[str, Any]]:
-    """The first `top` groups of a duplicates table (all for None), each {"group", "size", "representative",
-    "members": [{"path", "similarity", "identical"}, ...]} with the representative first."""
-    groups: list[dict[str, Any]] = []
-    for row in table.to_pylist():
-        if not groups or groups[-1]["group"] != row[schema.GROUP]:
-            if top is not None and len(groups) == top:
-                break
-            groups.append({"group": row[schema.GROUP], "size": row[schema.GROUP_SIZE],
-                           "representative": row[schema.REPRESENTATIVE], "members": []})
-        groups[-1]["members"].append({"path": row[schema.PATH], "similarity": round(row[schema.SIMILARITY], 6),
-                                      "identical": row[schema.IDENTICAL]})
-    return groups
+    """The first `top` groups of a duplicates table in its order (all for None), as `group_of` gives them, with
+    similarities rounded to 6 decimals."""
+    groups = table.column(schema.GROUP).to_pylist()
+    starts = [i for i in range(len(groups)) if i == 0 or groups[i] != groups[i - 1]] + [len(groups)]
+    return [group_of(table.slice(lo, hi - lo).to_pydict(), digits=6) for lo, hi in list(zip(starts, starts[1:]))[:top]]
+
+
+def group_of(members: dict[str, list[Any]], digits: int | None = None) -> dict[str, Any]:
+    """One group's rows of a duplicates table, as columns with the representative first -> {"group", "size",
+    "representative", "members": [{"path", "similarity", "identical"}, ...]}.
+
+    Args:
+        members: the group's columns, each a list of its rows' values.
+        digits: similarities rounded to this many decimals (None: as stored); NaN becomes None.
+    """
+    paths = members[schema.PATH]
+    identical = members.get(schema.IDENTICAL) or [None] * len(paths)  # None: a file written before the column
+    similarity = [schema.nan_to_none(s) for s in members[schema.SIMILARITY]]
+    if digits is not None:
+        similarity = [s if s is None else round(s, digits) for s in similarity]
+    return {
+        "group": members[schema.GROUP][0], "size": members[schema.GROUP_SIZE][0],
+        "representative": members[schema.REPRESENTATIVE][0],
+        "members": [{"path": p, "similarity": s, "identical": i} for p, s, i in zip(paths, similarity, identical)],
+    }

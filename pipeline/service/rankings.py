@@ -4,7 +4,6 @@ near-duplicate groups (from `duplicates.parquet`, written by `vitmae duplicates`
 from __future__ import annotations
 
 import logging
-import math
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +15,8 @@ import pyarrow.parquet as pq
 
 from pipeline import schema
 from pipeline.layout import ANOMALIES_FILE, DUPLICATES_FILE
-from pipeline.retrieval.anomalies import AnomalyConfig, ranking, score_anomalies
+from pipeline.retrieval.anomalies import AnomalyConfig, auto_by, has_loss, ranking, score_anomalies
+from pipeline.retrieval.duplicates import group_of
 from pipeline.retrieval.index_store import LoadedIndex
 from pipeline.retrieval.vectors import Embeddings
 from pipeline.storage import Storage, folder, write_parquet
@@ -39,10 +39,6 @@ class Page:
     total: int  # rows (anomalies) or groups (duplicates) in the whole ranking
     rows: list[dict[str, Any]]
     meta: dict[str, Any]  # what the ranking is: `by` and `k` (anomalies), `table_version`
-
-
-def _clean(value: Any) -> Any:
-    return None if isinstance(value, float) and math.isnan(value) else value
 
 
 def table_version_of(table: pa.Table, key: bytes) -> int | None:
@@ -79,14 +75,14 @@ class AnomalyRankings:
         rows = window.set_column(window.schema.get_field_index(schema.PATH), schema.PATH, paths).to_pylist()
         k = (scores.schema.metadata or {}).get(schema.ANOMALIES_K, str(AnomalyConfig.k).encode())
         meta = {"by": by, "k": int(k), "table_version": self.table_version}
-        return Page(order.num_rows, [{c: _clean(row[c]) for c in SCORE_COLUMNS} for row in rows], meta)
+        return Page(order.num_rows, [{c: schema.nan_to_none(row[c]) for c in SCORE_COLUMNS} for row in rows], meta)
 
     def resolve(self, by: str) -> str:
         """`auto` -> both (a run with a loss) or knn; RankingUnavailable for loss or both without a loss."""
         if self._has_loss is None:
-            self._has_loss = self.embeddings.dataset.count_rows(filter=pc.field(schema.LOSS).is_valid()) > 0
+            self._has_loss = has_loss(self.embeddings.dataset)
         if by == "auto":
-            return "both" if self._has_loss else "knn"
+            return auto_by(self._has_loss)
         if by in ("loss", "both") and not self._has_loss:
             raise RankingUnavailable("the run has no reconstruction loss (it was embedded with --infer.mask_ratio 0); "
                                      "rank by knn")
@@ -159,13 +155,7 @@ class DuplicateGroups:
         table, starts = self._current()
         rows = []
         for g in range(offset, min(offset + limit, len(starts) - 1)):
-            members = table.slice(starts[g], starts[g + 1] - starts[g]).to_pydict()
-            rows.append({
-                "group": members[schema.GROUP][0], "size": members[schema.GROUP_SIZE][0],
-                "representative": members[schema.REPRESENTATIVE][0],
-                "members": [{"path": p, "similarity": _clean(s)}
-                            for p, s in zip(members[schema.PATH], members[schema.SIMILARITY])],
-            })
+            rows.append(group_of(table.slice(starts[g], starts[g + 1] - starts[g]).to_pydict()))
         return Page(len(starts) - 1, rows, {"table_version": table_version_of(table, schema.DUPLICATES_TABLE_VERSION)})
 
     def _current(self) -> tuple[pa.Table, np.ndarray]:
