@@ -189,7 +189,7 @@ def _update(config: EmbedConfig, storage: Storage, model: Model, existing: dict[
     dtype, timings, started = config.infer.dtype, {}, time.time()
     with _ray_for(config, model, storage) if work_rows else contextlib.nullcontext((0, 0)) as (parameters, gpus):
         if work_rows:
-            dtype = dtype if dtype != "auto" else ("bfloat16" if gpus else "float32")
+            dtype = config.infer.resolved_dtype(gpu=bool(gpus))
             timings["start_ray_seconds"] = round(time.time() - started, 3)
         run_settings = settings(model, config.infer, dtype, config.decode)
         if known:
@@ -347,8 +347,7 @@ def cpu_actors(config: EmbedConfig, parameters: int) -> tuple[int, int]:
     cpus = max(1, int(resources.get("CPU", 1)))
     actors = config.num_actors
     if actors is None:
-        dtype = config.infer.dtype
-        itemsize = DTYPE_BYTES[dtype_name("float32" if dtype == "auto" else dtype)]
+        itemsize = DTYPE_BYTES[dtype_name(config.infer.resolved_dtype(gpu=False))]
         fit = int(resources.get("memory", 0) / 2 // (_ACTOR_BASE_BYTES + 2 * parameters * itemsize))
         actors = max(1, min(cpus // (config.cpu_threads or 1), fit))
     return actors, config.cpu_threads or max(1, cpus // actors)
