@@ -324,6 +324,12 @@ def absolute_uri(uri: str, may_be_hub_id: bool = False) -> str:
     return os.path.abspath(uri)
 
 
+def listed_uri(path: str) -> str:
+    """A path as the listing writes it, and so as the tables hold it: with its scheme, a local path as an absolute
+    file:// URI."""
+    return path if "://" in path else f"file://{os.path.abspath(path)}"
+
+
 def is_local(uri: str) -> bool:
     """A path on this machine's disks (a hub id is not: every node fetches it)."""
     return uri.startswith("file://") or os.path.isabs(uri) or os.path.exists(uri)

@@ -24,7 +24,7 @@ from fsspec.utils import glob_translate, stringify_path
 
 from pipeline import schema
 from pipeline.embed import inventory
-from pipeline.storage import Storage
+from pipeline.storage import Storage, listed_uri
 from vitmae.errors import InvalidInput, NotFound
 
 logger = logging.getLogger(__name__)
@@ -175,7 +175,7 @@ def iter_input_list(uri: str, storage: Storage, chunk_rows: int = CHUNK_ROWS, th
         raise NotFound(f"--input_list {uri}: no such file")
     rows = 0
     for table in _read_list(fs, root, uri, chunk_rows):
-        paths = [_normalised(path) for path in table.column(schema.PATH).to_pylist()]
+        paths = [listed_uri(path) for path in table.column(schema.PATH).to_pylist()]
         rows += len(paths)
         if schema.SIZE not in table.column_names:
             yield _listing(paths, _stat(paths, storage, threads))
@@ -248,11 +248,6 @@ def _text_list(fs: fsspec.AbstractFileSystem, root: str, uri: str, chunk_rows: i
         raise InvalidInput(f"--input_list {uri}: expected {LIST_FORMATS}; found binary data that is none of them") from None
     if chunk:
         yield pa.table({schema.PATH: chunk})
-
-
-def _normalised(path: str) -> str:
-    """A listed path as the listing writes it: with its scheme, local paths absolute."""
-    return path if "://" in path else f"file://{os.path.abspath(path)}"
 
 
 def _stat(paths: Sequence[str], storage: Storage, threads: int) -> list[dict[str, Any]]:

@@ -87,11 +87,9 @@ class ExactSearch:
 
     def vectors(self, ids: np.ndarray) -> np.ndarray:
         """int64 [n] live ids -> float32 [n, D] as the index stores them (unit length for cosine)."""
-        ids = np.asarray(ids, np.int64)
-        if self.holds_vectors:
-            return self.loaded.index.reconstruct_batch(ids)
-        self.scans += 1
-        return for_index(vectors_of_ids(self.embeddings, ids, self.batch_rows), self.loaded.metric)
+        if not self.holds_vectors:
+            self.scans += 1
+        return stored_vectors(self.loaded, self.embeddings, ids, self.batch_rows)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """float32 [Q, D] as stored -> exact squared L2 [Q, k] and ids [Q, k] (-1 and inf past the live vectors)."""
@@ -105,6 +103,16 @@ class ExactSearch:
         for batch in iter_batches(self.embeddings, self.batch_rows):
             top.add(for_index(batch.vectors, self.loaded.metric), batch.ids)
         return top.distances, top.ids
+
+
+def stored_vectors(loaded: LoadedIndex, embeddings: Embeddings, ids: np.ndarray,
+                   batch_rows: int = 16_384) -> np.ndarray:
+    """int64 [n] live ids -> float32 [n, D] as the index stores them (unit length for cosine): from the index where it
+    holds its vectors (flat, HNSW), else read back from the table (IVF: one scan)."""
+    ids = np.asarray(ids, np.int64)
+    if loaded.info["index_type"] in HOLDS_VECTORS:
+        return loaded.index.reconstruct_batch(ids)
+    return for_index(vectors_of_ids(embeddings, ids, batch_rows), loaded.metric)
 
 
 def reconstruction_errors(loaded: LoadedIndex, embeddings: Embeddings, batch_rows: int = 16_384) -> np.ndarray:

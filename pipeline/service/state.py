@@ -26,16 +26,14 @@ from pipeline.embed.decode import DecodeConfig
 from pipeline.embed.query import QueryEmbedder
 from pipeline.layout import EMBEDDINGS_DIR, INFO_FILE, output_uri
 from pipeline.records import latest_run
+from pipeline.retrieval.exact import stored_vectors
 from pipeline.retrieval.search import Hit, Searcher
 from pipeline.service.rankings import AnomalyRankings, DuplicateGroups
-from pipeline.storage import Storage, folder
+from pipeline.storage import Storage, folder, listed_uri
 from pipeline.tables import description, open_table
 from vitmae.errors import one_line
 
 logger = logging.getLogger(__name__)
-
-EXACT_STORAGE = ("flat", "hnsw")  # index types whose FAISS storage holds each vector as added (reconstruct is exact)
-
 
 class PathLookup:
     """Path -> position in the index's id map in O(log N), over a sorted order of the paths (8 bytes a path)."""
@@ -106,17 +104,14 @@ class RunState:
         """As `position`, also taking a local file path for its file:// URI (as `vitmae search --path` does)."""
         found = self.position(path)
         if found is None and "://" not in path and path.startswith("/"):
-            found = self.position(f"file://{path}")
+            found = self.position(listed_uri(path))
         return found
 
     def search_position(self, position: int, k: int) -> list[Hit]:
         """The k nearest of the indexed image at `position` of the id map (itself first)."""
         loaded = self.searcher.loaded
-        id_ = int(loaded.ids[position])
-        if loaded.info["index_type"] in EXACT_STORAGE:
-            vector = loaded.index.reconstruct(id_)  # as indexed: a unit-length copy for cosine, which ranks alike
-        else:
-            vector = self.searcher.vector_of_path(loaded.paths[position].as_py())
+        ids = loaded.ids[position:position + 1]
+        vector = stored_vectors(loaded, self.searcher.embeddings, ids)  # unit length for cosine, which ranks alike
         return self.searcher.search_vectors(vector, k)[0]
 
     def search_image(self, data: bytes, k: int) -> list[Hit]:
