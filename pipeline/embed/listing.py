@@ -7,7 +7,6 @@ what matches; `write_listing` puts the chunks in Parquet files.
 
 from __future__ import annotations
 
-import datetime
 import logging
 import os
 import re
@@ -24,7 +23,7 @@ from fsspec.utils import glob_translate, stringify_path
 
 from pipeline import schema
 from pipeline.embed import inventory
-from pipeline.storage import Storage, listed_uri
+from pipeline.storage import Storage, listed_etag, listed_mtime, listed_uri
 from vitmae.errors import InvalidInput, NotFound
 
 logger = logging.getLogger(__name__)
@@ -44,20 +43,13 @@ LIST_IDENTITY_COLUMNS = {
 }
 
 
-def _mtime(info: dict[str, Any]) -> float | None:
-    value = info.get("mtime", info.get("LastModified", info.get("last_modified")))
-    if isinstance(value, datetime.datetime):
-        return value.timestamp()
-    return float(value) if isinstance(value, (int, float)) else None
-
-
 def _listing(paths: Sequence[str], infos: Sequence[dict[str, Any]]) -> pa.Table:
     return pa.table(
         {
             schema.PATH: paths,
             schema.SIZE: [int(info.get("size") or 0) for info in infos],
-            schema.MTIME: [_mtime(info) for info in infos],
-            schema.ETAG: [(info.get("ETag") or info.get("etag") or "").strip('"') for info in infos],
+            schema.MTIME: [listed_mtime(info) for info in infos],
+            schema.ETAG: [listed_etag(info) for info in infos],
         },
         schema=schema.LISTING_SCHEMA,
     )

@@ -40,7 +40,9 @@ from pipeline.records import append_run
 from pipeline.retrieval.index import IndexConfig, TooFewVectors
 from pipeline.retrieval.index_update import update_index
 from pipeline.retry import retrying
-from pipeline.storage import Storage, StorageConfig, absolute_uri, check_writable, explained, folder, is_local, output_folder, probe
+from pipeline.storage import (
+    Storage, StorageConfig, absolute_uri, check_writable, explained, folder, is_local, listed_mtime, output_folder, probe,
+)
 from pipeline.tables import DESCRIPTION_FORMAT, RunTable, dataset, description, open_table
 from vitmae.config import DTYPE_BYTES, dtype_name
 from vitmae.errors import InvalidInput, one_line
@@ -268,8 +270,8 @@ def _clear_work(config: EmbedConfig, storage: Storage, run_id: str) -> None:
 
     def clear() -> None:
         for info in work.fs.ls(work.root, detail=True) if work.fs.exists(work.root) else []:
-            mtime = info.get("mtime") or info.get("LastModified")
-            age = time.time() - (mtime.timestamp() if hasattr(mtime, "timestamp") else float(mtime or time.time()))
+            mtime = listed_mtime(info)
+            age = time.time() - (mtime if mtime is not None else time.time())
             if info["name"].endswith(f"{run_id}.parquet") or age > 3600 * config.vacuum_hours:
                 work.fs.rm(info["name"])
 

@@ -19,7 +19,7 @@ from pipeline.retrieval.anomalies import AnomalyConfig, auto_by, has_loss, ranki
 from pipeline.retrieval.duplicates import group_of
 from pipeline.retrieval.index_store import LoadedIndex
 from pipeline.retrieval.vectors import Embeddings
-from pipeline.storage import Storage, folder, write_parquet
+from pipeline.storage import Storage, folder, listed_etag, listed_mtime, write_parquet
 from vitmae.errors import InvalidInput, NotFound
 
 logger = logging.getLogger(__name__)
@@ -165,7 +165,7 @@ class DuplicateGroups:
             info = found.fs.info(path)
         except FileNotFoundError:
             raise NotFound(f"{self.run} has no {DUPLICATES_FILE} yet; find them with: vitmae duplicates --run {self.run}") from None
-        stamp = (info.get("size"), info.get("mtime"), info.get("ETag"), info.get("LastModified"))
+        stamp = (info.get("size"), listed_mtime(info), listed_etag(info))
         with self._lock:
             if stamp != self._stamp or self._table is None:
                 with found.fs.open(path, "rb") as f:
