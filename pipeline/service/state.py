@@ -155,7 +155,7 @@ def _image_model(run: str, storage: Storage, searcher: Searcher,
     try:
         record = latest_run(run, storage)
         about = description(open_table(output_uri(run, EMBEDDINGS_DIR), storage))
-        decode = DecodeConfig(**record["decode"])
+        decode = DecodeConfig.from_dict(record["decode"])
         key = json.dumps([record["model"], about.get("model", {}).get("sha256"), record["processor"], record["decode"],
                           record["infer"]["pooling"]], sort_keys=True)
     except (FileNotFoundError, KeyError, TypeError, ValueError) as err:
