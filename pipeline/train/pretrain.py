@@ -37,8 +37,8 @@ from pipeline.train.loop import LoopConfig, latest_checkpoint, train_loop
 from pipeline.train.reconstruct import ReconstructConfig, save_reconstructions
 from vitmae import ViTImageProcessor, ViTMAEConfig, ViTMAEForPreTraining
 from vitmae.errors import InvalidInput, NotFound
-from vitmae.folder import CONFIG_NAME, Folder, open_folder
-from vitmae.processor import IMAGENET_MEAN, IMAGENET_STD
+from vitmae.folder import CONFIG_NAME, SAFETENSORS_NAME, Folder, open_folder
+from vitmae.processor import IMAGENET_MEAN, IMAGENET_STD, PROCESSOR_NAME
 
 logger = logging.getLogger(__name__)
 
@@ -259,7 +259,7 @@ def _copy_model(checkpoint: str, target: str, storage: Storage) -> None:
     """The Hugging Face files of the last checkpoint (not its optimizer state) -> `target`."""
     source = open_folder(checkpoint, storage.options(checkpoint))
     destination = open_folder(target, storage.options(target), create=True)
-    for name in (CONFIG_NAME, "model.safetensors", "preprocessor_config.json"):
+    for name in (CONFIG_NAME, SAFETENSORS_NAME, PROCESSOR_NAME):
         destination.write_bytes(name, source.fs.cat_file(source.path(name)))
 
 
