@@ -73,8 +73,7 @@ ANOMALIES_KNN_EXACT = b"anomalies.knn_exact"  # how many rows' knn_distance is e
 ANOMALIES_SCORING_SECONDS = b"anomalies.scoring_seconds"  # time spent scoring every image through the index
 ANOMALIES_RANKING_SECONDS = b"anomalies.ranking_seconds"  # time spent rescoring the top exactly and ranking
 
-# duplicates.parquet (pipeline.retrieval.duplicates): ID, PATH, WIDTH, HEIGHT, SIZE, ETAG and these, one row per image
-# in a group.
+# duplicates.parquet (pipeline.retrieval.duplicates): PATH, ID and these, one row per image in a group.
 GROUP = "group"  # int32: 1 = the largest group (equal sizes: by the representative's path)
 GROUP_SIZE = "group_size"  # int32: images in the group
 REPRESENTATIVE = "representative"  # string: the path of the group's representative (largest image, file, first path)
