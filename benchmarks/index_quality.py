@@ -30,7 +30,9 @@ from deltalake import write_deltalake
 
 from benchmarks.common import INDEX_PACKAGES, clustered, hardware, status_kb
 from pipeline import schema
-from pipeline.retrieval.index import ExactTopK, IndexConfig, build_index, load_index
+from pipeline.retrieval.exact import ExactTopK
+from pipeline.retrieval.index import IndexConfig, build_index
+from pipeline.retrieval.index_store import load_index
 from pipeline.retrieval.vectors import for_index, iter_batches, open_embeddings
 from pipeline.storage import Storage
 

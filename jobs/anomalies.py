@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import sys
 from dataclasses import dataclass, replace
 
 from jobs.command import Command, main
 from jobs.options import Report
 from pipeline import schema
-from pipeline.layout import ANOMALIES_FILE
+from pipeline.layout import ANOMALIES_FILE, output_uri
 from pipeline.render import anomaly_tiles, render, save_png
-from pipeline.retrieval import anomalies
 from pipeline.retrieval.anomalies import AnomalyConfig, rank_anomalies
 from pipeline.storage import Storage
 from vitmae.errors import InvalidInput
@@ -40,28 +38,26 @@ def rank(settings: AnomaliesSettings) -> None:
     storage = Storage.from_config(settings.storage)
     exact_top = max(settings.exact_top, settings.top) if settings.exact_top else 0
     table = rank_anomalies(replace(settings, exact_top=exact_top), storage)
-    by = table.schema.metadata[b"anomalies.by"].decode()
-    top = [{key: _clean(value) for key, value in row.items()} for row in table.slice(0, settings.top).to_pylist()]
+    by = table.schema.metadata[schema.ANOMALIES_BY].decode()
+    rows = table.slice(0, settings.top).to_pylist()
+    top = [{key: schema.nan_to_none(value) for key, value in row.items()} for row in rows]
     if settings.json:
         print(json.dumps(top))
     else:
         chosen = f"{by} (auto: the run {'has a' if by == 'both' else 'has no'} reconstruction loss)" if settings.by == "auto" else by
-        print(f"top {len(top)} of {table.num_rows} images by {chosen} (all in {settings.run.rstrip('/')}/{ANOMALIES_FILE})")
-        exact = int(table.schema.metadata[b"anomalies.knn_exact"])
-        if table.column(anomalies.KNN_DISTANCE).null_count < table.num_rows:
+        print(f"top {len(top)} of {table.num_rows} images by {chosen} (all in {output_uri(settings.run, ANOMALIES_FILE)})")
+        exact = int(table.schema.metadata[schema.ANOMALIES_KNN_EXACT])
+        if table.column(schema.KNN_DISTANCE).null_count < table.num_rows:
             print(f"kNN distances: {exact:,} of {table.num_rows:,} exact, the kNN ranking's top "
                   f"{min(exact_top, table.num_rows):,} among them (~: from the approximate index)")
         print(f"{'rank':>4}  {'loss':>9}  {'knn dist':>10}  path")
         for row in top:
-            knn = _show(row[anomalies.KNN_DISTANCE], '.5f') + ("~" if row[anomalies.KNN_EXACT] is False else " ")
-            print(f"{_show(row[anomalies.RANK], 'd'):>4}  {_show(row[schema.LOSS], '.5f'):>9}  {knn:>10}  {row[schema.PATH]}")
+            knn = _show(row[schema.KNN_DISTANCE], '.5f') + ("~" if row[schema.KNN_EXACT] is False else " ")
+            rank, loss = _show(row[schema.RANK], 'd'), _show(row[schema.LOSS], '.5f')
+            print(f"{rank:>4}  {loss:>9}  {knn:>10}  {row[schema.PATH]}")
     if settings.png:
         save_png(render(anomaly_tiles(top, storage)), settings.png, storage)
         logger.info("contact sheet: %s", settings.png)
-
-
-def _clean(value: object) -> object:
-    return None if isinstance(value, float) and math.isnan(value) else value
 
 
 def _show(value: object, spec: str) -> str:

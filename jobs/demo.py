@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 
 from jobs.command import Command, main
+from pipeline import schema
 from pipeline.demo import DemoConfig, label_of, run
 
 
@@ -23,7 +24,8 @@ def demo(config: DemoConfig) -> None:
         print(f"  #{hit.rank:<2} {hit.score:.4f}  label {label_of(hit.path):5}  {hit.path}")
     print(f"\ntop anomalies (loss and kNN rank-averaged); {report.planted_in_top} of the top {len(report.anomalies) // 2} are the planted photographs:")
     for row in report.anomalies:
-        print(f"  #{row['rank']:<2} loss {row['loss']:.4f}  knn {row['knn_distance']:.4f}  {row['path']}")
+        print(f"  #{row[schema.RANK]:<2} loss {row[schema.LOSS]:.4f}  knn {row[schema.KNN_DISTANCE]:.4f}  "
+              f"{row[schema.PATH]}")
     print("\npictures: " + ", ".join(f"{name} {path}" for name, path in report.pngs.items()))
 
 

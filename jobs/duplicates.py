@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 from jobs.command import Command, main
 from jobs.options import Report
-from pipeline.layout import DUPLICATES_FILE
+from pipeline import schema
+from pipeline.layout import DUPLICATES_FILE, output_uri
 from pipeline.render import duplicate_tiles, render_groups, save_png
 from pipeline.retrieval.duplicates import REPRESENTATIVE_RULE, DuplicateConfig, find_duplicates, groups_of
 from pipeline.storage import Storage
@@ -39,10 +40,10 @@ def group(settings: DuplicatesSettings) -> None:
     if settings.json:
         print(json.dumps(groups))
     else:
-        count = len(set(table.column("group").to_pylist()))
-        images = int(table.schema.metadata[b"duplicates.images"])
+        count = len(set(table.column(schema.GROUP).to_pylist()))
+        images = int(table.schema.metadata[schema.DUPLICATES_IMAGES])
         print(f"{count} group{'' if count == 1 else 's'} of near-duplicates ({table.num_rows} images) at cosine >= {settings.threshold:g} "
-              f"among {images} images (all in {settings.run.rstrip('/')}/{DUPLICATES_FILE}); each group's first image is the one "
+              f"among {images} images (all in {output_uri(settings.run, DUPLICATES_FILE)}); each group's first image is the one "
               f"to keep: {REPRESENTATIVE_RULE}")
         if groups:
             print(f"{'group':>5}  {'size':>4}  {'cosine':>6}  path")

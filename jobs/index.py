@@ -6,7 +6,7 @@ import sys
 from dataclasses import dataclass
 
 from jobs.command import Command, main
-from pipeline.layout import INDEX_DIR
+from pipeline.layout import INDEX_DIR, output_uri
 from pipeline.retrieval.index import IndexConfig, build_index
 from pipeline.retrieval.index_update import update_index
 from pipeline.storage import RunLocation, Storage
@@ -32,7 +32,7 @@ def index(settings: IndexSettings) -> None:
     print(
         f"{info['index_type']} index ({info['factory']}, {info['metric']}) of {info['count']} x {info['dimension']}-d "
         f"vectors at table version {info['table_version']} (built in {info['build_seconds']:.1f}s); recall@{recall['k']} "
-        f"{recall['value']:.3f} with {info['search_params'] or 'exact search'}; in {settings.run.rstrip('/')}/{INDEX_DIR}/"
+        f"{recall['value']:.3f} with {info['search_params'] or 'exact search'}; in {output_uri(settings.run, INDEX_DIR)}/"
     )
     print(f"why: {info['reason']}")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from jobs.command import Command, main
-from pipeline.layout import MODEL_DIR
+from pipeline.layout import MODEL_DIR, output_uri
 from pipeline.train.pretrain import PretrainConfig, run
 
 
@@ -16,7 +16,7 @@ def pretrain(config: PretrainConfig) -> None:
     print(
         f"trained {summary['epochs']} epochs ({summary['steps']} steps, {summary['images_per_second']:.1f} images/s): "
         f"loss {losses[0]:.4f} in the first epoch, {losses[-1]:.4f} in the last; skipped {sum(summary['skipped_per_epoch'])} "
-        f"unreadable images over all epochs; model in {config.output.rstrip('/')}/{MODEL_DIR}"
+        f"unreadable images over all epochs; model in {output_uri(config.output, MODEL_DIR)}"
     )
 
 

@@ -26,6 +26,7 @@ import ray
 import torch
 from PIL import Image
 
+from pipeline import schema
 from pipeline.cluster import start_ray
 from pipeline.embed.infer import InferConfig
 from pipeline.embed.run import EmbedConfig
@@ -36,10 +37,11 @@ from pipeline.retrieval.anomalies import AnomalyConfig, rank_anomalies
 from pipeline.retrieval.search import Hit, Searcher
 from pipeline.storage import Storage
 from pipeline.train.evaluate import Quality, evaluate
-from pipeline.train.pretrain import IMAGENET_MEAN, IMAGENET_STD, PretrainConfig
+from pipeline.train.pretrain import PretrainConfig
 from pipeline.train.pretrain import run as pretrain
 from vitmae import ViTImageProcessor, ViTMAEConfig, ViTMAEForPreTraining
 from vitmae.folder import open_folder
+from vitmae.processor import IMAGENET_MEAN, IMAGENET_STD
 
 logger = logging.getLogger(__name__)
 
@@ -174,4 +176,4 @@ def _finite(value: Any) -> Any:
         return {k: _finite(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_finite(v) for v in value]
-    return None if isinstance(value, float) and value != value else value
+    return schema.nan_to_none(value)

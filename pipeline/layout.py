@@ -38,6 +38,11 @@ TRAINING_FILES = (SUMMARY_FILE, MODEL_DIR, RECONSTRUCTIONS_FILE, METRICS_FILE, C
 _VERSIONED = ("ray", "torch", "pyarrow", "pillow", "numpy", "fsspec", "s3fs", "faiss-cpu", "vitmae-pipeline")
 
 
+def output_uri(output: str, name: str) -> str:
+    """The URI of `name` (one of the names above, or a path below one) under the output folder `output`."""
+    return f"{output.rstrip('/')}/{name}"
+
+
 def checkpoint_name(epoch: int) -> str:
     """The folder of an epoch's checkpoint, relative to the pre-training output."""
     return f"{CHECKPOINTS_DIR}/epoch-{epoch:04d}"

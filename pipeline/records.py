@@ -14,46 +14,34 @@ from typing import Any
 import pyarrow as pa
 from deltalake import write_deltalake
 
-from pipeline.layout import EMBEDDINGS_DIR, RUNS_DIR
+from pipeline import schema
+from pipeline.layout import EMBEDDINGS_DIR, RUNS_DIR, output_uri
 from pipeline.storage import Storage, explained
 from pipeline.tables import dataset, open_table, run_commits
 from vitmae.errors import NotFound
 
 logger = logging.getLogger(__name__)
 
-RUNS_SCHEMA = pa.schema([
-    ("run_id", pa.string()),
-    ("started", pa.string()),  # UTC, ISO 8601
-    ("finished", pa.string()),
-    ("embeddings_version", pa.int64()),  # the embeddings table's version when the run ended
-    ("record", pa.string()),  # everything else, JSON
-])
-
-
-def table_uri(output: str, name: str) -> str:
-    """The URI of the table `name` (a layout folder) of the output folder `output`."""
-    return f"{output.rstrip('/')}/{name}"
-
-
 def append_run(output: str, storage: Storage, record: dict[str, Any]) -> None:
     """Adds a finished run's record to `runs/`."""
     row = {
-        "run_id": record["run_id"], "started": record["started"], "finished": record["finished"],
-        "embeddings_version": record["versions"]["embeddings"], "record": json.dumps(record, sort_keys=True),
+        schema.RUN: record["run_id"], schema.STARTED: record["started"], schema.FINISHED: record["finished"],
+        schema.EMBEDDINGS_VERSION: record["versions"]["embeddings"], schema.RECORD: json.dumps(record, sort_keys=True),
     }
-    uri = table_uri(output, RUNS_DIR)
+    uri = output_uri(output, RUNS_DIR)
     with explained(uri, storage, "write"):
-        write_deltalake(uri, pa.Table.from_pylist([row], schema=RUNS_SCHEMA), mode="append", storage_options=storage.delta_options(uri))
+        write_deltalake(uri, pa.Table.from_pylist([row], schema=schema.RUNS_SCHEMA), mode="append",
+                        storage_options=storage.delta_options(uri))
 
 
 def finished_runs(output: str, storage: Storage) -> list[dict[str, Any]]:
     """The records of the finished runs, newest first ([] before the first run finishes)."""
-    uri = table_uri(output, RUNS_DIR)
+    uri = output_uri(output, RUNS_DIR)
     table = open_table(uri, storage)
     if table is None:
         return []
-    rows = dataset(table, uri, storage).to_table(columns=["finished", "record"]).to_pylist()
-    return [json.loads(row["record"]) for row in sorted(rows, key=lambda r: r["finished"], reverse=True)]
+    rows = dataset(table, uri, storage).to_table(columns=[schema.FINISHED, schema.RECORD]).to_pylist()
+    return [json.loads(row[schema.RECORD]) for row in sorted(rows, key=lambda r: r[schema.FINISHED], reverse=True)]
 
 
 def latest_run(output: str, storage: Storage) -> dict[str, Any]:
@@ -71,18 +59,19 @@ def latest_run(output: str, storage: Storage) -> dict[str, Any]:
 def unfinished_runs(output: str, storage: Storage) -> list[dict[str, Any]]:
     """Runs that committed to the embeddings table but have no record: killed, or still going. Newest first, each
     {"run_id", "commits", "rows", "last_version", "last_time"}."""
-    uri = table_uri(output, EMBEDDINGS_DIR)
+    uri = output_uri(output, EMBEDDINGS_DIR)
     table = open_table(uri, storage)
     if table is None:
         return []
     finished = {run["run_id"] for run in finished_runs(output, storage)}
     found: dict[str, dict[str, Any]] = {}
     for commit in run_commits(table):
-        run_id = commit["vitmae.run"]
+        run_id = commit[schema.COMMIT_RUN]
         if run_id in finished:
             continue
         entry = found.setdefault(run_id, {"run_id": run_id, "commits": 0, "rows": 0, "last_version": commit["version"],
-                                          "last_time": commit.get("vitmae.time")})
+                                          "last_time": commit.get(schema.COMMIT_TIME)})
         entry["commits"] += 1
-        entry["rows"] += int(commit.get("vitmae.rows", 0)) if commit.get("vitmae.commit") == "add" else 0
+        if commit.get(schema.COMMIT_KIND) == schema.ADD_COMMIT:
+            entry["rows"] += int(commit.get(schema.COMMIT_ROWS, 0))
     return list(found.values())

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from pipeline.embed.decode import open_image, to_rgb
+from pipeline import schema
+from pipeline.images import open_image, to_rgb
 from pipeline.storage import Storage, read_bytes, write_uri
 from vitmae.errors import one_line
 
@@ -127,12 +128,12 @@ def anomaly_tiles(rows: Sequence[dict[str, Any]], storage: Storage) -> list[Tile
     """One tile per row of anomalies.parquet (as dicts): rank and both scores over the file name."""
 
     def show(value: Any, spec: str) -> str:
-        return "-" if value is None or value != value else format(value, spec)
+        return "-" if schema.nan_to_none(value) is None else format(value, spec)
 
-    images = read_images([row["path"] for row in rows], storage)
+    images = read_images([row[schema.PATH] for row in rows], storage)
     return [
-        Tile(data, (f"#{show(row['rank'], 'd')}  knn {show(row['knn_distance'], '.4f')}", f"loss {show(row['loss'], '.4f')}",
-                    short_name(row["path"])))
+        Tile(data, (f"#{show(row[schema.RANK], 'd')}  knn {show(row[schema.KNN_DISTANCE], '.4f')}",
+                    f"loss {show(row[schema.LOSS], '.4f')}", short_name(row[schema.PATH])))
         for row, data in zip(rows, images)
     ]
 

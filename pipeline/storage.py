@@ -11,6 +11,7 @@ No postponed annotations here: the settings classes below are subclassed in othe
 """
 
 import contextlib
+import datetime
 import errno
 import io
 import os
@@ -324,6 +325,26 @@ def absolute_uri(uri: str, may_be_hub_id: bool = False) -> str:
     if "://" in uri or (may_be_hub_id and is_hub_id(uri)):
         return uri
     return os.path.abspath(uri)
+
+
+def listed_uri(path: str) -> str:
+    """A path as the listing writes it, and so as the tables hold it: with its scheme, a local path as an absolute
+    file:// URI."""
+    return path if "://" in path else f"file://{os.path.abspath(path)}"
+
+
+def listed_mtime(info: dict[str, Any]) -> float | None:
+    """An fsspec listing entry's last modification in seconds since the epoch: `mtime` (local disks), `LastModified`
+    (s3fs) or `last_modified`; None where the filesystem gives none."""
+    value = info.get("mtime", info.get("LastModified", info.get("last_modified")))
+    if isinstance(value, datetime.datetime):
+        return value.timestamp()
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def listed_etag(info: dict[str, Any]) -> str:
+    """An fsspec listing entry's ETag without its quotes ("" where the filesystem gives none)."""
+    return (info.get("ETag") or info.get("etag") or "").strip('"')
 
 
 def is_local(uri: str) -> bool:

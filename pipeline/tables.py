@@ -25,6 +25,10 @@ from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundErr
 from deltalake.transaction import AddAction, CommitProperties
 
 from pipeline.retry import retrying
+from pipeline.schema import (
+    ADD_COMMIT, COMMIT_FILES, COMMIT_KIND, COMMIT_PATHS, COMMIT_PREFIX, COMMIT_ROWS, COMMIT_RUN, COMMIT_TIME,
+    COMMIT_TOKEN, COMMIT_WORK, COMPACT_COMMIT, CREATE_COMMIT, DESCRIBE_COMMIT, REMOVE_COMMIT, VACUUM_COMMIT,
+)
 from pipeline.storage import Storage, explained
 from vitmae.errors import InvalidInput
 
@@ -121,8 +125,9 @@ class RunTable:
         if found is None:
             try:
                 with explained(uri, storage, "write"):
-                    found = DeltaTable.create(uri, schema=schema, description=about or None, storage_options=storage.delta_options(uri),
-                                              commit_properties=CommitProperties(custom_metadata=_metadata(run_id, "create")))
+                    created = CommitProperties(custom_metadata=_metadata(run_id, CREATE_COMMIT))
+                    found = DeltaTable.create(uri, schema=schema, description=about or None,
+                                              storage_options=storage.delta_options(uri), commit_properties=created)
             except DeltaError:
                 if open_table(uri, storage) is None:
                     raise
@@ -134,9 +139,11 @@ class RunTable:
     def add_files(self, files: Sequence[DataFile], **metadata: Any) -> None:
         """Commits the files (appends their rows), as one version."""
         actions = [f.action() for f in files]
-        schema = self.table.schema().to_arrow()
-        self._commit(lambda props: self.table.create_write_transaction(actions, "append", schema, commit_properties=props),
-                     "add", rows=sum(f.rows for f in files), files=len(files), **metadata)
+        arrow_schema = self.table.schema().to_arrow()
+        self._commit(lambda props: self.table.create_write_transaction(actions, "append", arrow_schema,
+                                                                       commit_properties=props),
+                     ADD_COMMIT, {COMMIT_ROWS: sum(f.rows for f in files), COMMIT_FILES: len(files),
+                                  **_named(metadata)})
 
     def delete_paths(self, paths: pa.Array, **metadata: Any) -> int:
         """Removes the rows of `paths` (string [P]) as one version; returns how many rows went."""
@@ -150,16 +157,18 @@ class RunTable:
                                       commit_properties=props)
             deleted.update(merger.when_matched_delete().execute())
 
-        self._commit(merge, "remove", paths=len(paths), **metadata)
+        self._commit(merge, REMOVE_COMMIT, {COMMIT_PATHS: len(paths), **_named(metadata)})
         return int(deleted.get("num_target_rows_deleted", 0))
 
-    def set_description(self, text: str, **metadata: Any) -> None:
-        self._commit(lambda props: self.table.alter.set_table_description(text, commit_properties=props), "describe", **metadata)
+    def set_description(self, text: str, work: int) -> None:
+        """Sets the table's description as one version, recording the rows the run set out to embed (`work`)."""
+        self._commit(lambda props: self.table.alter.set_table_description(text, commit_properties=props),
+                     DESCRIBE_COMMIT, {COMMIT_WORK: work})
 
     def compact(self) -> dict[str, Any]:
         """Rewrites small files into large ones (data unchanged) as one version."""
         result = {}
-        self._commit(lambda props: result.update(self.table.optimize.compact(commit_properties=props)), "compact")
+        self._commit(lambda props: result.update(self.table.optimize.compact(commit_properties=props)), COMPACT_COMMIT)
         return result
 
     def vacuum(self, retention_hours: float) -> list[str]:
@@ -168,17 +177,18 @@ class RunTable:
         removed: list[str] = []
         self._commit(lambda props: removed.extend(self.table.vacuum(
             retention_hours=int(retention_hours), dry_run=False, enforce_retention_duration=False, full=True,
-            commit_properties=props)), "vacuum", expected_versions=2)
+            commit_properties=props)), VACUUM_COMMIT, expected_versions=2)
         return removed
 
-    def _commit(self, operation, kind: str, expected_versions: int = 1, **metadata: Any) -> None:
+    def _commit(self, operation, kind: str, metadata: dict[str, Any] | None = None, expected_versions: int = 1) -> None:
         """Runs `operation(CommitProperties)` on the version this run last saw, with no conflict retry.
 
         An outage of the store is waited out (`pipeline.retry`); a commit whose answer was lost to it is recognised
         by its token in the log, so it is neither repeated nor taken for another run's.
         """
         token = uuid.uuid4().hex
-        properties = CommitProperties(custom_metadata=_metadata(self.run_id, kind, token=token, **metadata), max_commit_retries=0)
+        custom = _metadata(self.run_id, kind, {COMMIT_TOKEN: token, **(metadata or {})})
+        properties = CommitProperties(custom_metadata=custom, max_commit_retries=0)
 
         def attempt() -> None:
             self.table.update_incremental()
@@ -203,21 +213,28 @@ class RunTable:
     def _landed(self, token: str) -> bool:
         """Whether a version after the last this run saw carries `token`: a commit of this run's that went through."""
         newer = self.table.version() - self.version
-        return newer > 0 and any(h.get("vitmae.token") == token for h in self.table.history(limit=newer))
+        return newer > 0 and any(h.get(COMMIT_TOKEN) == token for h in self.table.history(limit=newer))
 
     def _concurrent(self, version: int) -> ConcurrentRunError:
-        other = next((h for h in self.table.history(limit=max(1, version - self.version)) if h.get("vitmae.run") != self.run_id), {})
-        who = f"run {other['vitmae.run']}" if other.get("vitmae.run") else "another writer"
+        newer = self.table.history(limit=max(1, version - self.version))
+        other = next((h for h in newer if h.get(COMMIT_RUN) != self.run_id), {})
+        who = f"run {other[COMMIT_RUN]}" if other.get(COMMIT_RUN) else "another writer"
         return ConcurrentRunError(
             f"{who} committed to {self.uri} (version {version}) while this run ({self.run_id}) was writing to it; "
             "two runs on one output at once are refused: what this run committed stays, run the command again to go on"
         )
 
 
-def _metadata(run_id: str, kind: str, **extra: Any) -> dict[str, Any]:
-    return {"vitmae.run": run_id, "vitmae.commit": kind, "vitmae.time": time.time(), **{f"vitmae.{k}": v for k, v in extra.items()}}
+def _metadata(run_id: str, kind: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A commit's metadata: the run, the kind of commit, the time, and `extra` (keys of `schema.COMMIT_*`)."""
+    return {COMMIT_RUN: run_id, COMMIT_KIND: kind, COMMIT_TIME: time.time(), **(extra or {})}
+
+
+def _named(metadata: dict[str, Any]) -> dict[str, Any]:
+    """A caller's own commit metadata, each key under `COMMIT_PREFIX`."""
+    return {f"{COMMIT_PREFIX}{k}": v for k, v in metadata.items()}
 
 
 def run_commits(table: DeltaTable, limit: int | None = None) -> list[dict[str, Any]]:
     """The commits of `table` made by runs, newest first, with their `vitmae.*` metadata."""
-    return [h for h in table.history(limit) if "vitmae.run" in h]
+    return [h for h in table.history(limit) if COMMIT_RUN in h]

@@ -174,12 +174,12 @@ def write_embeddings(run: str, vectors: np.ndarray, storage: Storage | None = No
     from deltalake import write_deltalake
 
     from pipeline import schema
-    from pipeline.records import table_uri
+    from pipeline.layout import output_uri
 
     storage = storage or Storage.from_environment()
     paths = list(paths) if paths is not None else [f"s3://images/{i:06d}.jpg" for i in range(len(vectors))]
     n, dim = vectors.shape
-    uri = table_uri(run, "embeddings")
+    uri = output_uri(run, "embeddings")
     for start in range(0, n, rows_per_file):
         rows = slice(start, min(n, start + rows_per_file))
         part = np.ascontiguousarray(vectors[rows], dtype=np.float32)

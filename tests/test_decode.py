@@ -21,7 +21,8 @@ from PIL import Image, ImageFile, features
 from transformers.image_transforms import convert_to_rgb
 
 import vitmae
-from pipeline.embed.decode import DecodeConfig, Decoded, DecodeError, decode_image
+from pipeline.embed.decode import DecodeConfig, Decoded, decode_image
+from pipeline.images import DecodeError
 from vitmae.processor import MAE_PROCESSOR
 from vitmae.random_weights import random_model
 

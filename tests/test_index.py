@@ -11,7 +11,9 @@ import pytest
 
 from conftest import clustered_vectors, s3_storage, write_embeddings
 from jobs.cli import main as cli
-from pipeline.retrieval.index import ExactTopK, IndexConfig, build_index, choose_index, load_index
+from pipeline.retrieval.exact import ExactTopK
+from pipeline.retrieval.index import IndexConfig, build_index, choose_index
+from pipeline.retrieval.index_store import load_index
 from pipeline.retrieval.search import Searcher
 from pipeline.storage import Storage
 

@@ -17,7 +17,7 @@ from torch import nn
 from vitmae.config import EncoderConfig, dtype_name
 from vitmae.convert import hf_to_vitmae, vitmae_to_hf
 from vitmae.errors import InvalidInput, one_line
-from vitmae.folder import CONFIG_NAME, Folder, open_folder, weight_files
+from vitmae.folder import CONFIG_NAME, SAFETENSORS_NAME, Folder, open_folder, weight_files
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ class PretrainedMixin:
         assert isinstance(self, nn.Module)
         folder = open_folder(path_or_uri, storage_options, create=True)
         state = {k: v.detach().contiguous().cpu() for k, v in vitmae_to_hf(self.state_dict()).items()}
-        folder.write_bytes("model.safetensors", safetensors.torch.save(state, metadata={"format": "pt"}))
+        folder.write_bytes(SAFETENSORS_NAME, safetensors.torch.save(state, metadata={"format": "pt"}))
         dtype = next(self.parameters()).dtype
         config = {**self.config.to_dict(), "architectures": [type(self).__name__], "dtype": str(dtype).removeprefix("torch.")}
         folder.write_json(CONFIG_NAME, config)

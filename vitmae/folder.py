@@ -87,7 +87,8 @@ def _replacing(path: str) -> Iterator[str]:
 
 
 CONFIG_NAME = "config.json"
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+SAFETENSORS_NAME = "model.safetensors"  # the weights as this package writes them
+WEIGHT_FILES = (SAFETENSORS_NAME, "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
 def weight_files(folder: Folder) -> list[str]:

@@ -24,9 +24,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 PROCESSOR_NAME = "preprocessor_config.json"
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # per RGB channel, of pixels in [0, 1]
 # MAE's preprocessing, as its checkpoints on the hub (facebook/vit-mae-*) describe it: ImageNet's mean and std, bicubic
 # resampling, 224 pixels. Keyword arguments of `ViTImageProcessor` and of transformers' image processors alike.
-MAE_PROCESSOR = {"image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225], "resample": 3, "size": 224}
+MAE_PROCESSOR = {"image_mean": list(IMAGENET_MEAN), "image_std": list(IMAGENET_STD), "resample": 3, "size": 224}
 _IGNORED_KEYS = frozenset({"image_processor_type", "feature_extractor_type", "processor_class", "do_center_crop", "crop_size"})
 
 

@@ -17,7 +17,6 @@ it matters more here than upright images.
 
 from __future__ import annotations
 
-import io
 import logging
 import warnings
 from collections.abc import Callable
@@ -26,14 +25,14 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 import pyvips
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from pipeline.images import MAX_PIXELS, DecodeError, open_image, to_rgb
 from vitmae import ViTImageProcessor
 from vitmae.errors import InvalidInput, one_line
 
 DecodeMode = Literal["fast", "exact"]
 DECODE_MODES = get_args(DecodeMode)
-_SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
 # What the fast mode hands to libvips: formats, and the modes Pillow's header gives, whose 8-bit bands libvips
 # decodes to the same values as Pillow. Everything else (16-bit, palette, CMYK, ...) takes Pillow's exact path.
 _VIPS_FORMATS = frozenset({"PNG", "WEBP"})
@@ -53,7 +52,7 @@ logging.getLogger("pyvips").setLevel(logging.ERROR)
 class DecodeConfig:
     """How untrusted bytes become the model's input."""
 
-    max_pixels: int = 150_000_000
+    max_pixels: int = MAX_PIXELS
     """refuse images with more pixels than this (decompression bombs), from the header, before decoding; Pillow's own
     limit is raised to it where lower, so that this is the limit that counts"""
     mode: DecodeMode = "fast"
@@ -78,10 +77,6 @@ class DecodeConfig:
         if "draft" in data:
             data.setdefault("mode", "fast" if data.pop("draft") else "exact")
         return cls(**data)
-
-
-class DecodeError(InvalidInput):
-    """The bytes are not a decodable image; the message is one readable line."""
 
 
 @dataclass(frozen=True)
@@ -132,48 +127,6 @@ def decode_image(
         except Exception as error:  # untrusted bytes make the decoders raise anything from OSError to struct.error
             raise DecodeError(f"cannot decode {image.format} image: {_decoder_message(error)}") from error
     return Decoded(pixels=(resize or processor.resize_to_uint8)(rgb), width=width, height=height)
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Any Pillow mode -> 'RGB' as transformers' `convert_to_rgb` does, plus 16-bit grayscale scaled to 8 bit."""
-    if image.mode in _SIXTEEN_BIT_MODES:
-        image = _to_8_bit(image)
-    if image.mode == "RGB":
-        return image
-    if "A" in image.getbands() or image.info.get("transparency") is not None:
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")
-
-
-def open_image(data: bytes, max_pixels: int = DecodeConfig.max_pixels) -> Image.Image:
-    """Untrusted bytes -> a lazily decoding Pillow image: reads the header only, and refuses images over `max_pixels`.
-
-    Raises:
-        DecodeError: empty or unidentifiable bytes, an unreadable header, or too many pixels.
-    """
-    if not data:
-        raise DecodeError("empty file (0 bytes)")
-    if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
-        Image.MAX_IMAGE_PIXELS = max_pixels  # Pillow refuses from twice its limit, above ours
-    try:
-        image = Image.open(io.BytesIO(data))
-    except UnidentifiedImageError:
-        raise DecodeError("not an image file (cannot identify image format)") from None
-    except Image.DecompressionBombError:
-        limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)
-        message = f"image too large: over Pillow's limit of {limit:,} pixels (possible decompression bomb)"
-        raise DecodeError(message) from None
-    except Exception as error:
-        raise DecodeError(f"cannot read image header: {one_line(error, 200)}") from error
-    width, height = image.size
-    if width * height > max_pixels:
-        raise DecodeError(
-            f"image too large: {width} x {height} = {width * height:,} pixels, "
-            f"expected at most max_pixels = {max_pixels:,} (possible decompression bomb)"
-        )
-    return image
 
 
 def _reduced_floor(processor: ViTImageProcessor, config: DecodeConfig) -> tuple[int, int] | None:
@@ -233,9 +186,3 @@ def _decoder_message(error: Exception) -> str:
     """One line of a decoder's error. libvips says which call failed, then in `detail` what the decoder found."""
     details = [line.strip() for line in error.detail.splitlines() if line.strip()] if isinstance(error, pyvips.Error) else []
     return details[0][:200] if details else one_line(error, 200)
-
-
-def _to_8_bit(image: Image.Image) -> Image.Image:
-    """16-bit grayscale -> 'L' by its top byte (Pillow's own conversion clips everything above 255 to white)."""
-    values = np.clip(np.asarray(image), 0, 65535)  # [H, W] uint16, or int32 for mode 'I'
-    return Image.fromarray((values >> 8).astype(np.uint8))

@@ -58,9 +58,7 @@ class Embedder:
         self.config = config
         self.attempts = attempts
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.dtype = parse_dtype(config.dtype) if config.dtype != "auto" else (
-            torch.bfloat16 if self.device.type == "cuda" else torch.float32
-        )
+        self.dtype = parse_dtype(config.resolved_dtype(gpu=self.device.type == "cuda"))
         if self.device.type == "cpu" and _ray_gpu_ids():
             logger.warning("the actor was given a GPU but torch sees none; running on the CPU")
         if self.device.type == "cpu" and threads:

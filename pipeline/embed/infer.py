@@ -48,6 +48,12 @@ class InferConfig:
         if self.loss_samples < 1:
             raise InvalidInput(f"loss_samples must be at least 1, got {self.loss_samples}")
 
+    def resolved_dtype(self, gpu: bool) -> str:
+        """The dtype the model runs in, `auto` resolved: bfloat16 on a GPU (`gpu`), float32 on a CPU."""
+        if self.dtype != "auto":
+            return self.dtype
+        return "bfloat16" if gpu else "float32"
+
 
 def mask_noise(path: str, seed: int, num_patches: int, mask_ratio: float, samples: int) -> np.ndarray:
     """Masking noise for one image, a pure function of (seed, path): float32 [samples, L].

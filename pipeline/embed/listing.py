@@ -7,7 +7,6 @@ what matches; `write_listing` puts the chunks in Parquet files.
 
 from __future__ import annotations
 
-import datetime
 import logging
 import os
 import re
@@ -24,7 +23,7 @@ from fsspec.utils import glob_translate, stringify_path
 
 from pipeline import schema
 from pipeline.embed import inventory
-from pipeline.storage import Storage
+from pipeline.storage import Storage, listed_etag, listed_mtime, listed_uri
 from vitmae.errors import InvalidInput, NotFound
 
 logger = logging.getLogger(__name__)
@@ -45,20 +44,13 @@ LIST_IDENTITY_COLUMNS = {
 }
 
 
-def _mtime(info: dict[str, Any]) -> float | None:
-    value = info.get("mtime", info.get("LastModified", info.get("last_modified")))
-    if isinstance(value, datetime.datetime):
-        return value.timestamp()
-    return float(value) if isinstance(value, (int, float)) else None
-
-
 def _listing(paths: Sequence[str], infos: Sequence[dict[str, Any]]) -> pa.Table:
     return pa.table(
         {
             schema.PATH: paths,
             schema.SIZE: [int(info.get("size") or 0) for info in infos],
-            schema.MTIME: [_mtime(info) for info in infos],
-            schema.ETAG: [(info.get("ETag") or info.get("etag") or "").strip('"') for info in infos],
+            schema.MTIME: [listed_mtime(info) for info in infos],
+            schema.ETAG: [listed_etag(info) for info in infos],
         },
         schema=schema.LISTING_SCHEMA,
     )
@@ -184,7 +176,7 @@ def iter_input_list(uri: str, storage: Storage, chunk_rows: int = CHUNK_ROWS, th
         raise NotFound(f"--input_list {uri}: no such file")
     rows = 0
     for table in _read_list(fs, root, uri, chunk_rows):
-        paths = [_normalised(path) for path in table.column(schema.PATH).to_pylist()]
+        paths = [listed_uri(path) for path in table.column(schema.PATH).to_pylist()]
         rows += len(paths)
         if schema.SIZE not in table.column_names:
             yield _listing(paths, _stat(paths, storage, threads))
@@ -257,11 +249,6 @@ def _text_list(fs: fsspec.AbstractFileSystem, root: str, uri: str, chunk_rows: i
         raise InvalidInput(f"--input_list {uri}: expected {LIST_FORMATS}; found binary data that is none of them") from None
     if chunk:
         yield pa.table({schema.PATH: chunk})
-
-
-def _normalised(path: str) -> str:
-    """A listed path as the listing writes it: with its scheme, local paths absolute."""
-    return path if "://" in path else f"file://{os.path.abspath(path)}"
 
 
 def _stat(paths: Sequence[str], storage: Storage, threads: int) -> list[dict[str, Any]]:

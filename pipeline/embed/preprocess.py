@@ -14,7 +14,8 @@ import numpy as np
 from PIL import Image
 
 from pipeline import schema
-from pipeline.embed.decode import DecodeConfig, DecodeError, decode_image
+from pipeline.embed.decode import DecodeConfig, decode_image
+from pipeline.images import DecodeError
 from pipeline.retry import read_retrying
 from pipeline.storage import Storage, read_error, transient
 from vitmae import ViTImageProcessor

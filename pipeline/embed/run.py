@@ -35,12 +35,14 @@ from pipeline.embed.listing import DEFAULT_EXTENSIONS, iter_input_list, iter_lis
 from pipeline.embed.preprocess import PreprocessConfig, preprocess_batch
 from pipeline.embed.work import block_rows, put_work, work_dataset
 from pipeline.embed.write import FILE_ROWS, NODES, WriteConfig, data_files, write_batch
-from pipeline.layout import EMBEDDINGS_DIR, ERRORS_DIR, RUN_FILES, WORK_DIR, package_versions
-from pipeline.records import append_run, table_uri
+from pipeline.layout import EMBEDDINGS_DIR, ERRORS_DIR, RUN_FILES, WORK_DIR, output_uri, package_versions
+from pipeline.records import append_run
 from pipeline.retrieval.index import IndexConfig, TooFewVectors
 from pipeline.retrieval.index_update import update_index
 from pipeline.retry import retrying
-from pipeline.storage import Storage, StorageConfig, absolute_uri, check_writable, explained, folder, is_local, output_folder, probe
+from pipeline.storage import (
+    Storage, StorageConfig, absolute_uri, check_writable, explained, folder, is_local, listed_mtime, output_folder, probe,
+)
 from pipeline.tables import DESCRIPTION_FORMAT, RunTable, dataset, description, open_table
 from vitmae.config import DTYPE_BYTES, dtype_name
 from vitmae.errors import InvalidInput, one_line
@@ -136,7 +138,7 @@ def run(config: EmbedConfig) -> dict[str, Any]:
 def _plan(config: EmbedConfig, storage: Storage, scratch: str) -> tuple[dict[str, DeltaTable | None], Model, Diff]:
     """The checks before any work, and the diff of the listing against the tables as they are now (written to the
     local folder `scratch`): (the tables read, the model, the diff)."""
-    existing = {} if config.overwrite else {name: open_table(table_uri(config.output, name), storage) for name in (EMBEDDINGS_DIR, ERRORS_DIR)}
+    existing = {} if config.overwrite else {name: open_table(output_uri(config.output, name), storage) for name in (EMBEDDINGS_DIR, ERRORS_DIR)}
     known = description(existing[EMBEDDINGS_DIR]) if existing.get(EMBEDDINGS_DIR) else {}
     model = check_model(config.model, storage, known.get("model"))
     if known:
@@ -148,7 +150,7 @@ def _plan(config: EmbedConfig, storage: Storage, scratch: str) -> tuple[dict[str
     with explained(source, storage, "list" if config.input else "read"):
         probe(source, storage)  # the store's refusals, which the listing could take for "no such folder"
         write_listing(chunks, listing)
-    datasets = {name: dataset(table, table_uri(config.output, name), storage) for name, table in existing.items() if table}
+    datasets = {name: dataset(table, output_uri(config.output, name), storage) for name, table in existing.items() if table}
     diff = compare(f"{listing}/*.parquet", datasets.get(EMBEDDINGS_DIR), datasets.get(ERRORS_DIR), scratch,
                    DiffConfig(retry_errors=config.retry_errors, keep_missing=config.keep_missing), int(known.get("next_id", 0)))
     return existing, model, diff
@@ -189,7 +191,7 @@ def _update(config: EmbedConfig, storage: Storage, model: Model, existing: dict[
     dtype, timings, started = config.infer.dtype, {}, time.time()
     with _ray_for(config, model, storage) if work_rows else contextlib.nullcontext((0, 0)) as (parameters, gpus):
         if work_rows:
-            dtype = dtype if dtype != "auto" else ("bfloat16" if gpus else "float32")
+            dtype = config.infer.resolved_dtype(gpu=bool(gpus))
             timings["start_ray_seconds"] = round(time.time() - started, 3)
         run_settings = settings(model, config.infer, dtype, config.decode)
         if known:
@@ -201,7 +203,7 @@ def _update(config: EmbedConfig, storage: Storage, model: Model, existing: dict[
                  "model": {"files": model.files, "sha256": model.sha256}}
         # At the versions the diff read: a commit by anyone else since then stops this run before it writes anything.
         tables = {
-            name: RunTable.open_or_create(table_uri(config.output, name), storage, table_schema, run_id,
+            name: RunTable.open_or_create(output_uri(config.output, name), storage, table_schema, run_id,
                                           json.dumps({**about, "next_id": next_id}) if name == EMBEDDINGS_DIR else "",
                                           read=existing.get(name))
             for name, table_schema in ((EMBEDDINGS_DIR, schema.EMBEDDINGS_SCHEMA), (ERRORS_DIR, schema.ERRORS_SCHEMA))
@@ -259,17 +261,17 @@ def _ray_for(config: EmbedConfig, model: Model, storage: Storage) -> Iterator[tu
 
 
 def _work_uri(config: EmbedConfig, run_id: str) -> str:
-    return f"{config.output.rstrip('/')}/{WORK_DIR}/{run_id}.parquet"
+    return output_uri(config.output, f"{WORK_DIR}/{run_id}.parquet")
 
 
 def _clear_work(config: EmbedConfig, storage: Storage, run_id: str) -> None:
     """Deletes this run's work file, and those that killed runs left more than `vacuum_hours` ago."""
-    work = folder(f"{config.output.rstrip('/')}/{WORK_DIR}", storage)
+    work = folder(output_uri(config.output, WORK_DIR), storage)
 
     def clear() -> None:
         for info in work.fs.ls(work.root, detail=True) if work.fs.exists(work.root) else []:
-            mtime = info.get("mtime") or info.get("LastModified")
-            age = time.time() - (mtime.timestamp() if hasattr(mtime, "timestamp") else float(mtime or time.time()))
+            mtime = listed_mtime(info)
+            age = time.time() - (mtime if mtime is not None else time.time())
             if info["name"].endswith(f"{run_id}.parquet") or age > 3600 * config.vacuum_hours:
                 work.fs.rm(info["name"])
 
@@ -347,8 +349,7 @@ def cpu_actors(config: EmbedConfig, parameters: int) -> tuple[int, int]:
     cpus = max(1, int(resources.get("CPU", 1)))
     actors = config.num_actors
     if actors is None:
-        dtype = config.infer.dtype
-        itemsize = DTYPE_BYTES[dtype_name("float32" if dtype == "auto" else dtype)]
+        itemsize = DTYPE_BYTES[dtype_name(config.infer.resolved_dtype(gpu=False))]
         fit = int(resources.get("memory", 0) / 2 // (_ACTOR_BASE_BYTES + 2 * parameters * itemsize))
         actors = max(1, min(cpus // (config.cpu_threads or 1), fit))
     return actors, config.cpu_threads or max(1, cpus // actors)
@@ -367,7 +368,7 @@ class IndexNotBuilt(Exception):
 
 
 def _version(output: str, name: str, storage: Storage) -> int | None:
-    table = open_table(table_uri(output, name), storage)
+    table = open_table(output_uri(output, name), storage)
     return table.version() if table is not None else None
 
 

@@ -43,13 +43,6 @@ logger = logging.getLogger(__name__)
 
 RankBy = Literal["auto", "loss", "knn", "both"]
 BY = get_args(RankBy)
-# Columns of anomalies.parquet, besides schema.PATH and schema.LOSS.
-RANK = "rank"  # int32: position in the ranking asked for (1 = most anomalous); null when that score is missing
-LOSS_RANK = "loss_rank"  # int32: rank by loss, largest first; null without a loss
-KNN_DISTANCE = "knn_distance"  # float32: mean distance to the k nearest other images; null without an index
-KNN_EXACT = "knn_exact"  # bool: knn_distance is exact (brute force); false: approximate, below the exact top; null without it
-KNN_RANK = "knn_rank"  # int32: rank by knn_distance, largest first
-MEAN_RANK = "mean_rank"  # float32: (loss_rank + knn_rank) / 2, what `both` ranks
 FIRST_RESCORE = 256  # images rescored in the first round, at least; each round doubles
 WIDER = 8  # a candidate for the exact top is first searched again with this many times the index's efSearch or nprobe
 
@@ -102,7 +95,7 @@ def resolve_by(by: str, embeddings: Embeddings) -> str:
     """`auto` -> both for a run with a loss, knn for one without; anything else as it is."""
     if by != "auto":
         return by
-    by = "both" if _has_loss(embeddings.dataset) else "knn"
+    by = auto_by(has_loss(embeddings.dataset))
     logger.info("ranking by %s: the run %s a reconstruction loss", by, "has" if by == "both" else "has no")
     return by
 
@@ -147,13 +140,24 @@ def score_anomalies(config: AnomalyConfig, embeddings: Embeddings, loaded: Loade
         distance, exact = exact_top(search, np.concatenate(ids), distance, np.concatenate(bounds), config.k, config.exact_top,
                                     errors)
     table = ranking(pa.concat_arrays(paths), loss, distance, by, exact)
-    meta = {"by": by, "k": str(config.k), "metric": loaded.metric if loaded else "", "table_version": str(embeddings.version),
-            "exact_top": str(config.exact_top if loaded else 0), "knn_exact": str(int(exact.sum())),
-            "scoring_seconds": f"{scored - start:.3f}", "ranking_seconds": f"{time.perf_counter() - scored:.3f}"}
-    return table.replace_schema_metadata({f"anomalies.{k}": v for k, v in meta.items()})
+    return table.replace_schema_metadata({
+        schema.ANOMALIES_BY: by,
+        schema.ANOMALIES_K: str(config.k),
+        schema.ANOMALIES_METRIC: loaded.metric if loaded else "",
+        schema.ANOMALIES_TABLE_VERSION: str(embeddings.version),
+        schema.ANOMALIES_EXACT_TOP: str(config.exact_top if loaded else 0),
+        schema.ANOMALIES_KNN_EXACT: str(int(exact.sum())),
+        schema.ANOMALIES_SCORING_SECONDS: f"{scored - start:.3f}",
+        schema.ANOMALIES_RANKING_SECONDS: f"{time.perf_counter() - scored:.3f}",
+    })
 
 
-def _has_loss(dataset: pads.Dataset) -> bool:
+def auto_by(with_loss: bool) -> str:
+    """What `auto` ranks by: both for a run with a loss, knn for one without."""
+    return "both" if with_loss else "knn"
+
+
+def has_loss(dataset: pads.Dataset) -> bool:
     """Whether any embedding row of the run has a loss (the job writes all or none)."""
     return dataset.count_rows(filter=pc.field(schema.LOSS).is_valid()) > 0
 
@@ -283,7 +287,8 @@ def ranking(paths: pa.Array, loss: np.ndarray, distance: np.ndarray, by: str, ex
 
     exact = np.zeros(len(paths), bool) if exact is None else exact
     return pa.table({
-        RANK: ints(rank), schema.PATH: paths.take(pa.array(order)), schema.LOSS: floats(loss), LOSS_RANK: ints(loss_rank),
-        KNN_DISTANCE: floats(distance), KNN_EXACT: pa.array(exact[order], pa.bool_(), mask=np.isnan(distance[order])),
-        KNN_RANK: ints(knn_rank), MEAN_RANK: floats(mean_rank),
+        schema.RANK: ints(rank), schema.PATH: paths.take(pa.array(order)), schema.LOSS: floats(loss),
+        schema.LOSS_RANK: ints(loss_rank), schema.KNN_DISTANCE: floats(distance),
+        schema.KNN_EXACT: pa.array(exact[order], pa.bool_(), mask=np.isnan(distance[order])),
+        schema.KNN_RANK: ints(knn_rank), schema.MEAN_RANK: floats(mean_rank),
     })

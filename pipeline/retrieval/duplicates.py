@@ -40,12 +40,6 @@ from vitmae.errors import InvalidInput
 
 logger = logging.getLogger(__name__)
 
-# Columns of duplicates.parquet, besides schema.PATH and schema.ID.
-GROUP = "group"  # int32: 1 = the largest group (equal sizes: by the representative's path)
-GROUP_SIZE = "group_size"  # int32: images in the group
-REPRESENTATIVE = "representative"  # string: the path of the group's representative (largest image, file, first path)
-SIMILARITY = "similarity"  # float32: exact cosine similarity to the representative (1 for the representative)
-IDENTICAL = "identical"  # bool: a byte-identical copy of the representative (same ETag and size); false for it
 REPRESENTATIVE_RULE = "the largest image (width x height), then the largest file, then the first path"
 
 
@@ -89,12 +83,14 @@ def find_duplicates(config: DuplicateConfig, storage: Storage | None = None) -> 
     vectors = unit_rows(vectors_of_ids(embeddings, needed, config.batch_rows).astype(np.float64)) if len(needed) else None
     pairs = candidates[cosines(vectors, needed, candidates) >= config.threshold]
     table = group_table(images, np.concatenate([pairs, identical]), vectors, needed)
-    meta = {"threshold": repr(config.threshold), "table_version": str(embeddings.version), "index_type": loaded.info["index_type"],
-            "images": str(images.num_rows), "candidate_pairs": str(len(candidates)), "pairs": str(len(pairs)),
-            "identical_files": str(len(identical)), "representative": REPRESENTATIVE_RULE}
-    table = table.replace_schema_metadata({f"duplicates.{k}": v for k, v in meta.items()})
+    table = table.replace_schema_metadata({
+        schema.DUPLICATES_THRESHOLD: repr(config.threshold), schema.DUPLICATES_TABLE_VERSION: str(embeddings.version),
+        schema.DUPLICATES_INDEX_TYPE: loaded.info["index_type"], schema.DUPLICATES_IMAGES: str(images.num_rows),
+        schema.DUPLICATES_CANDIDATE_PAIRS: str(len(candidates)), schema.DUPLICATES_PAIRS: str(len(pairs)),
+        schema.DUPLICATES_IDENTICAL_FILES: str(len(identical)), schema.DUPLICATES_REPRESENTATIVE: REPRESENTATIVE_RULE,
+    })
     write_parquet(run_folder(config.run, storage), DUPLICATES_FILE, table)
-    groups = len(pc.unique(table.column(GROUP))) if table.num_rows else 0
+    groups = len(pc.unique(table.column(schema.GROUP))) if table.num_rows else 0
     logger.info("%d groups of near-duplicates (%d images) at cosine >= %g among %d images: %d candidate pairs, %d checked "
                 "pairs, %d identical files; %.1fs; wrote %s/%s", groups, table.num_rows, config.threshold, images.num_rows,
                 len(candidates), len(pairs), len(identical), time.perf_counter() - start, config.run, DUPLICATES_FILE)
@@ -201,27 +197,44 @@ def group_table(images: pa.Table, edges: np.ndarray, vectors: np.ndarray | None,
     group = rank_of[representative]
     final = np.lexsort((np.argsort(np.argsort(paths, kind="stable")), -similarity, representative != np.arange(len(nodes)), group))
     return pa.table({
-        GROUP: pa.array(group[final], pa.int32()), GROUP_SIZE: pa.array(sizes[final], pa.int32()),
+        schema.GROUP: pa.array(group[final], pa.int32()), schema.GROUP_SIZE: pa.array(sizes[final], pa.int32()),
         schema.PATH: pa.array(paths[final], pa.string()), schema.ID: pa.array(nodes[final], pa.int64()),
-        REPRESENTATIVE: pa.array(paths[representative][final], pa.string()), SIMILARITY: pa.array(similarity[final], pa.float32()),
-        IDENTICAL: pa.array(identical_to[final], pa.bool_()),
+        schema.REPRESENTATIVE: pa.array(paths[representative][final], pa.string()),
+        schema.SIMILARITY: pa.array(similarity[final], pa.float32()),
+        schema.IDENTICAL: pa.array(identical_to[final], pa.bool_()),
     })
 
 
 def empty_table() -> pa.Table:
-    return pa.table({GROUP: pa.array([], pa.int32()), GROUP_SIZE: pa.array([], pa.int32()), schema.PATH: pa.array([], pa.string()),
-                     schema.ID: pa.array([], pa.int64()), REPRESENTATIVE: pa.array([], pa.string()),
-                     SIMILARITY: pa.array([], pa.float32()), IDENTICAL: pa.array([], pa.bool_())})
+    return pa.table({schema.GROUP: pa.array([], pa.int32()), schema.GROUP_SIZE: pa.array([], pa.int32()),
+                     schema.PATH: pa.array([], pa.string()), schema.ID: pa.array([], pa.int64()),
+                     schema.REPRESENTATIVE: pa.array([], pa.string()),
+                     schema.SIMILARITY: pa.array([], pa.float32()), schema.IDENTICAL: pa.array([], pa.bool_())})
 
 
 def groups_of(table: pa.Table, top: int | None = None) -> list[dict[str, Any]]:
-    """The first `top` groups of a duplicates table (all for None), each {"group", "size", "representative",
-    "members": [{"path", "similarity", "identical"}, ...]} with the representative first."""
-    groups: list[dict[str, Any]] = []
-    for row in table.to_pylist():
-        if not groups or groups[-1]["group"] != row[GROUP]:
-            if top is not None and len(groups) == top:
-                break
-            groups.append({"group": row[GROUP], "size": row[GROUP_SIZE], "representative": row[REPRESENTATIVE], "members": []})
-        groups[-1]["members"].append({"path": row[schema.PATH], "similarity": round(row[SIMILARITY], 6), "identical": row[IDENTICAL]})
-    return groups
+    """The first `top` groups of a duplicates table in its order (all for None), as `group_of` gives them, with
+    similarities rounded to 6 decimals."""
+    groups = table.column(schema.GROUP).to_pylist()
+    starts = [i for i in range(len(groups)) if i == 0 or groups[i] != groups[i - 1]] + [len(groups)]
+    return [group_of(table.slice(lo, hi - lo).to_pydict(), digits=6) for lo, hi in list(zip(starts, starts[1:]))[:top]]
+
+
+def group_of(members: dict[str, list[Any]], digits: int | None = None) -> dict[str, Any]:
+    """One group's rows of a duplicates table, as columns with the representative first -> {"group", "size",
+    "representative", "members": [{"path", "similarity", "identical"}, ...]}.
+
+    Args:
+        members: the group's columns, each a list of its rows' values.
+        digits: similarities rounded to this many decimals (None: as stored); NaN becomes None.
+    """
+    paths = members[schema.PATH]
+    identical = members.get(schema.IDENTICAL) or [None] * len(paths)  # None: a file written before the column
+    similarity = [schema.nan_to_none(s) for s in members[schema.SIMILARITY]]
+    if digits is not None:
+        similarity = [s if s is None else round(s, digits) for s in similarity]
+    return {
+        "group": members[schema.GROUP][0], "size": members[schema.GROUP_SIZE][0],
+        "representative": members[schema.REPRESENTATIVE][0],
+        "members": [{"path": p, "similarity": s, "identical": i} for p, s, i in zip(paths, similarity, identical)],
+    }

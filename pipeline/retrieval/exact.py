@@ -24,7 +24,6 @@ import logging
 import faiss
 import numpy as np
 
-from pipeline.retrieval.index import ExactTopK
 from pipeline.retrieval.index_store import LoadedIndex, inner
 from pipeline.retrieval.vectors import Embeddings, for_index, iter_batches, vectors_of_ids
 
@@ -34,6 +33,28 @@ logger = logging.getLogger(__name__)
 # 768-long float32 dot product is about 768 x 6e-8 = 4.6e-5 of its scale; typical errors are a hundred times smaller.
 ROUNDING = 1e-4
 HOLDS_VECTORS = ("flat", "hnsw")  # index types that keep every vector in float32
+
+
+class ExactTopK:
+    """The exact k nearest (squared L2) of fixed queries, over vectors seen a batch at a time."""
+
+    def __init__(self, queries: np.ndarray, k: int) -> None:
+        """queries: float32 [Q, D]."""
+        self.queries = queries
+        self.k = k
+        self.distances = np.full((len(queries), k), np.inf, np.float32)  # [Q, k], ascending
+        self.ids = np.full((len(queries), k), -1, np.int64)  # [Q, k]
+
+    def add(self, vectors: np.ndarray, ids_of: np.ndarray) -> None:
+        """vectors: float32 [B, D], with ids int64 [B]."""
+        distances, positions = faiss.knn(self.queries, vectors, min(self.k, len(vectors)))
+        ids = np.where(positions >= 0, ids_of[np.maximum(positions, 0)], -1)
+        distances = np.where(ids >= 0, distances, np.inf)
+        merged_d = np.concatenate([self.distances, distances], axis=1)
+        merged_i = np.concatenate([self.ids, ids], axis=1)
+        order = np.argsort(merged_d, axis=1, kind="stable")[:, : self.k]
+        self.distances = np.take_along_axis(merged_d, order, axis=1)
+        self.ids = np.take_along_axis(merged_i, order, axis=1)
 
 
 class ExactSearch:
@@ -66,11 +87,9 @@ class ExactSearch:
 
     def vectors(self, ids: np.ndarray) -> np.ndarray:
         """int64 [n] live ids -> float32 [n, D] as the index stores them (unit length for cosine)."""
-        ids = np.asarray(ids, np.int64)
-        if self.holds_vectors:
-            return self.loaded.index.reconstruct_batch(ids)
-        self.scans += 1
-        return for_index(vectors_of_ids(self.embeddings, ids, self.batch_rows), self.loaded.metric)
+        if not self.holds_vectors:
+            self.scans += 1
+        return stored_vectors(self.loaded, self.embeddings, ids, self.batch_rows)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """float32 [Q, D] as stored -> exact squared L2 [Q, k] and ids [Q, k] (-1 and inf past the live vectors)."""
@@ -84,6 +103,16 @@ class ExactSearch:
         for batch in iter_batches(self.embeddings, self.batch_rows):
             top.add(for_index(batch.vectors, self.loaded.metric), batch.ids)
         return top.distances, top.ids
+
+
+def stored_vectors(loaded: LoadedIndex, embeddings: Embeddings, ids: np.ndarray,
+                   batch_rows: int = 16_384) -> np.ndarray:
+    """int64 [n] live ids -> float32 [n, D] as the index stores them (unit length for cosine): from the index where it
+    holds its vectors (flat, HNSW), else read back from the table (IVF: one scan)."""
+    ids = np.asarray(ids, np.int64)
+    if loaded.info["index_type"] in HOLDS_VECTORS:
+        return loaded.index.reconstruct_batch(ids)
+    return for_index(vectors_of_ids(embeddings, ids, batch_rows), loaded.metric)
 
 
 def reconstruction_errors(loaded: LoadedIndex, embeddings: Embeddings, batch_rows: int = 16_384) -> np.ndarray:

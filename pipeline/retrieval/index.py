@@ -41,14 +41,15 @@ import faiss
 import numpy as np
 
 from pipeline import schema
-from pipeline.retrieval.index_store import LoadedIndex, inner, load_index, save_index, set_search_params
+from pipeline.retrieval.exact import ExactTopK
+from pipeline.retrieval.index_store import inner, save_index, set_search_params
 from pipeline.retrieval.vectors import METRICS, Batch, Metric, first_dimension, for_index, iter_batches, open_embeddings, write_id_map
 from pipeline.storage import Storage
 from vitmae.errors import InvalidInput
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["IndexConfig", "IndexSpec", "LoadedIndex", "TooFewVectors", "build_index", "choose_index", "load_index", "recall_at_k"]
+__all__ = ["IndexConfig", "IndexSpec", "TooFewVectors", "build_index", "choose_index", "new_index", "recall_at_k"]
 
 IndexType = Literal["auto", "flat", "hnsw", "ivfsq8", "ivfpq"]
 INDEX_TYPES = get_args(IndexType)
@@ -290,28 +291,6 @@ def _sample(batches: Any, metric: str, dim: int, train_rows: np.ndarray, query_r
         lo, hi = np.searchsorted(query_rows, [batch.start, end])
         query_ids[lo:hi] = batch.ids[query_rows[lo:hi] - batch.start]
     return sample, queries, query_ids
-
-
-class ExactTopK:
-    """The exact k nearest (squared L2) of fixed queries, over vectors seen a batch at a time."""
-
-    def __init__(self, queries: np.ndarray, k: int) -> None:
-        """queries: float32 [Q, D]."""
-        self.queries = queries
-        self.k = k
-        self.distances = np.full((len(queries), k), np.inf, np.float32)  # [Q, k], ascending
-        self.ids = np.full((len(queries), k), -1, np.int64)  # [Q, k]
-
-    def add(self, vectors: np.ndarray, ids_of: np.ndarray) -> None:
-        """vectors: float32 [B, D], with ids int64 [B]."""
-        distances, positions = faiss.knn(self.queries, vectors, min(self.k, len(vectors)))
-        ids = np.where(positions >= 0, ids_of[np.maximum(positions, 0)], -1)
-        distances = np.where(ids >= 0, distances, np.inf)
-        merged_d = np.concatenate([self.distances, distances], axis=1)
-        merged_i = np.concatenate([self.ids, ids], axis=1)
-        order = np.argsort(merged_d, axis=1, kind="stable")[:, : self.k]
-        self.distances = np.take_along_axis(merged_d, order, axis=1)
-        self.ids = np.take_along_axis(merged_i, order, axis=1)
 
 
 def recall_at_k(found: np.ndarray, truth: np.ndarray, query_ids: np.ndarray, k: int) -> float:

@@ -12,7 +12,6 @@ its vector. Scores are cosine similarities for a cosine index (higher is nearer)
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +19,7 @@ import pyarrow.compute as pc
 
 from pipeline.retrieval.index_store import LoadedIndex, load_index, require_current, to_scores
 from pipeline.retrieval.vectors import for_index, open_embeddings, vectors_of_paths
-from pipeline.storage import Storage
+from pipeline.storage import Storage, listed_uri
 from vitmae.errors import InvalidInput
 
 logger = logging.getLogger(__name__)
@@ -80,7 +79,7 @@ class Searcher:
 
     def resolve_path(self, path: str) -> str:
         """The indexed path `path` names (as given, or a local path as a file:// URI); ValueError when none."""
-        candidates = [path] if "://" in path else [path, f"file://{os.path.abspath(path)}"]
+        candidates = [path] if "://" in path else [path, listed_uri(path)]
         for candidate in candidates:
             if pc.index(self.loaded.paths, candidate).as_py() >= 0:
                 return candidate

@@ -15,8 +15,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from pipeline import schema
-from pipeline.layout import EMBEDDINGS_DIR
-from pipeline.records import table_uri
+from pipeline.layout import EMBEDDINGS_DIR, output_uri
 from pipeline.storage import Storage
 from pipeline.tables import dataset, open_table
 from vitmae.errors import InvalidInput, NotFound
@@ -56,7 +55,7 @@ def open_embeddings(run: str, storage: Storage, version: int | None = None) -> E
     Raises:
         FileNotFoundError: `run` has no embeddings table.
     """
-    uri = table_uri(run, EMBEDDINGS_DIR)
+    uri = output_uri(run, EMBEDDINGS_DIR)
     table = open_table(uri, storage, version)
     if table is None:
         raise NotFound(f"{run} has no {EMBEDDINGS_DIR} table; expected the output folder of the embedding job")

@@ -4,7 +4,6 @@ near-duplicate groups (from `duplicates.parquet`, written by `vitmae duplicates`
 from __future__ import annotations
 
 import logging
-import math
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -16,18 +15,17 @@ import pyarrow.parquet as pq
 
 from pipeline import schema
 from pipeline.layout import ANOMALIES_FILE, DUPLICATES_FILE
-from pipeline.retrieval import anomalies
-from pipeline.retrieval.anomalies import AnomalyConfig, ranking, score_anomalies
-from pipeline.retrieval.duplicates import GROUP, GROUP_SIZE, REPRESENTATIVE, SIMILARITY
+from pipeline.retrieval.anomalies import AnomalyConfig, auto_by, has_loss, ranking, score_anomalies
+from pipeline.retrieval.duplicates import group_of
 from pipeline.retrieval.index_store import LoadedIndex
 from pipeline.retrieval.vectors import Embeddings
-from pipeline.storage import Storage, folder, write_parquet
+from pipeline.storage import Storage, folder, listed_etag, listed_mtime, write_parquet
 from vitmae.errors import InvalidInput, NotFound
 
 logger = logging.getLogger(__name__)
 
-SCORE_COLUMNS = (anomalies.RANK, schema.PATH, schema.LOSS, anomalies.LOSS_RANK, anomalies.KNN_DISTANCE,
-                 anomalies.KNN_RANK, anomalies.MEAN_RANK)
+SCORE_COLUMNS = (schema.RANK, schema.PATH, schema.LOSS, schema.LOSS_RANK, schema.KNN_DISTANCE,
+                 schema.KNN_RANK, schema.MEAN_RANK)
 
 
 class RankingUnavailable(ValueError):
@@ -43,19 +41,12 @@ class Page:
     meta: dict[str, Any]  # what the ranking is: `by` and `k` (anomalies), `table_version`
 
 
-def _clean(value: Any) -> Any:
-    return None if isinstance(value, float) and math.isnan(value) else value
-
-
-def table_version_of(table: pa.Table) -> int | None:
-    """The table version a ranking file says it was made from (a metadata key ending in `table_version`)."""
-    for key, value in (table.schema.metadata or {}).items():
-        if key.decode().endswith("table_version"):
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
+def table_version_of(table: pa.Table, key: bytes) -> int | None:
+    """The table version a ranking file says it was made from, under the metadata key `key` (None: none)."""
+    try:
+        return int((table.schema.metadata or {})[key])
+    except (KeyError, ValueError):
+        return None
 
 
 class AnomalyRankings:
@@ -82,16 +73,16 @@ class AnomalyRankings:
         window = order.slice(offset, limit)
         paths = scores.column(schema.PATH).take(window.column(schema.PATH))
         rows = window.set_column(window.schema.get_field_index(schema.PATH), schema.PATH, paths).to_pylist()
-        meta = {"by": by, "k": int((scores.schema.metadata or {}).get(b"anomalies.k", str(AnomalyConfig.k).encode())),
-                "table_version": self.table_version}
-        return Page(order.num_rows, [{c: _clean(row[c]) for c in SCORE_COLUMNS} for row in rows], meta)
+        k = (scores.schema.metadata or {}).get(schema.ANOMALIES_K, str(AnomalyConfig.k).encode())
+        meta = {"by": by, "k": int(k), "table_version": self.table_version}
+        return Page(order.num_rows, [{c: schema.nan_to_none(row[c]) for c in SCORE_COLUMNS} for row in rows], meta)
 
     def resolve(self, by: str) -> str:
         """`auto` -> both (a run with a loss) or knn; RankingUnavailable for loss or both without a loss."""
         if self._has_loss is None:
-            self._has_loss = self.embeddings.dataset.count_rows(filter=pc.field(schema.LOSS).is_valid()) > 0
+            self._has_loss = has_loss(self.embeddings.dataset)
         if by == "auto":
-            return "both" if self._has_loss else "knn"
+            return auto_by(self._has_loss)
         if by in ("loss", "both") and not self._has_loss:
             raise RankingUnavailable("the run has no reconstruction loss (it was embedded with --infer.mask_ratio 0); "
                                      "rank by knn")
@@ -105,10 +96,10 @@ class AnomalyRankings:
             if by not in self._orders:
                 scores = self._load(by)
                 positions = pa.array(np.arange(scores.num_rows), pa.int64())
-                if (scores.schema.metadata or {}).get(b"anomalies.by", b"").decode() == by:  # the file's own order
+                if (scores.schema.metadata or {}).get(schema.ANOMALIES_BY, b"").decode() == by:  # the file's own order
                     order = scores.select(list(SCORE_COLUMNS)).set_column(1, schema.PATH, positions)
                 else:  # the rank rules of `vitmae anomalies`, on the file's scores
-                    order = ranking(positions, _floats(scores, schema.LOSS), _floats(scores, anomalies.KNN_DISTANCE), by)
+                    order = ranking(positions, _floats(scores, schema.LOSS), _floats(scores, schema.KNN_DISTANCE), by)
                 self._orders[by] = (scores, order)
             return self._orders[by]
 
@@ -118,11 +109,12 @@ class AnomalyRankings:
         if self._scores is not None and _covers(self._scores, by):
             return self._scores
         written = self._read()
-        scores = written if written is not None and table_version_of(written) == self.table_version else None
+        version = table_version_of(written, schema.ANOMALIES_TABLE_VERSION) if written is not None else None
+        scores = written if version == self.table_version else None
         if scores is None or not _covers(scores, by):
             logger.info("ranking the anomalies of %s (version %d) by %s", self.run, self.table_version, by)
             scores = score_anomalies(AnomalyConfig(self.run, by=by), self.embeddings, self.loaded)
-            if written is None or (table_version_of(written) or -1) <= self.table_version:
+            if written is None or (version or -1) <= self.table_version:
                 write_parquet(folder(self.run, self.storage), ANOMALIES_FILE, scores)
         self._scores, self._orders = scores, {}
         return scores
@@ -143,7 +135,7 @@ def _floats(table: pa.Table, column: str) -> np.ndarray:
 
 def _covers(scores: pa.Table, by: str) -> bool:
     """Whether the scores hold what a ranking by `by` reads (a file ranked by loss without an index has no kNN)."""
-    needs = {"loss": (schema.LOSS,), "knn": (anomalies.KNN_DISTANCE,), "both": (schema.LOSS, anomalies.KNN_DISTANCE)}[by]
+    needs = {"loss": (schema.LOSS,), "knn": (schema.KNN_DISTANCE,), "both": (schema.LOSS, schema.KNN_DISTANCE)}[by]
     return all(scores.column(c).null_count < scores.num_rows for c in needs)
 
 
@@ -163,12 +155,8 @@ class DuplicateGroups:
         table, starts = self._current()
         rows = []
         for g in range(offset, min(offset + limit, len(starts) - 1)):
-            members = table.slice(starts[g], starts[g + 1] - starts[g]).to_pydict()
-            rows.append({
-                "group": members[GROUP][0], "size": members[GROUP_SIZE][0], "representative": members[REPRESENTATIVE][0],
-                "members": [{"path": p, "similarity": _clean(s)} for p, s in zip(members[schema.PATH], members[SIMILARITY])],
-            })
-        return Page(len(starts) - 1, rows, {"table_version": table_version_of(table)})
+            rows.append(group_of(table.slice(starts[g], starts[g + 1] - starts[g]).to_pydict()))
+        return Page(len(starts) - 1, rows, {"table_version": table_version_of(table, schema.DUPLICATES_TABLE_VERSION)})
 
     def _current(self) -> tuple[pa.Table, np.ndarray]:
         found = folder(self.run, self.storage)
@@ -177,7 +165,7 @@ class DuplicateGroups:
             info = found.fs.info(path)
         except FileNotFoundError:
             raise NotFound(f"{self.run} has no {DUPLICATES_FILE} yet; find them with: vitmae duplicates --run {self.run}") from None
-        stamp = (info.get("size"), info.get("mtime"), info.get("ETag"), info.get("LastModified"))
+        stamp = (info.get("size"), listed_mtime(info), listed_etag(info))
         with self._lock:
             if stamp != self._stamp or self._table is None:
                 with found.fs.open(path, "rb") as f:
@@ -189,14 +177,15 @@ class DuplicateGroups:
 def arrange_groups(table: pa.Table) -> tuple[pa.Table, np.ndarray]:
     """Rows of duplicates.parquet -> (rows sorted by group size, largest first, then group; inside a group the
     representative first, then by similarity; int64 [G + 1] group starts and the end)."""
-    missing = {schema.PATH, GROUP, GROUP_SIZE, SIMILARITY, REPRESENTATIVE} - set(table.column_names)
+    missing = {schema.PATH, schema.GROUP, schema.GROUP_SIZE, schema.SIMILARITY, schema.REPRESENTATIVE}
+    missing -= set(table.column_names)
     if missing:
         raise InvalidInput(f"{DUPLICATES_FILE} lacks the columns {sorted(missing)}")
-    is_representative = pc.equal(table.column(schema.PATH), table.column(REPRESENTATIVE))
+    is_representative = pc.equal(table.column(schema.PATH), table.column(schema.REPRESENTATIVE))
     table = table.append_column("_representative", is_representative).sort_by([
-        (GROUP_SIZE, "descending"), (GROUP, "ascending"), ("_representative", "descending"),
-        (SIMILARITY, "descending"), (schema.PATH, "ascending"),
+        (schema.GROUP_SIZE, "descending"), (schema.GROUP, "ascending"), ("_representative", "descending"),
+        (schema.SIMILARITY, "descending"), (schema.PATH, "ascending"),
     ]).drop_columns(["_representative"])
-    groups = table.column(GROUP).to_numpy()
+    groups = table.column(schema.GROUP).to_numpy()
     starts = np.flatnonzero(np.diff(groups) != 0) + 1 if len(groups) else np.empty(0, np.int64)
     return table, np.concatenate([[0], starts, [len(groups)]]).astype(np.int64) if len(groups) else np.zeros(1, np.int64)

@@ -24,18 +24,16 @@ import pyarrow.compute as pc
 
 from pipeline.embed.decode import DecodeConfig
 from pipeline.embed.query import QueryEmbedder
-from pipeline.layout import EMBEDDINGS_DIR, INFO_FILE
-from pipeline.records import latest_run, table_uri
+from pipeline.layout import EMBEDDINGS_DIR, INFO_FILE, output_uri
+from pipeline.records import latest_run
+from pipeline.retrieval.exact import stored_vectors
 from pipeline.retrieval.search import Hit, Searcher
 from pipeline.service.rankings import AnomalyRankings, DuplicateGroups
-from pipeline.storage import Storage, folder
+from pipeline.storage import Storage, folder, listed_uri
 from pipeline.tables import description, open_table
 from vitmae.errors import one_line
 
 logger = logging.getLogger(__name__)
-
-EXACT_STORAGE = ("flat", "hnsw")  # index types whose FAISS storage holds each vector as added (reconstruct is exact)
-
 
 class PathLookup:
     """Path -> position in the index's id map in O(log N), over a sorted order of the paths (8 bytes a path)."""
@@ -106,17 +104,14 @@ class RunState:
         """As `position`, also taking a local file path for its file:// URI (as `vitmae search --path` does)."""
         found = self.position(path)
         if found is None and "://" not in path and path.startswith("/"):
-            found = self.position(f"file://{path}")
+            found = self.position(listed_uri(path))
         return found
 
     def search_position(self, position: int, k: int) -> list[Hit]:
         """The k nearest of the indexed image at `position` of the id map (itself first)."""
         loaded = self.searcher.loaded
-        id_ = int(loaded.ids[position])
-        if loaded.info["index_type"] in EXACT_STORAGE:
-            vector = loaded.index.reconstruct(id_)  # as indexed: a unit-length copy for cosine, which ranks alike
-        else:
-            vector = self.searcher.vector_of_path(loaded.paths[position].as_py())
+        ids = loaded.ids[position:position + 1]
+        vector = stored_vectors(loaded, self.searcher.embeddings, ids)  # unit length for cosine, which ranks alike
         return self.searcher.search_vectors(vector, k)[0]
 
     def search_image(self, data: bytes, k: int) -> list[Hit]:
@@ -127,7 +122,7 @@ class RunState:
 
 def read_signature(run: str, storage: Storage) -> tuple[int | None, str | None]:
     """(the embeddings table's latest version, index.json's text): None for what is not there."""
-    table = open_table(table_uri(run, EMBEDDINGS_DIR), storage)
+    table = open_table(output_uri(run, EMBEDDINGS_DIR), storage)
     found = folder(run, storage)
     try:
         info = found.fs.cat_file(found.path(INFO_FILE)).decode()
@@ -159,8 +154,8 @@ def _image_model(run: str, storage: Storage, searcher: Searcher,
     """The run's model for image queries (the previous state's where its settings are the same), or why there is none."""
     try:
         record = latest_run(run, storage)
-        about = description(open_table(table_uri(run, EMBEDDINGS_DIR), storage))
-        decode = DecodeConfig(**record["decode"])
+        about = description(open_table(output_uri(run, EMBEDDINGS_DIR), storage))
+        decode = DecodeConfig.from_dict(record["decode"])
         key = json.dumps([record["model"], about.get("model", {}).get("sha256"), record["processor"], record["decode"],
                           record["infer"]["pooling"]], sort_keys=True)
     except (FileNotFoundError, KeyError, TypeError, ValueError) as err:

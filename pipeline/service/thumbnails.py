@@ -8,7 +8,7 @@ import warnings
 
 from PIL import Image
 
-from pipeline.embed.decode import DecodeError, open_image, to_rgb
+from pipeline.images import DecodeError, open_image, to_rgb
 from vitmae.errors import one_line
 
 MIN_SIZE, MAX_SIZE = 16, 1024  # sides a caller may ask for, in pixels

@@ -29,22 +29,13 @@ from torch import nn
 from pipeline import schema
 from pipeline.embed.preprocess import PreprocessConfig
 from pipeline.embed.work import decoded_images
-from pipeline.layout import CHECKPOINTS_DIR, METRICS_FILE, OPTIMIZER_FILE, STATE_FILE, checkpoint_name
+from pipeline.layout import CHECKPOINTS_DIR, METRICS_FILE, OPTIMIZER_FILE, STATE_FILE, checkpoint_name, output_uri
 from pipeline.storage import Storage, read_parquet, write_parquet
 from pipeline.train.augment import AugmentConfig, RandomResizedCrop
 from vitmae import ViTImageProcessor, ViTMAEConfig, ViTMAEForPreTraining
 from vitmae.folder import Folder, open_folder
 
 logger = logging.getLogger(__name__)
-
-METRICS_SCHEMA = pa.schema([
-    ("step", pa.int64()),  # optimizer steps so far, from 1
-    ("epoch", pa.int32()),  # epoch of the step, from 1
-    ("loss", pa.float32()),  # the batch's reconstruction loss, averaged over the workers
-    ("lr", pa.float32()),  # learning rate of the step
-    ("images", pa.int64()),  # images the step trained on, over all workers
-])
-
 
 @dataclass(frozen=True)
 class LoopConfig:
@@ -101,7 +92,7 @@ def latest_checkpoint(output: Folder) -> tuple[str, dict[str, Any]] | None:
         return None
     _, path = max(found)
     name = path[len(output.root.rstrip("/")) + 1:]
-    return f"{output.uri.rstrip('/')}/{name}", output.read_json(f"{name}/{STATE_FILE}")
+    return output_uri(output.uri, name), output.read_json(f"{name}/{STATE_FILE}")
 
 
 def _build_model(config: LoopConfig) -> ViTMAEForPreTraining:
@@ -136,14 +127,14 @@ def _earlier_metrics(output: Folder, step: int) -> list[pa.Table]:
     if step == 0 or not output.exists(METRICS_FILE):
         return []
     table = read_parquet(output, METRICS_FILE)
-    return [table.filter(pc.less_equal(table.column("step"), step)).cast(METRICS_SCHEMA)]
+    return [table.filter(pc.less_equal(table.column(schema.STEP), step)).cast(schema.METRICS_SCHEMA)]
 
 
 def _save_checkpoint(output: Folder, model: ViTMAEForPreTraining, processor: ViTImageProcessor, optimizer: torch.optim.Optimizer,
                      state: dict[str, Any], metrics: list[pa.Table], config: LoopConfig) -> None:
     """Rank 0: metrics.parquet, then the epoch's checkpoint, trainer_state.json last (a resume trusts only it)."""
     name = checkpoint_name(state["epoch"])
-    uri = f"{output.uri.rstrip('/')}/{name}"
+    uri = output_uri(output.uri, name)
     write_parquet(output, METRICS_FILE, pa.concat_tables(metrics))
     model.save_pretrained(uri, config.storage.options(uri))
     processor.save_pretrained(uri, config.storage.options(uri))
@@ -200,7 +191,7 @@ def train_loop(loop: dict[str, Any]) -> None:
     for epoch in range(state["epoch"] + 1, config.epochs + 1):
         start = time.perf_counter()
         model.train()
-        rows: dict[str, list] = {name: [] for name in METRICS_SCHEMA.names}
+        rows: dict[str, list] = {name: [] for name in schema.METRICS_SCHEMA.names}
         skipped = 0.0
         for batch in epoch_batches(config, epoch, rank, world):  # equal shares: every worker takes as many steps
             ok = ~schema.failed_rows(batch[schema.ERROR])
@@ -209,7 +200,7 @@ def train_loop(loop: dict[str, Any]) -> None:
             loss = _step(model, optimizer, processor.normalize(torch.from_numpy(batch[schema.PIXELS]).to(device)), ok, lr)
             state["step"] += 1
             mean_loss, images = _all_reduce([loss / world, float(ok.sum())], device)
-            for name, value in zip(METRICS_SCHEMA.names, (state["step"], epoch, mean_loss, lr, int(images))):
+            for name, value in zip(schema.METRICS_SCHEMA.names, (state["step"], epoch, mean_loss, lr, int(images))):
                 rows[name].append(value)
         skipped = int(_all_reduce([skipped], device)[0])
         state["epoch"] = epoch
@@ -217,7 +208,7 @@ def train_loop(loop: dict[str, Any]) -> None:
         state["skipped"] = state["skipped"] + [skipped]
         state["seconds"] = state["seconds"] + time.perf_counter() - start
         if output is not None:
-            metrics.append(pa.table(rows, schema=METRICS_SCHEMA))
+            metrics.append(pa.table(rows, schema=schema.METRICS_SCHEMA))
             _save_checkpoint(output, core, processor, optimizer, state, metrics, config)
         ray.train.report({"epoch": epoch, "step": state["step"], "loss": state["epoch_loss"][-1], "skipped": skipped})
 

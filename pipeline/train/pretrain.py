@@ -30,14 +30,15 @@ from pipeline.cluster import start_ray
 from pipeline.embed.decode import DecodeConfig
 from pipeline.embed.listing import DEFAULT_EXTENSIONS, list_inputs
 from pipeline.embed.preprocess import PreprocessConfig
-from pipeline.layout import MODEL_DIR, RECONSTRUCTIONS_FILE, SUMMARY_FILE, TRAINING_FILES, package_versions
+from pipeline.layout import MODEL_DIR, RECONSTRUCTIONS_FILE, SUMMARY_FILE, TRAINING_FILES, output_uri, package_versions
 from pipeline.storage import Storage, StorageConfig, absolute_uri, output_folder
 from pipeline.train.augment import AugmentConfig
 from pipeline.train.loop import LoopConfig, latest_checkpoint, train_loop
 from pipeline.train.reconstruct import ReconstructConfig, save_reconstructions
 from vitmae import ViTImageProcessor, ViTMAEConfig, ViTMAEForPreTraining
 from vitmae.errors import InvalidInput, NotFound
-from vitmae.folder import CONFIG_NAME, Folder, open_folder
+from vitmae.folder import CONFIG_NAME, SAFETENSORS_NAME, Folder, open_folder
+from vitmae.processor import IMAGENET_MEAN, IMAGENET_STD, PROCESSOR_NAME
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +51,6 @@ PRESETS: dict[Preset, dict[str, int]] = {
                   decoder_num_hidden_layers=4, decoder_num_attention_heads=8, decoder_intermediate_size=1024),
     "base": {},  # facebook/vit-mae-base: ViT-B/16 and the 8-block, 512-wide decoder
 }
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # MAE's normalisation
 
 
 @dataclass(frozen=True)
@@ -218,7 +218,7 @@ def run(config: PretrainConfig) -> dict[str, Any]:
     last, final_state = latest_checkpoint(output) or (None, None)
     if last is None or final_state["epoch"] != config.epochs:
         raise RuntimeError(f"training ended without the checkpoint of epoch {config.epochs} in {config.output}")
-    model = f"{config.output.rstrip('/')}/{MODEL_DIR}"
+    model = output_uri(config.output, MODEL_DIR)
     _copy_model(last, model, storage)
     summary = _summary(config, loop, listing.num_rows, final_state, seconds)
     if config.reconstructions:
@@ -259,14 +259,14 @@ def _copy_model(checkpoint: str, target: str, storage: Storage) -> None:
     """The Hugging Face files of the last checkpoint (not its optimizer state) -> `target`."""
     source = open_folder(checkpoint, storage.options(checkpoint))
     destination = open_folder(target, storage.options(target), create=True)
-    for name in (CONFIG_NAME, "model.safetensors", "preprocessor_config.json"):
+    for name in (CONFIG_NAME, SAFETENSORS_NAME, PROCESSOR_NAME):
         destination.write_bytes(name, source.fs.cat_file(source.path(name)))
 
 
 def _draw(config: PretrainConfig, listing: pa.Table, model: str, storage: Storage) -> None:
     """reconstructions.png on the first training images that decode; a drawing is never worth failing the run for."""
     paths = listing.column("path").to_pylist()[: 4 * config.reconstructions]
-    png = f"{config.output.rstrip('/')}/{RECONSTRUCTIONS_FILE}"
+    png = output_uri(config.output, RECONSTRUCTIONS_FILE)
     try:
         save_reconstructions(ReconstructConfig(model, tuple(paths), png, config.mask_ratio, config.seed), storage,
                              limit=config.reconstructions)

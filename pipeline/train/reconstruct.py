@@ -14,8 +14,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pipeline.embed.decode import DecodeConfig, DecodeError, decode_image
+from pipeline.embed.decode import DecodeConfig, decode_image
 from pipeline.embed.infer import mask_noise
+from pipeline.images import DecodeError
 from pipeline.render import MIN_PANEL_PX, render_rows, save_png
 from pipeline.storage import Storage, StorageConfig, read_uri
 from vitmae import ViTImageProcessor, ViTMAEForPreTraining

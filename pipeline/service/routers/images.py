@@ -11,7 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from pipeline.embed.decode import DecodeError
+from pipeline.images import DecodeError
 from pipeline.service.config import API_PREFIX
 from pipeline.service.dependencies import State
 from pipeline.service.models import ErrorResponse
