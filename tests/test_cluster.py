@@ -11,8 +11,8 @@ import pytest
 
 from conftest import s3_storage
 from pipeline.tables import open_table
-from test_embed import read_run, submit_job
-from test_run import ROOT, photo
+from pictures import photo
+from runs import ROOT, read_run, submit_job
 
 
 def free_ports(count: int) -> list[int]:

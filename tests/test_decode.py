@@ -6,10 +6,8 @@ from __future__ import annotations
 import io
 import os
 import resource
-import struct
 import time
 import warnings
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +22,7 @@ import vitmae
 from pipeline.embed.decode import DecodeConfig, Decoded, DecodeError, decode_image
 from vitmae.processor import MAE_PROCESSOR
 from vitmae.random_weights import random_model
+from pictures import encode, write_zeros_png
 
 PROCESSOR = vitmae.ViTImageProcessor.from_dict({  # facebook/vit-mae-base's preprocessor_config.json
     "do_normalize": True, "do_resize": True, "image_mean": [0.485, 0.456, 0.406],
@@ -36,12 +35,6 @@ def skimage_photo(name: str) -> Path:
     import skimage
 
     return Path(os.path.dirname(skimage.__file__)) / "data" / name
-
-
-def encode(image: Image.Image, fmt: str, **options) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **options)
-    return buffer.getvalue()
 
 
 def decode(data: bytes, config: DecodeConfig = CONFIG) -> np.ndarray:
@@ -59,27 +52,6 @@ def refusal(data: bytes, config: DecodeConfig = CONFIG) -> str:
     message = str(caught.value)
     assert "\n" not in message and "Traceback" not in message and len(message) < 200, message
     return message
-
-
-def write_zeros_png(path: Path, width: int, height: int) -> bytes:
-    """A valid 1-bit grayscale PNG of zeros, its IDAT compressed block by block (never the whole image in memory)."""
-
-    def chunk(kind: bytes, payload: bytes) -> bytes:
-        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
-
-    raw_left = height * (1 + (width + 7) // 8)  # each row: filter byte 0, then packed zero bits
-    block = bytes(1 << 20)
-    compressor = zlib.compressobj(1)
-    with open(path, "wb") as file:
-        file.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)))
-        while raw_left:
-            size = min(raw_left, len(block))
-            compressed = compressor.compress(block[:size])
-            raw_left -= size
-            if compressed:
-                file.write(chunk(b"IDAT", compressed))
-        file.write(chunk(b"IDAT", compressor.flush()) + chunk(b"IEND", b""))
-    return path.read_bytes()
 
 
 @pytest.fixture(scope="module")

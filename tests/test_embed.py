@@ -29,9 +29,8 @@ from pipeline.embed.run import EmbedConfig, run
 from pipeline.embed.embedder import Embedder
 from pipeline.embed.infer import InferConfig, mask_noise
 from pipeline.embed.listing import iter_listing, list_inputs
-from pipeline.records import latest_run
 from pipeline.storage import Storage, StorageConfig, absolute_uri
-from pipeline.tables import dataset, open_table
+from pipeline.tables import open_table
 from vitmae.errors import NotFound
 from vitmae.processor import MAE_PROCESSOR
 from pipeline.embed.preprocess import PreprocessConfig, preprocess_batch
@@ -39,7 +38,7 @@ from pipeline.layout import ANOMALIES_FILE, DUPLICATES_FILE, RUN_FILES
 from pipeline.retrieval.anomalies import AnomalyConfig, rank_anomalies
 from pipeline.retrieval.duplicates import DuplicateConfig, find_duplicates
 from conftest import s3_storage, use_hub
-from test_decode import encode, write_zeros_png
+from runs import read_run, submit_job
 
 BAD = {  # file name -> expected start of its error
     "empty.jpg": "empty file",
@@ -49,57 +48,6 @@ BAD = {  # file name -> expected start of its error
     "truncated.png": "cannot decode PNG image: vipspng: libpng read error",  # decoded by libvips
     "bomb.png": "image too large",
 }
-
-
-@pytest.fixture(scope="session")
-def images(tmp_path_factory, photo_paths) -> Path:
-    """Real photographs, every odd mode that must be embedded, and every bad input that must not."""
-    folder = tmp_path_factory.mktemp("images")
-    for path in photo_paths:
-        (folder / path.name).write_bytes(path.read_bytes())
-    photo = Image.open(photo_paths[0]).convert("RGB")
-    small = photo.resize((120, 100))
-    (folder / "cmyk.jpg").write_bytes(encode(small.convert("CMYK"), "JPEG"))
-    (folder / "gray.png").write_bytes(encode(small.convert("L"), "PNG"))
-    (folder / "palette.png").write_bytes(encode(small.convert("P"), "PNG"))
-    (folder / "rgba.png").write_bytes(encode(small.convert("RGBA"), "PNG"))
-    (folder / "photo.webp").write_bytes(encode(photo, "WEBP"))
-    sixteen = Image.fromarray(np.asarray(small.convert("L"), dtype=np.uint16) * 257)
-    (folder / "sixteen.png").write_bytes(encode(sixteen, "PNG"))
-    frames = [small, small.transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
-    (folder / "animated.gif").write_bytes(encode(frames[0], "GIF", save_all=True, append_images=frames[1:]))
-    (folder / "huge.jpg").write_bytes(encode(photo.resize((10_000, 8_000)), "JPEG", quality=85))
-    (folder / "glob [1].png").write_bytes(encode(small, "PNG"))  # read as named, not as a pattern
-    (folder / "star*.png").write_bytes(encode(small, "PNG"))
-    (folder / "empty.jpg").write_bytes(b"")
-    (folder / "random.png").write_bytes(np.random.default_rng(0).bytes(5000))
-    (folder / "text.jpg").write_text("this is not a picture\n")
-    (folder / "truncated.jpg").write_bytes(encode(small, "JPEG")[:1500])
-    (folder / "truncated.png").write_bytes(encode(photo, "PNG")[:20_000])
-    write_zeros_png(folder / "bomb.png", 40_000, 40_000)
-    (folder / "readme.txt").write_text("not listed: wrong extension\n")
-    return folder
-
-
-def read_run(output: Path | str, storage: Storage = Storage()) -> tuple[dict, dict, dict]:
-    """(rows of embeddings by path, rows of errors by path, the latest run's record), each path once."""
-    tables = {}
-    for name in ("embeddings", "errors"):
-        found = open_table(f"{output}/{name}", storage)
-        rows = dataset(found, f"{output}/{name}", storage).to_table().to_pylist() if found else []
-        tables[name] = {r["path"]: r for r in rows}
-        assert len(tables[name]) == len(rows), f"a path twice in {name}"
-    return tables["embeddings"], tables["errors"], latest_run(str(output), storage)
-
-
-@pytest.fixture
-def two_photos(tmp_path, photo_paths) -> Path:
-    """A folder of its own with two of the photographs."""
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for p in photo_paths[:2]:
-        (folder / p.name).write_bytes(p.read_bytes())
-    return folder
 
 
 @pytest.fixture(scope="session")
@@ -459,19 +407,6 @@ def test_s3_input_model_and_output(ray_cluster, s3, model_dir, photo_paths, monk
     assert all(r["etag"] for r in embedded.values())
     assert errors["s3://test/embed/photos/deleted.jpg"]["error"] == "object not found (deleted or moved after listing)"
     assert fs.exists("test/embed/run/runs/_delta_log")
-
-
-def submit_job(client, entrypoint: str, env: dict[str, str], seconds: float = 300) -> str:
-    """client.submit_job, tried again while the head has no job agent yet: it waits only 10 s for one, and on a loaded
-    2-core machine the agents take longer to start."""
-    deadline = time.time() + seconds
-    while True:
-        try:
-            return client.submit_job(entrypoint=entrypoint, runtime_env={"env_vars": env})
-        except RuntimeError as err:
-            if "No available agent" not in str(err) or time.time() > deadline:
-                raise
-            time.sleep(2)
 
 
 def test_job_submission_to_a_local_head(ray_cluster, model_dir, two_photos, tmp_path):

@@ -17,8 +17,8 @@ from pipeline.retry import retrying
 from pipeline.storage import StorageConfig
 from pipeline.tables import dataset, open_table
 from s3server import S3Server
-from test_embed import read_run
-from test_run import ROOT, fill, photo
+from pictures import fill, photo
+from runs import ROOT, read_run
 
 FAULT_INJECTION = str(Path(__file__).parent / "fault_injection")
 OUTAGE_S = 20  # the shortest outage a run must wait out

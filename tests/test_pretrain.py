@@ -23,11 +23,8 @@ from pipeline.render import MIN_PANEL_PX, panel_origin, sheet_size
 from pipeline.train.augment import AugmentConfig
 from pipeline.train.loop import LoopConfig, _build_model, lr_at, param_groups
 from pipeline.train.pretrain import PretrainConfig, run
+from conftest import TINY_MAE
 
-TINY_MAE = dict(
-    hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8,
-    decoder_hidden_size=16, decoder_num_hidden_layers=1, decoder_num_attention_heads=2, decoder_intermediate_size=32,
-)
 PROCESSOR = dict(size=32, resample=3, image_mean=(0.485, 0.456, 0.406), image_std=(0.229, 0.224, 0.225))
 TRAIN_DIGITS = 47
 STEPS_PER_EPOCH = (TRAIN_DIGITS + 1) // 2 // 8  # two workers, batch 8: with the bad file, no row is left over

@@ -10,36 +10,13 @@ import sys
 import time
 from pathlib import Path
 
-from PIL import Image
-
 from conftest import s3_storage
 from jobs.cli import main as cli
 from pipeline.records import finished_runs
 from pipeline.storage import Storage
 from pipeline.tables import dataset, open_table
-from test_embed import read_run
-
-ROOT = Path(__file__).parents[1]
-
-
-def photo(i: int, size: tuple[int, int] = (96, 72)) -> Image.Image:
-    """A distinct small picture: a crop of one of scikit-image's photographs."""
-    import skimage
-
-    names = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png")
-    base = Image.open(Path(skimage.__file__).parent / "data" / names[i % len(names)]).convert("RGB")
-    x, y = (37 * i) % (base.width - 200), (23 * i) % (base.height - 150)
-    return base.crop((x, y, x + 200, y + 150)).resize(size)
-
-
-def fill(folder: Path, names: range) -> None:
-    folder.mkdir(exist_ok=True)
-    for i in names:
-        photo(i).save(folder / f"img-{i:03d}.png")
-
-
-def run_args(images: Path, output: Path, model: Path, *extra: str) -> list[str]:
-    return ["--input", str(images), "--output", str(output), "--model", str(model), "--num_actors", "1", *extra]
+from pictures import fill, photo
+from runs import ROOT, read_run, run_args, start_job
 
 
 def test_a_second_run_embeds_only_what_changed(ray_cluster, model_dir, tmp_path, capsys):
@@ -141,12 +118,6 @@ def wait_for(condition, seconds: float, what: str) -> None:
 def data_commits(output: Path) -> int:
     table = open_table(str(output / "embeddings"), Storage())
     return 0 if table is None else sum(h.get("vitmae.commit") == "add" for h in table.history())
-
-
-def start_job(args: list[str]) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # its own local Ray, as from cron
-    return subprocess.Popen([sys.executable, "-m", "jobs.embed", *args], cwd=ROOT, env=env, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def test_a_killed_run_keeps_what_it_committed_and_the_next_finishes(model_dir, tmp_path):
