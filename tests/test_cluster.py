@@ -3,13 +3,16 @@ with Ray's job API against S3: model actors on both workers, and a worker node k
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 import time
 
 import pytest
+import ray
 
 from conftest import s3_storage
+from pipeline.cluster import start_ray
 from pipeline.tables import open_table
 from pictures import photo
 from runs import ROOT, read_run, submit_job
@@ -120,3 +123,15 @@ def test_a_worker_node_killed_mid_run(cluster, s3, model_on_s3, tmp_path):
 def _committed(storage, prefix: str) -> bool:
     table = open_table(f"s3://test/{prefix}/out/embeddings", storage)
     return table is not None and any(h.get("vitmae.commit") == "add" for h in table.history())
+
+
+def test_a_ray_the_job_starts_keeps_an_idle_worker_a_core_unless_told_otherwise(monkeypatch):
+    """Ray's default keeps idle workers only for free CPUs, which the model actors take, so every short task beside
+    them would start a worker process of its own (benchmarks/RESULTS.md)."""
+    seen = []
+    monkeypatch.setattr(ray, "init", lambda **init: seen.append((os.environ.get("RAY_num_workers_soft_limit"), init)))
+    monkeypatch.delenv("RAY_num_workers_soft_limit", raising=False)
+    start_ray(include_dashboard=False)
+    monkeypatch.setenv("RAY_num_workers_soft_limit", "3")
+    start_ray()
+    assert seen == [(str(os.cpu_count()), {"include_dashboard": False}), ("3", {})]

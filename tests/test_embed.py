@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import ray
 import torch
 import transformers
 from PIL import Image
@@ -22,18 +21,14 @@ import vitmae
 from jobs import embed as embed_job
 from jobs.cli import main as cli
 from jobs.command import parse
-from pipeline import schema
-from pipeline.cluster import start_ray
-from pipeline.embed.checks import check_settings
 from pipeline.embed.run import EmbedConfig, run
 from pipeline.embed.embedder import Embedder
-from pipeline.embed.infer import InferConfig, mask_noise
-from pipeline.embed.listing import iter_listing, list_inputs
-from pipeline.storage import Storage, StorageConfig, absolute_uri
+from pipeline.embed.infer import InferConfig
+from pipeline.embed.listing import iter_listing
+from pipeline.storage import Storage, StorageConfig
 from pipeline.tables import open_table
 from vitmae.errors import NotFound
 from vitmae.processor import MAE_PROCESSOR
-from pipeline.embed.preprocess import PreprocessConfig, preprocess_batch
 from pipeline.layout import ANOMALIES_FILE, DUPLICATES_FILE, RUN_FILES
 from pipeline.retrieval.anomalies import AnomalyConfig, rank_anomalies
 from pipeline.retrieval.duplicates import DuplicateConfig, find_duplicates
@@ -78,35 +73,6 @@ def test_every_listed_input_ends_once_in_embeddings_or_errors(scored_run, images
     # Those batches of 8 went into data files of 64 rows or more (FILE_ROWS): fewer than 64 rows, one file a table.
     for table in ("embeddings", "errors"):
         assert len(list((scored_run / table).glob(f"part-{manifest['run_id']}-*.parquet"))) == 1, table
-
-
-@pytest.mark.parametrize(
-    ("resources", "flags", "parameters", "expected"),
-    [
-        ({"CPU": 2, "memory": 16e9}, {}, 86_000_000, (2, 1)),  # ViT-B on this kind of machine: one actor a core
-        ({"CPU": 96, "memory": 100e9}, {}, 632_000_000, (8, 12)),  # ViT-H on a big node: memory caps the actors
-        ({"CPU": 96, "memory": 100e9}, {"infer": InferConfig(dtype="bfloat16")}, 632_000_000, (13, 7)),  # half the bytes, more fit
-        ({"CPU": 2, "memory": 1e9}, {}, 86_000_000, (1, 2)),  # nothing fits: still one actor, on every core
-        ({"CPU": 8, "memory": 64e9}, {"cpu_threads": 2}, 86_000_000, (4, 2)),
-        ({"CPU": 8, "memory": 64e9}, {"num_actors": 1}, 86_000_000, (1, 8)),
-        ({"CPU": 8, "memory": 64e9}, {"num_actors": 3, "cpu_threads": 1}, 86_000_000, (3, 1)),
-    ],
-)
-def test_cpu_actors_default_to_one_a_core_as_memory_allows(monkeypatch, resources, flags, parameters, expected):
-    monkeypatch.setattr(pipeline.embed.run.ray, "cluster_resources", lambda: resources)
-    config = EmbedConfig(input="in", output="out", model="m", **flags)
-    assert pipeline.embed.run.cpu_actors(config, parameters) == expected
-
-
-def test_cpu_actors_take_their_threads_up_to_the_cores(model_dir):
-    before = torch.get_num_threads()
-    try:
-        Embedder(str(model_dir), threads=1)
-        assert torch.get_num_threads() == 1
-        Embedder(str(model_dir), threads=10_000)
-        assert torch.get_num_threads() == os.cpu_count()
-    finally:
-        torch.set_num_threads(before)
 
 
 def test_outputs_read_back_as_delta_tables_in_pandas_duckdb_and_ray(ray_cluster, scored_run):
@@ -179,29 +145,6 @@ def test_loss_is_identical_across_runs_and_the_same_across_batch_sizes(scored_ru
     assert {p: r["loss"] for p, r in read_run(same)[0].items()} == {p: r["loss"] for p, r in first.items()}
 
 
-def test_s3_options_carry_the_session_token_of_temporary_credentials(monkeypatch):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "key")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
-    monkeypatch.setenv("AWS_SESSION_TOKEN", "token")
-    storage = Storage.from_environment("http://127.0.0.1:8333")
-    options = storage.options("s3://bucket/photos/")
-    assert options["client_kwargs"] == {"endpoint_url": "http://127.0.0.1:8333"}
-    assert (options["key"], options["secret"], options["token"]) == ("key", "secret", "token")
-    assert options["config_kwargs"]["read_timeout"] > 0  # a hung server is an outage, not a read that never returns
-    assert storage.options("/local/photos") == {}
-    assert "secret" not in repr(storage) and "token" not in repr(storage) and "key" not in repr(storage).split("(")[1]
-
-
-def test_masks_are_a_function_of_seed_and_path_and_cover_every_patch():
-    noise = mask_noise("s3://b/a.jpg", 7, 196, 0.75, 4)
-    assert np.array_equal(noise, mask_noise("s3://b/a.jpg", 7, 196, 0.75, 4))
-    assert not np.array_equal(noise, mask_noise("s3://b/a.jpg", 8, 196, 0.75, 4))
-    assert not np.array_equal(noise, mask_noise("s3://b/c.jpg", 7, 196, 0.75, 4))
-    visible = np.argsort(noise, axis=1)[:, :49]
-    assert sorted(visible.ravel().tolist()) == list(range(196))  # disjoint visible sets, every patch masked 3 times
-    assert mask_noise("x", 0, 196, 0.5, 4).shape == (4, 196)  # too many to be disjoint: independent masks
-
-
 def snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
@@ -234,29 +177,11 @@ def test_other_settings_are_refused_before_work_and_overwrite_starts_anew(ray_cl
     assert open_table(str(output / "embeddings"), Storage()).version() == 2  # a new table: created, described, data
 
 
-def test_a_table_from_before_the_decode_setting_was_recorded_takes_fast_runs_only():
-    """Such tables decoded JPEGs at a reduced scale: "fast" goes on with them, "exact" needs --overwrite."""
-    older = {"pooling": "mean"}
-    check_settings(older, {"pooling": "mean", "decode": "fast"}, "out")
-    with pytest.raises(ValueError, match="decode 'fast' \\(the table\\) vs 'exact' \\(this run\\)"):
-        check_settings(older, {"pooling": "mean", "decode": "exact"}, "out")
-
-
 def test_more_gpus_than_the_cluster_has_fail_before_work(ray_cluster, model_dir, two_photos, tmp_path, capsys):
     args = ["embed", "--input", str(two_photos), "--output", str(tmp_path / "out"), "--model", str(model_dir), "--num_gpus", "3"]
     assert cli(args) == 2
     assert "num_gpus 3 asks for more GPUs than the Ray cluster's 1" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
-
-
-def test_local_paths_become_absolute_and_uris_and_hub_ids_stay(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "models" / "mae").mkdir(parents=True)
-    assert absolute_uri("runs/today") == str(tmp_path / "runs" / "today")  # not there yet: an output
-    assert absolute_uri("models/mae", may_be_hub_id=True) == str(tmp_path / "models" / "mae")
-    assert absolute_uri("facebook/vit-mae-base", may_be_hub_id=True) == "facebook/vit-mae-base"
-    assert absolute_uri("../models/mae", may_be_hub_id=True) == str(tmp_path.parent / "models" / "mae")  # no hub id
-    assert absolute_uri("s3://bucket/runs/today") == "s3://bucket/runs/today"
 
 
 def test_relative_paths_mean_the_drivers_folder(ray_cluster, model_dir, two_photos, tmp_path, monkeypatch):
@@ -362,23 +287,6 @@ def test_model_processor_mismatch_and_missing_processor_fail_before_work(model_d
     assert cli(["embed", "--input", str(images), "--output", str(tmp_path / "o"), "--model", str(broken)]) == 2
     assert "cannot read " in capsys.readouterr().err
     assert not (tmp_path / "o").exists()  # nothing is created before the checks pass
-
-
-def test_an_object_deleted_after_listing_becomes_an_error_row(two_photos):
-    listing = list_inputs(str(two_photos), ("png",), Storage())
-    (two_photos / Path(listing.column(schema.PATH)[0].as_py()).name).unlink()
-    batch = {name: listing.column(name).to_numpy(zero_copy_only=False) for name in listing.column_names}
-    out = preprocess_batch(batch, PreprocessConfig(processor=MAE_PROCESSOR))
-    assert out[schema.ERROR].tolist() == ["object not found (deleted or moved after listing)", ""]
-    assert out[schema.PIXELS][1].any() and not out[schema.PIXELS][0].any()
-
-
-def test_decoding_on_threads_gives_the_same_rows(images):
-    listing = list_inputs(str(images), ("jpg", "png", "gif"), Storage())
-    batch = {name: listing.column(name).to_numpy(zero_copy_only=False) for name in listing.column_names}
-    one, two = (preprocess_batch(batch, PreprocessConfig(processor=MAE_PROCESSOR, threads=t)) for t in (1, 2))
-    assert one[schema.ERROR].tolist() == two[schema.ERROR].tolist() and any(one[schema.ERROR])
-    assert np.array_equal(one[schema.PIXELS], two[schema.PIXELS]) and np.array_equal(one[schema.WIDTH], two[schema.WIDTH])
 
 
 def test_s3_input_model_and_output(ray_cluster, s3, model_dir, photo_paths, monkeypatch):
@@ -503,15 +411,3 @@ def test_a_bug_is_one_line_with_its_traceback_behind_debug(monkeypatch, capsys):
 def test_four_masks_by_default_when_the_loss_is_scored():
     config, _ = parse(embed_job.COMMAND, ["--input", "i", "--output", "o", "--model", "m", "--infer.mask_ratio", "0.75"])
     assert config.infer.loss_samples == 4 == InferConfig().loss_samples
-
-
-def test_a_ray_the_job_starts_keeps_an_idle_worker_a_core_unless_told_otherwise(monkeypatch):
-    """Ray's default keeps idle workers only for free CPUs, which the model actors take, so every short task beside
-    them would start a worker process of its own (benchmarks/RESULTS.md)."""
-    seen = []
-    monkeypatch.setattr(ray, "init", lambda **init: seen.append((os.environ.get("RAY_num_workers_soft_limit"), init)))
-    monkeypatch.delenv("RAY_num_workers_soft_limit", raising=False)
-    start_ray(include_dashboard=False)
-    monkeypatch.setenv("RAY_num_workers_soft_limit", "3")
-    start_ray()
-    assert seen == [(str(os.cpu_count()), {"include_dashboard": False}), ("3", {})]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from dataclasses import replace
@@ -78,3 +79,14 @@ def test_a_compiled_actor_gives_the_eager_numbers_at_every_batch_size(model_dir)
         expected, got = eager(batch), compiled(batch)
         np.testing.assert_allclose(got[schema.EMBEDDING], expected[schema.EMBEDDING], rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(got[schema.LOSS], expected[schema.LOSS], rtol=1e-4)
+
+
+def test_cpu_actors_take_their_threads_up_to_the_cores(model_dir):
+    before = torch.get_num_threads()
+    try:
+        Embedder(str(model_dir), threads=1)
+        assert torch.get_num_threads() == 1
+        Embedder(str(model_dir), threads=10_000)
+        assert torch.get_num_threads() == os.cpu_count()
+    finally:
+        torch.set_num_threads(before)

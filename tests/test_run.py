@@ -1,5 +1,6 @@
 """The same command every night: each run updates the output's Delta tables with only what changed, a killed run is
-finished by the next, two runs at once never double a row, and the index follows the table. Real Ray, real S3."""
+finished by the next, two runs at once never double a row, and the index follows the table. Real Ray, real S3. And the
+model actors a run asks for on the CPU."""
 
 from __future__ import annotations
 
@@ -10,8 +11,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+import pipeline.embed.run
 from conftest import s3_storage
 from jobs.cli import main as cli
+from pipeline.embed.infer import InferConfig
+from pipeline.embed.run import EmbedConfig
 from pipeline.records import finished_runs
 from pipeline.storage import Storage
 from pipeline.tables import dataset, open_table
@@ -184,3 +190,21 @@ def test_updates_on_s3_from_an_input_list(ray_cluster, s3, model_dir, tmp_path, 
     assert second["s3://test/update/photos/0.png"]["id"] == first["s3://test/update/photos/0.png"]["id"]
     assert second["s3://test/update/photos/1.png"]["etag"] != first["s3://test/update/photos/1.png"]["etag"]
     assert record["index"]["count"] == 3
+
+
+@pytest.mark.parametrize(
+    ("resources", "flags", "parameters", "expected"),
+    [
+        ({"CPU": 2, "memory": 16e9}, {}, 86_000_000, (2, 1)),  # ViT-B on this kind of machine: one actor a core
+        ({"CPU": 96, "memory": 100e9}, {}, 632_000_000, (8, 12)),  # ViT-H on a big node: memory caps the actors
+        ({"CPU": 96, "memory": 100e9}, {"infer": InferConfig(dtype="bfloat16")}, 632_000_000, (13, 7)),  # half the bytes, more fit
+        ({"CPU": 2, "memory": 1e9}, {}, 86_000_000, (1, 2)),  # nothing fits: still one actor, on every core
+        ({"CPU": 8, "memory": 64e9}, {"cpu_threads": 2}, 86_000_000, (4, 2)),
+        ({"CPU": 8, "memory": 64e9}, {"num_actors": 1}, 86_000_000, (1, 8)),
+        ({"CPU": 8, "memory": 64e9}, {"num_actors": 3, "cpu_threads": 1}, 86_000_000, (3, 1)),
+    ],
+)
+def test_cpu_actors_default_to_one_a_core_as_memory_allows(monkeypatch, resources, flags, parameters, expected):
+    monkeypatch.setattr(pipeline.embed.run.ray, "cluster_resources", lambda: resources)
+    config = EmbedConfig(input="in", output="out", model="m", **flags)
+    assert pipeline.embed.run.cpu_actors(config, parameters) == expected

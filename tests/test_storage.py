@@ -1,6 +1,7 @@
 """Storage settings: resolved from the flag and the AWS variables, and a secret that no log, error, repr or file
 of a whole embed, index, search, anomalies and pre-training run on the S3 fixture ever shows; refused credentials and
-permissions, missing buckets and an endpoint that does not answer, said in one line on every side of a run."""
+permissions, missing buckets and an endpoint that does not answer, said in one line on every side of a run; local
+paths made absolute."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from pipeline.embed.preprocess import PreprocessConfig
 from pipeline.embed.run import EmbedConfig, run
 from pipeline.schema import ERRORS_SCHEMA
 from pipeline.storage import (CREDENTIAL_SETTINGS, ENDPOINT_SETTING, PERMISSION_SETTING, AccessDenied, Storage, StorageConfig,
-                              StorageUnreachable, read_uri, run_folder, storage_error, write_uri)
+                              StorageUnreachable, absolute_uri, read_uri, run_folder, storage_error, write_uri)
 from pipeline.tables import RunTable, open_table
 from vitmae.errors import NotFound
 
@@ -328,3 +329,26 @@ def test_tables_and_run_folders_say_the_same(s3):
     with pytest.raises(AccessDenied, match=r"refused the permission to write \(AccessDenied\)"):
         RunTable.open_or_create(table, reader, ERRORS_SCHEMA, "run")
     assert not written(table, s3)
+
+
+def test_s3_options_carry_the_session_token_of_temporary_credentials(monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "key")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "token")
+    storage = Storage.from_environment("http://127.0.0.1:8333")
+    options = storage.options("s3://bucket/photos/")
+    assert options["client_kwargs"] == {"endpoint_url": "http://127.0.0.1:8333"}
+    assert (options["key"], options["secret"], options["token"]) == ("key", "secret", "token")
+    assert options["config_kwargs"]["read_timeout"] > 0  # a hung server is an outage, not a read that never returns
+    assert storage.options("/local/photos") == {}
+    assert "secret" not in repr(storage) and "token" not in repr(storage) and "key" not in repr(storage).split("(")[1]
+
+
+def test_local_paths_become_absolute_and_uris_and_hub_ids_stay(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models" / "mae").mkdir(parents=True)
+    assert absolute_uri("runs/today") == str(tmp_path / "runs" / "today")  # not there yet: an output
+    assert absolute_uri("models/mae", may_be_hub_id=True) == str(tmp_path / "models" / "mae")
+    assert absolute_uri("facebook/vit-mae-base", may_be_hub_id=True) == "facebook/vit-mae-base"
+    assert absolute_uri("../models/mae", may_be_hub_id=True) == str(tmp_path.parent / "models" / "mae")  # no hub id
+    assert absolute_uri("s3://bucket/runs/today") == "s3://bucket/runs/today"
