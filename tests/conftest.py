@@ -151,6 +151,17 @@ def s3_storage(server: S3Server) -> Storage:
     return Storage(server.endpoint_url, server.access_key, server.secret_key)
 
 
+@pytest.fixture
+def unreachable() -> Storage:
+    """S3 settings whose endpoint is a port nothing listens on, waiting out an outage for 1 s."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return Storage(f"http://127.0.0.1:{port}", "key", "secret", retry_seconds=1)
+
+
 @pytest.fixture(scope="session")
 def ray_cluster():
     """One local Ray for the session; it says it has a GPU so that the actor's CPU fallback runs."""

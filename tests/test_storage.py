@@ -122,35 +122,6 @@ def test_the_secret_reaches_no_log_error_or_file(ray_cluster, s3, model_dir, pho
     assert not results.exists() or canary.encode() not in everything_under(results)
 
 
-@pytest.fixture
-def unreachable() -> Storage:
-    """S3 settings whose endpoint is a port nothing listens on, waiting out an outage for 1 s."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return Storage(f"http://127.0.0.1:{port}", "key", "secret", retry_seconds=1)
-
-
-def test_a_table_the_store_did_not_answer_for_is_waited_for(unreachable):
-    """`open_table` says an unreachable store in one line, and `retrying` still waits it out (deltalake's own message
-    for a refused connection says so only past its first line)."""
-    from pipeline.retry import retrying
-    from pipeline.storage import StorageUnavailable
-    from pipeline.tables import open_table
-
-    tries = []
-
-    def reach():
-        tries.append(1)
-        return open_table("s3://bucket/table", unreachable)
-
-    with pytest.raises(StorageUnavailable, match="the storage stayed unreachable for 1 s"):
-        retrying(reach, unreachable, "opening the table")
-    assert len(tries) > 1
-
-
 def test_a_file_the_store_did_not_answer_for_is_not_said_missing(unreachable):
     """pyarrow's own handler of fsspec filesystems says any failure to open a file as FileNotFoundError, which no
     retry waits out; a read task that opens the run's work file during an outage must wait instead."""
