@@ -1,15 +1,12 @@
-"""The same command every night: each run updates the output's Delta tables with only what changed, a killed run is
-finished by the next, two runs at once never double a row, and the index follows the table. Real Ray, real S3. And the
-model actors a run asks for on the CPU."""
+"""The same command every night: each run updates the output's Delta tables with only what changed, and the index
+follows the table. Real Ray, real S3. And the model actors a run asks for on the CPU."""
 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -22,7 +19,7 @@ from pipeline.records import finished_runs
 from pipeline.storage import Storage
 from pipeline.tables import dataset, open_table
 from pictures import fill, photo
-from runs import ROOT, read_run, run_args, start_job
+from runs import ROOT, read_run, run_args
 
 
 def test_a_second_run_embeds_only_what_changed(ray_cluster, model_dir, tmp_path, capsys):
@@ -112,55 +109,6 @@ def test_reading_the_folder_as_plain_parquet_is_wrong_after_an_update(ray_cluste
     assert pads.dataset(files, format="parquet").count_rows() > 3
     table = open_table(str(output / "embeddings"), Storage())
     assert dataset(table, str(output / "embeddings"), Storage()).count_rows() == 3
-
-
-def wait_for(condition, seconds: float, what: str) -> None:
-    deadline = time.time() + seconds
-    while not condition():
-        assert time.time() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
-
-
-def data_commits(output: Path) -> int:
-    table = open_table(str(output / "embeddings"), Storage())
-    return 0 if table is None else sum(h.get("vitmae.commit") == "add" for h in table.history())
-
-
-def test_a_killed_run_keeps_what_it_committed_and_the_next_finishes(model_dir, tmp_path):
-    images, output = tmp_path / "images", tmp_path / "out"
-    fill(images, range(40))
-    args = run_args(images, output, model_dir, "--batch_size", "2", "--commit_rows", "4", "--commit_seconds", "0")
-    job = start_job(args)
-    wait_for(lambda: data_commits(output) >= 3 or job.poll() is not None, 240, "the first commits")
-    os.killpg(job.pid, signal.SIGKILL)  # the driver and its local Ray, at once
-    job.wait()
-    committed = dataset(open_table(str(output / "embeddings"), Storage()), str(output / "embeddings"), Storage()).count_rows()
-    assert 0 < committed < 40, committed
-    done = subprocess.run([sys.executable, "-m", "jobs.embed", *args, "--vacuum_hours", "0"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    embedded, errors, record = read_run(output)  # read_run fails on any path twice
-    assert set(embedded) == {f"file://{p}" for p in images.iterdir()} and not errors
-    assert record["counts"]["embedded"] == 40 - committed
-    table = open_table(str(output / "embeddings"), Storage())
-    live = {os.path.basename(f) for f in table.file_uris()}
-    assert {p.name for p in (output / "embeddings").glob("*.parquet*")} == live  # the killed run's loose files are gone
-
-
-def test_two_runs_at_once_never_double_a_row(model_dir, tmp_path):
-    images, output = tmp_path / "images", tmp_path / "out"
-    fill(images, range(12))
-    args = run_args(images, output, model_dir, "--batch_size", "2", "--commit_rows", "2", "--commit_seconds", "0")
-    first, second = start_job(args), start_job(args)
-    outs = [job.communicate(timeout=300)[0] for job in (first, second)]
-    codes = sorted(job.returncode for job in (first, second))
-    assert codes[0] == 0, outs
-    if codes[1] != 0:
-        assert codes[1] == 75 and any("two runs on one output at once are refused" in out for out in outs), outs
-    again = subprocess.run([sys.executable, "-m", "jobs.embed", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
-    embedded, errors, _ = read_run(output)  # each path once
-    assert set(embedded) == {f"file://{p}" for p in images.iterdir()} and not errors
 
 
 def test_updates_on_s3_from_an_input_list(ray_cluster, s3, model_dir, tmp_path, monkeypatch, capsys):
