@@ -41,6 +41,7 @@ SMALL_224 = dict(
 GALLERY_BASE = "coffee.png"
 GALLERY_CROPS = 24
 GALLERY_OUTLIERS = ("camera.png", "page.png", "moon.png")
+GALLERY_IMAGES = GALLERY_CROPS + len(GALLERY_OUTLIERS)
 VIT_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "image_size", "patch_size")
 
 
@@ -212,6 +213,15 @@ def gallery_run(ray_cluster, model_dir, gallery, tmp_path_factory) -> Path:
     run(EmbedConfig(input=str(gallery), output=str(output), model=str(model_dir), infer=InferConfig(mask_ratio=0.75),
                     batch_size=16, num_gpus=0))
     return output
+
+
+@pytest.fixture(scope="module")
+def client(gallery_run):
+    """The service over the gallery run, with a 1 MB upload limit; one a module."""
+    from served import serve
+
+    with serve(gallery_run, max_upload_mb=1) as client:
+        yield client
 
 
 def clustered_vectors(count: int, dim: int, clusters: int = 20, noise: float = 0.3, seed: int = 0) -> np.ndarray:
