@@ -218,7 +218,7 @@ def gallery_run(ray_cluster, model_dir, gallery, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def client(gallery_run):
     """The service over the gallery run, with a 1 MB upload limit; one a module."""
-    from served import serve
+    from service_api import serve
 
     with serve(gallery_run, max_upload_mb=1) as client:
         yield client

@@ -23,7 +23,7 @@ from pipeline.service.app import create_app
 from pipeline.service.config import ServeConfig
 from pipeline.service.state import LiveRun
 from pipeline.storage import write_uri
-from served import assert_error, serve, uri
+from service_api import assert_error, serve, uri
 
 TOKEN = "s3cret-token-for-tests"
 
