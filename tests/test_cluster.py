@@ -85,6 +85,7 @@ def model_on_s3(s3, model_dir):
     s3fs.S3FileSystem(**s3.storage_options()).put(str(model_dir), "test/cluster-model", recursive=True)
 
 
+@pytest.mark.slow  # a head and two worker nodes
 def test_model_actors_run_on_both_worker_nodes(cluster, s3, model_on_s3, tmp_path):
     from ray.job_submission import JobStatus
 
@@ -97,6 +98,7 @@ def test_model_actors_run_on_both_worker_nodes(cluster, s3, model_on_s3, tmp_pat
     assert set(record["resources"]["model_nodes"]) == workers, (record["resources"], workers)
 
 
+@pytest.mark.slow  # a head and two worker nodes, one killed
 def test_a_worker_node_killed_mid_run(cluster, s3, model_on_s3, tmp_path):
     from ray.job_submission import JobStatus
 

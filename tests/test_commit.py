@@ -10,10 +10,14 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from pictures import fill
 from pipeline.storage import Storage
 from pipeline.tables import dataset, open_table
 from runs import ROOT, read_run, run_args, start_job
+
+pytestmark = pytest.mark.slow  # jobs of their own Ray, one killed, each over tens of images
 
 
 def wait_for(condition, seconds: float, what: str) -> None:

@@ -52,6 +52,7 @@ def scored_run(ray_cluster, images, model_dir, tmp_path_factory) -> Path:
     return output
 
 
+@pytest.mark.slow  # scored_run: a run over every odd and bad input, ~60 s
 def test_every_listed_input_ends_once_in_embeddings_or_errors(scored_run, images):
     embedded, failed, manifest = read_run(scored_run)
     listed = {f"file://{p}" for p in images.iterdir() if p.suffix != ".txt"}
@@ -75,6 +76,7 @@ def test_every_listed_input_ends_once_in_embeddings_or_errors(scored_run, images
         assert len(list((scored_run / table).glob(f"part-{manifest['run_id']}-*.parquet"))) == 1, table
 
 
+@pytest.mark.slow  # scored_run
 def test_outputs_read_back_as_delta_tables_in_pandas_duckdb_and_ray(ray_cluster, scored_run):
     import duckdb
     import ray
@@ -106,6 +108,7 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
 
 
+@pytest.mark.slow  # scored_run
 def test_mean_embeddings_match_transformers_on_photographs(scored_run, model_dir, photo_paths, images):
     embedded, _, _ = read_run(scored_run)
     ours = np.stack([embedded[f"file://{images / p.name}"]["embedding"] for p in photo_paths])
@@ -132,6 +135,7 @@ def test_cls_embeddings_match_and_the_gpu_request_falls_back_to_the_cpu(ray_clus
     assert cosines(ours, reference_embeddings(model_dir, photo_paths, "cls")).min() >= 0.999
 
 
+@pytest.mark.slow  # scored_run and two more runs
 def test_loss_is_identical_across_runs_and_the_same_across_batch_sizes(scored_run, images, model_dir, tmp_path):
     again = tmp_path / "again"
     run(EmbedConfig(input=str(images), output=str(again), model=str(model_dir), infer=InferConfig(mask_ratio=0.75), batch_size=3, num_gpus=0))
@@ -149,6 +153,7 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow  # three runs
 def test_other_settings_are_refused_before_work_and_overwrite_starts_anew(ray_cluster, model_dir, two_photos, tmp_path, capsys):
     output = tmp_path / "run"
     args = ["embed", "--input", str(two_photos), "--output", str(output), "--model", str(model_dir)]
@@ -184,6 +189,7 @@ def test_more_gpus_than_the_cluster_has_fail_before_work(ray_cluster, model_dir,
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_relative_paths_mean_the_drivers_folder(ray_cluster, model_dir, two_photos, tmp_path, monkeypatch):
     """Ray's workers run in another folder than the driver: a relative --output must still land here."""
     monkeypatch.chdir(tmp_path)
@@ -241,6 +247,7 @@ def test_user_mistakes_are_one_line_errors(mistake, expected, images, model_dir,
     assert expected in err and len(err.splitlines()) == 1 and "Traceback" not in err
 
 
+@pytest.mark.slow  # waits the outage out
 def test_an_endpoint_that_does_not_answer_is_an_outage_before_work(images, model_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "example-key")  # credentials, so that S3 requests go as far as the endpoint
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "example-secret")
@@ -289,6 +296,7 @@ def test_model_processor_mismatch_and_missing_processor_fail_before_work(model_d
     assert not (tmp_path / "o").exists()  # nothing is created before the checks pass
 
 
+@pytest.mark.slow
 def test_s3_input_model_and_output(ray_cluster, s3, model_dir, photo_paths, monkeypatch):
     import s3fs
 
@@ -317,6 +325,7 @@ def test_s3_input_model_and_output(ray_cluster, s3, model_dir, photo_paths, monk
     assert fs.exists("test/embed/run/runs/_delta_log")
 
 
+@pytest.mark.slow  # a job through the head's job agent
 def test_job_submission_to_a_local_head(ray_cluster, model_dir, two_photos, tmp_path):
     from ray.job_submission import JobStatus, JobSubmissionClient
 
@@ -332,6 +341,7 @@ def test_job_submission_to_a_local_head(ray_cluster, model_dir, two_photos, tmp_
     assert read_run(tmp_path / "out")[2]["counts"]["embedded"] == 2
 
 
+@pytest.mark.slow  # a Ray of its own
 def test_without_a_ray_address_the_job_starts_its_own_local_ray(model_dir, two_photos, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     done = subprocess.run(
@@ -358,6 +368,7 @@ def test_compile_reaches_the_model_actors():
     assert on.infer.compile and not off.infer.compile
 
 
+@pytest.mark.slow  # two runs
 def test_overwrite_removes_everything_an_earlier_run_wrote(ray_cluster, model_dir, two_photos, tmp_path):
     """Every name under a run folder is in `layout.RUN_FILES`, so --overwrite leaves no ranking of a run that is gone."""
     output = tmp_path / "run"
@@ -373,6 +384,7 @@ def test_overwrite_removes_everything_an_earlier_run_wrote(ray_cluster, model_di
     assert read_run(output)[2]["counts"]["embedded"] == 3
 
 
+@pytest.mark.slow  # two runs
 def test_a_failed_index_fails_the_run_and_keeps_the_embeddings(ray_cluster, model_dir, two_photos, tmp_path, capsys):
     output = tmp_path / "run"
     args = ["embed", "--input", str(two_photos), "--output", str(output), "--model", str(model_dir)]

@@ -8,8 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from pictures import fill, photo
 from runs import ROOT, read_run
+
+pytestmark = pytest.mark.slow  # a job of its own Ray whose model actors are killed: ~55 s
 
 FAULT_INJECTION = str(Path(__file__).parent / "fault_injection")
 

@@ -75,6 +75,7 @@ def config_for(store: S3Server, **overrides) -> EmbedConfig:
     return EmbedConfig(**{**settings, **overrides})
 
 
+@pytest.mark.slow  # a 20 s outage in the middle of a run
 @pytest.mark.parametrize("outage", ["killed", "frozen"])
 def test_a_storage_outage_mid_run_costs_time_not_images(ray_cluster, store, monkeypatch, outage):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", store.access_key)
@@ -97,6 +98,7 @@ def test_a_storage_outage_mid_run_costs_time_not_images(ray_cluster, store, monk
     assert record["seconds"] > OUTAGE_S  # the outage fell inside the run, and was waited out
 
 
+@pytest.mark.slow  # the store killed, then two runs
 def test_an_outage_longer_than_the_wait_stops_the_run_and_the_next_goes_on(ray_cluster, store, monkeypatch):
     from jobs.errors import TRY_LATER, exit_code, report
 
