@@ -335,6 +335,7 @@ def test_the_exact_mode_gives_transformers_pixels(formats):
         torch.testing.assert_close(normalized(data, "exact"), transformers_pixels(data), atol=1e-6, rtol=0, msg=name)
 
 
+@pytest.mark.slow  # ~20 s
 def test_fast_embeddings_are_within_cosine_0_9999_of_transformers_exact_preprocessing(formats):
     """ViT-B/16 (weights drawn at a trained model's scale), mean-pooled as the job pools."""
     model = random_model(vitmae.ViTMAEModel, vitmae.ViTMAEConfig()).eval()

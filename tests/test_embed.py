@@ -120,6 +120,7 @@ def test_mean_embeddings_match_transformers_on_photographs(scored_run, model_dir
     assert similarity[full_scale].min() >= 0.999_999, similarity
 
 
+@pytest.mark.slow  # ~11 s
 def test_cls_embeddings_match_and_the_gpu_request_falls_back_to_the_cpu(ray_cluster, model_dir, photo_paths, tmp_path):
     folder = tmp_path / "photos"
     folder.mkdir()

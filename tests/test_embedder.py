@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 import vitmae
@@ -69,6 +70,7 @@ def test_a_batch_in_slices_equals_one_pass_with_losses_and_failed_rows(model_dir
     assert np.isnan(sliced[schema.LOSS][1]) and not np.isnan(sliced[schema.LOSS][[0, 2, 3, 4]]).any()
 
 
+@pytest.mark.slow  # torch.compile: ~25 s
 def test_a_compiled_actor_gives_the_eager_numbers_at_every_batch_size(model_dir):
     """compile=True builds one dynamic graph: other batch sizes reuse it and the numbers stay the eager ones."""
     config = InferConfig(mask_ratio=0.75, loss_samples=2)

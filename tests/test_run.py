@@ -22,6 +22,7 @@ from pictures import fill, photo
 from runs import ROOT, read_run, run_args
 
 
+@pytest.mark.slow  # three runs: ~13 s
 def test_a_second_run_embeds_only_what_changed(ray_cluster, model_dir, tmp_path, capsys):
     images, output = tmp_path / "images", tmp_path / "out"
     fill(images, range(6))
@@ -111,6 +112,7 @@ def test_reading_the_folder_as_plain_parquet_is_wrong_after_an_update(ray_cluste
     assert dataset(table, str(output / "embeddings"), Storage()).count_rows() == 3
 
 
+@pytest.mark.slow  # two runs on S3: ~13 s
 def test_updates_on_s3_from_an_input_list(ray_cluster, s3, model_dir, tmp_path, monkeypatch, capsys):
     import s3fs
 

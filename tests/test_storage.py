@@ -60,6 +60,7 @@ def everything_under(folder: Path) -> bytes:
     return b"".join(p.read_bytes() for p in folder.rglob("*") if p.is_file())
 
 
+@pytest.mark.slow  # every command on S3: ~30 s
 def test_the_secret_reaches_no_log_error_or_file(ray_cluster, s3, model_dir, photo_paths, tmp_path, monkeypatch, capsys, caplog):
     import ray
     import s3fs
