@@ -1,5 +1,6 @@
 """The embedding job on a real Ray cluster of three nodes (a head and two workers, each its own raylet), submitted
-with Ray's job API against S3: model actors on both workers, and a worker node killed in the middle of a run."""
+with Ray's job API against S3: model actors on both workers, and a worker node killed in the middle of a run (both
+slow). And the local Ray a job starts when given none."""
 
 from __future__ import annotations
 

@@ -123,6 +123,7 @@ def test_the_secret_reaches_no_log_error_or_file(ray_cluster, s3, model_dir, pho
     assert not results.exists() or canary.encode() not in everything_under(results)
 
 
+@pytest.mark.slow  # connection retries to a port nothing listens on: 7 to 14 s
 def test_a_file_the_store_did_not_answer_for_is_not_said_missing(unreachable):
     """pyarrow's own handler of fsspec filesystems says any failure to open a file as FileNotFoundError, which no
     retry waits out; a read task that opens the run's work file during an outage must wait instead."""
