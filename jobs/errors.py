@@ -18,7 +18,7 @@ import traceback
 from jsonargparse import ArgumentError
 
 from pipeline.retrieval.index_store import IndexNotReady
-from pipeline.storage import AccessDenied, StorageUnavailable
+from pipeline.storage import AccessDenied, StorageOutage
 from pipeline.tables import ConcurrentRunError
 from vitmae.errors import UserError, one_line
 
@@ -26,7 +26,7 @@ DONE, BUG, WRONG_COMMAND, TRY_LATER, NO_PERMISSION = 0, 1, 2, 75, 77
 # The first of an error and its explicit causes (`raise ... from`) that is one of these decides the status.
 EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (AccessDenied, NO_PERMISSION),
-    (StorageUnavailable, TRY_LATER),  # what was committed stays; the next run goes on
+    (StorageOutage, TRY_LATER),  # what was committed stays; the next run goes on
     (ConcurrentRunError, TRY_LATER),  # two runs on one output: the one that finds the other's commit stops
     (IndexNotReady, TRY_LATER),  # the embedding run building the index has not finished (or it needs `vitmae index`)
     (UserError, WRONG_COMMAND),

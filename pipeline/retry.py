@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from pipeline.storage import Storage, StorageUnavailable, read_bytes, transient
+from pipeline.storage import Storage, StorageOutage, read_bytes, transient
 from vitmae.errors import one_line
 
 logger = logging.getLogger(__name__)
@@ -25,7 +25,7 @@ FIRST_PAUSE_S = 0.5
 MAX_PAUSE_S = 8.0
 
 
-class _Outage:
+class _StoreStatus:
     """This process's view of the store: up, or down since when (shared by its threads)."""
 
     def __init__(self) -> None:
@@ -48,14 +48,14 @@ class _Outage:
                 self.since = None
 
 
-OUTAGE = _Outage()
+STORE_STATUS = _StoreStatus()
 
 
 def retrying(operation: Callable[[], T], storage: Storage, what: str) -> T:
     """`operation()`, tried again on transient failures for at most `storage.retry_seconds`.
 
     Raises:
-        StorageUnavailable: the store stayed unreachable that long (the last failure is its cause).
+        StorageOutage: the store stayed unreachable that long (the last failure is its cause).
         Exception: any failure that is not transient, at once.
     """
     deadline, pause = None, FIRST_PAUSE_S
@@ -65,17 +65,17 @@ def retrying(operation: Callable[[], T], storage: Storage, what: str) -> T:
         except Exception as err:
             if not transient(err) or storage.retry_seconds <= 0:
                 raise
-            OUTAGE.failed(what, err, storage)
+            STORE_STATUS.failed(what, err, storage)
             now = time.monotonic()
             deadline = deadline or now + storage.retry_seconds
             if now >= deadline:
-                raise StorageUnavailable(
+                raise StorageOutage(
                     f"{what}: the storage stayed unreachable for {storage.retry_seconds:.0f} s ({one_line(err, 200)})"
                 ) from err
             time.sleep(min(pause, deadline - now))
             pause = min(2 * pause, MAX_PAUSE_S)
             continue
-        OUTAGE.succeeded()
+        STORE_STATUS.succeeded()
         return result
 
 
@@ -96,6 +96,6 @@ def read_retrying(paths: Sequence[str], storage: Storage) -> list[bytes | Except
     if pending:
         try:
             retrying(again, storage, f"reading {len(pending)} objects")
-        except StorageUnavailable:
+        except StorageOutage:
             logger.warning("%d objects stayed unreadable; they become error rows that the next run tries again", len(pending))
     return results

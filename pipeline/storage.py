@@ -73,12 +73,13 @@ class AccessDenied(PermissionError):
     was asked: the settings or the key's policy have to change (command lines exit with status 77)."""
 
 
-class StorageUnavailable(OSError):
-    """The store stayed unreachable for longer than the run waits (command lines exit with status 75)."""
+class StorageOutage(OSError):
+    """The store stayed unreachable for longer than the run waits (`pipeline.retry.retrying` gave up), or once where
+    nothing waits (`StorageAttemptUnreachable`): command lines exit with status 75."""
 
 
-class StorageUnreachable(StorageUnavailable):
-    """One try could not reach the store: `pipeline.retry.retrying` waits it out; uncaught (where nothing waits
+class StorageAttemptUnreachable(StorageOutage):
+    """One attempt could not reach the store: `pipeline.retry.retrying` waits it out; uncaught (where nothing waits
     outages out, as before a run starts), it is an outage too, its message naming the endpoint and the setting."""
 
 
@@ -218,7 +219,7 @@ class _FSSpecHandler(pafs.FSSpecHandler):
 
 def transient(err: BaseException) -> bool:
     """Whether `err` says the store could not be reached (for now), rather than that the operation is wrong."""
-    if isinstance(err, StorageUnreachable):
+    if isinstance(err, StorageAttemptUnreachable):
         return True
     if isinstance(err, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
         return False
@@ -237,8 +238,8 @@ def transient(err: BaseException) -> bool:
 
 def storage_error(err: BaseException, uri: str, storage: Storage, action: str = "access") -> BaseException:
     """What a failure on `uri` means to the person who runs the job: AccessDenied (credentials or permission
-    refused), NotFound (no such bucket) or StorageUnreachable (no answer), as one line naming `uri` and the setting to
-    check; any other failure as it is.
+    refused), NotFound (no such bucket) or StorageAttemptUnreachable (no answer), as one line naming `uri` and the
+    setting to check; any other failure as it is.
 
     Reads what s3fs and botocore (S3 error codes, NoCredentialsError, connection errors), fsspec (PermissionError) and
     deltalake (object_store's texts) raise. Messages quote the S3 error code, never the server's text (a refused
@@ -247,7 +248,7 @@ def storage_error(err: BaseException, uri: str, storage: Storage, action: str = 
     Args:
         action: what was asked of the store ("list", "read", "write"), for the message.
     """
-    if isinstance(err, (UserError, AccessDenied, StorageUnavailable)) or not _from_store(err):
+    if isinstance(err, (UserError, AccessDenied, StorageOutage)) or not _from_store(err):
         return err
     if not str(uri).startswith(S3_SCHEMES):
         if isinstance(err, PermissionError):
@@ -267,7 +268,8 @@ def storage_error(err: BaseException, uri: str, storage: Storage, action: str = 
         bucket = str(uri).split("://", 1)[1].split("/", 1)[0]
         return NotFound(f"{uri}: no such bucket {bucket!r} at {endpoint}; check the URI and {ENDPOINT_SETTING}")
     if transient(err):
-        return StorageUnreachable(f"{uri}: cannot reach the storage at {endpoint} ({_innermost(err)}); check {ENDPOINT_SETTING}")
+        return StorageAttemptUnreachable(
+            f"{uri}: cannot reach the storage at {endpoint} ({_innermost(err)}); check {ENDPOINT_SETTING}")
     return err
 
 
@@ -341,8 +343,8 @@ def probe(uri: str, storage: Storage) -> bool:
     """Whether the folder or prefix `uri` holds anything, asked so that the store's refusals are raised.
 
     On s3:// one listing of one key: refused credentials or permission, a missing bucket and an endpoint that does not
-    answer raise AccessDenied, NotFound or StorageUnreachable naming `uri` (s3fs's `isdir` and `exists` answer False
-    to some of them). Other filesystems answer `isdir`.
+    answer raise AccessDenied, NotFound or StorageAttemptUnreachable naming `uri` (s3fs's `isdir` and `exists` answer
+    False to some of them). Other filesystems answer `isdir`.
     """
     fs, root = fsspec.core.url_to_fs(stringify_path(uri), **storage.options(uri))
     if not str(uri).startswith(S3_SCHEMES):
@@ -388,7 +390,7 @@ def read_bytes(paths: Sequence[str], storage: Storage) -> list[bytes | Exception
     if not len(paths):
         return []
     fs, _ = fsspec.core.url_to_fs(paths[0], **storage.options(paths[0]))
-    stripped = [fs._strip_protocol(p) for p in paths]
+    stripped = [fsspec.core.strip_protocol(p) for p in paths]
     # Whole files, each path taken literally: `cat` would expand `[`, `*` and `?` in file names as a glob.
     return fs.cat_ranges(stripped, None, None, on_error="return")
 

@@ -73,8 +73,8 @@ def open_table(uri: str, storage: Storage, version: int | None = None) -> DeltaT
     """The Delta table at `uri` (at `version`, else the latest), or None where there is none.
 
     Raises:
-        AccessDenied, NotFound (no such bucket), StorageUnreachable: what the store said (`storage.storage_error`);
-        `retrying` waits the last out.
+        AccessDenied, NotFound (no such bucket), StorageAttemptUnreachable: what the store said
+        (`storage.storage_error`); `retrying` waits the last out.
     """
     with explained(uri, storage, "read"):
         try:

@@ -168,8 +168,9 @@ def ray_cluster():
     """One local Ray for the session; it says it has a GPU so that the actor's CPU fallback runs."""
     import ray
 
-    # Ray's own logs stay out of the tests' captured stderr, where commands must write exactly one line.
-    context = ray.init(num_cpus=2, num_gpus=1, include_dashboard=True, dashboard_host="127.0.0.1", logging_level="ERROR",
+    # Ray's own logs stay out of the tests' captured stderr, where commands must write exactly one line. "local": a
+    # Ray of its own, never one that another test or process left running (ray.init would join it and refuse num_cpus).
+    context = ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=True, dashboard_host="127.0.0.1", logging_level="ERROR",
                        log_to_driver=False)
     yield f"http://{context.dashboard_url}"
     ray.shutdown()
@@ -243,7 +244,7 @@ def write_embeddings(run: str, vectors: np.ndarray, storage: Storage | None = No
     from pipeline import schema
     from pipeline.records import table_uri
 
-    storage = storage or Storage()
+    storage = storage or Storage.from_environment()
     paths = list(paths) if paths is not None else [f"s3://images/{i:06d}.jpg" for i in range(len(vectors))]
     n, dim = vectors.shape
     uri = table_uri(run, "embeddings")

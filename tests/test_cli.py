@@ -18,7 +18,7 @@ from jobs.errors import BUG, NO_PERMISSION, TRY_LATER, WRONG_COMMAND, exit_code
 from pipeline.embed.run import IndexNotBuilt
 from pipeline.retrieval.index_store import IndexBehind, NoIndex
 from pipeline.service.config import SECRET_MASK, ServeConfig
-from pipeline.storage import AccessDenied, StorageUnavailable
+from pipeline.storage import AccessDenied, StorageOutage
 from pipeline.tables import ConcurrentRunError
 from vitmae.errors import InvalidInput, NotFound
 
@@ -140,7 +140,7 @@ def test_a_wrong_command_is_one_line_and_status_2(argv, expected, capsys):
     (InvalidInput("mask_ratio must be in [0, 1)"), WRONG_COMMAND),
     (NotFound("--input s3://b/p: no such folder, prefix or file"), WRONG_COMMAND),
     (AccessDenied("s3://b/out: the store refused the credentials"), NO_PERMISSION),
-    (StorageUnavailable("the storage stayed unreachable for 120 s"), TRY_LATER),
+    (StorageOutage("the storage stayed unreachable for 120 s"), TRY_LATER),
     (ConcurrentRunError("two runs on one output at once are refused"), TRY_LATER),
     (NoIndex("r has no index"), TRY_LATER),
     (IndexBehind("the index of r reflects version 3"), TRY_LATER),
@@ -160,7 +160,7 @@ def test_exit_statuses(raised, status, monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("cause, status", [
-    (StorageUnavailable("the storage stayed unreachable"), TRY_LATER),
+    (StorageOutage("the storage stayed unreachable"), TRY_LATER),
     (InvalidInput("index_type flat needs about 3 GB"), WRONG_COMMAND),
     (RuntimeError("faiss failed"), BUG),
 ])

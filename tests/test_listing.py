@@ -16,6 +16,7 @@ import pyarrow.orc
 import pyarrow.parquet as pq
 import pytest
 
+import pipeline.embed.listing
 from pipeline import schema
 from pipeline.embed.listing import iter_input_list, iter_listing, list_inputs, read_input_list
 from pipeline.embed.run import EmbedConfig, run
@@ -98,6 +99,31 @@ def test_a_glob_matches_what_fsspec_matches_on_s3(s3, monkeypatch):
     fs.pipe({f"test/listing/glob/{name}": b"abc" for name in TREE})
     fs.pipe("test/listing/globbed-not/a.jpg", b"abc")
     glob_against_fsspec("s3://test/listing/glob", s3_storage(s3), monkeypatch)
+
+
+def test_an_s3_prefix_is_listed_a_page_at_a_time(s3, monkeypatch):
+    """The first chunk comes after the first page of keys: no request lists the whole prefix, and no page is held
+    beyond its chunk."""
+    uri = f"s3://test/listing/{uuid.uuid4().hex}/"
+    fsspec.filesystem("s3", **s3.storage_options()).pipe({f"{uri}{i:02d}.jpg": b"abc" for i in range(7)})
+    storage = s3_storage(s3)
+    fs, _ = fsspec.core.url_to_fs(uri, **storage.options(uri))  # the instance the listing gets, as fsspec caches them
+    pages, call_s3 = [], fs.call_s3
+
+    def counted(method: str, **kwargs):
+        answer = call_s3(method, **kwargs)
+        pages.append(len(answer.get("Contents", ())))
+        return answer
+
+    monkeypatch.setattr(fs, "call_s3", counted)
+    monkeypatch.setattr(pipeline.embed.listing, "S3_PAGE_KEYS", 2)
+    chunks = iter_listing(uri, ("jpg",), storage, chunk_rows=2)
+    assert len(next(chunks)) == 2 and pages == [2]
+    assert [len(chunk) for chunk in chunks] == [2, 2, 1] and pages == [2, 2, 2, 1]
+    listed = list_inputs(uri, ("jpg",), storage)
+    assert listed.column(schema.PATH).to_pylist() == [f"{uri}{i:02d}.jpg" for i in range(7)]
+    assert listed.column(schema.SIZE).to_pylist() == [3] * 7
+    assert all(listed.column(schema.MTIME).to_pylist()) and all(listed.column(schema.ETAG).to_pylist())
 
 
 def test_a_glob_is_walked_in_chunks_and_bad_globs_are_one_line_errors(tmp_path):

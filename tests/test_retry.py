@@ -127,7 +127,7 @@ def test_a_table_the_store_did_not_answer_for_is_waited_for(unreachable):
     """`open_table` says an unreachable store in one line, and `retrying` still waits it out (deltalake's own message
     for a refused connection says so only past its first line)."""
     from pipeline.retry import retrying
-    from pipeline.storage import StorageUnavailable
+    from pipeline.storage import StorageOutage
     from pipeline.tables import open_table
 
     tries = []
@@ -136,6 +136,6 @@ def test_a_table_the_store_did_not_answer_for_is_waited_for(unreachable):
         tries.append(1)
         return open_table("s3://bucket/table", unreachable)
 
-    with pytest.raises(StorageUnavailable, match="the storage stayed unreachable for 1 s"):
+    with pytest.raises(StorageOutage, match="the storage stayed unreachable for 1 s"):
         retrying(reach, unreachable, "opening the table")
     assert len(tries) > 1

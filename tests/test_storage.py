@@ -5,6 +5,7 @@ paths made absolute."""
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 import os
@@ -17,15 +18,29 @@ import fsspec
 import pytest
 from s3fs.errors import translate_boto_error
 
+from conftest import clustered_vectors, write_embeddings
 from jobs.cli import main as cli
 import pipeline.embed.run
+from pipeline.embed.embedder import DecodingEmbedder, Embedder
 from pipeline.embed.preprocess import PreprocessConfig
+from pipeline.embed.query import QueryEmbedder
 from pipeline.embed.run import EmbedConfig, run
+from pipeline.embed.write import WriteConfig
+from pipeline.layout import INFO_FILE
+from pipeline.retrieval.anomalies import AnomalyConfig, rank_anomalies
+from pipeline.retrieval.duplicates import DuplicateConfig, find_duplicates
+from pipeline.retrieval.index import build_index
+from pipeline.retrieval.index_update import update_index
+from pipeline.retrieval.search import Searcher
 from pipeline.schema import ERRORS_SCHEMA
 from pipeline.storage import (CREDENTIAL_SETTINGS, ENDPOINT_SETTING, PERMISSION_SETTING, AccessDenied, Storage, StorageConfig,
-                              StorageUnreachable, absolute_uri, read_uri, run_folder, storage_error, write_uri)
+                              StorageAttemptUnreachable, absolute_uri, read_uri, run_folder, storage_error, write_uri)
 from pipeline.tables import RunTable, open_table
+from pipeline.train.evaluate import evaluate
+from pipeline.train.loop import LoopConfig
+from pipeline.train.reconstruct import ReconstructConfig, save_reconstructions
 from vitmae.errors import NotFound
+from vitmae.processor import MAE_PROCESSOR
 
 
 def test_repr_hides_the_credentials_and_pickling_keeps_them():
@@ -46,6 +61,52 @@ def test_environment_and_flag(monkeypatch):
     assert Storage.from_environment("http://flag:2").endpoint == "http://flag:2"
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "key")
     assert "key" not in Storage.from_environment().options("s3://b/k")  # a key without its secret is no credential
+
+
+def test_an_omitted_storage_is_the_environments_everywhere(s3, model_dir, photo_paths, monkeypatch):
+    """Every public function, class and stage config that takes an optional storage, given none, reaches the store
+    that the AWS_* variables name, with the settings `Storage.from_environment` makes of them."""
+    for name in ("AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in s3.environment().items():
+        monkeypatch.setenv(name, value)
+    expected = Storage.from_environment()
+    fs = fsspec.filesystem("s3", skip_instance_cache=True, **s3.storage_options())
+    root = f"s3://test/omitted-{uuid.uuid4().hex}"
+    fs.put(str(model_dir), f"{root}/model", recursive=True)
+    images = [f"{root}/photos/{p.name}" for p in photo_paths[:3]]
+    for uri, p in zip(images, photo_paths):
+        fs.pipe_file(uri, p.read_bytes())
+    run_uri, model = f"{root}/run", f"{root}/model"
+    write_embeddings(run_uri, clustered_vectors(40, 8), expected)
+    used: list[Storage] = []  # the settings of every storage asked for options
+    options, delta_options = Storage.options, Storage.delta_options
+    monkeypatch.setattr(Storage, "options", lambda self, uri: used.append(self) or options(self, uri))
+    monkeypatch.setattr(Storage, "delta_options", lambda self, uri: used.append(self) or delta_options(self, uri))
+
+    def no_finished_run() -> None:
+        with pytest.raises(NotFound, match="holds no finished run"):
+            QueryEmbedder(run_uri)
+
+    calls = {
+        "build_index": lambda: build_index(run_uri),
+        "update_index": lambda: update_index(run_uri),
+        "Searcher": lambda: Searcher(run_uri).search_vectors(clustered_vectors(1, 8), k=2),
+        "rank_anomalies": lambda: rank_anomalies(AnomalyConfig(run_uri, by="knn", k=2)),
+        "find_duplicates": lambda: find_duplicates(DuplicateConfig(run_uri)),
+        "QueryEmbedder": no_finished_run,
+        "Embedder": lambda: Embedder(model),
+        "DecodingEmbedder": lambda: DecodingEmbedder(model, PreprocessConfig(MAE_PROCESSOR)),
+        "evaluate": lambda: evaluate(model, images, [0, 0, 1], loss_samples=1, k=1),
+        "save_reconstructions": lambda: save_reconstructions(ReconstructConfig(model, tuple(images[:1]), f"{root}/r.png")),
+    }
+    for name, call in calls.items():
+        used.clear()
+        call()
+        assert used and all(storage == expected for storage in used), name
+    assert fs.exists(f"{run_uri}/{INFO_FILE}") and fs.exists(f"{root}/r.png")
+    assert PreprocessConfig(MAE_PROCESSOR).storage == expected and WriteConfig(run_uri, "run").storage == expected
+    assert next(f for f in dataclasses.fields(LoopConfig) if f.name == "storage").default_factory() == expected
 
 
 def test_one_file_written_and_read_back(tmp_path):
@@ -184,11 +245,13 @@ CREDENTIALS, PERMISSION, ENDPOINT = (f"; check {CREDENTIAL_SETTINGS}", f"; check
      PERMISSION),
     (head_forbidden(), AccessDenied, "the store refused to read it (403 Forbidden)", f", and {PERMISSION_SETTING}"),
     (object_store_error("404 Not Found", "NoSuchBucket"), NotFound, "no such bucket 'bucket' at http://127.0.0.1:9000", ENDPOINT),
-    (botocore.exceptions.EndpointConnectionError(endpoint_url="http://127.0.0.1:9000/bucket"), StorageUnreachable,
+    (botocore.exceptions.EndpointConnectionError(endpoint_url="http://127.0.0.1:9000/bucket"),
+     StorageAttemptUnreachable,
      'cannot reach the storage at http://127.0.0.1:9000 (Could not connect to the endpoint URL: "http://127.0.0.1:9000/bucket")',
      f"; check {ENDPOINT_SETTING}"),
     (OSError(f"Generic S3 error{ARROW}error sending request{ARROW}tcp connect error{ARROW}Connection refused (os error 111)\n"),
-     StorageUnreachable, "at http://127.0.0.1:9000 (Connection refused (os error 111))", f"; check {ENDPOINT_SETTING}"),
+     StorageAttemptUnreachable, "at http://127.0.0.1:9000 (Connection refused (os error 111))",
+     f"; check {ENDPOINT_SETTING}"),
 ])
 def test_what_the_store_says_becomes_one_line_naming_the_uri_and_the_setting(raised, kind, expected, setting):
     err = storage_error(raised, "s3://bucket/out", CANARY_STORAGE, "read")
@@ -281,7 +344,7 @@ def test_a_missing_bucket_is_said_on_every_side(side, s3, sides, no_ray, tmp_pat
 def test_an_endpoint_that_does_not_answer_is_an_outage_naming_it(s3, sides, unreachable, no_ray, tmp_path, monkeypatch):
     output = "s3://test/refusals/unreachable/out"
     err = failed_run(s3, monkeypatch, endpoint=unreachable.endpoint, **uris_with("output", output, sides, tmp_path))
-    assert isinstance(err, StorageUnreachable), repr(err)
+    assert isinstance(err, StorageAttemptUnreachable), repr(err)
     assert str(err).startswith(f"{output}: cannot reach the storage at {unreachable.endpoint} (Could not connect")
     assert str(err).endswith(f"; check {ENDPOINT_SETTING}")
 

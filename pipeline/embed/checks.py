@@ -42,7 +42,7 @@ def check_model(uri: str, storage: Storage, known: dict[str, Any] | None = None)
     sizes and ETags or modification times: a nightly run with nothing new does not read a large checkpoint again.
 
     Raises:
-        AccessDenied, NotFound, StorageUnreachable: the store refused the model's folder, or did not answer.
+        AccessDenied, NotFound, StorageAttemptUnreachable: the store refused the model's folder, or did not answer.
     """
     with explained(uri, storage, "read"):
         probe(uri, storage)  # the store's refusals, which opening the folder could take for "not found"

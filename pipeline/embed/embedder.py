@@ -13,7 +13,7 @@ import torch
 
 from pipeline import schema
 from pipeline.embed.infer import InferConfig, mask_noise, model_class
-from pipeline.embed.poison import MAX_ATTEMPTS, batch_key, finished, started
+from pipeline.embed.poison import MAX_ATTEMPTS, batch_key, clear_attempts, count_attempt
 from pipeline.embed.preprocess import PreprocessConfig, preprocess_batch
 from pipeline.storage import Storage
 from vitmae import ViTImageProcessor
@@ -50,10 +50,11 @@ class Embedder:
     the same code on the CPU in float32, with `threads` torch threads (at most the node's cores; None: torch's default).
     """
 
-    def __init__(self, model: str, config: InferConfig = InferConfig(), storage: Storage = Storage(),
+    def __init__(self, model: str, config: InferConfig = InferConfig(), storage: Storage | None = None,
                  threads: int | None = None, attempts: Any = None) -> None:
-        """model: checkpoint folder, URI or hub id (with preprocessor_config.json); attempts: the run's
-        `pipeline.embed.poison.Attempts` actor, which finds the batches that kill model actors (None: not counted)."""
+        """model: checkpoint folder, URI or hub id (with preprocessor_config.json); storage: reaches it (None: the
+        environment's, `Storage.from_environment`); attempts: the run's `pipeline.embed.poison.Attempts` actor, which
+        finds the batches that kill model actors (None: not counted)."""
         self.config = config
         self.attempts = attempts
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -65,7 +66,7 @@ class Embedder:
         if self.device.type == "cpu" and threads:
             # Ray sets OMP_NUM_THREADS to the actor's 1 CPU; on CPU-only nodes the model is nearly all the work.
             torch.set_num_threads(min(threads, os.cpu_count() or 1))
-        options = storage.options(model)
+        options = (storage or Storage.from_environment()).options(model)
         self.model = model_class(config.mask_ratio).from_pretrained(model, dtype=self.dtype, device=self.device, storage_options=options)
         self.encoder = self.model.vit if config.mask_ratio > 0 else self.model
         # One graph for every batch size (dynamic), so a short last batch compiles nothing new.
@@ -86,10 +87,10 @@ class Embedder:
         if self.attempts is None:
             return self.embed_batch(batch)
         key = batch_key(batch[schema.ID])
-        if started(self.attempts, key) > MAX_ATTEMPTS:
+        if count_attempt(self.attempts, key) > MAX_ATTEMPTS:
             return self._image_by_image(batch)
         out = self.embed_batch(batch)
-        finished(self.attempts, key)
+        clear_attempts(self.attempts, key)
         return out
 
     def _image_by_image(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -99,13 +100,13 @@ class Embedder:
         parts = []
         for i in range(len(errors)):
             key = batch_key(batch[schema.ID][i : i + 1])
-            if not errors[i] and started(self.attempts, key) > MAX_ATTEMPTS:
+            if not errors[i] and count_attempt(self.attempts, key) > MAX_ATTEMPTS:
                 errors[i] = f"the model's process died on this image {MAX_ATTEMPTS} times (out of memory?)"
                 logger.warning("%s: %s", batch[schema.PATH][i], errors[i])
             one = {name: values[i : i + 1] for name, values in batch.items()}
             one[schema.ERROR] = errors[i : i + 1]
             parts.append(self.embed_batch(one))
-            finished(self.attempts, key)
+            clear_attempts(self.attempts, key)
         return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 
     def embed_batch(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -163,7 +164,7 @@ class DecodingEmbedder(Embedder):
     threads, then runs the model on it, and no decoded pixels cross processes."""
 
     def __init__(self, model: str, preprocess: PreprocessConfig, config: InferConfig = InferConfig(),
-                 storage: Storage = Storage(), threads: int | None = None, attempts: Any = None) -> None:
+                 storage: Storage | None = None, threads: int | None = None, attempts: Any = None) -> None:
         super().__init__(model, config, storage, threads, attempts)
         self.preprocess = preprocess
 

@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")
 CHUNK_ROWS = 100_000  # listing rows held at once
+S3_PAGE_KEYS = 1_000  # keys an S3 listing request asks for (S3 answers at most 1,000)
 GLOB_CHARACTERS = "*?["  # what makes an input a pattern, as fsspec's glob reads one
 PARQUET_MAGIC = b"PAR1"
 ORC_MAGIC = b"ORC"
@@ -129,18 +130,26 @@ def _walk(fs: fsspec.AbstractFileSystem, prefix: str, depth: int | None = None) 
     if isinstance(fs, LocalFileSystem):
         yield from _walk_local(folder or "/", start, depth)
         return
-    if hasattr(fs, "_iterdir"):  # s3fs: every key under the prefix, 1,000 a request
-        bucket, _, key = prefix.partition("/")
-        pages = fs._iterdir(bucket, delimiter="", prefix=key)
-        while True:
-            try:
-                info = fsspec.asyn.sync(fs.loop, pages.__anext__)
-            except StopAsyncIteration:
-                return
-            yield info["name"], info
+    if hasattr(fs, "call_s3"):  # s3fs
+        yield from _walk_s3(fs, prefix)
+        return
     for path, info in fs.find(folder, detail=True).items():  # other filesystems: whole
         if path.startswith(prefix):
             yield path, info
+
+
+def _walk_s3(fs: fsspec.AbstractFileSystem, prefix: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """`_walk` on S3: every key under `prefix` ("bucket/key-prefix"), one page of `S3_PAGE_KEYS` keys a request."""
+    bucket, _, key = prefix.partition("/")
+    request = {"Bucket": bucket, "Prefix": key, "MaxKeys": S3_PAGE_KEYS}
+    while True:
+        page = fs.call_s3("list_objects_v2", **request)
+        for entry in page.get("Contents", ()):
+            path = f"{bucket}/{entry['Key']}"
+            yield path, {**entry, "name": path, "type": "file", "size": entry["Size"]}
+        if not page.get("IsTruncated"):
+            return
+        request["ContinuationToken"] = page["NextContinuationToken"]
 
 
 def _walk_local(folder: str, start: str, depth: int | None) -> Iterator[tuple[str, dict[str, Any]]]:

@@ -21,12 +21,13 @@ class Attempts:
     def __init__(self) -> None:
         self.counts: dict[tuple, int] = {}
 
-    def start(self, key: tuple) -> int:
+    def count(self, key: tuple) -> int:
         """Counts an attempt at `key`; returns the attempts so far, this one included."""
         self.counts[key] = self.counts.get(key, 0) + 1
         return self.counts[key]
 
-    def finish(self, key: tuple) -> None:
+    def clear(self, key: tuple) -> None:
+        """Forgets the attempts at `key`: it finished."""
         self.counts.pop(key, None)
 
 
@@ -45,9 +46,11 @@ def batch_key(ids: np.ndarray) -> tuple:
     return (int(ids.min()), int(ids.max()), len(ids)) if len(ids) else ()
 
 
-def started(attempts: Any, key: tuple) -> int:
-    return sys.modules["ray"].get(attempts.start.remote(key))
+def count_attempt(attempts: Any, key: tuple) -> int:
+    """Counts an attempt at `key` on the `Attempts` actor; returns the attempts so far, this one included."""
+    return sys.modules["ray"].get(attempts.count.remote(key))
 
 
-def finished(attempts: Any, key: tuple) -> None:
-    sys.modules["ray"].get(attempts.finish.remote(key))
+def clear_attempts(attempts: Any, key: tuple) -> None:
+    """Forgets the attempts at `key` on the `Attempts` actor, once it finished."""
+    sys.modules["ray"].get(attempts.clear.remote(key))

@@ -28,7 +28,7 @@ class PreprocessConfig:
 
     processor: dict[str, Any]  # ViTImageProcessor.to_dict() of the model's preprocessor_config.json
     decode: DecodeConfig = field(default_factory=DecodeConfig)  # pixel limit, fast or exact decoding
-    storage: Storage = field(default_factory=Storage)  # reaches the inputs
+    storage: Storage = field(default_factory=Storage.from_environment)  # reaches the inputs
     # (path, RGB image) -> uint8 [H, W, 3], in place of the processor's resize: pre-training's random resized crop,
     # drawn from the path so that it is the same on every run. Called from several threads at once.
     transform: Callable[[str, Image.Image], np.ndarray] | None = None

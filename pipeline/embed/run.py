@@ -108,8 +108,8 @@ def run(config: EmbedConfig) -> dict[str, Any]:
     """Updates the output with the inputs as they are now; returns the run's record (also kept in `runs/`).
 
     Raises:
-        AccessDenied, NotFound, StorageUnreachable: the store refused the output, the model or the input, or did not
-        answer, before any work (`pipeline.storage.storage_error`).
+        AccessDenied, NotFound, StorageAttemptUnreachable: the store refused the output, the model or the input, or did
+        not answer, before any work (`pipeline.storage.storage_error`).
         ConcurrentRunError: another run committed to the output meanwhile (what this run committed stays).
         IndexNotBuilt: the tables are updated and recorded, but their index could not be brought up to date.
     """

@@ -17,7 +17,7 @@ import pyarrow as pa
 from pipeline import schema
 from pipeline.layout import EMBEDDINGS_DIR, ERRORS_DIR
 from pipeline.retry import retrying
-from pipeline.storage import Storage, StorageUnavailable, folder, write_parquet
+from pipeline.storage import Storage, StorageOutage, folder, write_parquet
 from pipeline.tables import DataFile, file_stats
 
 logger = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ class WriteConfig:
 
     output: str  # the output folder, local or s3://
     run_id: str  # recorded in every row, and in the file names
-    storage: Storage = field(default_factory=Storage)  # reaches the output
+    storage: Storage = field(default_factory=Storage.from_environment)  # reaches the output
 
 
 def _table(batch: dict[str, np.ndarray], rows: np.ndarray, target: pa.Schema, run_id: str) -> pa.Table:
@@ -72,7 +72,7 @@ def write_batch(batch: dict[str, np.ndarray], config: WriteConfig) -> dict[str, 
                 table = _table(batch, rows, target, config.run_id)
                 size = retrying(lambda: write_parquet(output, f"{table_dir}/{name}", table), config.storage, f"writing {name}")
                 written.append(DataFile(table_dir, name, size, table.num_rows, int(time.time() * 1000), file_stats(table)))
-    except StorageUnavailable as err:
+    except StorageOutage as err:
         return _rows([DataFile("", "", 0, 0, 0, "")], "", str(err))
     return _rows(written, ",".join(sorted({node for node in batch.get(schema.NODE, ()) if node})), "")
 
@@ -86,11 +86,11 @@ def data_files(rows: dict[str, np.ndarray]) -> list[DataFile]:
     """The write stage's output rows back as `DataFile`s.
 
     Raises:
-        StorageUnavailable: a write stage stayed without its storage.
+        StorageOutage: a write stage stayed without its storage.
     """
     outages = [str(message) for message in rows[OUTAGE] if message]
     if outages:
-        raise StorageUnavailable(outages[0])
+        raise StorageOutage(outages[0])
     return [
         DataFile(str(rows["table"][i]), str(rows["path"][i]), int(rows["size"][i]), int(rows["rows"][i]),
                  int(rows["modified_ms"][i]), str(rows["stats"][i]))

@@ -199,15 +199,16 @@ def _checked(spec: IndexSpec, budget: int) -> IndexSpec:
     return spec
 
 
-def build_index(run: str, config: IndexConfig = IndexConfig(), storage: Storage = Storage()) -> dict[str, Any]:
+def build_index(run: str, config: IndexConfig = IndexConfig(), storage: Storage | None = None) -> dict[str, Any]:
     """Builds, measures and saves the index of the latest version of `run`'s embeddings under `run/index/`; returns
-    what index.json holds.
+    what index.json holds. storage: None reads the environment (`Storage.from_environment`).
 
     Raises:
         FileNotFoundError: the run has no embeddings.
         TooFewVectors: fewer than 2 embeddings.
         ValueError: no index fits the budget, or unreadable embeddings.
     """
+    storage = storage or Storage.from_environment()
     start = time.perf_counter()
     embeddings = open_embeddings(run, storage)
     count = embeddings.count()

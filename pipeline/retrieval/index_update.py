@@ -33,12 +33,14 @@ logger = logging.getLogger(__name__)
 HNSW_REBUILD_REMOVED = 0.2
 
 
-def update_index(run: str, config: IndexConfig = IndexConfig(), storage: Storage = Storage()) -> dict[str, Any]:
-    """Brings the index of `run` to the latest version of its embeddings; returns index.json.
+def update_index(run: str, config: IndexConfig = IndexConfig(), storage: Storage | None = None) -> dict[str, Any]:
+    """Brings the index of `run` to the latest version of its embeddings; returns index.json. storage: None reads
+    the environment (`Storage.from_environment`).
 
     Raises:
         FileNotFoundError: the run has no embeddings. TooFewVectors: fewer than 2. ValueError: no index fits the budget.
     """
+    storage = storage or Storage.from_environment()
     embeddings = open_embeddings(run, storage)
     try:
         loaded = load_index(run, storage)

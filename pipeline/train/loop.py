@@ -65,7 +65,7 @@ class LoopConfig:
     weight_decay: float  # AdamW weight decay (not on biases, norms and tokens)
     betas: tuple[float, float]  # AdamW betas (MAE: 0.9, 0.95)
     seed: int  # model init, the order of the images, crops and masks
-    storage: Storage = field(default_factory=Storage)  # reaches output and init
+    storage: Storage = field(default_factory=Storage.from_environment)  # reaches output and init
     resume: dict[str, Any] | None = None  # trainer_state.json of the checkpoint resumed
 
 
