@@ -1,5 +1,5 @@
-"""A run's commits, in jobs of their own Ray: a run killed mid-way keeps what it committed and the next finishes it;
-two runs at once never double a row."""
+"""A run's commits: the Committer's batches of files by rows and by time; and in jobs of their own Ray, a run killed
+mid-way keeps what it committed and the next finishes it, two runs at once never double a row."""
 
 from __future__ import annotations
 
@@ -13,11 +13,47 @@ from pathlib import Path
 import pytest
 
 from pictures import fill
+from pipeline.embed.commit import Committer
+from pipeline.layout import EMBEDDINGS_DIR, ERRORS_DIR
 from pipeline.storage import Storage
-from pipeline.tables import dataset, open_table
+from pipeline.tables import DataFile, dataset, open_table
 from runs import ROOT, read_run, run_args, start_job
 
-pytestmark = pytest.mark.slow  # jobs of their own Ray, one killed, each over tens of images
+
+class Table:
+    """A RunTable's add_files, recorded."""
+
+    def __init__(self) -> None:
+        self.commits: list[list[str]] = []
+
+    def add_files(self, files: list[DataFile]) -> None:
+        self.commits.append([f.path for f in files])
+
+
+def data_file(table: str, name: str, rows: int) -> DataFile:
+    return DataFile(table, name, size=1000, rows=rows, modified_ms=0, stats="{}")
+
+
+def test_files_are_committed_every_so_many_rows_each_table_apart_and_each_file_once():
+    tables = {EMBEDDINGS_DIR: Table(), ERRORS_DIR: Table()}
+    committer = Committer(tables, commit_rows=100, commit_seconds=3600)
+    committer.add([data_file(EMBEDDINGS_DIR, "a", 64), data_file(ERRORS_DIR, "e", 1)])
+    assert tables[EMBEDDINGS_DIR].commits == [] and committer.commits == 0  # 65 rows: not yet
+    committer.add([data_file(EMBEDDINGS_DIR, "a", 64), data_file(EMBEDDINGS_DIR, "b", 40)])  # "a" again: ignored
+    assert tables[EMBEDDINGS_DIR].commits == [["a", "b"]] and tables[ERRORS_DIR].commits == [["e"]]
+    assert committer.committed == {EMBEDDINGS_DIR: 104, ERRORS_DIR: 1} and committer.commits == 1
+    committer.add([data_file(EMBEDDINGS_DIR, "c", 10)])
+    committer.flush()  # the run's end: whatever is left
+    committer.flush()  # nothing pending: no empty version
+    assert tables[EMBEDDINGS_DIR].commits == [["a", "b"], ["c"]] and tables[ERRORS_DIR].commits == [["e"]]
+    assert committer.commits == 2
+
+
+def test_files_are_committed_once_commit_seconds_have_passed():
+    tables = {EMBEDDINGS_DIR: Table(), ERRORS_DIR: Table()}
+    committer = Committer(tables, commit_rows=10_000, commit_seconds=0)
+    committer.add([data_file(EMBEDDINGS_DIR, "a", 1)])
+    assert tables[EMBEDDINGS_DIR].commits == [["a"]]
 
 
 def wait_for(condition, seconds: float, what: str) -> None:
@@ -32,6 +68,7 @@ def data_commits(output: Path) -> int:
     return 0 if table is None else sum(h.get("vitmae.commit") == "add" for h in table.history())
 
 
+@pytest.mark.slow  # a job of its own Ray, killed, then another over 40 images
 def test_a_killed_run_keeps_what_it_committed_and_the_next_finishes(model_dir, tmp_path):
     images, output = tmp_path / "images", tmp_path / "out"
     fill(images, range(40))
@@ -53,6 +90,7 @@ def test_a_killed_run_keeps_what_it_committed_and_the_next_finishes(model_dir, t
     assert {p.name for p in (output / "embeddings").glob("*.parquet*")} == live  # the killed run's loose files are gone
 
 
+@pytest.mark.slow  # two jobs of their own Ray at once, then a third
 def test_two_runs_at_once_never_double_a_row(model_dir, tmp_path):
     images, output = tmp_path / "images", tmp_path / "out"
     fill(images, range(12))
