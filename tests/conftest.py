@@ -1,5 +1,6 @@
-"""Shared fixtures: tiny and base geometries, real photographs shipped by scikit-image, an S3 server, a local Ray,
-a small 224-pixel checkpoint, and a small real run (with its index) over a homogeneous gallery with planted outliers."""
+"""Shared fixtures: tiny and base geometries, real photographs shipped by scikit-image (and a folder of them with every
+odd and bad input), an S3 server, a local Ray, a small 224-pixel checkpoint, and a small real run (with its index) over
+a homogeneous gallery with planted outliers."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from PIL import Image
 import vitmae
 from pipeline.storage import Storage
 from vitmae.processor import MAE_PROCESSOR
+from pictures import encode, write_zeros_png
 from s3server import S3Server, S3ServerError
 
 # Real photographs (and one grayscale scan) that the scikit-image wheel ships in skimage/data.
@@ -26,6 +28,11 @@ TINY = dict(
     decoder_hidden_size=16, decoder_num_hidden_layers=2, decoder_num_attention_heads=2, decoder_intermediate_size=32,
 )
 BASE = {}  # the vit-mae-base / vit-base-patch16-224 geometry is the configs' default
+# The pre-training and reconstruction tests' MAE: one block each side, 32-pixel inputs.
+TINY_MAE = dict(
+    hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8,
+    decoder_hidden_size=16, decoder_num_hidden_layers=1, decoder_num_attention_heads=2, decoder_intermediate_size=32,
+)
 SMALL_224 = dict(
     hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, image_size=224, patch_size=16,
     decoder_hidden_size=32, decoder_num_hidden_layers=1, decoder_num_attention_heads=2, decoder_intermediate_size=64,
@@ -34,6 +41,7 @@ SMALL_224 = dict(
 GALLERY_BASE = "coffee.png"
 GALLERY_CROPS = 24
 GALLERY_OUTLIERS = ("camera.png", "page.png", "moon.png")
+GALLERY_IMAGES = GALLERY_CROPS + len(GALLERY_OUTLIERS)
 VIT_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "image_size", "patch_size")
 
 
@@ -51,6 +59,46 @@ def photo_paths() -> list[Path]:
     missing = [p for p in paths if not p.exists()]
     assert not missing, f"scikit-image no longer ships {missing}"
     return paths
+
+
+@pytest.fixture(scope="session")
+def images(tmp_path_factory, photo_paths) -> Path:
+    """Real photographs, every odd mode that must be embedded, and every bad input that must not."""
+    folder = tmp_path_factory.mktemp("images")
+    for path in photo_paths:
+        (folder / path.name).write_bytes(path.read_bytes())
+    photo = Image.open(photo_paths[0]).convert("RGB")
+    small = photo.resize((120, 100))
+    (folder / "cmyk.jpg").write_bytes(encode(small.convert("CMYK"), "JPEG"))
+    (folder / "gray.png").write_bytes(encode(small.convert("L"), "PNG"))
+    (folder / "palette.png").write_bytes(encode(small.convert("P"), "PNG"))
+    (folder / "rgba.png").write_bytes(encode(small.convert("RGBA"), "PNG"))
+    (folder / "photo.webp").write_bytes(encode(photo, "WEBP"))
+    sixteen = Image.fromarray(np.asarray(small.convert("L"), dtype=np.uint16) * 257)
+    (folder / "sixteen.png").write_bytes(encode(sixteen, "PNG"))
+    frames = [small, small.transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
+    (folder / "animated.gif").write_bytes(encode(frames[0], "GIF", save_all=True, append_images=frames[1:]))
+    (folder / "huge.jpg").write_bytes(encode(photo.resize((10_000, 8_000)), "JPEG", quality=85))
+    (folder / "glob [1].png").write_bytes(encode(small, "PNG"))  # read as named, not as a pattern
+    (folder / "star*.png").write_bytes(encode(small, "PNG"))
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "random.png").write_bytes(np.random.default_rng(0).bytes(5000))
+    (folder / "text.jpg").write_text("this is not a picture\n")
+    (folder / "truncated.jpg").write_bytes(encode(small, "JPEG")[:1500])
+    (folder / "truncated.png").write_bytes(encode(photo, "PNG")[:20_000])
+    write_zeros_png(folder / "bomb.png", 40_000, 40_000)
+    (folder / "readme.txt").write_text("not listed: wrong extension\n")
+    return folder
+
+
+@pytest.fixture
+def two_photos(tmp_path, photo_paths) -> Path:
+    """A folder of its own with two of the photographs."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for p in photo_paths[:2]:
+        (folder / p.name).write_bytes(p.read_bytes())
+    return folder
 
 
 @pytest.fixture(autouse=True)
@@ -104,6 +152,17 @@ def s3_storage(server: S3Server) -> Storage:
     return Storage(server.endpoint_url, server.access_key, server.secret_key)
 
 
+@pytest.fixture
+def unreachable() -> Storage:
+    """S3 settings whose endpoint is a port nothing listens on, waiting out an outage for 1 s."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return Storage(f"http://127.0.0.1:{port}", "key", "secret", retry_seconds=1)
+
+
 @pytest.fixture(scope="session")
 def ray_cluster():
     """One local Ray for the session; it says it has a GPU so that the actor's CPU fallback runs."""
@@ -155,6 +214,15 @@ def gallery_run(ray_cluster, model_dir, gallery, tmp_path_factory) -> Path:
     run(EmbedConfig(input=str(gallery), output=str(output), model=str(model_dir), infer=InferConfig(mask_ratio=0.75),
                     batch_size=16, num_gpus=0))
     return output
+
+
+@pytest.fixture(scope="module")
+def client(gallery_run):
+    """The service over the gallery run, with a 1 MB upload limit; one a module."""
+    from service_api import serve
+
+    with serve(gallery_run, max_upload_mb=1) as client:
+        yield client
 
 
 def clustered_vectors(count: int, dim: int, clusters: int = 20, noise: float = 0.3, seed: int = 0) -> np.ndarray:

@@ -142,6 +142,7 @@ def planted_run(tmp_path_factory) -> dict:
             "truth": brute_force_knn(vectors, 10)}
 
 
+@pytest.mark.slow  # planted_run, 20,000 vectors under HNSW: ~20 s set-up
 def test_the_knn_top_equals_brute_force_where_hnsw_makes_mistakes(planted_run):
     """HNSW, at its tuned efSearch and at a cheaper one, finds far "neighbours" for a few inliers, which then outrank
     real outliers; the exact top does not depend on it."""
@@ -171,6 +172,7 @@ def test_the_knn_top_equals_brute_force_where_hnsw_makes_mistakes(planted_run):
         index_json.write_text(json.dumps(info))
 
 
+@pytest.mark.slow  # planted_run
 def test_both_ranks_with_the_exact_knn_ranks(planted_run):
     table = rank_anomalies(AnomalyConfig(run=planted_run["run"], by="both", exact_top=20)).to_pydict()
     knn_rank = dict(zip(table["path"], table["knn_rank"]))

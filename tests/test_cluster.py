@@ -1,18 +1,22 @@
 """The embedding job on a real Ray cluster of three nodes (a head and two workers, each its own raylet), submitted
-with Ray's job API against S3: model actors on both workers, and a worker node killed in the middle of a run."""
+with Ray's job API against S3: model actors on both workers, and a worker node killed in the middle of a run (both
+slow). And the local Ray a job starts when given none."""
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 import time
 
 import pytest
+import ray
 
 from conftest import s3_storage
+from pipeline.cluster import start_ray
 from pipeline.tables import open_table
-from test_embed import read_run, submit_job
-from test_run import ROOT, photo
+from pictures import photo
+from runs import ROOT, read_run, submit_job
 
 
 def free_ports(count: int) -> list[int]:
@@ -82,6 +86,7 @@ def model_on_s3(s3, model_dir):
     s3fs.S3FileSystem(**s3.storage_options()).put(str(model_dir), "test/cluster-model", recursive=True)
 
 
+@pytest.mark.slow  # a head and two worker nodes
 def test_model_actors_run_on_both_worker_nodes(cluster, s3, model_on_s3, tmp_path):
     from ray.job_submission import JobStatus
 
@@ -94,6 +99,7 @@ def test_model_actors_run_on_both_worker_nodes(cluster, s3, model_on_s3, tmp_pat
     assert set(record["resources"]["model_nodes"]) == workers, (record["resources"], workers)
 
 
+@pytest.mark.slow  # a head and two worker nodes, one killed
 def test_a_worker_node_killed_mid_run(cluster, s3, model_on_s3, tmp_path):
     from ray.job_submission import JobStatus
 
@@ -120,3 +126,15 @@ def test_a_worker_node_killed_mid_run(cluster, s3, model_on_s3, tmp_path):
 def _committed(storage, prefix: str) -> bool:
     table = open_table(f"s3://test/{prefix}/out/embeddings", storage)
     return table is not None and any(h.get("vitmae.commit") == "add" for h in table.history())
+
+
+def test_a_ray_the_job_starts_keeps_an_idle_worker_a_core_unless_told_otherwise(monkeypatch):
+    """Ray's default keeps idle workers only for free CPUs, which the model actors take, so every short task beside
+    them would start a worker process of its own (benchmarks/RESULTS.md)."""
+    seen = []
+    monkeypatch.setattr(ray, "init", lambda **init: seen.append((os.environ.get("RAY_num_workers_soft_limit"), init)))
+    monkeypatch.delenv("RAY_num_workers_soft_limit", raising=False)
+    start_ray(include_dashboard=False)
+    monkeypatch.setenv("RAY_num_workers_soft_limit", "3")
+    start_ray()
+    assert seen == [(str(os.cpu_count()), {"include_dashboard": False}), ("3", {})]

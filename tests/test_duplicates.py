@@ -153,6 +153,7 @@ def copies_run(ray_cluster, model_dir, photo_paths, tmp_path_factory):
     return output
 
 
+@pytest.mark.slow  # copies_run, a run of its own: ~20 s set-up
 def test_copies_of_real_photographs_are_grouped_with_their_originals(copies_run, tmp_path, capsys):
     png = tmp_path / "duplicates.png"
     assert cli(["duplicates", "--run", str(copies_run), "--json", "true", "--png", str(png)]) == 0

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import ray
 import torch
 import transformers
 from PIL import Image
@@ -22,24 +21,19 @@ import vitmae
 from jobs import embed as embed_job
 from jobs.cli import main as cli
 from jobs.command import parse
-from pipeline import schema
-from pipeline.cluster import start_ray
-from pipeline.embed.checks import check_settings
 from pipeline.embed.run import EmbedConfig, run
 from pipeline.embed.embedder import Embedder
-from pipeline.embed.infer import InferConfig, mask_noise
-from pipeline.embed.listing import iter_listing, list_inputs
-from pipeline.records import latest_run
-from pipeline.storage import Storage, StorageConfig, absolute_uri
-from pipeline.tables import dataset, open_table
+from pipeline.embed.infer import InferConfig
+from pipeline.embed.listing import iter_listing
+from pipeline.storage import Storage, StorageConfig
+from pipeline.tables import open_table
 from vitmae.errors import NotFound
 from vitmae.processor import MAE_PROCESSOR
-from pipeline.embed.preprocess import PreprocessConfig, preprocess_batch
 from pipeline.layout import ANOMALIES_FILE, DUPLICATES_FILE, RUN_FILES
 from pipeline.retrieval.anomalies import AnomalyConfig, rank_anomalies
 from pipeline.retrieval.duplicates import DuplicateConfig, find_duplicates
 from conftest import s3_storage, use_hub
-from test_decode import encode, write_zeros_png
+from runs import read_run, submit_job
 
 BAD = {  # file name -> expected start of its error
     "empty.jpg": "empty file",
@@ -52,63 +46,13 @@ BAD = {  # file name -> expected start of its error
 
 
 @pytest.fixture(scope="session")
-def images(tmp_path_factory, photo_paths) -> Path:
-    """Real photographs, every odd mode that must be embedded, and every bad input that must not."""
-    folder = tmp_path_factory.mktemp("images")
-    for path in photo_paths:
-        (folder / path.name).write_bytes(path.read_bytes())
-    photo = Image.open(photo_paths[0]).convert("RGB")
-    small = photo.resize((120, 100))
-    (folder / "cmyk.jpg").write_bytes(encode(small.convert("CMYK"), "JPEG"))
-    (folder / "gray.png").write_bytes(encode(small.convert("L"), "PNG"))
-    (folder / "palette.png").write_bytes(encode(small.convert("P"), "PNG"))
-    (folder / "rgba.png").write_bytes(encode(small.convert("RGBA"), "PNG"))
-    (folder / "photo.webp").write_bytes(encode(photo, "WEBP"))
-    sixteen = Image.fromarray(np.asarray(small.convert("L"), dtype=np.uint16) * 257)
-    (folder / "sixteen.png").write_bytes(encode(sixteen, "PNG"))
-    frames = [small, small.transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
-    (folder / "animated.gif").write_bytes(encode(frames[0], "GIF", save_all=True, append_images=frames[1:]))
-    (folder / "huge.jpg").write_bytes(encode(photo.resize((10_000, 8_000)), "JPEG", quality=85))
-    (folder / "glob [1].png").write_bytes(encode(small, "PNG"))  # read as named, not as a pattern
-    (folder / "star*.png").write_bytes(encode(small, "PNG"))
-    (folder / "empty.jpg").write_bytes(b"")
-    (folder / "random.png").write_bytes(np.random.default_rng(0).bytes(5000))
-    (folder / "text.jpg").write_text("this is not a picture\n")
-    (folder / "truncated.jpg").write_bytes(encode(small, "JPEG")[:1500])
-    (folder / "truncated.png").write_bytes(encode(photo, "PNG")[:20_000])
-    write_zeros_png(folder / "bomb.png", 40_000, 40_000)
-    (folder / "readme.txt").write_text("not listed: wrong extension\n")
-    return folder
-
-
-def read_run(output: Path | str, storage: Storage = Storage()) -> tuple[dict, dict, dict]:
-    """(rows of embeddings by path, rows of errors by path, the latest run's record), each path once."""
-    tables = {}
-    for name in ("embeddings", "errors"):
-        found = open_table(f"{output}/{name}", storage)
-        rows = dataset(found, f"{output}/{name}", storage).to_table().to_pylist() if found else []
-        tables[name] = {r["path"]: r for r in rows}
-        assert len(tables[name]) == len(rows), f"a path twice in {name}"
-    return tables["embeddings"], tables["errors"], latest_run(str(output), storage)
-
-
-@pytest.fixture
-def two_photos(tmp_path, photo_paths) -> Path:
-    """A folder of its own with two of the photographs."""
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for p in photo_paths[:2]:
-        (folder / p.name).write_bytes(p.read_bytes())
-    return folder
-
-
-@pytest.fixture(scope="session")
 def scored_run(ray_cluster, images, model_dir, tmp_path_factory) -> Path:
     output = tmp_path_factory.mktemp("run") / "scored"
     run(EmbedConfig(input=str(images), output=str(output), model=str(model_dir), infer=InferConfig(mask_ratio=0.75), batch_size=8, num_gpus=0))
     return output
 
 
+@pytest.mark.slow  # scored_run: a run over every odd and bad input, ~60 s
 def test_every_listed_input_ends_once_in_embeddings_or_errors(scored_run, images):
     embedded, failed, manifest = read_run(scored_run)
     listed = {f"file://{p}" for p in images.iterdir() if p.suffix != ".txt"}
@@ -132,35 +76,7 @@ def test_every_listed_input_ends_once_in_embeddings_or_errors(scored_run, images
         assert len(list((scored_run / table).glob(f"part-{manifest['run_id']}-*.parquet"))) == 1, table
 
 
-@pytest.mark.parametrize(
-    ("resources", "flags", "parameters", "expected"),
-    [
-        ({"CPU": 2, "memory": 16e9}, {}, 86_000_000, (2, 1)),  # ViT-B on this kind of machine: one actor a core
-        ({"CPU": 96, "memory": 100e9}, {}, 632_000_000, (8, 12)),  # ViT-H on a big node: memory caps the actors
-        ({"CPU": 96, "memory": 100e9}, {"infer": InferConfig(dtype="bfloat16")}, 632_000_000, (13, 7)),  # half the bytes, more fit
-        ({"CPU": 2, "memory": 1e9}, {}, 86_000_000, (1, 2)),  # nothing fits: still one actor, on every core
-        ({"CPU": 8, "memory": 64e9}, {"cpu_threads": 2}, 86_000_000, (4, 2)),
-        ({"CPU": 8, "memory": 64e9}, {"num_actors": 1}, 86_000_000, (1, 8)),
-        ({"CPU": 8, "memory": 64e9}, {"num_actors": 3, "cpu_threads": 1}, 86_000_000, (3, 1)),
-    ],
-)
-def test_cpu_actors_default_to_one_a_core_as_memory_allows(monkeypatch, resources, flags, parameters, expected):
-    monkeypatch.setattr(pipeline.embed.run.ray, "cluster_resources", lambda: resources)
-    config = EmbedConfig(input="in", output="out", model="m", **flags)
-    assert pipeline.embed.run.cpu_actors(config, parameters) == expected
-
-
-def test_cpu_actors_take_their_threads_up_to_the_cores(model_dir):
-    before = torch.get_num_threads()
-    try:
-        Embedder(str(model_dir), threads=1)
-        assert torch.get_num_threads() == 1
-        Embedder(str(model_dir), threads=10_000)
-        assert torch.get_num_threads() == os.cpu_count()
-    finally:
-        torch.set_num_threads(before)
-
-
+@pytest.mark.slow  # scored_run
 def test_outputs_read_back_as_delta_tables_in_pandas_duckdb_and_ray(ray_cluster, scored_run):
     import duckdb
     import ray
@@ -192,6 +108,7 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
 
 
+@pytest.mark.slow  # scored_run
 def test_mean_embeddings_match_transformers_on_photographs(scored_run, model_dir, photo_paths, images):
     embedded, _, _ = read_run(scored_run)
     ours = np.stack([embedded[f"file://{images / p.name}"]["embedding"] for p in photo_paths])
@@ -203,6 +120,7 @@ def test_mean_embeddings_match_transformers_on_photographs(scored_run, model_dir
     assert similarity[full_scale].min() >= 0.999_999, similarity
 
 
+@pytest.mark.slow  # ~11 s
 def test_cls_embeddings_match_and_the_gpu_request_falls_back_to_the_cpu(ray_cluster, model_dir, photo_paths, tmp_path):
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -218,6 +136,7 @@ def test_cls_embeddings_match_and_the_gpu_request_falls_back_to_the_cpu(ray_clus
     assert cosines(ours, reference_embeddings(model_dir, photo_paths, "cls")).min() >= 0.999
 
 
+@pytest.mark.slow  # scored_run and two more runs
 def test_loss_is_identical_across_runs_and_the_same_across_batch_sizes(scored_run, images, model_dir, tmp_path):
     again = tmp_path / "again"
     run(EmbedConfig(input=str(images), output=str(again), model=str(model_dir), infer=InferConfig(mask_ratio=0.75), batch_size=3, num_gpus=0))
@@ -231,33 +150,11 @@ def test_loss_is_identical_across_runs_and_the_same_across_batch_sizes(scored_ru
     assert {p: r["loss"] for p, r in read_run(same)[0].items()} == {p: r["loss"] for p, r in first.items()}
 
 
-def test_s3_options_carry_the_session_token_of_temporary_credentials(monkeypatch):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "key")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
-    monkeypatch.setenv("AWS_SESSION_TOKEN", "token")
-    storage = Storage.from_environment("http://127.0.0.1:8333")
-    options = storage.options("s3://bucket/photos/")
-    assert options["client_kwargs"] == {"endpoint_url": "http://127.0.0.1:8333"}
-    assert (options["key"], options["secret"], options["token"]) == ("key", "secret", "token")
-    assert options["config_kwargs"]["read_timeout"] > 0  # a hung server is an outage, not a read that never returns
-    assert storage.options("/local/photos") == {}
-    assert "secret" not in repr(storage) and "token" not in repr(storage) and "key" not in repr(storage).split("(")[1]
-
-
-def test_masks_are_a_function_of_seed_and_path_and_cover_every_patch():
-    noise = mask_noise("s3://b/a.jpg", 7, 196, 0.75, 4)
-    assert np.array_equal(noise, mask_noise("s3://b/a.jpg", 7, 196, 0.75, 4))
-    assert not np.array_equal(noise, mask_noise("s3://b/a.jpg", 8, 196, 0.75, 4))
-    assert not np.array_equal(noise, mask_noise("s3://b/c.jpg", 7, 196, 0.75, 4))
-    visible = np.argsort(noise, axis=1)[:, :49]
-    assert sorted(visible.ravel().tolist()) == list(range(196))  # disjoint visible sets, every patch masked 3 times
-    assert mask_noise("x", 0, 196, 0.5, 4).shape == (4, 196)  # too many to be disjoint: independent masks
-
-
 def snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow  # three runs
 def test_other_settings_are_refused_before_work_and_overwrite_starts_anew(ray_cluster, model_dir, two_photos, tmp_path, capsys):
     output = tmp_path / "run"
     args = ["embed", "--input", str(two_photos), "--output", str(output), "--model", str(model_dir)]
@@ -286,14 +183,6 @@ def test_other_settings_are_refused_before_work_and_overwrite_starts_anew(ray_cl
     assert open_table(str(output / "embeddings"), Storage()).version() == 2  # a new table: created, described, data
 
 
-def test_a_table_from_before_the_decode_setting_was_recorded_takes_fast_runs_only():
-    """Such tables decoded JPEGs at a reduced scale: "fast" goes on with them, "exact" needs --overwrite."""
-    older = {"pooling": "mean"}
-    check_settings(older, {"pooling": "mean", "decode": "fast"}, "out")
-    with pytest.raises(ValueError, match="decode 'fast' \\(the table\\) vs 'exact' \\(this run\\)"):
-        check_settings(older, {"pooling": "mean", "decode": "exact"}, "out")
-
-
 def test_more_gpus_than_the_cluster_has_fail_before_work(ray_cluster, model_dir, two_photos, tmp_path, capsys):
     args = ["embed", "--input", str(two_photos), "--output", str(tmp_path / "out"), "--model", str(model_dir), "--num_gpus", "3"]
     assert cli(args) == 2
@@ -301,16 +190,7 @@ def test_more_gpus_than_the_cluster_has_fail_before_work(ray_cluster, model_dir,
     assert not (tmp_path / "out").exists()
 
 
-def test_local_paths_become_absolute_and_uris_and_hub_ids_stay(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "models" / "mae").mkdir(parents=True)
-    assert absolute_uri("runs/today") == str(tmp_path / "runs" / "today")  # not there yet: an output
-    assert absolute_uri("models/mae", may_be_hub_id=True) == str(tmp_path / "models" / "mae")
-    assert absolute_uri("facebook/vit-mae-base", may_be_hub_id=True) == "facebook/vit-mae-base"
-    assert absolute_uri("../models/mae", may_be_hub_id=True) == str(tmp_path.parent / "models" / "mae")  # no hub id
-    assert absolute_uri("s3://bucket/runs/today") == "s3://bucket/runs/today"
-
-
+@pytest.mark.slow
 def test_relative_paths_mean_the_drivers_folder(ray_cluster, model_dir, two_photos, tmp_path, monkeypatch):
     """Ray's workers run in another folder than the driver: a relative --output must still land here."""
     monkeypatch.chdir(tmp_path)
@@ -368,6 +248,7 @@ def test_user_mistakes_are_one_line_errors(mistake, expected, images, model_dir,
     assert expected in err and len(err.splitlines()) == 1 and "Traceback" not in err
 
 
+@pytest.mark.slow  # waits the outage out
 def test_an_endpoint_that_does_not_answer_is_an_outage_before_work(images, model_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "example-key")  # credentials, so that S3 requests go as far as the endpoint
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "example-secret")
@@ -416,23 +297,7 @@ def test_model_processor_mismatch_and_missing_processor_fail_before_work(model_d
     assert not (tmp_path / "o").exists()  # nothing is created before the checks pass
 
 
-def test_an_object_deleted_after_listing_becomes_an_error_row(two_photos):
-    listing = list_inputs(str(two_photos), ("png",), Storage())
-    (two_photos / Path(listing.column(schema.PATH)[0].as_py()).name).unlink()
-    batch = {name: listing.column(name).to_numpy(zero_copy_only=False) for name in listing.column_names}
-    out = preprocess_batch(batch, PreprocessConfig(processor=MAE_PROCESSOR))
-    assert out[schema.ERROR].tolist() == ["object not found (deleted or moved after listing)", ""]
-    assert out[schema.PIXELS][1].any() and not out[schema.PIXELS][0].any()
-
-
-def test_decoding_on_threads_gives_the_same_rows(images):
-    listing = list_inputs(str(images), ("jpg", "png", "gif"), Storage())
-    batch = {name: listing.column(name).to_numpy(zero_copy_only=False) for name in listing.column_names}
-    one, two = (preprocess_batch(batch, PreprocessConfig(processor=MAE_PROCESSOR, threads=t)) for t in (1, 2))
-    assert one[schema.ERROR].tolist() == two[schema.ERROR].tolist() and any(one[schema.ERROR])
-    assert np.array_equal(one[schema.PIXELS], two[schema.PIXELS]) and np.array_equal(one[schema.WIDTH], two[schema.WIDTH])
-
-
+@pytest.mark.slow
 def test_s3_input_model_and_output(ray_cluster, s3, model_dir, photo_paths, monkeypatch):
     import s3fs
 
@@ -461,19 +326,7 @@ def test_s3_input_model_and_output(ray_cluster, s3, model_dir, photo_paths, monk
     assert fs.exists("test/embed/run/runs/_delta_log")
 
 
-def submit_job(client, entrypoint: str, env: dict[str, str], seconds: float = 300) -> str:
-    """client.submit_job, tried again while the head has no job agent yet: it waits only 10 s for one, and on a loaded
-    2-core machine the agents take longer to start."""
-    deadline = time.time() + seconds
-    while True:
-        try:
-            return client.submit_job(entrypoint=entrypoint, runtime_env={"env_vars": env})
-        except RuntimeError as err:
-            if "No available agent" not in str(err) or time.time() > deadline:
-                raise
-            time.sleep(2)
-
-
+@pytest.mark.slow  # a job through the head's job agent
 def test_job_submission_to_a_local_head(ray_cluster, model_dir, two_photos, tmp_path):
     from ray.job_submission import JobStatus, JobSubmissionClient
 
@@ -489,6 +342,7 @@ def test_job_submission_to_a_local_head(ray_cluster, model_dir, two_photos, tmp_
     assert read_run(tmp_path / "out")[2]["counts"]["embedded"] == 2
 
 
+@pytest.mark.slow  # a Ray of its own
 def test_without_a_ray_address_the_job_starts_its_own_local_ray(model_dir, two_photos, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     done = subprocess.run(
@@ -515,6 +369,7 @@ def test_compile_reaches_the_model_actors():
     assert on.infer.compile and not off.infer.compile
 
 
+@pytest.mark.slow  # two runs
 def test_overwrite_removes_everything_an_earlier_run_wrote(ray_cluster, model_dir, two_photos, tmp_path):
     """Every name under a run folder is in `layout.RUN_FILES`, so --overwrite leaves no ranking of a run that is gone."""
     output = tmp_path / "run"
@@ -530,6 +385,7 @@ def test_overwrite_removes_everything_an_earlier_run_wrote(ray_cluster, model_di
     assert read_run(output)[2]["counts"]["embedded"] == 3
 
 
+@pytest.mark.slow  # two runs
 def test_a_failed_index_fails_the_run_and_keeps_the_embeddings(ray_cluster, model_dir, two_photos, tmp_path, capsys):
     output = tmp_path / "run"
     args = ["embed", "--input", str(two_photos), "--output", str(output), "--model", str(model_dir)]
@@ -568,15 +424,3 @@ def test_a_bug_is_one_line_with_its_traceback_behind_debug(monkeypatch, capsys):
 def test_four_masks_by_default_when_the_loss_is_scored():
     config, _ = parse(embed_job.COMMAND, ["--input", "i", "--output", "o", "--model", "m", "--infer.mask_ratio", "0.75"])
     assert config.infer.loss_samples == 4 == InferConfig().loss_samples
-
-
-def test_a_ray_the_job_starts_keeps_an_idle_worker_a_core_unless_told_otherwise(monkeypatch):
-    """Ray's default keeps idle workers only for free CPUs, which the model actors take, so every short task beside
-    them would start a worker process of its own (benchmarks/RESULTS.md)."""
-    seen = []
-    monkeypatch.setattr(ray, "init", lambda **init: seen.append((os.environ.get("RAY_num_workers_soft_limit"), init)))
-    monkeypatch.delenv("RAY_num_workers_soft_limit", raising=False)
-    start_ray(include_dashboard=False)
-    monkeypatch.setenv("RAY_num_workers_soft_limit", "3")
-    start_ray()
-    assert seen == [(str(os.cpu_count()), {"include_dashboard": False}), ("3", {})]

@@ -293,6 +293,7 @@ def test_what_is_not_an_inventory_or_a_list_is_a_one_line_error(tmp_path):
     fails(manifest, NotFound, f"its data file file://{tmp_path}/test/{fields['files'][0]['key']} does not exist")
 
 
+@pytest.mark.slow  # a run over an S3 Inventory: ~25 s
 def test_a_run_embeds_the_objects_an_inventory_lists(ray_cluster, s3, model_dir, photo_paths, tmp_path, monkeypatch):
     fs = fsspec.filesystem("s3", **s3.storage_options())
     keys = {"listing/run/a photo.png": photo_paths[0], "listing/run/ü+1.jpg": photo_paths[3]}

@@ -23,11 +23,8 @@ from pipeline.render import MIN_PANEL_PX, panel_origin, sheet_size
 from pipeline.train.augment import AugmentConfig
 from pipeline.train.loop import LoopConfig, _build_model, lr_at, param_groups
 from pipeline.train.pretrain import PretrainConfig, run
+from conftest import TINY_MAE
 
-TINY_MAE = dict(
-    hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8,
-    decoder_hidden_size=16, decoder_num_hidden_layers=1, decoder_num_attention_heads=2, decoder_intermediate_size=32,
-)
 PROCESSOR = dict(size=32, resample=3, image_mean=(0.485, 0.456, 0.406), image_std=(0.229, 0.224, 0.225))
 TRAIN_DIGITS = 47
 STEPS_PER_EPOCH = (TRAIN_DIGITS + 1) // 2 // 8  # two workers, batch 8: with the bad file, no row is left over
@@ -84,6 +81,7 @@ def fixed_batch(digits, processor: vitmae.ViTImageProcessor) -> tuple[torch.Tens
     return processor.normalize(torch.from_numpy(pixels)), torch.rand(len(pixels), 16, generator=torch.Generator().manual_seed(0))
 
 
+@pytest.mark.slow  # trained: pre-training on Ray Train: ~40 s set-up
 def test_pretraining_on_two_workers_lowers_the_loss_on_a_fixed_batch(trained, digits, init_model):
     output, summary = trained
     x, noise = fixed_batch(digits, vitmae.ViTImageProcessor.from_pretrained(init_model))
@@ -97,12 +95,14 @@ def test_pretraining_on_two_workers_lowers_the_loss_on_a_fixed_batch(trained, di
     assert len(summary["loss_per_epoch"]) == 2 and all(math.isfinite(v) for v in summary["loss_per_epoch"])
 
 
+@pytest.mark.slow  # trained
 def test_bad_images_are_skipped_and_counted_every_epoch(trained):
     _, summary = trained
     assert summary["listed"] == TRAIN_DIGITS + 1
     assert summary["skipped_per_epoch"] == [1, 1]
 
 
+@pytest.mark.slow  # trained
 def test_metrics_hold_every_step_and_the_schedule(trained):
     output, summary = trained
     metrics = pq.read_table(output / "metrics.parquet").to_pydict()
@@ -113,6 +113,7 @@ def test_metrics_hold_every_step_and_the_schedule(trained):
     assert metrics["lr"][0] == 0.0 and max(metrics["lr"]) <= summary["peak_lr"]
 
 
+@pytest.mark.slow  # trained
 def test_the_checkpoints_load_in_transformers_with_equal_outputs(trained, digits):
     output, _ = trained
     for folder in (output / "model", output / "checkpoints" / "epoch-0001"):
@@ -125,6 +126,7 @@ def test_the_checkpoints_load_in_transformers_with_equal_outputs(trained, digits
         torch.testing.assert_close(a.loss, b.loss, atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.slow  # trained
 def test_reconstructions_png_shows_two_images_in_four_panels_each(trained):
     output, _ = trained
     with Image.open(output / "reconstructions.png") as sheet:
@@ -139,6 +141,7 @@ def test_reconstructions_png_shows_two_images_in_four_panels_each(trained):
         assert all(np.abs(panels[0] - p).mean() > 1 for p in panels[1:])  # masking and reconstructing change it
 
 
+@pytest.mark.slow  # trained, and more epochs: ~25 s
 def test_resume_continues_the_step_count_the_loss_curve_and_the_optimizer(trained, digits, init_model, tmp_path):
     output = tmp_path / "run"
     shutil.copytree(trained[0], output)  # the other tests read the 2-epoch run
@@ -193,6 +196,7 @@ def test_user_mistakes_are_one_line_errors(mistake, expected, digits, tmp_path, 
     assert not (tmp_path / "out").exists()  # nothing is created before the checks pass
 
 
+@pytest.mark.slow  # trained
 def test_overwrite_keeps_the_earlier_run_until_every_check_passed(ray_cluster, trained, digits, tmp_path, capsys):
     output = tmp_path / "run"
     shutil.copytree(trained[0], output)
@@ -222,6 +226,7 @@ def test_an_adapted_model_trains_with_the_runs_mask_ratio_and_loss(init_model, t
         assert torch.equal(model.state_dict()[name], tensor), name
 
 
+@pytest.mark.slow  # two pre-trainings: ~80 s
 def test_the_same_seed_gives_the_same_loss_curve(ray_cluster, digits, init_model, tmp_path):
     """Crops from (seed, epoch, path), the listing's order from (seed, epoch), masks from the seed: two runs agree."""
     curves = []

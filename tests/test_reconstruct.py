@@ -15,11 +15,8 @@ from pipeline.render import HEADER_PX, LABELS, MARGIN_PX, MIN_PANEL_PX, render_r
 from pipeline.train.reconstruct import (
     MASK_GREY, ReconstructConfig, reconstruction_rows, render_reconstructions, save_reconstructions,
 )
+from conftest import TINY_MAE
 
-TINY_MAE = dict(
-    hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8,
-    decoder_hidden_size=16, decoder_num_hidden_layers=1, decoder_num_attention_heads=2, decoder_intermediate_size=32,
-)
 # ImageNet statistics, so that undoing the normalisation is not the identity-like 0.5 / 0.5.
 PROCESSOR = dict(size=32, image_mean=(0.485, 0.456, 0.406), image_std=(0.229, 0.224, 0.225))
 GRID = 4  # patches per side: 32 / 8

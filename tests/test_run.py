@@ -1,47 +1,28 @@
-"""The same command every night: each run updates the output's Delta tables with only what changed, a killed run is
-finished by the next, two runs at once never double a row, and the index follows the table. Real Ray, real S3."""
+"""The same command every night: each run updates the output's Delta tables with only what changed, and the index
+follows the table. Real Ray, real S3. And the model actors a run asks for on the CPU."""
 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-from PIL import Image
+import pytest
 
+import pipeline.embed.run
 from conftest import s3_storage
 from jobs.cli import main as cli
+from pipeline.embed.infer import InferConfig
+from pipeline.embed.run import EmbedConfig
 from pipeline.records import finished_runs
 from pipeline.storage import Storage
 from pipeline.tables import dataset, open_table
-from test_embed import read_run
-
-ROOT = Path(__file__).parents[1]
-
-
-def photo(i: int, size: tuple[int, int] = (96, 72)) -> Image.Image:
-    """A distinct small picture: a crop of one of scikit-image's photographs."""
-    import skimage
-
-    names = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png")
-    base = Image.open(Path(skimage.__file__).parent / "data" / names[i % len(names)]).convert("RGB")
-    x, y = (37 * i) % (base.width - 200), (23 * i) % (base.height - 150)
-    return base.crop((x, y, x + 200, y + 150)).resize(size)
+from pictures import fill, photo
+from runs import ROOT, read_run, run_args
 
 
-def fill(folder: Path, names: range) -> None:
-    folder.mkdir(exist_ok=True)
-    for i in names:
-        photo(i).save(folder / f"img-{i:03d}.png")
-
-
-def run_args(images: Path, output: Path, model: Path, *extra: str) -> list[str]:
-    return ["--input", str(images), "--output", str(output), "--model", str(model), "--num_actors", "1", *extra]
-
-
+@pytest.mark.slow  # three runs: ~13 s
 def test_a_second_run_embeds_only_what_changed(ray_cluster, model_dir, tmp_path, capsys):
     images, output = tmp_path / "images", tmp_path / "out"
     fill(images, range(6))
@@ -131,61 +112,7 @@ def test_reading_the_folder_as_plain_parquet_is_wrong_after_an_update(ray_cluste
     assert dataset(table, str(output / "embeddings"), Storage()).count_rows() == 3
 
 
-def wait_for(condition, seconds: float, what: str) -> None:
-    deadline = time.time() + seconds
-    while not condition():
-        assert time.time() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
-
-
-def data_commits(output: Path) -> int:
-    table = open_table(str(output / "embeddings"), Storage())
-    return 0 if table is None else sum(h.get("vitmae.commit") == "add" for h in table.history())
-
-
-def start_job(args: list[str]) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # its own local Ray, as from cron
-    return subprocess.Popen([sys.executable, "-m", "jobs.embed", *args], cwd=ROOT, env=env, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def test_a_killed_run_keeps_what_it_committed_and_the_next_finishes(model_dir, tmp_path):
-    images, output = tmp_path / "images", tmp_path / "out"
-    fill(images, range(40))
-    args = run_args(images, output, model_dir, "--batch_size", "2", "--commit_rows", "4", "--commit_seconds", "0")
-    job = start_job(args)
-    wait_for(lambda: data_commits(output) >= 3 or job.poll() is not None, 240, "the first commits")
-    os.killpg(job.pid, signal.SIGKILL)  # the driver and its local Ray, at once
-    job.wait()
-    committed = dataset(open_table(str(output / "embeddings"), Storage()), str(output / "embeddings"), Storage()).count_rows()
-    assert 0 < committed < 40, committed
-    done = subprocess.run([sys.executable, "-m", "jobs.embed", *args, "--vacuum_hours", "0"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    embedded, errors, record = read_run(output)  # read_run fails on any path twice
-    assert set(embedded) == {f"file://{p}" for p in images.iterdir()} and not errors
-    assert record["counts"]["embedded"] == 40 - committed
-    table = open_table(str(output / "embeddings"), Storage())
-    live = {os.path.basename(f) for f in table.file_uris()}
-    assert {p.name for p in (output / "embeddings").glob("*.parquet*")} == live  # the killed run's loose files are gone
-
-
-def test_two_runs_at_once_never_double_a_row(model_dir, tmp_path):
-    images, output = tmp_path / "images", tmp_path / "out"
-    fill(images, range(12))
-    args = run_args(images, output, model_dir, "--batch_size", "2", "--commit_rows", "2", "--commit_seconds", "0")
-    first, second = start_job(args), start_job(args)
-    outs = [job.communicate(timeout=300)[0] for job in (first, second)]
-    codes = sorted(job.returncode for job in (first, second))
-    assert codes[0] == 0, outs
-    if codes[1] != 0:
-        assert codes[1] == 75 and any("two runs on one output at once are refused" in out for out in outs), outs
-    again = subprocess.run([sys.executable, "-m", "jobs.embed", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
-    embedded, errors, _ = read_run(output)  # each path once
-    assert set(embedded) == {f"file://{p}" for p in images.iterdir()} and not errors
-
-
+@pytest.mark.slow  # two runs on S3: ~13 s
 def test_updates_on_s3_from_an_input_list(ray_cluster, s3, model_dir, tmp_path, monkeypatch, capsys):
     import s3fs
 
@@ -213,3 +140,21 @@ def test_updates_on_s3_from_an_input_list(ray_cluster, s3, model_dir, tmp_path, 
     assert second["s3://test/update/photos/0.png"]["id"] == first["s3://test/update/photos/0.png"]["id"]
     assert second["s3://test/update/photos/1.png"]["etag"] != first["s3://test/update/photos/1.png"]["etag"]
     assert record["index"]["count"] == 3
+
+
+@pytest.mark.parametrize(
+    ("resources", "flags", "parameters", "expected"),
+    [
+        ({"CPU": 2, "memory": 16e9}, {}, 86_000_000, (2, 1)),  # ViT-B on this kind of machine: one actor a core
+        ({"CPU": 96, "memory": 100e9}, {}, 632_000_000, (8, 12)),  # ViT-H on a big node: memory caps the actors
+        ({"CPU": 96, "memory": 100e9}, {"infer": InferConfig(dtype="bfloat16")}, 632_000_000, (13, 7)),  # half the bytes, more fit
+        ({"CPU": 2, "memory": 1e9}, {}, 86_000_000, (1, 2)),  # nothing fits: still one actor, on every core
+        ({"CPU": 8, "memory": 64e9}, {"cpu_threads": 2}, 86_000_000, (4, 2)),
+        ({"CPU": 8, "memory": 64e9}, {"num_actors": 1}, 86_000_000, (1, 8)),
+        ({"CPU": 8, "memory": 64e9}, {"num_actors": 3, "cpu_threads": 1}, 86_000_000, (3, 1)),
+    ],
+)
+def test_cpu_actors_default_to_one_a_core_as_memory_allows(monkeypatch, resources, flags, parameters, expected):
+    monkeypatch.setattr(pipeline.embed.run.ray, "cluster_resources", lambda: resources)
+    config = EmbedConfig(input="in", output="out", model="m", **flags)
+    assert pipeline.embed.run.cpu_actors(config, parameters) == expected

@@ -1,60 +1,31 @@
-"""The service's API on a small real run (the embedding job over real photographs): every route, every error as one
-JSON line, the token, what /api/image refuses to read, the metrics, and the page's files."""
+"""The service's API on a small real run (the embedding job over real photographs): health, search, thumbnails, every
+error as one JSON line, the token, what /api/image refuses to read, the metrics, and the page's files (the anomaly and
+duplicate pages: test_rankings.py)."""
 
 from __future__ import annotations
 
 import io
-import shutil
 import struct
 import zlib
 from importlib import resources
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from conftest import GALLERY_CROPS, GALLERY_OUTLIERS, clustered_vectors, duplicates_table, s3_storage, write_embeddings
-from pipeline.retrieval.anomalies import AnomalyConfig, rank_anomalies
-from pipeline.retrieval.duplicates import DuplicateConfig, find_duplicates
+from conftest import GALLERY_IMAGES as IMAGES
+from conftest import clustered_vectors, s3_storage, write_embeddings
 from pipeline.retrieval.index import IndexConfig, build_index
 from pipeline.retrieval.search import Searcher
 from pipeline.service.app import create_app
 from pipeline.service.config import ServeConfig
 from pipeline.service.state import LiveRun
-from pipeline.storage import Storage, write_uri
+from pipeline.storage import write_uri
+from service_api import assert_error, serve, uri
 
-IMAGES = GALLERY_CROPS + len(GALLERY_OUTLIERS)
 TOKEN = "s3cret-token-for-tests"
-
-
-def serve(run, **settings) -> TestClient:
-    config = ServeConfig(run=str(run), check_seconds=3600, **settings)
-    return TestClient(create_app(config, LiveRun(config.run, Storage(), config.check_seconds)))
-
-
-@pytest.fixture(scope="module")
-def client(gallery_run):
-    with serve(gallery_run, max_upload_mb=1) as client:
-        yield client
-
-
-def uri(gallery, name: str) -> str:
-    return f"file://{gallery / name}"
-
-
-def assert_error(response, status: int, *words: str) -> str:
-    """The response is `{"error": "one line"}` with `status`, saying each of `words`, and nothing of the internals."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    body = response.json()
-    assert set(body) == {"error"} and isinstance(body["error"], str) and "\n" not in body["error"]
-    assert "Traceback" not in body["error"] and "File \"" not in body["error"]
-    for word in words:
-        assert word in body["error"], body["error"]
-    return body["error"]
 
 
 def test_health_says_what_is_served(client, gallery_run):
@@ -120,76 +91,6 @@ def test_search_errors_are_one_line_with_a_4xx_status(client):
     assert_error(client.post("/api/search/vector", json={"vectors": []}), 422, "vector")
     assert_error(client.get("/api/nothing"), 404, "no such route: /api/nothing")
     assert_error(client.delete("/api/search"), 405, "DELETE")
-
-
-def test_anomaly_pages_follow_the_cli_rankings(client, gallery_run, tmp_path):
-    first = client.get("/api/anomalies", params={"limit": 10}).json()
-    assert (first["by"], first["total"], first["offset"], first["limit"]) == ("both", IMAGES, 0, 10)
-    assert [r["rank"] for r in first["results"]] == list(range(1, 11))
-    assert set(first["results"][0]) == {"rank", "path", "loss", "loss_rank", "knn_distance", "knn_rank", "mean_rank"}
-    rest = client.get("/api/anomalies", params={"offset": 10, "limit": 500}).json()["results"]
-    assert [r["rank"] for r in rest] == list(range(11, IMAGES + 1))
-    copy = tmp_path / "run"
-    shutil.copytree(gallery_run, copy)
-    for by in ("loss", "knn", "both"):
-        expected = rank_anomalies(AnomalyConfig(str(copy), by=by)).column("path").to_pylist()
-        page = client.get("/api/anomalies", params={"by": by, "limit": 500}).json()
-        assert page["by"] == by and [r["path"] for r in page["results"]] == expected, by
-    knn = client.get("/api/anomalies", params={"by": "knn", "limit": 3}).json()["results"]
-    assert {r["path"].rsplit("/", 1)[-1] for r in knn} == set(GALLERY_OUTLIERS)  # the planted photographs lead
-    assert client.get("/api/anomalies", params={"offset": 1000}).json()["results"] == []
-    assert_error(client.get("/api/anomalies", params={"by": "size"}), 422, "by:")
-    assert_error(client.get("/api/anomalies", params={"limit": 501}), 422, "limit:")
-    assert_error(client.get("/api/anomalies", params={"offset": -1}), 422, "offset:")
-
-
-def test_anomalies_are_ranked_when_the_file_is_missing_or_stale(gallery_run, tmp_path):
-    copy = tmp_path / "run"
-    shutil.copytree(gallery_run, copy)
-    (copy / "anomalies.parquet").unlink(missing_ok=True)
-    with serve(copy) as client:
-        page = client.get("/api/anomalies", params={"by": "knn", "limit": 5}).json()
-    written = pq.read_table(copy / "anomalies.parquet")
-    assert written.schema.metadata[b"anomalies.table_version"] == str(page["table_version"]).encode()
-    assert [r["path"] for r in page["results"]] == written.column("path").to_pylist()[:5]
-
-
-def test_duplicate_groups_largest_first_once_there_are_any(gallery_run, gallery, tmp_path):
-    copy = tmp_path / "run"
-    shutil.copytree(gallery_run, copy)
-    (copy / "duplicates.parquet").unlink(missing_ok=True)
-    with serve(copy) as client:
-        assert_error(client.get("/api/duplicates"), 404, "no duplicates.parquet", "vitmae duplicates")
-        version = client.get("/api/health").json()["table_version"]
-        pq.write_table(duplicates_table(gallery, version), copy / "duplicates.parquet")
-        page = client.get("/api/duplicates", params={"limit": 2}).json()
-        assert (page["total"], page["offset"], page["limit"], page["table_version"], page["current"]) == (3, 0, 2, version, True)
-        assert [(g["group"], g["size"]) for g in page["results"]] == [(3, 4), (7, 3)]
-        members = [m["path"].rsplit("/", 1)[-1] for m in page["results"][1]["members"]]
-        assert members == ["coffee-04.png", "coffee-05.png", "coffee-06.png"]  # the representative, then by similarity
-        assert page["results"][1]["representative"] == uri(gallery, "coffee-04.png")
-        last = client.get("/api/duplicates", params={"offset": 2, "limit": 2}).json()
-        assert [g["group"] for g in last["results"]] == [2] and last["results"][0]["members"][1]["similarity"] == pytest.approx(0.91)
-        pq.write_table(duplicates_table(gallery, version - 1), copy / "duplicates.parquet")  # an older version's groups
-        assert client.get("/api/duplicates").json()["current"] is False
-        assert_error(client.get("/api/duplicates", params={"limit": 0}), 422, "limit:")
-
-
-def test_the_groups_vitmae_duplicates_writes_are_served_as_written(gallery_run, tmp_path):
-    copy = tmp_path / "run"
-    shutil.copytree(gallery_run, copy)
-    written = find_duplicates(DuplicateConfig(str(copy), threshold=0.5))
-    groups = written.column("group").to_pylist()
-    assert len(set(groups)) >= 2, "the gallery's crops should make groups at 0.5"
-    with serve(copy) as client:
-        page = client.get("/api/duplicates", params={"limit": 100}).json()
-    assert page["total"] == len(set(groups)) and page["current"] is True
-    rows = written.to_pylist()
-    assert [g["group"] for g in page["results"]] == list(dict.fromkeys(groups))  # largest first
-    for group in page["results"]:
-        members = [r for r in rows if r["group"] == group["group"]]
-        assert group["members"][0]["path"] == group["representative"] == members[0]["representative"]
-        assert {m["path"]: m["similarity"] for m in group["members"]} == pytest.approx({r["path"]: r["similarity"] for r in members})
 
 
 def test_thumbnails_of_the_run_and_of_nothing_else(client, gallery, tmp_path):

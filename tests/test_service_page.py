@@ -26,6 +26,8 @@ ARTIFACTS = "VITMAE_TEST_ARTIFACTS"  # a folder that also receives the screensho
 TOKEN = "page-test-token"
 REPO = Path(__file__).resolve().parent.parent
 
+pytestmark = pytest.mark.slow  # a browser (Chromium) driving vitmae serve
+
 
 @pytest.fixture
 def served(gallery_run, gallery, tmp_path) -> Iterator[str]:

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 import httpx
 import numpy as np
 import pyarrow as pa
+import pytest
 import uvicorn
 
 from pipeline.embed.infer import InferConfig
@@ -57,6 +58,7 @@ def embed(images, output, model_dir, index: bool = True) -> None:
                     batch_size=16, num_gpus=0, build_index=index))
 
 
+@pytest.mark.slow  # runs embedded under a live service: ~30 s
 def test_the_service_follows_the_run_without_failing_requests(ray_cluster, model_dir, gallery, tmp_path):
     images, output = tmp_path / "images", tmp_path / "run"
     images.mkdir()

@@ -1,6 +1,7 @@
 """Storage settings: resolved from the flag and the AWS variables, and a secret that no log, error, repr or file
 of a whole embed, index, search, anomalies and pre-training run on the S3 fixture ever shows; refused credentials and
-permissions, missing buckets and an endpoint that does not answer, said in one line on every side of a run."""
+permissions, missing buckets and an endpoint that does not answer, said in one line on every side of a run; local
+paths made absolute."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ from pipeline.retrieval.index_update import update_index
 from pipeline.retrieval.search import Searcher
 from pipeline.schema import ERRORS_SCHEMA
 from pipeline.storage import (CREDENTIAL_SETTINGS, ENDPOINT_SETTING, PERMISSION_SETTING, AccessDenied, Storage, StorageConfig,
-                              StorageAttemptUnreachable, read_uri, run_folder, storage_error, write_uri)
+                              StorageAttemptUnreachable, absolute_uri, read_uri, run_folder, storage_error, write_uri)
 from pipeline.tables import RunTable, open_table
 from pipeline.train.evaluate import evaluate
 from pipeline.train.loop import LoopConfig
@@ -120,6 +121,7 @@ def everything_under(folder: Path) -> bytes:
     return b"".join(p.read_bytes() for p in folder.rglob("*") if p.is_file())
 
 
+@pytest.mark.slow  # every command on S3: ~30 s
 def test_the_secret_reaches_no_log_error_or_file(ray_cluster, s3, model_dir, photo_paths, tmp_path, monkeypatch, capsys, caplog):
     import ray
     import s3fs
@@ -182,35 +184,7 @@ def test_the_secret_reaches_no_log_error_or_file(ray_cluster, s3, model_dir, pho
     assert not results.exists() or canary.encode() not in everything_under(results)
 
 
-@pytest.fixture
-def unreachable() -> Storage:
-    """S3 settings whose endpoint is a port nothing listens on, waiting out an outage for 1 s."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return Storage(f"http://127.0.0.1:{port}", "key", "secret", retry_seconds=1)
-
-
-def test_a_table_the_store_did_not_answer_for_is_waited_for(unreachable):
-    """`open_table` says an unreachable store in one line, and `retrying` still waits it out (deltalake's own message
-    for a refused connection says so only past its first line)."""
-    from pipeline.retry import retrying
-    from pipeline.storage import StorageOutage
-    from pipeline.tables import open_table
-
-    tries = []
-
-    def reach():
-        tries.append(1)
-        return open_table("s3://bucket/table", unreachable)
-
-    with pytest.raises(StorageOutage, match="the storage stayed unreachable for 1 s"):
-        retrying(reach, unreachable, "opening the table")
-    assert len(tries) > 1
-
-
+@pytest.mark.slow  # connection retries to a port nothing listens on: 7 to 14 s
 def test_a_file_the_store_did_not_answer_for_is_not_said_missing(unreachable):
     """pyarrow's own handler of fsspec filesystems says any failure to open a file as FileNotFoundError, which no
     retry waits out; a read task that opens the run's work file during an outage must wait instead."""
@@ -391,3 +365,26 @@ def test_tables_and_run_folders_say_the_same(s3):
     with pytest.raises(AccessDenied, match=r"refused the permission to write \(AccessDenied\)"):
         RunTable.open_or_create(table, reader, ERRORS_SCHEMA, "run")
     assert not written(table, s3)
+
+
+def test_s3_options_carry_the_session_token_of_temporary_credentials(monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "key")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "token")
+    storage = Storage.from_environment("http://127.0.0.1:8333")
+    options = storage.options("s3://bucket/photos/")
+    assert options["client_kwargs"] == {"endpoint_url": "http://127.0.0.1:8333"}
+    assert (options["key"], options["secret"], options["token"]) == ("key", "secret", "token")
+    assert options["config_kwargs"]["read_timeout"] > 0  # a hung server is an outage, not a read that never returns
+    assert storage.options("/local/photos") == {}
+    assert "secret" not in repr(storage) and "token" not in repr(storage) and "key" not in repr(storage).split("(")[1]
+
+
+def test_local_paths_become_absolute_and_uris_and_hub_ids_stay(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models" / "mae").mkdir(parents=True)
+    assert absolute_uri("runs/today") == str(tmp_path / "runs" / "today")  # not there yet: an output
+    assert absolute_uri("models/mae", may_be_hub_id=True) == str(tmp_path / "models" / "mae")
+    assert absolute_uri("facebook/vit-mae-base", may_be_hub_id=True) == "facebook/vit-mae-base"
+    assert absolute_uri("../models/mae", may_be_hub_id=True) == str(tmp_path.parent / "models" / "mae")  # no hub id
+    assert absolute_uri("s3://bucket/runs/today") == "s3://bucket/runs/today"

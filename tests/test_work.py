@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from pipeline import schema
 from pipeline.embed import work
@@ -20,6 +21,7 @@ def work_file(path, rows: int) -> None:
     }).cast(schema.WORK_SCHEMA), path)
 
 
+@pytest.mark.slow  # ~10 s
 def test_every_row_is_read_once_by_a_task_per_row_group(tmp_path):
     rows, group = 10_000, 8
     work_file(tmp_path / "diff.parquet", rows)

@@ -1,5 +1,5 @@
 """Fault injection for the tests, in no production module: Python imports this file when a process starts, in every
-process that has this folder on PYTHONPATH (tests/test_faults.py puts it there for a job; the job's Ray workers
+process that has this folder on PYTHONPATH (tests/test_poison.py puts it there for a job; the job's Ray workers
 inherit its environment).
 
 With VITMAE_FAULT_EXIT_ON=TEXT, a model actor that meets an image whose path holds TEXT exits at once, as the kernel's
