@@ -30,9 +30,14 @@ def run_args(images: Path, output: Path, model: Path, *extra: str) -> list[str]:
     return ["--input", str(images), "--output", str(output), "--model", str(model), "--num_actors", "1", *extra]
 
 
+def own_ray_env() -> dict[str, str]:
+    """This process's environment for a job that must start a Ray of its own, as from cron on a machine without one:
+    without an address, ray.init would join any Ray running on this machine (the tests' own, or another's)."""
+    return {**os.environ, "RAY_ADDRESS": "local"}
+
+
 def start_job(args: list[str]) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # its own local Ray, as from cron
-    return subprocess.Popen([sys.executable, "-m", "jobs.embed", *args], cwd=ROOT, env=env, start_new_session=True,
+    return subprocess.Popen([sys.executable, "-m", "jobs.embed", *args], cwd=ROOT, env=own_ray_env(), start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

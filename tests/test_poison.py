@@ -13,7 +13,7 @@ import pytest
 
 from pictures import fill, photo
 from pipeline.embed.poison import Attempts, batch_key
-from runs import ROOT, read_run
+from runs import ROOT, own_ray_env, read_run
 
 FAULT_INJECTION = str(Path(__file__).parent / "fault_injection")
 
@@ -34,7 +34,7 @@ def test_an_image_that_kills_the_model_actor_becomes_an_error_row(model_dir, tmp
     images = tmp_path / "images"
     fill(images, range(5))
     photo(9).save(images / "img-poison.png")
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env = own_ray_env()
     # The job and its Ray workers load tests/fault_injection/sitecustomize.py, which makes a model actor exit on "poison".
     env.update(VITMAE_FAULT_EXIT_ON="poison", PYTHONPATH=os.pathsep.join(filter(None, [FAULT_INJECTION, env.get("PYTHONPATH")])))
     done = subprocess.run([sys.executable, "-m", "jobs.embed", "--input", str(images), "--output", str(tmp_path / "out"),
