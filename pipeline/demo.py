@@ -1,15 +1,6 @@
 """The offline demo: pre-train a small MAE on real digit scans, embed and index a gallery, search it and triage it.
 
-The data ship with scikit-learn and scikit-image, so nothing is downloaded: scikit-learn's 1,797 handwritten digit
-scans (8 x 8, 16 grey levels, labelled 0-9; saved as 32 x 32 PNGs) are split into a training set and a held-out
-gallery, and the gallery gets a few of scikit-image's photographs planted in it (and one file that is not an image).
-
-1. A random-init model of the demo's geometry is saved; the pre-training job adapts it (`--init`), so "before" is
-   exactly where training started.
-2. Both checkpoints are scored on the held-out digits (`pipeline.train.evaluate`): masked-reconstruction loss, and the
-   precision of each digit's 10 nearest neighbours' labels.
-3. The embedding job runs over the gallery with loss scoring and builds the index; then one search and the anomaly
-   ranking, each with a PNG. The planted photographs should top the anomalies.
+The data ship with scikit-learn and scikit-image, so nothing is downloaded (docs/design.md, "The demo").
 """
 
 from __future__ import annotations

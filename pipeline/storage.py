@@ -1,14 +1,12 @@
 """Where files live and how to reach them: S3 endpoint and credentials, URIs, whole-file reads and atomic writes, and
 what the store's refusals and silences mean (`storage_error`).
 
-`Storage` is resolved once per run on the driver (from the `StorageConfig` settings and the standard AWS variables)
-and shipped to every Ray worker inside the stage configs, so workers on other machines use the driver's settings. Its
-credentials never print: `repr` says only whether they are set, and it is no dataclass, so `dataclasses.asdict`
-of a config cannot copy them into a record (json.dumps refuses the object instead).
-
-No postponed annotations here: the settings classes below are subclassed in other modules, and the command line
-(jobs.command) reads a subclass's field types in the subclass's module.
+`Storage` is resolved once per run on the driver and shipped to every Ray worker; its credentials never print
+(docs/design.md, "Storage and credentials").
 """
+
+# No postponed annotations here: the command line subclasses the settings below and reads its field types
+# in the subclass's module (jobs.command).
 
 import contextlib
 import datetime

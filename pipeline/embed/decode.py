@@ -1,18 +1,7 @@
 """Decode one encoded image (bytes) into the processor's uint8 RGB array, or raise a one-line DecodeError.
 
-A pure function with no Ray dependency; the CPU stage calls it once per image. Two modes:
-
-- "exact": transformers' PIL path, pixel for pixel. Pillow decodes the whole image, colours are converted as
-  transformers' `convert_to_rgb` does (alpha composited on white) and the processor resizes.
-- "fast" (the default): the image is first brought down, as cheaply as its format allows, to a size that still
-  keeps `DecodeConfig.draft_margin` times the model's input on each side, then the processor resizes that. JPEG
-  decodes at a reduced DCT scale (Pillow's draft). PNG and WebP go through libvips: WebP without alpha decodes at a
-  reduced scale, and PNG (or WebP with alpha) is box-shrunk as it streams, after alpha is composited on white at
-  full size as transformers does. Other formats and modes take the exact path. Embeddings stay within a cosine of
-  0.9999 of the exact mode's (benchmarks/decode.py, RESULTS.md).
-
-EXIF orientation is deliberately NOT applied in either mode: transformers does not rotate either, and parity with
-it matters more here than upright images.
+"exact" is transformers' PIL path pixel for pixel; "fast" (the default) decodes at a reduced scale first
+(docs/design.md, "Decoding"). EXIF orientation is not applied: transformers does not rotate either.
 """
 
 from __future__ import annotations

@@ -1,15 +1,6 @@
 """What a run has to do: the listing compared with the tables by path and object identity, in bounded memory.
 
-DuckDB joins the listing with the path and identity columns of the embeddings and errors tables (a Delta version,
-read as a pyarrow dataset, so the embeddings themselves are never read), spills to disk past its memory limit, and
-writes the rows to embed to a Parquet file, each with the id it will get.
-
-- new: listed, in neither table -> embedded
-- changed: listed, in a table with another identity (ETag where both have one, else size and modification time)
-  -> its old row removed, then embedded again
-- unchanged: listed, same identity -> skipped, its bytes never read; an error row only with `retry_errors`, or when
-  its error was the store being unreachable (`retryable`)
-- removed: in a table, not listed -> its row removed (unless `keep_missing`)
+New and changed images are embedded, unchanged ones skipped, gone ones removed (docs/design.md, "What a run does").
 """
 
 from __future__ import annotations

@@ -1,11 +1,5 @@
-"""S3 Inventory reports as input lists: a report's manifest.json and its data files, or one data file alone.
-
-AWS writes a report as data files (gzip CSV, ORC or Parquet) in a destination bucket and a `manifest.json` naming them
-(https://docs.aws.amazon.com/AmazonS3/latest/userguide/storage-inventory-location.html). Each row names an object by
-`bucket` and `key` (URL-encoded in CSV files) with, where the report was configured with them, its size, last
-modification and ETag, and for versioned buckets whether the row is the latest version and whether it is a delete
-marker. The files are read one at a time, in record batches of at most the caller's chunk, into the listing's path
-(`s3://bucket/key`) and identity columns, so that no object is looked up and no report is held whole.
+"""S3 Inventory reports as input lists: a report's manifest.json and its data files, or one data file alone, read
+one at a time into the listing's path and identity columns (docs/design.md, "S3 Inventory").
 """
 
 from __future__ import annotations

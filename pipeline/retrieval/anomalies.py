@@ -1,25 +1,10 @@
 """Anomaly rankings of a run: by reconstruction loss, by kNN distance from the index, or by both (rank-averaged).
 
-The kNN score of an image is its mean distance to the k nearest *other* images (cosine distance 1 - cos for a
-cosine index, L2 distance for an l2 one): an image unlike the rest of the set has far neighbours. The loss score is
-the masked-reconstruction loss the embedding job wrote. Rank 1 is the most anomalous. `both` averages an image's
-two ranks and ranks that average (ties: the kNN rank decides); `auto` is `both` for a run with a loss and `knn`
-for one embedded without (mask ratio 0). The ranking is written to `run/anomalies.parquet` with every score and
-rank, one row per embedded image, sorted by `rank`; its metadata say what it ranked by.
-
-The top of the kNN ranking is exact. An approximate index scores every image first; where it misses true neighbours
-an image looks farther from the rest than it is, and a few such misses among many images can push the real outliers
-out of the top (HNSW at a recall@10 of 0.996 did, on 200,000 clustered vectors). An approximate score never falls
-below the exact one (`pipeline.retrieval.exact`: exactly so for flat and HNSW indexes, once the codes'
-reconstruction errors are added for IVF ones), so images are rescored in order of that upper bound until the next
-bound falls below the `exact_top`-th best exact score: no image left can enter the top, which then equals brute
-force over every vector, as a set and in order. Each candidate is first searched again through the index with more
-effort, which is enough to drop most of them, and the rest are scored by brute force. `knn_exact` says which scores
-are exact; `both` ranks with the corrected kNN ranks.
-
-No postponed annotations here: the command line subclasses the config below, and reads its field types in the
-subclass's module (jobs.command).
+Rank 1 is the most anomalous; the top of the kNN ranking is exact (docs/design.md, "Anomalies").
 """
+
+# No postponed annotations here: the command line subclasses the settings below and reads its field types
+# in the subclass's module (jobs.command).
 
 import logging
 import time

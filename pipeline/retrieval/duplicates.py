@@ -2,23 +2,11 @@
 
     find_duplicates(DuplicateConfig("s3://bucket/runs/photos/", threshold=0.95))   # -> run/duplicates.parquet
 
-1. Byte-identical files (the same ETag and size, where the store gives ETags) are grouped without any search, and
-   only the first of them is searched for.
-2. Candidate pairs come from a range search on the run's cosine index, as approximate as its search: an HNSW or IVF
-   index may miss a pair, never make one up. The radius has a margin for float32 rounding, and for IVF indexes for
-   their codes' reconstruction error, so that a pair at the threshold is not lost to either.
-3. Every candidate pair is checked on the raw embeddings in float64: no pair below the threshold is ever reported.
-4. Groups are the connected components of the checked pairs (and of the identical files). A group's representative
-   is its largest image (width x height), then its largest file, then its first path: the one to keep. Each member's
-   `similarity` is its exact cosine similarity to the representative; in a chain (a ~ b ~ c, a and c further apart)
-   it can be below the threshold.
-
-The table holds one row per image in a group of two or more, sorted by group (1 = the largest), representative
-first; its metadata record the threshold and the embeddings table version it was computed from.
-
-No postponed annotations here: the command line subclasses the config below, and reads its field types in the
-subclass's module (jobs.command).
+No pair below the threshold is ever reported (docs/design.md, "Near-duplicates").
 """
+
+# No postponed annotations here: the command line subclasses the settings below and reads its field types
+# in the subclass's module (jobs.command).
 
 import logging
 import math

@@ -1,20 +1,6 @@
 """Exact nearest neighbours of a few rows over every live vector of a run, and how far approximate distances can be off.
 
-Flat and HNSW indexes hold every vector in float32 (HNSW in an `IndexFlat` under its graph), so exact search is a
-brute-force scan of that storage in memory, with an HNSW graph's removed ids masked out. IVF indexes hold only
-codes: their exact search scans the embeddings table in batches, once per call, and their vectors are read back from
-the table.
-
-What an approximate search returns is bounded by the exact neighbours, which is what makes its results checkable:
-
-- flat and HNSW compute exact distances to the vectors they find; an approximate search only misses neighbours, so
-  the j-th nearest vector it finds is never nearer than the true j-th nearest;
-- IVF-SQ8 and IVF-PQ compute distances to decoded codes: the distance to the vector itself is at most the distance
-  to its decoded code plus its reconstruction error |x - decode(encode(x))| (the triangle inequality), which
-  `reconstruction_errors` measures for every vector.
-
-Two ways of computing one squared L2 distance in float32 (FAISS's direct sum, or BLAS's |x|² + |y|² - 2x·y) differ
-by rounding; `ROUNDING` covers that.
+The bounds that make an approximate search checkable: docs/design.md, "Exact search and its bounds".
 """
 
 from __future__ import annotations

@@ -1,30 +1,6 @@
 """The FAISS index of a run: a type chosen by count and memory budget, built streaming from Parquet, recall measured.
 
-The `auto` rule (after the FAISS wiki's "Guidelines to choose an index"), for N vectors of dimension d and a
-budget of B bytes for the index:
-
-1. `flat` (exact, `IndexFlat`) when N < 50,000 and the float32 vectors (4·d bytes each) fit in B: scanning
-   that many vectors takes milliseconds, so nothing approximate is worth its recall loss.
-2. `hnsw` (`IndexHNSWFlat`, M = 32, efConstruction 80, efSearch tuned from 64) when N < 2,000,000 and the
-   vectors plus the graph (about 8·M bytes each) fit in B.
-3. Otherwise inverted lists: nlist = 4·sqrt(N), at most the training sample / 39 (FAISS's minimum of
-   training points per centroid), with codes
-   - `ivfsq8` (`IndexIVFScalarQuantizer`, 8 bits per dimension, d bytes each) when they fit in B, else
-   - `ivfpq` (`IndexIVFPQ`, m = d/4, d/8, d/16 or d/32 sub-quantizers of 8 bits, the largest that fits).
-   nprobe is tuned on held-out queries until recall@10 reaches the target (0.95 by default).
-   SQ8 comes before PQ because of a measurement: on clustered 768-d vectors PQ's recall@10 stayed far below the
-   target whatever nprobe, where SQ8 reached it (benchmarks/index_quality.py; figures in benchmarks/RESULTS.md).
-   1M 768-d SQ8 codes take 0.78 GB, which is why 1M vectors fit a 1 GB budget without PQ.
-   If even d/32-byte PQ codes do not fit, the build fails before reading any vector.
-
-Every index type works in L2 internally. For `cosine` (the default) the index holds unit-length copies of the
-vectors (Parquet keeps the raw ones): on unit vectors L2 ranks exactly as cosine similarity does, and k-means,
-residual coding and HNSW's graph are built for L2. Scores convert back: cosine = 1 - d²/2.
-
-The builder reads Parquet in batches twice: once for the training sample and the recall queries, once to add
-every vector in chunks while keeping the exact top-k of the queries. Memory is the index, one batch and the
-training sample, never the whole run. Recall@k is measured on queries drawn from the data (each query's own id
-is left out of both its exact and its approximate neighbours) and written to index.json with the choice's reason.
+How the type is chosen, and why the index is L2 on unit vectors: docs/design.md, "The index".
 """
 
 from __future__ import annotations

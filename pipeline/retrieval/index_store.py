@@ -1,13 +1,6 @@
 """A run's index on storage: `index/index.faiss`, `index/ids.parquet` (FAISS id -> path), `index/removed.parquet`
-and `index/index.json`.
-
-The FAISS ids are the embeddings table's ids. Written through fsspec (local or s3://) so that no reader sees half an
-index: index.json goes last and is removed first on a rewrite, and readers trust an index only when index.json is
-there. The FAISS file goes through a local temporary file (`faiss.write_index` / `read_index`) rather than
-`serialize_index` bytes: a serialised copy would double the index's memory, which at a 1 GB budget is the budget again.
-
-An HNSW graph cannot drop a vector: the ids of rows gone from the table stay in it, are listed in removed.parquet, and
-are filtered out of every search until the index is rebuilt (`pipeline.retrieval.index`).
+and `index/index.json`, written last: readers trust an index only when index.json is there (docs/design.md,
+"The index on storage").
 """
 
 from __future__ import annotations

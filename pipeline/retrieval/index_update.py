@@ -1,10 +1,5 @@
-"""The index follows the embeddings table: after a run, its new ids are added and its removed ids taken out.
-
-Flat and IVF indexes remove ids; an HNSW graph cannot, so the ids of gone rows stay in it, filtered out of every
-search, until they pass `HNSW_REBUILD_REMOVED` of the graph. The index is rebuilt instead when there is none, when
-its settings (type, metric, budget) change, when `auto` would now choose another type (the table crossed a
-threshold), or when the table has grown to twice or shrunk to half the size of the last build (IVF centroids and
-tuned search parameters are fitted to that).
+"""The index follows the embeddings table: after a run, its new ids are added and its removed ids taken out, or it is
+rebuilt (docs/design.md, "The index after a run").
 """
 
 from __future__ import annotations

@@ -1,11 +1,6 @@
 """What the service serves, and how it follows the run: an immutable `RunState` (one table version, its index, id
-map and model), replaced whole by `LiveRun` when a later run has updated the table and its index.
-
-Requests take the state once and use it to the end, so a switch never fails a request in flight: the old state
-stays alive for as long as a request holds it. A watcher thread checks the table version and index.json every
-`check_seconds`; when both have moved to a new version, it loads the new state fully (index, id map, and the model
-only where the run's model settings changed) and then swaps one reference. An index still behind its table (a run
-between its commit and its index update) is waited for; a failed load keeps the old state and is tried again.
+map and model), replaced whole by `LiveRun` when a later run has updated the table and its index (docs/design.md,
+"The service following a run").
 """
 
 from __future__ import annotations

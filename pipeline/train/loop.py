@@ -1,13 +1,6 @@
 """The pre-training loop each Ray Train worker runs: MAE's AdamW recipe, per-step schedule, epoch checkpoints.
 
-Each epoch, every worker streams its own share of the listing, shuffled anew by (seed, epoch), through the CPU
-stage with a random resized crop drawn from (seed, epoch, path) (`pipeline.embed.preprocess` on Ray Data, in
-order), so that a run with the same seed sees the same batches, crops and masks, and so the same loss curve.
-
-Checkpoints are plain Hugging Face folders under `OUTPUT/checkpoints/epoch-NNNN/` (config.json, model.safetensors,
-preprocessor_config.json, loadable by vitmae and transformers) plus `optimizer.pt` (AdamW state, read back with
-`weights_only=True`) and `trainer_state.json`, written last: a folder without it is not a checkpoint. Rank 0 writes
-them, with `metrics.parquet` (the loss of every step so far) beside the checkpoints.
+A run with the same seed sees the same batches, crops and masks (docs/design.md, "Pre-training").
 """
 
 from __future__ import annotations

@@ -1,16 +1,7 @@
 """Pre-training or adapting ViTMAE on a folder of images: Ray Data decodes and augments, Ray Train (DDP) trains.
 
-The listing, reading, decoding and bad-input handling are the embedding job's (`pipeline.embed.listing`,
-`pipeline.embed.preprocess`); each epoch re-runs the CPU stage with a random resized crop and flip drawn from
-(seed, epoch, path) (`pipeline.train.augment`). Rows that fail to decode stay in the stream with their error and
-weigh nothing in the loss; each epoch counts them. The loop itself is `pipeline.train.loop`. Outputs under
-`--output` (names in `pipeline.layout`):
-
-    checkpoints/epoch-NNNN/   a Hugging Face folder per epoch, plus optimizer.pt and trainer_state.json
-    metrics.parquet           step, epoch, loss, lr, images: one row per optimizer step
-    metrics.json              written last: settings, loss per epoch, skipped images, timings, versions
-    model/                    the final model (config.json, model.safetensors, preprocessor_config.json)
-    reconstructions.png       original | masked | reconstruction | with visible patches, on a few training images
+Outputs under `--output` (names in `pipeline.layout`): checkpoints/epoch-NNNN/, metrics.parquet, metrics.json
+(written last), model/ and reconstructions.png (docs/design.md, "Pre-training").
 """
 
 from __future__ import annotations
