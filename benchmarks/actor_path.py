@@ -63,7 +63,9 @@ def batches(count: int, size: int, seed: int = 0) -> list[dict[str, np.ndarray]]
     ]
 
 
-def paths(embedder: Embedder, compiled: Embedder | None, data: list[dict[str, np.ndarray]]) -> dict[str, Callable[[], object]]:
+def paths(
+    embedder: Embedder, compiled: Embedder | None, data: list[dict[str, np.ndarray]]
+) -> dict[str, Callable[[], object]]:
     """The ways, each a call that embeds every batch once and returns when the numbers are on the host."""
     device, dtype, processor, encoder = embedder.device, embedder.dtype, embedder.processor, embedder.encoder
     resident = [processor.normalize(torch.from_numpy(b[schema.PIXELS]).to(device), dtype) for b in data]
@@ -78,6 +80,7 @@ def paths(embedder: Embedder, compiled: Embedder | None, data: list[dict[str, np
             for x in resident:
                 pool(model(x, mask_ratio=0.0).last_hidden_state, "mean").cpu().numpy()
             sync()
+
         return call
 
     def actor(which: Embedder, slice_rows: int) -> Callable[[], None]:
@@ -85,6 +88,7 @@ def paths(embedder: Embedder, compiled: Embedder | None, data: list[dict[str, np
             which.slice_rows = slice_rows
             for batch in data:
                 which(batch)
+
         return call
 
     def cpu_normalise() -> None:
@@ -135,8 +139,12 @@ def run(args: argparse.Namespace) -> dict[str, list[float]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cuda or cpu (what the actor picks)")
-    parser.add_argument("--dtype", default="auto", help="auto (bfloat16 on a GPU, float32 on the CPU), float32, bfloat16")
+    parser.add_argument(
+        "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cuda or cpu (what the actor picks)"
+    )
+    parser.add_argument(
+        "--dtype", default="auto", help="auto (bfloat16 on a GPU, float32 on the CPU), float32, bfloat16"
+    )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--batches", type=int, default=2, help="batches per timed pass")
     parser.add_argument("--rounds", type=int, default=5)

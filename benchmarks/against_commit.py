@@ -14,8 +14,16 @@ import logging
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import (ROOT, add_arguments, alternate, comparison_inputs, git, print_medians, this_checkout,
-                               worktree)
+from benchmarks.common import (
+    ROOT,
+    add_arguments,
+    alternate,
+    comparison_inputs,
+    git,
+    print_medians,
+    this_checkout,
+    worktree,
+)
 
 
 def main() -> None:

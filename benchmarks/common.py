@@ -90,8 +90,13 @@ SMALL = dict(hidden_size=192, num_hidden_layers=4, num_attention_heads=3, interm
 # ViTMAEConfig fields over its defaults (ViT-B/16 at 224, MAE's decoder). The throughput benchmarks' models; their
 # small one has a lighter decoder than MAE's.
 MODELS = {
-    "small": dict(SMALL, decoder_hidden_size=128, decoder_num_hidden_layers=2, decoder_num_attention_heads=4,
-                  decoder_intermediate_size=512),
+    "small": dict(
+        SMALL,
+        decoder_hidden_size=128,
+        decoder_num_hidden_layers=2,
+        decoder_num_attention_heads=4,
+        decoder_intermediate_size=512,
+    ),
     "base": {},
 }
 E2E_MODELS = {  # the whole-job comparisons' encoders, MAE's decoder
@@ -122,10 +127,25 @@ def save_checkpoint(folder: Path, geometry: dict, trained_scale: bool = False) -
 # ---------------------------------------------------------------- image sets
 
 # Colour photographs that scikit-image ships (skimage/data); upscaled, cropped and flipped into distinct files.
-PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png", "motorcycle_right.png",
-          "retina.jpg", "hubble_deep_field.jpg", "ihc.png")
+PHOTOS = (
+    "astronaut.png",
+    "chelsea.png",
+    "coffee.png",
+    "rocket.jpg",
+    "motorcycle_left.png",
+    "motorcycle_right.png",
+    "retina.jpg",
+    "hubble_deep_field.jpg",
+    "ihc.png",
+)
 KINDS = ("JPEG", "PNG", "PNG, opaque alpha", "PNG, see-through", "WebP")  # of the mixed set
-SUFFIXES = {"JPEG": ".jpg", "PNG": ".png", "PNG, opaque alpha": "-opaque.png", "PNG, see-through": "-alpha.png", "WebP": ".webp"}
+SUFFIXES = {
+    "JPEG": ".jpg",
+    "PNG": ".png",
+    "PNG, opaque alpha": "-opaque.png",
+    "PNG, see-through": "-alpha.png",
+    "WebP": ".webp",
+}
 
 
 def photo_folder() -> Path:
@@ -212,7 +232,10 @@ def make_set(patterns: list[str], folder: Path, limit: int | None) -> dict[str, 
         jobs = [(s, str(folder / f"{i:03d}-{Path(s).stem}"), None) for i, s in enumerate(sources)]
     else:
         data = photo_folder()
-        jobs = [(str(data / name), str(folder / f"{i:03d}-{Path(name).stem}"), (4000, 3000)) for i, name in enumerate(PHOTOS[:limit])]
+        jobs = [
+            (str(data / name), str(folder / f"{i:03d}-{Path(name).stem}"), (4000, 3000))
+            for i, name in enumerate(PHOTOS[:limit])
+        ]
     if not jobs:
         raise FileNotFoundError(f"no photographs match {patterns}")
     folder.mkdir(parents=True, exist_ok=True)
@@ -220,8 +243,15 @@ def make_set(patterns: list[str], folder: Path, limit: int | None) -> dict[str, 
         written = list(pool.map(_write_kinds, jobs))
     files = {kind: [Path(paths[k]) for paths in written] for k, kind in enumerate(KINDS)}
     megapixels = [w * h / 1e6 for w, h in (Image.open(path).size for path in files["JPEG"])]
-    logger.info("%d photographs of %.1f to %.1f megapixels (median %.1f), %d files in %s", len(megapixels), min(megapixels),
-                max(megapixels), statistics.median(megapixels), sum(len(v) for v in files.values()), folder)
+    logger.info(
+        "%d photographs of %.1f to %.1f megapixels (median %.1f), %d files in %s",
+        len(megapixels),
+        min(megapixels),
+        max(megapixels),
+        statistics.median(megapixels),
+        sum(len(v) for v in files.values()),
+        folder,
+    )
     return files
 
 
@@ -235,14 +265,18 @@ def e2e_inputs(files: dict[str, list[Path]], folder: Path, count: int) -> Path:
     return folder
 
 
-def clustered(rng: np.random.Generator, centres: np.ndarray, n: int, noise: float, float64_noise: bool = False) -> np.ndarray:
+def clustered(
+    rng: np.random.Generator, centres: np.ndarray, n: int, noise: float, float64_noise: bool = False
+) -> np.ndarray:
     """n vectors: a random centre each plus isotropic Gaussian noise. float32 [n, D]. `float64_noise` draws the noise
     in float64 and rounds it, as the tests' `clustered_vectors` does (other numbers from the same seed)."""
     import numpy as np
 
     labels = rng.integers(0, len(centres), n)
     shape = (n, centres.shape[1])
-    out = rng.standard_normal(shape).astype(np.float32) if float64_noise else rng.standard_normal(shape, dtype=np.float32)
+    out = (
+        rng.standard_normal(shape).astype(np.float32) if float64_noise else rng.standard_normal(shape, dtype=np.float32)
+    )
     out *= noise
     out += centres[labels]
     return out
@@ -251,7 +285,9 @@ def clustered(rng: np.random.Generator, centres: np.ndarray, n: int, noise: floa
 # ---------------------------------------------------------------- whole processes
 
 
-def timed_process(command: list[str], log: Path, env: dict[str, str] | None = None, cwd: str | None = None) -> tuple[float, float]:
+def timed_process(
+    command: list[str], log: Path, env: dict[str, str] | None = None, cwd: str | None = None
+) -> tuple[float, float]:
     """(seconds from start to exit, peak resident memory in MB) of one process, which must succeed; its output goes to
     `log`. It runs in `cwd` (None: this one) with `env` added to this process's environment; RAY_ADDRESS=local makes
     it start a Ray of its own even where another one runs on the machine (which `ray.init()` would otherwise join).
@@ -273,8 +309,9 @@ def workers_started() -> int:
     return len(list(Path("/tmp/ray/session_latest/logs").glob("python-core-worker-*.log")))
 
 
-def alternate(setups: dict[str, tuple[str | None, dict[str, str]]], inputs: Path, model: str, work: Path,
-              rounds: int) -> dict[str, list[tuple[float, float, int]]]:
+def alternate(
+    setups: dict[str, tuple[str | None, dict[str, str]]], inputs: Path, model: str, work: Path, rounds: int
+) -> dict[str, list[tuple[float, float, int]]]:
     """The job on `inputs` once a round in each setup (label -> (folder to run it in, None: this one; environment
     added)), alternating which goes first: (seconds, stage images/s, worker processes started) by setup."""
     from pipeline.records import latest_run
@@ -284,13 +321,30 @@ def alternate(setups: dict[str, tuple[str | None, dict[str, str]]], inputs: Path
     for r in range(rounds):
         for label in list(setups) if r % 2 == 0 else list(setups)[::-1]:
             output = work / f"out-{r}-{label.split()[0]}"
-            command = [sys.executable, "-m", "jobs.embed", "--input", str(inputs), "--model", model, "--output", str(output)]
+            command = [
+                sys.executable,
+                "-m",
+                "jobs.embed",
+                "--input",
+                str(inputs),
+                "--model",
+                model,
+                "--output",
+                str(output),
+            ]
             cwd, env = setups[label]
             seconds, _ = timed_process(command, work / f"{output.name}.log", env, cwd)
             stage = latest_run(str(output), Storage())["images_per_second"]
             runs[label].append((seconds, stage, workers_started()))
-            logger.info("%s, round %d: %.1fs, stage %.2f images/s, %d workers started (load %s)", label, r + 1,
-                        seconds, stage, runs[label][-1][2], load_average())
+            logger.info(
+                "%s, round %d: %.1fs, stage %.2f images/s, %d workers started (load %s)",
+                label,
+                r + 1,
+                seconds,
+                stage,
+                runs[label][-1][2],
+                load_average(),
+            )
     return runs
 
 
@@ -299,13 +353,17 @@ def print_medians(runs: dict[str, list[tuple[float, float, int]]], images: int, 
     print(f"\n{hardware()}; load {load_average()}; {images} images, {model} encoder, medians of {rounds}")
     for label, values in runs.items():
         seconds, stage, workers = (statistics.median(v[i] for v in values) for i in range(3))
-        print(f"{label:34} {seconds:6.1f} s  stage {stage:5.2f} images/s  {workers:3.0f} worker processes  "
-              f"(per round: {', '.join(f'{v[0]:.1f} s' for v in values)})")
+        print(
+            f"{label:34} {seconds:6.1f} s  stage {stage:5.2f} images/s  {workers:3.0f} worker processes  "
+            f"(per round: {', '.join(f'{v[0]:.1f} s' for v in values)})"
+        )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The set, the model and the rounds, as every whole-job comparison takes them."""
-    parser.add_argument("--photos", action="append", default=[], help="glob of photographs (repeatable); default: scikit-image's")
+    parser.add_argument(
+        "--photos", action="append", default=[], help="glob of photographs (repeatable); default: scikit-image's"
+    )
     parser.add_argument("--images", type=int, default=300, help="files of the mixed set to embed")
     parser.add_argument("--model", choices=sorted(E2E_MODELS), default="vit-s", help="encoder geometry")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds")
@@ -329,7 +387,9 @@ def git(*args: str) -> str:
 
 def this_checkout() -> str:
     """HEAD's short hash, with '+changes' where tracked files differ from it."""
-    return git("rev-parse", "--short", "HEAD") + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+    return git("rev-parse", "--short", "HEAD") + (
+        "+changes" if git("status", "--porcelain", "--untracked-files=no") else ""
+    )
 
 
 @contextlib.contextmanager
@@ -515,9 +575,16 @@ def run_plain(images: Path, model: str, output: Path, batch_size: int) -> Run:
         processor = transformers.ViTImageProcessorPil.from_pretrained(model)
         dataset = (
             ray.data.read_images(str(images), mode="RGB", include_paths=True, file_extensions=PLAIN_EXTENSIONS)
-            .map_batches(plain_preprocess, fn_kwargs={"processor": processor}, batch_size=batch_size, batch_format="numpy")
-            .map_batches(PlainEmbedder, fn_constructor_kwargs={"model": model}, batch_size=batch_size,
-                         batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=1))
+            .map_batches(
+                plain_preprocess, fn_kwargs={"processor": processor}, batch_size=batch_size, batch_format="numpy"
+            )
+            .map_batches(
+                PlainEmbedder,
+                fn_constructor_kwargs={"model": model},
+                batch_size=batch_size,
+                batch_format="numpy",
+                compute=ray.data.ActorPoolStrategy(size=1),
+            )
         )
         dataset.write_parquet(str(output))
         seconds = time.perf_counter() - start
@@ -557,8 +624,16 @@ def model_alone(images: Path, model: str, batch_size: int, limit: int) -> dict[s
         shares = np.array_split(pixels, processes)
         with ProcessPoolExecutor(processes, mp_context=spawn) as pool, spawn.Manager() as manager:
             barrier = manager.Barrier(processes)
-            spans = list(pool.map(_time_embedder, [model] * processes, shares, [threads] * processes,
-                                  [batch] * processes, [barrier] * processes))
+            spans = list(
+                pool.map(
+                    _time_embedder,
+                    [model] * processes,
+                    shares,
+                    [threads] * processes,
+                    [batch] * processes,
+                    [barrier] * processes,
+                )
+            )
         seconds = max(end for _, end in spans) - min(begin for begin, _ in spans)
         result[f"model, {processes} x {threads} thread{'s' if threads > 1 else ''}"] = len(paths) / seconds
     return result
@@ -578,9 +653,13 @@ def _time_embedder(model: str, pixels: np.ndarray, threads: int, batch_size: int
 
     embedder = Embedder(model, InferConfig(mask_ratio=0.0, pooling="mean"), threads=threads)
     batches = [
-        {schema.PATH: np.array([f"{i}" for i in range(i, i + len(chunk))], dtype=object),
-         schema.ERROR: np.full(len(chunk), "", dtype=object), schema.PIXELS: chunk}
-        for i in range(0, len(pixels), batch_size) for chunk in [pixels[i:i + batch_size]]
+        {
+            schema.PATH: np.array([f"{i}" for i in range(i, i + len(chunk))], dtype=object),
+            schema.ERROR: np.full(len(chunk), "", dtype=object),
+            schema.PIXELS: chunk,
+        }
+        for i in range(0, len(pixels), batch_size)
+        for chunk in [pixels[i : i + batch_size]]
     ]
     embedder(batches[0])
     barrier.wait()

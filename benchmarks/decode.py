@@ -40,8 +40,19 @@ import torch
 from PIL import Image
 
 import vitmae
-from benchmarks.common import (E2E_MODELS, KINDS, ROOT, e2e_inputs, hardware, load_average, make_set, model_alone,
-                               save_checkpoint, status_kb, timed_process)
+from benchmarks.common import (
+    E2E_MODELS,
+    KINDS,
+    ROOT,
+    e2e_inputs,
+    hardware,
+    load_average,
+    make_set,
+    model_alone,
+    save_checkpoint,
+    status_kb,
+    timed_process,
+)
 from pipeline.embed.decode import DecodeConfig, decode_image
 from pipeline.records import latest_run
 from pipeline.storage import Storage
@@ -66,7 +77,9 @@ def decoders(processor: vitmae.ViTImageProcessor) -> dict[str, Callable[[bytes],
     }
 
 
-def time_methods(files: dict[str, list[Path]], processor: vitmae.ViTImageProcessor, rounds: int) -> dict[str, dict[str, float]]:
+def time_methods(
+    files: dict[str, list[Path]], processor: vitmae.ViTImageProcessor, rounds: int
+) -> dict[str, dict[str, float]]:
     """CPU seconds per image, by kind and method: each image's median over the rounds, then the mean over images.
     Within a round the methods take turns image by image, in an order that rotates, so drift hits them alike."""
     methods = decoders(processor)
@@ -75,14 +88,19 @@ def time_methods(files: dict[str, list[Path]], processor: vitmae.ViTImageProcess
         for kind, paths in files.items():
             for i, path in enumerate(paths):
                 data = path.read_bytes()
-                order = list(METHODS[(i + r) % 3:] + METHODS[:(i + r) % 3])
+                order = list(METHODS[(i + r) % 3 :] + METHODS[: (i + r) % 3])
                 for method in order:
                     start = time.process_time()
                     methods[method](data)
                     seconds.setdefault((kind, method, i), []).append(time.process_time() - start)
         logger.info("timing round %d of %d done (load %s)", r + 1, rounds, load_average())
-    return {kind: {method: float(np.mean([statistics.median(seconds[kind, method, i]) for i in range(len(paths))]))
-                   for method in METHODS} for kind, paths in files.items()}
+    return {
+        kind: {
+            method: float(np.mean([statistics.median(seconds[kind, method, i]) for i in range(len(paths))]))
+            for method in METHODS
+        }
+        for kind, paths in files.items()
+    }
 
 
 def _peak_memory(method: str, paths: list[Path], processor: dict) -> float:
@@ -115,12 +133,14 @@ def embeddings(model: torch.nn.Module, processor: vitmae.ViTImageProcessor, pixe
     out = []
     with torch.inference_mode():
         for i in range(0, len(pixels), 16):
-            x = processor.normalize(torch.from_numpy(np.stack(pixels[i:i + 16])))
+            x = processor.normalize(torch.from_numpy(np.stack(pixels[i : i + 16])))
             out.append(model(x, mask_ratio=0.0).last_hidden_state[:, 1:].mean(1))
     return torch.cat(out)
 
 
-def cosines(files: dict[str, list[Path]], model: torch.nn.Module, processor: vitmae.ViTImageProcessor) -> dict[str, dict[str, tuple[float, float]]]:
+def cosines(
+    files: dict[str, list[Path]], model: torch.nn.Module, processor: vitmae.ViTImageProcessor
+) -> dict[str, dict[str, tuple[float, float]]]:
     """(min, mean) cosine to the exact mode's embedding, by kind, for the plain recipe and the fast mode."""
     methods = decoders(processor)
     result = {}
@@ -146,15 +166,38 @@ def checkpoint(path: str) -> tuple[torch.nn.Module, vitmae.ViTImageProcessor]:
 # ---------------------------------------------------------------- end to end
 
 
-def end_to_end(inputs: Path, model: str, work: Path, rounds: int, decode_mode: str, plain: bool) -> dict[str, list[float]]:
+def end_to_end(
+    inputs: Path, model: str, work: Path, rounds: int, decode_mode: str, plain: bool
+) -> dict[str, list[float]]:
     """Seconds of each whole process, in alternating order: the job and (where `plain`) the plain recipe on the same
     files; under "job's embedding stage", the images/s the job's run record gives its stage (no Ray start-up, no
     index)."""
     count = len(list(inputs.iterdir()))
     commands = {
-        "this job": [sys.executable, "-m", "jobs.embed", "--input", str(inputs), "--model", model, "--overwrite", "true",
-                     "--decode.mode", decode_mode, "--output"],
-        "plain recipe": [sys.executable, "-m", "benchmarks.plain_recipe", "--input", str(inputs), "--model", model, "--output"],
+        "this job": [
+            sys.executable,
+            "-m",
+            "jobs.embed",
+            "--input",
+            str(inputs),
+            "--model",
+            model,
+            "--overwrite",
+            "true",
+            "--decode.mode",
+            decode_mode,
+            "--output",
+        ],
+        "plain recipe": [
+            sys.executable,
+            "-m",
+            "benchmarks.plain_recipe",
+            "--input",
+            str(inputs),
+            "--model",
+            model,
+            "--output",
+        ],
     }
     if not plain:
         del commands["plain recipe"]
@@ -162,9 +205,18 @@ def end_to_end(inputs: Path, model: str, work: Path, rounds: int, decode_mode: s
     for r in range(rounds):
         for label in list(commands) if r % 2 == 0 else list(commands)[::-1]:
             output = work / f"e2e-{label.split()[0]}-{r}"
-            seconds[label].append(timed_process(commands[label] + [str(output)], work / f"{output.name}.log", cwd=str(ROOT))[0])
-            logger.info("%s, round %d: %d images in %.1fs, %.2f images/s (load %s)", label, r + 1, count,
-                        seconds[label][-1], count / seconds[label][-1], load_average())
+            seconds[label].append(
+                timed_process(commands[label] + [str(output)], work / f"{output.name}.log", cwd=str(ROOT))[0]
+            )
+            logger.info(
+                "%s, round %d: %d images in %.1fs, %.2f images/s (load %s)",
+                label,
+                r + 1,
+                count,
+                seconds[label][-1],
+                count / seconds[label][-1],
+                load_average(),
+            )
             if label == "this job":
                 seconds["job's embedding stage"].append(latest_run(str(output), Storage())["images_per_second"])
     return seconds
@@ -173,18 +225,30 @@ def end_to_end(inputs: Path, model: str, work: Path, rounds: int, decode_mode: s
 # ---------------------------------------------------------------- report
 
 
-def print_per_core(times: dict[str, dict[str, float]], files: dict[str, list[Path]], memory: dict[str, float] | None) -> None:
-    print(f"\n{'kind':18} {'n':>3} " + " ".join(f"{m + ' ms':>16}" for m in METHODS) + f" {'exact vs plain':>14} {'fast vs plain':>13}")
+def print_per_core(
+    times: dict[str, dict[str, float]], files: dict[str, list[Path]], memory: dict[str, float] | None
+) -> None:
+    print(
+        f"\n{'kind':18} {'n':>3} "
+        + " ".join(f"{m + ' ms':>16}" for m in METHODS)
+        + f" {'exact vs plain':>14} {'fast vs plain':>13}"
+    )
     totals = {method: 0.0 for method in METHODS}
     for kind, row in times.items():
         n = len(files[kind])
         for method in METHODS:
             totals[method] += row[method] * n
-        print(f"{kind:18} {n:3} " + " ".join(f"{1e3 * row[m]:16.1f}" for m in METHODS)
-              + f" {row['plain recipe'] / row['exact']:13.2f}x {row['plain recipe'] / row['fast']:12.2f}x")
+        print(
+            f"{kind:18} {n:3} "
+            + " ".join(f"{1e3 * row[m]:16.1f}" for m in METHODS)
+            + f" {row['plain recipe'] / row['exact']:13.2f}x {row['plain recipe'] / row['fast']:12.2f}x"
+        )
     n = sum(len(v) for v in files.values())
-    print(f"{'whole set':18} {n:3} " + " ".join(f"{1e3 * totals[m] / n:16.1f}" for m in METHODS)
-          + f" {totals['plain recipe'] / totals['exact']:13.2f}x {totals['plain recipe'] / totals['fast']:12.2f}x")
+    print(
+        f"{'whole set':18} {n:3} "
+        + " ".join(f"{1e3 * totals[m] / n:16.1f}" for m in METHODS)
+        + f" {totals['plain recipe'] / totals['exact']:13.2f}x {totals['plain recipe'] / totals['fast']:12.2f}x"
+    )
     if memory:
         print(f"{'peak RSS, MB':18} {'':3} " + " ".join(f"{memory[m]:16.0f}" for m in METHODS))
 
@@ -198,10 +262,14 @@ def print_cosines(name: str, result: dict[str, dict[str, tuple[float, float]]]) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--photos", action="append", default=[], help="glob of photographs (repeatable); default: scikit-image's")
+    parser.add_argument(
+        "--photos", action="append", default=[], help="glob of photographs (repeatable); default: scikit-image's"
+    )
     parser.add_argument("--limit", type=int, default=None, help="at most this many photographs")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds; each image's median counts")
-    parser.add_argument("--model", action="append", default=[], help="a checkpoint to compare embeddings with too (repeatable)")
+    parser.add_argument(
+        "--model", action="append", default=[], help="a checkpoint to compare embeddings with too (repeatable)"
+    )
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
     parser.add_argument("--end-to-end", type=int, default=0, help="images for the whole-process comparison (0: none)")
     parser.add_argument("--e2e-model", choices=sorted(E2E_MODELS), default="vit-s", help="its encoder geometry")
@@ -209,7 +277,9 @@ def main() -> None:
     parser.add_argument("--e2e-decode", choices=("fast", "exact"), default="fast", help="the job's --decode")
     parser.add_argument("--e2e-job-only", action="store_true", help="run the job alone, against the model stage alone")
     parser.add_argument("--end-to-end-only", action="store_true", help="skip the per-core times, memory and cosines")
-    parser.add_argument("--workdir", default=None, help="where the files go, kept for the next run (default: a temporary folder)")
+    parser.add_argument(
+        "--workdir", default=None, help="where the files go, kept for the next run (default: a temporary folder)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
@@ -232,25 +302,34 @@ def main() -> None:
             alone = model_alone(inputs, ckpt, 32, min(args.end_to_end, 128))
         print(f"\n{hardware()}; load {load_average()}")
         if times:
-            print(f"per core: CPU ms per image to uint8 224x224 (MAE's processor), median of {args.rounds} interleaved "
-                  "rounds; libvips on one thread")
+            print(
+                f"per core: CPU ms per image to uint8 224x224 (MAE's processor), median of {args.rounds} interleaved "
+                "rounds; libvips on one thread"
+            )
             print_per_core(times, files, memory)
         for name, result in cosine.items():
             print_cosines(name, result)
         if e2e:
             n = args.end_to_end
             job, stage = statistics.median(e2e["this job"]), statistics.median(e2e["job's embedding stage"])
-            print(f"\nend to end, whole processes, {n} images of the mixed set, {args.e2e_model} encoder, job decode.mode "
-                  f"{args.e2e_decode}: this job {job:.1f}s ({n / job:.2f} images/s; its embedding stage {stage:.2f} "
-                  "images/s)")
+            print(
+                f"\nend to end, whole processes, {n} images of the mixed set, {args.e2e_model} encoder, job decode.mode "
+                f"{args.e2e_decode}: this job {job:.1f}s ({n / job:.2f} images/s; its embedding stage {stage:.2f} "
+                "images/s)"
+            )
             if "plain recipe" in e2e:
                 plain = statistics.median(e2e["plain recipe"])
-                print(f"  plain recipe {plain:.1f}s ({n / plain:.2f} images/s): {plain / job:.2f}x; per round: "
-                      + ", ".join(f"{p / j:.2f}x" for j, p in zip(e2e["this job"], e2e["plain recipe"])))
+                print(
+                    f"  plain recipe {plain:.1f}s ({n / plain:.2f} images/s): {plain / job:.2f}x; per round: "
+                    + ", ".join(f"{p / j:.2f}x" for j, p in zip(e2e["this job"], e2e["plain recipe"]))
+                )
             best = max(v for k, v in alone.items() if k.startswith("model"))
-            print("  stages alone (no Ray): " + ", ".join(f"{k} {v:.2f} images/s" for k, v in alone.items())
-                  + f"; of the faster model alone, the job end to end is {100 * n / job / best:.0f} %, its embedding "
-                  f"stage {100 * stage / best:.0f} %")
+            print(
+                "  stages alone (no Ray): "
+                + ", ".join(f"{k} {v:.2f} images/s" for k, v in alone.items())
+                + f"; of the faster model alone, the job end to end is {100 * n / job / best:.0f} %, its embedding "
+                f"stage {100 * stage / best:.0f} %"
+            )
 
 
 if __name__ == "__main__":

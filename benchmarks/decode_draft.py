@@ -41,8 +41,11 @@ def decode_all(datas: list[bytes], embedder: Embedder, config: DecodeConfig) -> 
 def embed(embedder: Embedder, pixels: np.ndarray) -> torch.Tensor:
     """uint8 [N, H, W, 3] -> float32 [N, D] mean-pooled embeddings."""
     n = len(pixels)
-    batch = {schema.PATH: np.array([str(i) for i in range(n)], dtype=object),
-             schema.ERROR: np.full(n, "", dtype=object), schema.PIXELS: pixels}
+    batch = {
+        schema.PATH: np.array([str(i) for i in range(n)], dtype=object),
+        schema.ERROR: np.full(n, "", dtype=object),
+        schema.PIXELS: pixels,
+    }
     return torch.from_numpy(embedder(batch)[schema.EMBEDDING])
 
 
@@ -73,15 +76,19 @@ def main() -> None:
         reference = embed(embedder, pixels["full size"])
         print(hardware())
         print(f"{args.images} JPEGs of {args.size}, to {embedder.processor.size}; median of {args.rounds} rounds")
-        print(f"{'decode':<12} {'ms/image':>9} {'vs full':>8} {'pixel diff mean':>16} {'max':>6} "
-              f"{'cosine min':>11} {'mean':>9}")
+        print(
+            f"{'decode':<12} {'ms/image':>9} {'vs full':>8} {'pixel diff mean':>16} {'max':>6} "
+            f"{'cosine min':>11} {'mean':>9}"
+        )
         full_ms = statistics.median(seconds["full size"]) / args.images * 1e3
         for name in configs:
             ms = statistics.median(seconds[name]) / args.images * 1e3
             diff = np.abs(pixels[name].astype(np.float32) - full).mean(axis=(1, 2, 3))
             cosine = torch.nn.functional.cosine_similarity(embed(embedder, pixels[name]), reference)
-            print(f"{name:<12} {ms:9.1f} {full_ms / ms:7.2f}x {diff.mean():16.2f} {diff.max():6.2f} "
-                  f"{cosine.min().item():11.6f} {cosine.mean().item():9.6f}")
+            print(
+                f"{name:<12} {ms:9.1f} {full_ms / ms:7.2f}x {diff.mean():16.2f} {diff.max():6.2f} "
+                f"{cosine.min().item():11.6f} {cosine.mean().item():9.6f}"
+            )
 
 
 if __name__ == "__main__":

@@ -43,12 +43,17 @@ from benchmarks.common import MODELS, ROOT, hardware, save_checkpoint, status_kb
 def inventory(path: Path, rows: int, folder: Path) -> None:
     """An inventory of `rows` files under `folder` (none of which exists), with size, last_modified and etag."""
     ids = np.arange(rows)
-    pq.write_table(pa.table({
-        "path": [f"{folder}/{i // 1000:05d}/{i:09d}.jpg" for i in ids],
-        "size": pa.array(np.full(rows, 150_000), pa.int64()),
-        "last_modified": pa.array(np.full(rows, 1.7e9)),
-        "etag": [f"{i:032x}" for i in ids],
-    }), path)
+    pq.write_table(
+        pa.table(
+            {
+                "path": [f"{folder}/{i // 1000:05d}/{i:09d}.jpg" for i in ids],
+                "size": pa.array(np.full(rows, 150_000), pa.int64()),
+                "last_modified": pa.array(np.full(rows, 1.7e9)),
+                "etag": [f"{i:032x}" for i in ids],
+            }
+        ),
+        path,
+    )
 
 
 def tree(folder: Path, rows: int) -> None:
@@ -97,9 +102,27 @@ def measure(rows: int, inputs: Path, workdir: Path, model: str, code: Path, kind
     flags, output = input_flags(kind, rows, inputs), workdir / f"out-{code.name}-{kind}-{rows}"
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"PYTHONPATH": str(code)}
     start = time.perf_counter()
-    job = subprocess.Popen([sys.executable, "-m", "jobs.embed", *flags, "--output", str(output),
-                            "--model", model, "--commit_seconds", "5", "--build_index", "false"],
-                           cwd=code, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    job = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jobs.embed",
+            *flags,
+            "--output",
+            str(output),
+            "--model",
+            model,
+            "--commit_seconds",
+            "5",
+            "--build_index",
+            "false",
+        ],
+        cwd=code,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     peak = 0.0
     while job.poll() is None and not first_commit(output):
         peak = max(peak, peak_gb(job.pid))
@@ -107,7 +130,9 @@ def measure(rows: int, inputs: Path, workdir: Path, model: str, code: Path, kind
     seconds = time.perf_counter() - start
     peak = max(peak, peak_gb(job.pid))
     if job.poll() is not None and not first_commit(output):
-        raise RuntimeError(f"the job of {code} ended with status {job.returncode} before its first commit: {' '.join(flags)}")
+        raise RuntimeError(
+            f"the job of {code} ended with status {job.returncode} before its first commit: {' '.join(flags)}"
+        )
     os.killpg(job.pid, signal.SIGKILL)
     job.wait()
     return seconds, peak
@@ -132,8 +157,14 @@ print(rows, time.perf_counter() - start, peak)
 def measure_listing(rows: int, inputs: Path, code: Path, kind: str) -> tuple[float, float]:
     """(seconds, peak memory in GB) of the listing stage alone (`LISTING_ONLY`) in checkout `code`."""
     env = os.environ | {"PYTHONPATH": str(code)}
-    done = subprocess.run([sys.executable, "-c", LISTING_ONLY, *input_flags(kind, rows, inputs)], cwd=code, env=env,
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", LISTING_ONLY, *input_flags(kind, rows, inputs)],
+        cwd=code,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     listed, seconds, peak = done.stdout.split()
     assert int(listed) == rows, f"listed {listed} of {rows}"
     return float(seconds), float(peak)
@@ -143,8 +174,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="10000,100000,1000000")
     parser.add_argument("--inputs", default="list", help="list, prefix, glob: what the inputs are, comma-separated")
-    parser.add_argument("--stage", choices=("job", "listing"), default="job",
-                        help="job: the whole job to its first commit; listing: the listing stage alone")
+    parser.add_argument(
+        "--stage",
+        choices=("job", "listing"),
+        default="job",
+        help="job: the whole job to its first commit; listing: the listing stage alone",
+    )
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--baseline", type=Path, help="another checkout of the project to measure beside this one")
     args = parser.parse_args()
@@ -158,8 +193,11 @@ def main() -> None:
         for rows in (int(n) for n in args.sizes.split(",")):
             for kind in args.inputs.split(","):
                 for code in codes:
-                    seconds, peak = (measure(rows, inputs, Path(tmp), model, code, kind) if args.stage == "job"
-                                     else measure_listing(rows, inputs, code, kind))
+                    seconds, peak = (
+                        measure(rows, inputs, Path(tmp), model, code, kind)
+                        if args.stage == "job"
+                        else measure_listing(rows, inputs, code, kind)
+                    )
                     print(f"{str(code):>24} {kind:>7} {rows:>14,} {seconds:22.1f} {peak:15.2f}", flush=True)
 
 

@@ -33,7 +33,15 @@ logger = logging.getLogger("gpu_parity")
 def photographs() -> list[Image.Image]:
     """The colour and grayscale photographs scikit-image ships."""
     folder = photo_folder()
-    names = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png", "retina.jpg", "camera.png")
+    names = (
+        "astronaut.png",
+        "chelsea.png",
+        "coffee.png",
+        "rocket.jpg",
+        "motorcycle_left.png",
+        "retina.jpg",
+        "camera.png",
+    )
     return [Image.open(folder / name) for name in names if (folder / name).exists()]
 
 
@@ -53,11 +61,24 @@ def randomise(model: torch.nn.Module, seed: int) -> None:
                     p.copy_(0.02 * noise)
 
 
-def compare(name: str, embedding: torch.Tensor, loss: torch.Tensor, mask_same: bool, ref_embedding: torch.Tensor, ref_loss: torch.Tensor) -> dict:
+def compare(
+    name: str,
+    embedding: torch.Tensor,
+    loss: torch.Tensor,
+    mask_same: bool,
+    ref_embedding: torch.Tensor,
+    ref_loss: torch.Tensor,
+) -> dict:
     cosine = torch.nn.functional.cosine_similarity(embedding.double(), ref_embedding.double())
     l2 = (embedding.double() - ref_embedding.double()).norm(dim=1) / ref_embedding.double().norm(dim=1)
-    loss_err = ((loss.double() - ref_loss.double()).abs() / ref_loss.double().abs())
-    return {"way": name, "cos_min": cosine.min().item(), "l2_max": l2.max().item(), "loss_max": loss_err.max().item(), "mask": mask_same}
+    loss_err = (loss.double() - ref_loss.double()).abs() / ref_loss.double().abs()
+    return {
+        "way": name,
+        "cos_min": cosine.min().item(),
+        "l2_max": l2.max().item(),
+        "loss_max": loss_err.max().item(),
+        "mask": mask_same,
+    }
 
 
 def run(args: argparse.Namespace) -> list[dict]:
@@ -77,7 +98,9 @@ def run(args: argparse.Namespace) -> list[dict]:
         def transformers_way(dtype: torch.dtype):
             model = transformers.ViTMAEForPreTraining.from_pretrained(folder, attn_implementation="sdpa", dtype=dtype)
             model = model.to(device).eval()
-            encoder = transformers.ViTMAEModel.from_pretrained(folder, mask_ratio=0.0, attn_implementation="sdpa", dtype=dtype)
+            encoder = transformers.ViTMAEModel.from_pretrained(
+                folder, mask_ratio=0.0, attn_implementation="sdpa", dtype=dtype
+            )
             encoder = encoder.to(device).eval()
             with torch.inference_mode():
                 out = model(pixels.to(dtype), noise=noise)
@@ -93,7 +116,10 @@ def run(args: argparse.Namespace) -> list[dict]:
             model = vitmae.ViTMAEForPreTraining.from_pretrained(folder, dtype=dtype, device=device).eval()
             encoder = vitmae.ViTMAEModel.from_pretrained(folder, dtype=dtype, device=device).eval()
             if compiled:
-                model, encoder = torch.compile(model, dynamic=True), torch.compile(encoder, dynamic=True)  # as the actor does
+                model, encoder = (
+                    torch.compile(model, dynamic=True),
+                    torch.compile(encoder, dynamic=True),
+                )  # as the actor does
             with torch.inference_mode():
                 out = model(pixels.to(dtype), noise=noise)
                 embedding = encoder(pixels.to(dtype), mask_ratio=0.0).last_hidden_state[:, 1:].float().mean(dim=1)
@@ -134,11 +160,17 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     rows = run(args)
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
-    print(f"\nViT-B/16 MAE, random weights, {len(photographs())} photographs; {name} (torch {torch.__version__}, "
-          f"transformers {transformers.__version__}); reference: transformers float32")
-    print(f"{'way':22} {'embedding cos min':>18} {'embedding rel L2 max':>21} {'loss rel err max':>17} {'mask, ids_restore':>18}")
+    print(
+        f"\nViT-B/16 MAE, random weights, {len(photographs())} photographs; {name} (torch {torch.__version__}, "
+        f"transformers {transformers.__version__}); reference: transformers float32"
+    )
+    print(
+        f"{'way':22} {'embedding cos min':>18} {'embedding rel L2 max':>21} {'loss rel err max':>17} {'mask, ids_restore':>18}"
+    )
     for r in rows:
-        print(f"{r['way']:22} {r['cos_min']:18.6f} {r['l2_max']:21.2e} {r['loss_max']:17.2e} {'same' if r['mask'] else 'DIFFERENT':>18}")
+        print(
+            f"{r['way']:22} {r['cos_min']:18.6f} {r['l2_max']:21.2e} {r['loss_max']:17.2e} {'same' if r['mask'] else 'DIFFERENT':>18}"
+        )
 
 
 if __name__ == "__main__":

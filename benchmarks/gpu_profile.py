@@ -80,7 +80,9 @@ def main() -> None:
     with torch.inference_mode():
         reference = embed()
         base = median_ms(embed)
-        print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}; ViT-B/16 bf16 encoder, batch {args.batch_size}")
+        print(
+            f"{torch.cuda.get_device_name()}, torch {torch.__version__}; ViT-B/16 bf16 encoder, batch {args.batch_size}"
+        )
         print(f"baseline: {base:.2f} ms a batch, {args.batch_size / base * 1e3:.0f} images/s")
 
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
@@ -91,7 +93,9 @@ def main() -> None:
         total = sum(e.self_device_time_total for e in events)
         print(f"\n{'kernel':70} {'share':>6} {'ms/batch':>9} {'calls/batch':>11}")
         for e in sorted(events, key=lambda e: -e.self_device_time_total)[: args.kernels]:
-            print(f"{e.key[:70]:70} {e.self_device_time_total / total:6.1%} {e.self_device_time_total / 3e3:9.2f} {e.count / 3:11.0f}")
+            print(
+                f"{e.key[:70]:70} {e.self_device_time_total / total:6.1%} {e.self_device_time_total / 3e3:9.2f} {e.count / 3:11.0f}"
+            )
 
         variants: dict[str, contextlib.AbstractContextManager] = {
             "SDPA flash": sdpa_kernel(SDPBackend.FLASH_ATTENTION),

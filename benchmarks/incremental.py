@@ -45,7 +45,7 @@ def make_pngs(folder: Path, count: int, first: int = 0) -> None:
     for i in range(first, first + count):
         photo = photos[i % len(photos)]
         x, y = rng.integers(0, 320 - 64), rng.integers(0, 240 - 48)
-        crop = photo[y:y + 48, x:x + 64].astype(np.int16) + rng.integers(-8, 9, (48, 64, 3))
+        crop = photo[y : y + 48, x : x + 64].astype(np.int16) + rng.integers(-8, 9, (48, 64, 3))
         Image.fromarray(np.clip(crop, 0, 255).astype(np.uint8)).save(folder / f"img-{i:06d}.png")
 
 
@@ -56,8 +56,15 @@ def job(args: list[str], output: Path, kill_at_rows: int | None = None) -> tuple
     """
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     start = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-m", "jobs.embed", *args], cwd=ROOT, env=env, start_new_session=True,
-                               stdout=subprocess.DEVNULL if kill_at_rows else subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "jobs.embed", *args],
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL if kill_at_rows else subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     if kill_at_rows is None:
         out = process.communicate()[0]
     else:
@@ -91,7 +98,11 @@ def committed_rows(output: Path) -> int:
     from pipeline.tables import open_table
 
     table = open_table(str(output / "embeddings"), Storage())
-    return 0 if table is None else sum(int(h.get("vitmae.rows", 0)) for h in table.history() if h.get("vitmae.commit") == "add")
+    return (
+        0
+        if table is None
+        else sum(int(h.get("vitmae.rows", 0)) for h in table.history() if h.get("vitmae.commit") == "add")
+    )
 
 
 def runs(count: int, workdir: Path, model_size: str, commits: list[str]) -> None:
@@ -100,16 +111,20 @@ def runs(count: int, workdir: Path, model_size: str, commits: list[str]) -> None
     model = save_checkpoint(workdir / "model", MODELS[model_size])
     args = ["--input", str(images), "--output", str(output), "--model", model]
     print(f"\n{count:,} PNGs of 64x48, model {model_size} (random weights), CPU; each run is the whole command")
-    print(f"{'run':44} {'s':>7} {'% of first':>10} {'embedded':>9} {'commits':>8} {'embed s':>8} {'maint. s':>8} {'index s':>7}")
+    print(
+        f"{'run':44} {'s':>7} {'% of first':>10} {'embedded':>9} {'commits':>8} {'embed s':>8} {'maint. s':>8} {'index s':>7}"
+    )
 
     def show(name: str, seconds: float, record: dict | None, first: float) -> None:
         if record is None:
             print(f"{name:44} {seconds:7.1f} {100 * seconds / first:9.1f}%   (killed)")
             return
         t = record["timings"]
-        print(f"{name:44} {seconds:7.1f} {100 * seconds / first:9.1f}% {record['counts'].get('embedded', 0):>9} "
-              f"{record.get('commits', 0):>8} {t.get('embed_seconds', 0):8.1f} {t.get('maintenance_seconds', 0):8.1f} "
-              f"{t.get('index_seconds', 0):7.1f}")
+        print(
+            f"{name:44} {seconds:7.1f} {100 * seconds / first:9.1f}% {record['counts'].get('embedded', 0):>9} "
+            f"{record.get('commits', 0):>8} {t.get('embed_seconds', 0):8.1f} {t.get('maintenance_seconds', 0):8.1f} "
+            f"{t.get('index_seconds', 0):7.1f}"
+        )
 
     first, record, _ = job(args, output)
     show("first run", first, record, first)
@@ -129,8 +144,12 @@ def runs(count: int, workdir: Path, model_size: str, commits: list[str]) -> None
     total = len(list(images.iterdir()))
     seconds, _, _ = job(kill_args, resumed, kill_at_rows=total // 2)
     committed = committed_rows(resumed)
-    show(f"killed at {100 * written_rows(resumed) / total:.0f} % written ({100 * committed / total:.1f} % committed)",
-         seconds, None, first)
+    show(
+        f"killed at {100 * written_rows(resumed) / total:.0f} % written ({100 * committed / total:.1f} % committed)",
+        seconds,
+        None,
+        first,
+    )
     seconds, record, _ = job(kill_args, resumed)
     share = 100 * record["counts"].get("embedded", 0) / total
     show(f"the resumed run ({share:.1f} % of the images)", seconds, record, first)
@@ -173,35 +192,63 @@ def diff_data(root: Path, rows: int, dim: int = 16, file_rows: int = 250_000) ->
     for start in range(0, rows, file_rows):
         n = min(file_rows, rows - start)
         ids = np.arange(start, start + n)
-        table = pa.table({
-            schema.ID: ids, schema.PATH: [f"s3://bucket/photos/{i:09d}.jpg" for i in ids],
-            schema.EMBEDDING: pa.FixedSizeListArray.from_arrays(rng.standard_normal(n * dim, dtype=np.float32), dim).cast(pa.list_(pa.float32())),
-            schema.LOSS: pa.nulls(n, pa.float32()), schema.WIDTH: pa.array(np.full(n, 640), pa.int32()),
-            schema.HEIGHT: pa.array(np.full(n, 480), pa.int32()), schema.SIZE: pa.array(np.full(n, 100_000), pa.int64()),
-            schema.MTIME: pa.array(np.full(n, 1.7e9)), schema.ETAG: [f"e{i:09d}" for i in ids], schema.RUN: pa.array(["r"] * n),
-        }, schema=schema.EMBEDDINGS_SCHEMA)
+        table = pa.table(
+            {
+                schema.ID: ids,
+                schema.PATH: [f"s3://bucket/photos/{i:09d}.jpg" for i in ids],
+                schema.EMBEDDING: pa.FixedSizeListArray.from_arrays(
+                    rng.standard_normal(n * dim, dtype=np.float32), dim
+                ).cast(pa.list_(pa.float32())),
+                schema.LOSS: pa.nulls(n, pa.float32()),
+                schema.WIDTH: pa.array(np.full(n, 640), pa.int32()),
+                schema.HEIGHT: pa.array(np.full(n, 480), pa.int32()),
+                schema.SIZE: pa.array(np.full(n, 100_000), pa.int64()),
+                schema.MTIME: pa.array(np.full(n, 1.7e9)),
+                schema.ETAG: [f"e{i:09d}" for i in ids],
+                schema.RUN: pa.array(["r"] * n),
+            },
+            schema=schema.EMBEDDINGS_SCHEMA,
+        )
         write_deltalake(uri, table, mode="append")
     listed = np.arange(rows // 100, rows + rows // 100)  # the first 1 % gone, 1 % new at the end
     etags = [f"e{i:09d}" if i % 100 != 50 else f"x{i:09d}" for i in listed]  # 1 % changed
-    pq.write_table(pa.table({
-        schema.PATH: [f"s3://bucket/photos/{i:09d}.jpg" for i in listed], schema.SIZE: pa.array(np.full(len(listed), 100_000), pa.int64()),
-        schema.MTIME: pa.array(np.full(len(listed), 1.7e9)), schema.ETAG: etags,
-    }, schema=schema.LISTING_SCHEMA), root / "listing.parquet")
+    pq.write_table(
+        pa.table(
+            {
+                schema.PATH: [f"s3://bucket/photos/{i:09d}.jpg" for i in listed],
+                schema.SIZE: pa.array(np.full(len(listed), 100_000), pa.int64()),
+                schema.MTIME: pa.array(np.full(len(listed), 1.7e9)),
+                schema.ETAG: etags,
+            },
+            schema=schema.LISTING_SCHEMA,
+        ),
+        root / "listing.parquet",
+    )
 
 
 def diffs(sizes: list[int], workdir: Path) -> None:
-    print(f"\nthe diff: a listing Parquet file against a Delta table (1 % changed, 1 % gone, 1 % new), DuckDB at its 1 GB "
-          "limit, in a fresh process")
+    print(
+        f"\nthe diff: a listing Parquet file against a Delta table (1 % changed, 1 % gone, 1 % new), DuckDB at its 1 GB "
+        "limit, in a fresh process"
+    )
     print(f"{'rows':>12} {'data s':>7} {'diff s':>7} {'peak RSS GB':>12} {'after imports':>14}  counts")
     for rows in sizes:
         root = workdir / f"diff-{rows}"
         start = time.perf_counter()
         diff_data(root, rows)
         made = time.perf_counter() - start
-        done = subprocess.run([sys.executable, "-c", DIFF_CHILD, str(root.resolve())], cwd=ROOT, capture_output=True, text=True, check=True)
+        done = subprocess.run(
+            [sys.executable, "-c", DIFF_CHILD, str(root.resolve())],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         result = json.loads(done.stdout.strip().splitlines()[-1])
-        print(f"{rows:>12,} {made:7.1f} {result['seconds']:7.1f} {result['peak_rss_gb']:12.2f} {result['imports_gb']:14.2f}  "
-              f"{result['counts']}")
+        print(
+            f"{rows:>12,} {made:7.1f} {result['seconds']:7.1f} {result['peak_rss_gb']:12.2f} {result['imports_gb']:14.2f}  "
+            f"{result['counts']}"
+        )
 
 
 # ---------------------------------------------------------------- HNSW with removed ids
@@ -223,8 +270,10 @@ def hnsw(count: int, dim: int = 64, queries: int = 1000) -> None:
     index.add_with_ids(vectors, ids)
     build = time.perf_counter() - start
     rng = np.random.default_rng(1)
-    print(f"\nHNSW32 over {count:,} {dim}-d unit vectors (200 clusters), efSearch 64, {queries} queries; the full build "
-          f"took {build:.1f}s")
+    print(
+        f"\nHNSW32 over {count:,} {dim}-d unit vectors (200 clusters), efSearch 64, {queries} queries; the full build "
+        f"took {build:.1f}s"
+    )
     print(f"{'removed':>8} {'recall@10':>10} {'ms/query':>9}")
     order = rng.permutation(count)
     for share in (0.0, 0.05, 0.1, 0.2, 0.3, 0.5):
@@ -234,7 +283,11 @@ def hnsw(count: int, dim: int = 64, queries: int = 1000) -> None:
         truth = faiss.knn(query, vectors[live], 10)[1]
         truth = live[truth]
         selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(removed)) if len(removed) else None
-        params = faiss.SearchParametersHNSW(sel=selector, efSearch=64) if selector else faiss.SearchParametersHNSW(efSearch=64)
+        params = (
+            faiss.SearchParametersHNSW(sel=selector, efSearch=64)
+            if selector
+            else faiss.SearchParametersHNSW(efSearch=64)
+        )
         faiss.omp_set_num_threads(1)
         start = time.perf_counter()
         _, found = index.search(query, 10, params=params)
@@ -247,9 +300,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=10_000, help="images of the runs (0: skip them)")
     parser.add_argument("--model-size", default="small", choices=("small", "base"))
-    parser.add_argument("--kill-commits", default="--commit_seconds 5",
-                        help="commit flags of the run killed half way (default %(default)s)")
-    parser.add_argument("--diff-rows", default="1000000,10000000", help="comma-separated table sizes for the diff ('' skips)")
+    parser.add_argument(
+        "--kill-commits",
+        default="--commit_seconds 5",
+        help="commit flags of the run killed half way (default %(default)s)",
+    )
+    parser.add_argument(
+        "--diff-rows", default="1000000,10000000", help="comma-separated table sizes for the diff ('' skips)"
+    )
     parser.add_argument("--hnsw", type=int, default=200_000, help="vectors of the HNSW filter measurement (0: skip)")
     parser.add_argument("--workdir", default=None)
     args = parser.parse_args()

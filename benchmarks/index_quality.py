@@ -41,17 +41,21 @@ def write_run(folder: Path, args: argparse.Namespace) -> np.ndarray:
     """Writes the embeddings table folder/embeddings; returns the held-out queries, float32 [Q, D] (raw)."""
     centres = np.random.default_rng(args.seed).standard_normal((args.clusters, args.dim), dtype=np.float32)
     queries = clustered(np.random.default_rng([args.seed, 2**32 - 1]), centres, args.queries, args.noise)
-    if (folder / "embeddings" / "_delta_log").exists():  # the table of an earlier run in --workdir (same arguments: same data)
+    if (
+        folder / "embeddings" / "_delta_log"
+    ).exists():  # the table of an earlier run in --workdir (same arguments: same data)
         return queries
     for start in range(0, args.count, args.shard_rows):
         n = min(args.shard_rows, args.count - start)
         x = clustered(np.random.default_rng([args.seed, start]), centres, n, args.noise)
         offsets = pa.array(np.arange(n + 1, dtype=np.int32) * args.dim)
-        table = pa.table({
-            schema.ID: pa.array(np.arange(start, start + n), pa.int64()),
-            schema.PATH: pa.array([f"synthetic://{i:09d}" for i in range(start, start + n)]),
-            schema.EMBEDDING: pa.ListArray.from_arrays(offsets, pa.array(x.ravel())),
-        })
+        table = pa.table(
+            {
+                schema.ID: pa.array(np.arange(start, start + n), pa.int64()),
+                schema.PATH: pa.array([f"synthetic://{i:09d}" for i in range(start, start + n)]),
+                schema.EMBEDDING: pa.ListArray.from_arrays(offsets, pa.array(x.ravel())),
+            }
+        )
         write_deltalake(str(folder / "embeddings"), table, mode="append")
     return queries
 
@@ -98,9 +102,12 @@ def measure(run: Path, truth: np.ndarray, queries: np.ndarray, singles: int, rep
         batch.append(time.perf_counter() - t)
     return {
         "recall": recall,
-        "single_p50_ms": 1e3 * float(np.percentile(single, 50)), "single_p99_ms": 1e3 * float(np.percentile(single, 99)),
-        "batch_p50_s": float(np.percentile(batch, 50)), "batch_p99_s": float(np.percentile(batch, 99)),
-        "singles": len(single), "repeats": repeats,
+        "single_p50_ms": 1e3 * float(np.percentile(single, 50)),
+        "single_p99_ms": 1e3 * float(np.percentile(single, 99)),
+        "batch_p50_s": float(np.percentile(batch, 50)),
+        "batch_p99_s": float(np.percentile(batch, 99)),
+        "singles": len(single),
+        "repeats": repeats,
     }
 
 
@@ -118,12 +125,19 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed batches of all queries")
     parser.add_argument("--skip-flat", action="store_true", help="measure the auto index only")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workdir", default=None, help="where the shards and indexes go, kept and reused (default: a temporary folder, removed)")
+    parser.add_argument(
+        "--workdir",
+        default=None,
+        help="where the shards and indexes go, kept and reused (default: a temporary folder, removed)",
+    )
     args = parser.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="index_quality_"))
     runs = {"auto": work / "auto", "flat": work / "flat"}
-    print(f"# {hardware(INDEX_PACKAGES)}; FAISS on {faiss.omp_get_max_threads()} threads\n# data: {args.count:,} x {args.dim}-d, {args.clusters} clusters, noise {args.noise}; "
-          f"{args.queries} held-out queries; workdir {work}", flush=True)
+    print(
+        f"# {hardware(INDEX_PACKAGES)}; FAISS on {faiss.omp_get_max_threads()} threads\n# data: {args.count:,} x {args.dim}-d, {args.clusters} clusters, noise {args.noise}; "
+        f"{args.queries} held-out queries; workdir {work}",
+        flush=True,
+    )
     try:
         t = time.perf_counter()
         queries = write_run(runs["auto"], args)
@@ -132,7 +146,9 @@ def main() -> None:
         truth = exact_neighbours(runs["auto"], queries, 10)
         print(f"# exact neighbours of the queries (streaming scan) in {time.perf_counter() - t:.0f}s", flush=True)
         rows = []
-        kinds = [("auto", args.memory_budget)] + ([] if args.skip_flat else [("flat", 4 * args.count * args.dim * 1.1 / 1e9 + 1)])
+        kinds = [("auto", args.memory_budget)] + (
+            [] if args.skip_flat else [("flat", 4 * args.count * args.dim * 1.1 / 1e9 + 1)]
+        )
         for kind, budget in kinds:
             if kind == "flat" and not runs["flat"].exists():
                 runs["flat"].mkdir()
@@ -140,19 +156,28 @@ def main() -> None:
             context = multiprocessing.get_context("spawn")
             with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
                 info, seconds, peak = pool.submit(build_in_child, str(runs[kind]), kind, budget).result()
-            print(f"# {kind}: {info['factory']} {info['search_params']} built in {seconds:.0f}s, peak RSS {peak:.2f} GB "
-                  f"(after imports {info['_rss_after_imports_gb']:.2f}); {info['reason']}", flush=True)
-            found = measure(runs[kind], truth, queries, args.singles if kind == "auto" else args.flat_singles, args.repeats)
+            print(
+                f"# {kind}: {info['factory']} {info['search_params']} built in {seconds:.0f}s, peak RSS {peak:.2f} GB "
+                f"(after imports {info['_rss_after_imports_gb']:.2f}); {info['reason']}",
+                flush=True,
+            )
+            found = measure(
+                runs[kind], truth, queries, args.singles if kind == "auto" else args.flat_singles, args.repeats
+            )
             rows.append((kind, budget, info, seconds, peak, found))
         print()
-        print("| index | budget | FAISS | search | recall@10 (held out) | recall@10 (index.json) | build | build peak RSS (above imports) | index file | single p50 / p99 | batch of "
-              f"{args.queries} p50 / p99 |")
+        print(
+            "| index | budget | FAISS | search | recall@10 (held out) | recall@10 (index.json) | build | build peak RSS (above imports) | index file | single p50 / p99 | batch of "
+            f"{args.queries} p50 / p99 |"
+        )
         print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for kind, budget, info, seconds, peak, found in rows:
-            print(f"| {kind} ({info['index_type']}) | {budget:.3g} GB | `{info['factory']}` | {info['search_params'] or 'exact'} | "
-                  f"{found['recall']:.4f} | {info['recall']['value']:.4f} | {seconds:.0f} s | {peak:.2f} GB ({peak - info['_rss_after_imports_gb']:.2f} GB) | "
-                  f"{info['file_bytes'] / 1e9:.3f} GB | {found['single_p50_ms']:.2f} / {found['single_p99_ms']:.2f} ms | "
-                  f"{found['batch_p50_s']:.2f} / {found['batch_p99_s']:.2f} s |")
+            print(
+                f"| {kind} ({info['index_type']}) | {budget:.3g} GB | `{info['factory']}` | {info['search_params'] or 'exact'} | "
+                f"{found['recall']:.4f} | {info['recall']['value']:.4f} | {seconds:.0f} s | {peak:.2f} GB ({peak - info['_rss_after_imports_gb']:.2f} GB) | "
+                f"{info['file_bytes'] / 1e9:.3f} GB | {found['single_p50_ms']:.2f} / {found['single_p99_ms']:.2f} ms | "
+                f"{found['batch_p50_s']:.2f} / {found['batch_p99_s']:.2f} s |"
+            )
     finally:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)

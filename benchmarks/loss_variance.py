@@ -30,8 +30,20 @@ from pipeline.embed.embedder import Embedder
 from pipeline.embed.infer import InferConfig
 from vitmae import ViTImageProcessor
 
-PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png", "retina.jpg",
-          "hubble_deep_field.jpg", "horse.png", "camera.png", "coins.png", "moon.png", "page.png")
+PHOTOS = (
+    "astronaut.png",
+    "chelsea.png",
+    "coffee.png",
+    "rocket.jpg",
+    "motorcycle_left.png",
+    "retina.jpg",
+    "hubble_deep_field.jpg",
+    "horse.png",
+    "camera.png",
+    "coins.png",
+    "moon.png",
+    "page.png",
+)
 
 
 def photo_batch(processor: ViTImageProcessor) -> dict[str, np.ndarray]:
@@ -52,10 +64,9 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 def seed_noise(model: str, batch: dict[str, np.ndarray], mask_ratio: float, seeds: int) -> None:
     print(f"{'K':>2} {'mean CV of loss':>16} {'max CV':>7} {'mean Spearman across seeds':>27}")
     for samples in (1, 4):
-        losses = np.stack([
-            Embedder(model, InferConfig(mask_ratio, samples, seed))(batch)[schema.LOSS]
-            for seed in range(seeds)
-        ])  # [seeds, images]
+        losses = np.stack(
+            [Embedder(model, InferConfig(mask_ratio, samples, seed))(batch)[schema.LOSS] for seed in range(seeds)]
+        )  # [seeds, images]
         cv = losses.std(axis=0) / losses.mean(axis=0)
         rho = np.mean([spearman(losses[i], losses[j]) for i, j in itertools.combinations(range(seeds), 2)])
         print(f"{samples:>2} {cv.mean():16.4f} {cv.max():7.4f} {rho:27.4f}")
@@ -63,7 +74,11 @@ def seed_noise(model: str, batch: dict[str, np.ndarray], mask_ratio: float, seed
 
 def cost(model: str, batch: dict[str, np.ndarray], mask_ratio: float, rounds: int) -> None:
     """Seconds per image of the model stage on one thread: embeddings only, and with the loss from K masks."""
-    settings = {"embeddings only": InferConfig(0.0), "K = 1": InferConfig(mask_ratio, 1), "K = 4": InferConfig(mask_ratio, 4)}
+    settings = {
+        "embeddings only": InferConfig(0.0),
+        "K = 1": InferConfig(mask_ratio, 1),
+        "K = 4": InferConfig(mask_ratio, 4),
+    }
     times = {}
     for name, config in settings.items():
         embedder = Embedder(model, config, threads=1)
@@ -76,13 +91,18 @@ def cost(model: str, batch: dict[str, np.ndarray], mask_ratio: float, rounds: in
         times[name] = statistics.median(seconds)
     print(f"{'model stage, 1 thread':>22} {'s per image':>12} {'vs embeddings only':>19} {'vs K = 1':>9}")
     for name, seconds in times.items():
-        print(f"{name:>22} {seconds:12.4f} {seconds / times['embeddings only']:18.2f}x {seconds / times['K = 1']:8.2f}x")
+        print(
+            f"{name:>22} {seconds:12.4f} {seconds / times['embeddings only']:18.2f}x {seconds / times['K = 1']:8.2f}x"
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="ViTMAE checkpoint folder with preprocessor_config.json, or 'base' "
-                        "for a random ViT-B/16 MAE")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="ViTMAE checkpoint folder with preprocessor_config.json, or 'base' for a random ViT-B/16 MAE",
+    )
     parser.add_argument("--mask-ratio", type=float, default=0.75)
     parser.add_argument("--seeds", type=int, default=8, help="seeds for the score's noise (0: skip it)")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds of the model stage (0: skip the timing)")

@@ -53,7 +53,9 @@ def build(task: str, folder: str, dtype: torch.dtype, device: str):
     return ref.to(device).eval(), ours.to(device).eval()
 
 
-def calls_for(task: str, ref, ours, pixels: torch.Tensor, noise: torch.Tensor, compile_models: str) -> dict[str, Callable[[], object]]:
+def calls_for(
+    task: str, ref, ours, pixels: torch.Tensor, noise: torch.Tensor, compile_models: str
+) -> dict[str, Callable[[], object]]:
     """The timed calls of one task: each library, and under torch.compile those `compile_models` names."""
     kwargs = {"mask_ratio": 0.0} if task == "embed" else {"noise": noise}
     ref_kwargs = {} if task == "embed" else {"noise": noise}
@@ -88,7 +90,14 @@ def run(args: argparse.Namespace) -> list[dict]:
                             start = time.perf_counter()
                             fn()
                             sync(args.device)
-                            logger.info("%s %s %d %s: first call %.1f s", task, dtype_name, batch, name, time.perf_counter() - start)
+                            logger.info(
+                                "%s %s %d %s: first call %.1f s",
+                                task,
+                                dtype_name,
+                                batch,
+                                name,
+                                time.perf_counter() - start,
+                            )
                         for _ in range(args.rounds):
                             for name, fn in calls.items():
                                 seconds[name].append(time_call(fn, args.iters, args.device))
@@ -96,10 +105,24 @@ def run(args: argparse.Namespace) -> list[dict]:
                     for name, values in seconds.items():
                         median = statistics.median(values)
                         rows.append(
-                            {"task": task, "dtype": dtype_name, "batch": batch, "model": name,
-                             "images_per_s": batch / median, "ratio": base / median}
+                            {
+                                "task": task,
+                                "dtype": dtype_name,
+                                "batch": batch,
+                                "model": name,
+                                "images_per_s": batch / median,
+                                "ratio": base / median,
+                            }
                         )
-                        logger.info("%s %s %d %s: %.1f images/s (%.2fx)", task, dtype_name, batch, name, batch / median, base / median)
+                        logger.info(
+                            "%s %s %d %s: %.1f images/s (%.2fx)",
+                            task,
+                            dtype_name,
+                            batch,
+                            name,
+                            batch / median,
+                            base / median,
+                        )
                     del ref, ours, calls
     return rows
 
@@ -113,7 +136,9 @@ def main() -> None:
     parser.add_argument("--half-batch-size", default="2", help="batch sizes for bf16/fp16 on the CPU (slow there)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--iters", type=int, default=2, help="calls per timed round")
-    parser.add_argument("--compile", choices=("none", "vitmae", "both"), default="none", help="also time these under torch.compile")
+    parser.add_argument(
+        "--compile", choices=("none", "vitmae", "both"), default="none", help="also time these under torch.compile"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.compile != "none" and args.device == "cpu":
@@ -124,7 +149,9 @@ def main() -> None:
     print(f"\nViT-B/16 at 224, random weights; {device_hardware(args.device)}")
     print(f"{'task':6} {'dtype':5} {'batch':>5} {'model':21} {'images/s':>9} {'vs transformers':>15}")
     for r in rows:
-        print(f"{r['task']:6} {r['dtype']:5} {r['batch']:>5} {r['model']:21} {r['images_per_s']:9.1f} {r['ratio']:14.2f}x")
+        print(
+            f"{r['task']:6} {r['dtype']:5} {r['batch']:>5} {r['model']:21} {r['images_per_s']:9.1f} {r['ratio']:14.2f}x"
+        )
 
 
 if __name__ == "__main__":

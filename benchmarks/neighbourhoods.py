@@ -39,7 +39,9 @@ K = 10  # neighbours of the kNN score, the command's default
 SEED = 0
 
 
-def make_data(count: int, dim: int, clusters: int, noise: float, outliers: int, seed: int = SEED) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+def make_data(
+    count: int, dim: int, clusters: int, noise: float, outliers: int, seed: int = SEED
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
     """(float32 [count, dim] vectors, outlier rows [outliers], planted groups: rows [2] or [3], the original first).
     numpy only, so that another machine can make the same data."""
     rng = np.random.default_rng(seed)
@@ -87,7 +89,7 @@ def brute_force_knn(vectors: np.ndarray, k: int, block: int = 4096) -> np.ndarra
             data = torch.from_numpy(unit).cuda()
             out = []
             for start in range(0, len(unit), block):
-                similarity = data[start:start + block] @ data.T
+                similarity = data[start : start + block] @ data.T
                 own = torch.arange(start, min(start + block, len(unit)), device="cuda")
                 similarity[own - start, own] = -2.0
                 out.append((1 - similarity.topk(k, dim=1).values.double()).mean(dim=1).cpu().numpy())
@@ -111,16 +113,25 @@ def write_run(folder: Path, vectors: np.ndarray, shard_rows: int) -> None:
 
     dim = vectors.shape[1]
     for start in range(0, len(vectors), shard_rows):
-        part = vectors[start:start + shard_rows]
+        part = vectors[start : start + shard_rows]
         n = len(part)
-        table = pa.table({
-            schema.ID: pa.array(np.arange(start, start + n), pa.int64()),
-            schema.PATH: pa.array([f"synthetic://{i:09d}" for i in range(start, start + n)], pa.string()),
-            schema.EMBEDDING: pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32) * dim), pa.array(part.ravel())),
-            schema.LOSS: pa.nulls(n, pa.float32()), schema.WIDTH: pa.array(np.full(n, 640), pa.int32()),
-            schema.HEIGHT: pa.array(np.full(n, 480), pa.int32()), schema.SIZE: pa.array(np.full(n, 50_000), pa.int64()),
-            schema.MTIME: pa.nulls(n, pa.float64()), schema.ETAG: pa.nulls(n, pa.string()), schema.RUN: pa.array(["bench"] * n, pa.string()),
-        }, schema=schema.EMBEDDINGS_SCHEMA)
+        table = pa.table(
+            {
+                schema.ID: pa.array(np.arange(start, start + n), pa.int64()),
+                schema.PATH: pa.array([f"synthetic://{i:09d}" for i in range(start, start + n)], pa.string()),
+                schema.EMBEDDING: pa.ListArray.from_arrays(
+                    pa.array(np.arange(n + 1, dtype=np.int32) * dim), pa.array(part.ravel())
+                ),
+                schema.LOSS: pa.nulls(n, pa.float32()),
+                schema.WIDTH: pa.array(np.full(n, 640), pa.int32()),
+                schema.HEIGHT: pa.array(np.full(n, 480), pa.int32()),
+                schema.SIZE: pa.array(np.full(n, 50_000), pa.int64()),
+                schema.MTIME: pa.nulls(n, pa.float64()),
+                schema.ETAG: pa.nulls(n, pa.string()),
+                schema.RUN: pa.array(["bench"] * n, pa.string()),
+            },
+            schema=schema.EMBEDDINGS_SCHEMA,
+        )
         write_deltalake(str(folder / "embeddings"), table, mode="append")
 
 
@@ -143,10 +154,17 @@ def measure(count: int, args: argparse.Namespace, truth: dict) -> dict:
         result["write_s"] = time.perf_counter() - t
         t = time.perf_counter()
         info = build_index(str(work), IndexConfig())
-        result["index"] = {"seconds": time.perf_counter() - t, "type": info["index_type"], "search": info["search_params"],
-                           "recall": info["recall"]["value"]}
-        print(f"# {count:,}: wrote the table in {result['write_s']:.0f}s; {info['index_type']} {info['search_params']} "
-              f"recall@10 {info['recall']['value']:.4f}, built in {result['index']['seconds']:.0f}s", flush=True)
+        result["index"] = {
+            "seconds": time.perf_counter() - t,
+            "type": info["index_type"],
+            "search": info["search_params"],
+            "recall": info["recall"]["value"],
+        }
+        print(
+            f"# {count:,}: wrote the table in {result['write_s']:.0f}s; {info['index_type']} {info['search_params']} "
+            f"recall@10 {info['recall']['value']:.4f}, built in {result['index']['seconds']:.0f}s",
+            flush=True,
+        )
         planted = set(outliers.tolist())
         for name, exact_top in (("approximate", 0), ("exact", args.exact_top)):
             t = time.perf_counter()
@@ -154,32 +172,60 @@ def measure(count: int, args: argparse.Namespace, truth: dict) -> dict:
             seconds = time.perf_counter() - t
             top = row_of(table.slice(0, args.exact_top).column("path").to_pylist())
             meta = table.schema.metadata
-            result[name] = {"seconds": seconds, "outliers_in_top": len(planted & set(top[: args.outliers].tolist())),
-                            "scoring_s": float(meta[b"anomalies.scoring_seconds"]), "ranking_s": float(meta[b"anomalies.ranking_seconds"]),
-                            "first_outlier_rank": int(np.flatnonzero(np.isin(row_of(table.column("path").to_pylist()), outliers))[0]) + 1,
-                            "exact_rows": int(table.schema.metadata[b"anomalies.knn_exact"]), "top": top.tolist(),
-                            "top_scores": table.slice(0, args.exact_top).column("knn_distance").to_pylist()}
-            print(f"# {count:,}: {name} kNN ranking in {seconds:.1f}s (scores from the index {result[name]['scoring_s']:.1f}s, "
-                  f"then rescoring and ranking {result[name]['ranking_s']:.2f}s), {result[name]['outliers_in_top']} of {args.outliers} "
-                  f"outliers in its top {args.outliers}, {result[name]['exact_rows']:,} exact rows", flush=True)
+            result[name] = {
+                "seconds": seconds,
+                "outliers_in_top": len(planted & set(top[: args.outliers].tolist())),
+                "scoring_s": float(meta[b"anomalies.scoring_seconds"]),
+                "ranking_s": float(meta[b"anomalies.ranking_seconds"]),
+                "first_outlier_rank": int(
+                    np.flatnonzero(np.isin(row_of(table.column("path").to_pylist()), outliers))[0]
+                )
+                + 1,
+                "exact_rows": int(table.schema.metadata[b"anomalies.knn_exact"]),
+                "top": top.tolist(),
+                "top_scores": table.slice(0, args.exact_top).column("knn_distance").to_pylist(),
+            }
+            print(
+                f"# {count:,}: {name} kNN ranking in {seconds:.1f}s (scores from the index {result[name]['scoring_s']:.1f}s, "
+                f"then rescoring and ranking {result[name]['ranking_s']:.2f}s), {result[name]['outliers_in_top']} of {args.outliers} "
+                f"outliers in its top {args.outliers}, {result[name]['exact_rows']:,} exact rows",
+                flush=True,
+            )
         expected = truth.get(str(count))
         if expected is None and count <= args.verify_max:
             t = time.perf_counter()
             scores = brute_force_knn(vectors, K)
             order = np.argsort(-scores, kind="stable")[: args.exact_top]
-            expected = {"top": order.tolist(), "scores": scores[order].tolist(), "checksum": result["checksum"],
-                        "seconds": time.perf_counter() - t, "where": "FAISS brute force on this machine"}
+            expected = {
+                "top": order.tolist(),
+                "scores": scores[order].tolist(),
+                "checksum": result["checksum"],
+                "seconds": time.perf_counter() - t,
+                "where": "FAISS brute force on this machine",
+            }
         if expected is not None:
             same_data = expected["checksum"] == result["checksum"]
-            result["brute_force"] = {"where": expected["where"], "seconds": expected["seconds"], "same_data": same_data,
-                                     "exact_equal": same_data and expected["top"] == result["exact"]["top"],
-                                     "approximate_equal": same_data and expected["top"] == result["approximate"]["top"],
-                                     "max_score_difference": float(np.abs(np.array(expected["scores"]) - result["exact"]["top_scores"]).max())}
-            print(f"# {count:,}: brute force ({expected['where']}): exact top {args.exact_top} equal in order: "
-                  f"{result['brute_force']['exact_equal']}", flush=True)
+            result["brute_force"] = {
+                "where": expected["where"],
+                "seconds": expected["seconds"],
+                "same_data": same_data,
+                "exact_equal": same_data and expected["top"] == result["exact"]["top"],
+                "approximate_equal": same_data and expected["top"] == result["approximate"]["top"],
+                "max_score_difference": float(
+                    np.abs(np.array(expected["scores"]) - result["exact"]["top_scores"]).max()
+                ),
+            }
+            print(
+                f"# {count:,}: brute force ({expected['where']}): exact top {args.exact_top} equal in order: "
+                f"{result['brute_force']['exact_equal']}",
+                flush=True,
+            )
         t = time.perf_counter()
         table = find_duplicates(DuplicateConfig(str(work), threshold=args.threshold))
-        result["duplicates"] = {"seconds": time.perf_counter() - t, **duplicate_quality(table, groups, vectors, args.threshold)}
+        result["duplicates"] = {
+            "seconds": time.perf_counter() - t,
+            **duplicate_quality(table, groups, vectors, args.threshold),
+        }
         print(f"# {count:,}: duplicates in {result['duplicates']['seconds']:.1f}s: {result['duplicates']}", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -215,13 +261,26 @@ def duplicate_quality(table, groups: list[np.ndarray], vectors: np.ndarray, thre
                 together = planted_group.get(a, -1) == planted_group.get(rows[j], -2)
                 true += together
                 natural += (not together) and bool(linked[i, j])
-    exact_groups = sum(1 for rows in reported.values()
-                       if rows[0] in planted_group and set(rows) == set(groups[planted_group[rows[0]]].tolist()))
-    return {"planted_pairs": len(planted_pairs), "found": found, "recall": found / max(1, len(planted_pairs)),
-            "reported_groups": len(reported), "planted_groups": len(groups), "groups_equal_to_planted": exact_groups,
-            "reported_pairs": pairs, "true_pairs": true, "precision": true / max(1, pairs), "unplanted_pairs_at_threshold": natural,
-            "groups_held_at_threshold": connected, "candidate_pairs": int(table.schema.metadata[b"duplicates.candidate_pairs"]),
-            "checked_pairs": int(table.schema.metadata[b"duplicates.pairs"])}
+    exact_groups = sum(
+        1
+        for rows in reported.values()
+        if rows[0] in planted_group and set(rows) == set(groups[planted_group[rows[0]]].tolist())
+    )
+    return {
+        "planted_pairs": len(planted_pairs),
+        "found": found,
+        "recall": found / max(1, len(planted_pairs)),
+        "reported_groups": len(reported),
+        "planted_groups": len(groups),
+        "groups_equal_to_planted": exact_groups,
+        "reported_pairs": pairs,
+        "true_pairs": true,
+        "precision": true / max(1, pairs),
+        "unplanted_pairs_at_threshold": natural,
+        "groups_held_at_threshold": connected,
+        "candidate_pairs": int(table.schema.metadata[b"duplicates.candidate_pairs"]),
+        "checked_pairs": int(table.schema.metadata[b"duplicates.pairs"]),
+    }
 
 
 def main() -> None:
@@ -229,22 +288,31 @@ def main() -> None:
     parser.add_argument("--counts", default="200000,1000000", help="vectors per run, comma-separated")
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--clusters", type=int, default=200)
-    parser.add_argument("--noise", type=float, default=0.5, help="noise standard deviation (centres have 1 per dimension)")
+    parser.add_argument(
+        "--noise", type=float, default=0.5, help="noise standard deviation (centres have 1 per dimension)"
+    )
     parser.add_argument("--outliers", type=int, default=20, help="planted outliers, and the top they should fill")
     parser.add_argument("--exact-top", type=int, default=100, help="the top of the kNN ranking made exact and checked")
     parser.add_argument("--threshold", type=float, default=0.95, help="cosine threshold of the duplicates")
     parser.add_argument("--shard-rows", type=int, default=50_000)
-    parser.add_argument("--verify-max", type=int, default=200_000, help="brute force here up to this count (else --truth)")
+    parser.add_argument(
+        "--verify-max", type=int, default=200_000, help="brute force here up to this count (else --truth)"
+    )
     parser.add_argument("--truth", default=None, help="JSON of brute-force tops by count (from --truth-only)")
-    parser.add_argument("--truth-only", action="store_true", help="only compute the brute-force tops and write them to --truth")
+    parser.add_argument(
+        "--truth-only", action="store_true", help="only compute the brute-force tops and write them to --truth"
+    )
     parser.add_argument("--workdir", default=None, help="where the runs go (default: the system's temporary folder)")
     parser.add_argument("--json", default=None, help="also write every figure to this JSON file")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="# %(name)s: %(message)s")
     logging.getLogger("pipeline.retrieval.anomalies").setLevel(logging.INFO)  # what the exact top cost
     counts = [int(c) for c in args.counts.split(",")]
-    print(f"# {hardware(INDEX_PACKAGES)}\n# data: {args.dim}-d, {args.clusters} clusters, noise {args.noise}, {args.outliers} outliers, "
-          f"pairs count/400, triples count/1000; threshold {args.threshold}, exact top {args.exact_top}", flush=True)
+    print(
+        f"# {hardware(INDEX_PACKAGES)}\n# data: {args.dim}-d, {args.clusters} clusters, noise {args.noise}, {args.outliers} outliers, "
+        f"pairs count/400, triples count/1000; threshold {args.threshold}, exact top {args.exact_top}",
+        flush=True,
+    )
     if args.truth_only:
         truth = {}
         for count in counts:
@@ -252,9 +320,17 @@ def main() -> None:
             t = time.perf_counter()
             scores = brute_force_knn(vectors, K)
             order = np.argsort(-scores, kind="stable")[: args.exact_top]
-            truth[str(count)] = {"top": order.tolist(), "scores": scores[order].tolist(), "checksum": checksum(vectors),
-                                 "seconds": time.perf_counter() - t, "where": hardware(INDEX_PACKAGES)}
-            print(f"# {count:,}: brute force in {truth[str(count)]['seconds']:.1f}s, checksum {checksum(vectors)}", flush=True)
+            truth[str(count)] = {
+                "top": order.tolist(),
+                "scores": scores[order].tolist(),
+                "checksum": checksum(vectors),
+                "seconds": time.perf_counter() - t,
+                "where": hardware(INDEX_PACKAGES),
+            }
+            print(
+                f"# {count:,}: brute force in {truth[str(count)]['seconds']:.1f}s, checksum {checksum(vectors)}",
+                flush=True,
+            )
         Path(args.truth).write_text(json.dumps(truth))
         return
     truth = json.loads(Path(args.truth).read_text()) if args.truth else {}
@@ -262,19 +338,31 @@ def main() -> None:
     if args.json:
         Path(args.json).write_text(json.dumps(results))
     print()
-    print("| vectors | index (recall@10) | kNN ranking, approximate | same, top " f"{args.exact_top}" " exact (of which rescoring and ranking) | "
-          "exact scores | outliers in the top " f"{args.outliers}" ": approximate / exact | exact top = brute force | duplicates | "
-          "planted pairs found | reported pairs true | of the others, at the threshold | groups held together at the threshold |")
+    print(
+        "| vectors | index (recall@10) | kNN ranking, approximate | same, top "
+        f"{args.exact_top}"
+        " exact (of which rescoring and ranking) | "
+        "exact scores | outliers in the top "
+        f"{args.outliers}"
+        ": approximate / exact | exact top = brute force | duplicates | "
+        "planted pairs found | reported pairs true | of the others, at the threshold | groups held together at the threshold |"
+    )
     print("| ---: | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |")
     for r in results:
         bf = r.get("brute_force")
-        equal = "not checked" if bf is None else ("yes" if bf["exact_equal"] else ("no" if bf["same_data"] else "other data"))
+        equal = (
+            "not checked"
+            if bf is None
+            else ("yes" if bf["exact_equal"] else ("no" if bf["same_data"] else "other data"))
+        )
         d = r["duplicates"]
-        print(f"| {r['count']:,} | {r['index']['type']} {r['index']['search']} ({r['index']['recall']:.3f}) | "
-              f"{r['approximate']['seconds']:.1f} s | {r['exact']['seconds']:.1f} s ({r['exact']['ranking_s']:.2f} s) | {r['exact']['exact_rows']:,} | "
-              f"{r['approximate']['outliers_in_top']} / {r['exact']['outliers_in_top']} | {equal} | {d['seconds']:.1f} s | "
-              f"{d['found']:,} of {d['planted_pairs']:,} ({100 * d['recall']:.1f} %) | {d['true_pairs']:,} of {d['reported_pairs']:,} "
-              f"({100 * d['precision']:.2f} %) | {d['unplanted_pairs_at_threshold']} | {d['groups_held_at_threshold']:,} of {d['reported_groups']:,} |")
+        print(
+            f"| {r['count']:,} | {r['index']['type']} {r['index']['search']} ({r['index']['recall']:.3f}) | "
+            f"{r['approximate']['seconds']:.1f} s | {r['exact']['seconds']:.1f} s ({r['exact']['ranking_s']:.2f} s) | {r['exact']['exact_rows']:,} | "
+            f"{r['approximate']['outliers_in_top']} / {r['exact']['outliers_in_top']} | {equal} | {d['seconds']:.1f} s | "
+            f"{d['found']:,} of {d['planted_pairs']:,} ({100 * d['recall']:.1f} %) | {d['true_pairs']:,} of {d['reported_pairs']:,} "
+            f"({100 * d['precision']:.2f} %) | {d['unplanted_pairs_at_threshold']} | {d['groups_held_at_threshold']:,} of {d['reported_groups']:,} |"
+        )
 
 
 if __name__ == "__main__":

@@ -19,8 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import (ROOT, git, hardware, load_average, photo_folder, this_checkout, timed_process,
-                               worktree)
+from benchmarks.common import ROOT, git, hardware, load_average, photo_folder, this_checkout, timed_process, worktree
 
 
 def main() -> None:
@@ -42,8 +41,20 @@ def main() -> None:
             build = f"from benchmarks.common import E2E_MODELS, save_checkpoint; save_checkpoint({model!r}, E2E_MODELS['vit-s'], True)"
             subprocess.run([sys.executable, "-c", build], cwd=ROOT, check=True)
             versions = {f"this checkout ({here})": str(ROOT), f"commit {other}": str(folder)}
-            commands = {label: [sys.executable, "-m", "jobs.embed", "--input", str(images), "--model", model,
-                                "--output", str(work / f"out-{i}")] for i, label in enumerate(versions)}
+            commands = {
+                label: [
+                    sys.executable,
+                    "-m",
+                    "jobs.embed",
+                    "--input",
+                    str(images),
+                    "--model",
+                    model,
+                    "--output",
+                    str(work / f"out-{i}"),
+                ]
+                for i, label in enumerate(versions)
+            }
 
             def timed(label: str, name: str) -> tuple[float, float]:
                 cwd = versions[label]
@@ -58,7 +69,9 @@ def main() -> None:
     print(f"\n{hardware()}; load {load_average()}; {args.files} files up to date, medians of {args.rounds} rounds")
     for label, values in runs.items():
         seconds, memory = statistics.median(v[0] for v in values), statistics.median(v[1] for v in values)
-        print(f"{label:34} {seconds:5.2f} s  {memory:5.0f} MB peak  (per round: {', '.join(f'{v[0]:.2f}' for v in values)})")
+        print(
+            f"{label:34} {seconds:5.2f} s  {memory:5.0f} MB peak  (per round: {', '.join(f'{v[0]:.2f}' for v in values)})"
+        )
 
 
 if __name__ == "__main__":

@@ -27,8 +27,21 @@ from pathlib import Path
 import ray
 import torch
 
-from benchmarks.common import (MODELS, PeakMemory, Run, fresh_ray, hardware, load_average, make_images, model_alone,
-                               parse_stages, quiet_logs, run_plain, save_checkpoint, stop_ray)
+from benchmarks.common import (
+    MODELS,
+    PeakMemory,
+    Run,
+    fresh_ray,
+    hardware,
+    load_average,
+    make_images,
+    model_alone,
+    parse_stages,
+    quiet_logs,
+    run_plain,
+    save_checkpoint,
+    stop_ray,
+)
 from pipeline.embed.run import EmbedConfig, batch_size_for
 from pipeline.embed.run import run as run_job_plan
 from pipeline.embed.infer import InferConfig
@@ -52,8 +65,14 @@ def subset(source: Path, folder: Path, count: int) -> Path:
 
 def run_job(images: Path, model: str, output: Path, batch_size: int | None) -> Run:
     fresh_ray()
-    config = EmbedConfig(input=str(images), output=str(output), model=model, infer=InferConfig(mask_ratio=0.0, pooling="mean"),
-                         batch_size=batch_size, overwrite=True)
+    config = EmbedConfig(
+        input=str(images),
+        output=str(output),
+        model=model,
+        infer=InferConfig(mask_ratio=0.0, pooling="mean"),
+        batch_size=batch_size,
+        overwrite=True,
+    )
     count = len(list(images.iterdir()))
     with PeakMemory() as memory:
         start = time.perf_counter()
@@ -101,11 +120,25 @@ def compare(name: str, images: Path, model: str, work: Path, args: argparse.Name
         for label, fn, batch_size in order if r % 2 == 0 else order[::-1]:
             run = fn(images, model, work / f"out-{name}-{label.split()[0]}-{r}", batch_size)
             runs[label].append(run)
-            logger.info("%s, %s, round %d: %d images in %.1fs, %.1f images/s, peak RSS %.2f GB (load %s)",
-                        name, label, r + 1, run.images, run.seconds, run.images_per_s, run.rss_bytes / 1e9, load_average())
+            logger.info(
+                "%s, %s, round %d: %d images in %.1fs, %.1f images/s, peak RSS %.2f GB (load %s)",
+                name,
+                label,
+                r + 1,
+                run.images,
+                run.seconds,
+                run.images_per_s,
+                run.rss_bytes / 1e9,
+                load_average(),
+            )
         stop_ray()  # the stages alone run without Ray, and without its idle processes
         alone.append(model_alone(images, model, args.batch_size, args.model_alone_images))
-        logger.info("%s, stages alone, round %d: %s", name, r + 1, ", ".join(f"{k} {v:.1f} images/s" for k, v in alone[-1].items()))
+        logger.info(
+            "%s, stages alone, round %d: %s",
+            name,
+            r + 1,
+            ", ".join(f"{k} {v:.1f} images/s" for k, v in alone[-1].items()),
+        )
     return {"runs": runs, "alone": {k: statistics.median(a[k] for a in alone) for k in alone[0]}, "alone_rounds": alone}
 
 
@@ -113,14 +146,21 @@ def _median(runs: list[Run], key: str) -> float:
     return statistics.median(getattr(r, key) for r in runs)
 
 
-def print_report(results: dict[str, dict], startup: dict[str, float], memory: list[Run], args: argparse.Namespace,
-                 threads: int) -> None:
-    print(f"\n{hardware()}; local Ray with num_cpus=2; torch threads in a 1-CPU Ray actor: {threads}; load {load_average()}")
-    print(f"model {args.model_size} (random weights), batch {args.batch_size} (plain recipe), "
-          f"{args.job_batch_size or batch_size_for(gpus=0)} (job), fp32, mask ratio 0, mean pooling; "
-          f"median of {args.repeats} interleaved rounds; start-up = the same pipeline on 4 images")
-    print(f"\n{'images':24} {'pipeline':13} {'n':>4} {'s':>6} {'images/s':>8} {'vs plain':>8} {'start-up s':>10} "
-          f"{'net images/s':>12} {'vs plain':>8} {'peak RSS GB':>11} {'PSS GB':>6}")
+def print_report(
+    results: dict[str, dict], startup: dict[str, float], memory: list[Run], args: argparse.Namespace, threads: int
+) -> None:
+    print(
+        f"\n{hardware()}; local Ray with num_cpus=2; torch threads in a 1-CPU Ray actor: {threads}; load {load_average()}"
+    )
+    print(
+        f"model {args.model_size} (random weights), batch {args.batch_size} (plain recipe), "
+        f"{args.job_batch_size or batch_size_for(gpus=0)} (job), fp32, mask ratio 0, mean pooling; "
+        f"median of {args.repeats} interleaved rounds; start-up = the same pipeline on 4 images"
+    )
+    print(
+        f"\n{'images':24} {'pipeline':13} {'n':>4} {'s':>6} {'images/s':>8} {'vs plain':>8} {'start-up s':>10} "
+        f"{'net images/s':>12} {'vs plain':>8} {'peak RSS GB':>11} {'PSS GB':>6}"
+    )
     for name, result in results.items():
         # Too few images to see past the start-up (which is itself noisy) gives nan rather than a negative rate.
         net = {}
@@ -130,39 +170,57 @@ def print_report(results: dict[str, dict], startup: dict[str, float], memory: li
         plain = _median(result["runs"]["plain recipe"], "images_per_s")
         for label, runs in result["runs"].items():
             rate = _median(runs, "images_per_s")
-            print(f"{name:24} {label:13} {runs[0].images:4} {_median(runs, 'seconds'):6.1f} {rate:8.1f} {rate / plain:7.2f}x "
-                  f"{startup[label]:10.1f} {net[label]:12.1f} {net[label] / net['plain recipe']:7.2f}x "
-                  f"{max(r.rss_bytes for r in runs) / 1e9:11.2f} {max(r.pss_bytes for r in runs) / 1e9:6.2f}")
-        per_round = [j.images_per_s / p.images_per_s for j, p in zip(result["runs"]["this job"], result["runs"]["plain recipe"])]
+            print(
+                f"{name:24} {label:13} {runs[0].images:4} {_median(runs, 'seconds'):6.1f} {rate:8.1f} {rate / plain:7.2f}x "
+                f"{startup[label]:10.1f} {net[label]:12.1f} {net[label] / net['plain recipe']:7.2f}x "
+                f"{max(r.rss_bytes for r in runs) / 1e9:11.2f} {max(r.pss_bytes for r in runs) / 1e9:6.2f}"
+            )
+        per_round = [
+            j.images_per_s / p.images_per_s for j, p in zip(result["runs"]["this job"], result["runs"]["plain recipe"])
+        ]
         print(f"{'':24} end-to-end ratio per round: {', '.join(f'{x:.2f}x' for x in per_round)}")
         result["net"] = net
-    print(f"\n{'images':24} {'stage alone (no Ray)':20} {'images/s':>8}   this job as % of it: end to end, net of start-up")
+    print(
+        f"\n{'images':24} {'stage alone (no Ray)':20} {'images/s':>8}   this job as % of it: end to end, net of start-up"
+    )
     for name, result in results.items():
         job = _median(result["runs"]["this job"], "images_per_s")
         for label, rate in result["alone"].items():
-            print(f"{name:24} {label:20} {rate:8.1f}   {100 * job / rate:5.0f} %, {100 * result['net']['this job'] / rate:5.0f} %")
+            print(
+                f"{name:24} {label:20} {rate:8.1f}   {100 * job / rate:5.0f} %, {100 * result['net']['this job'] / rate:5.0f} %"
+            )
         # The reference: the faster way of running the model alone, in the same round.
         best = [max(v for k, v in rates.items() if k.startswith("model")) for rates in result["alone_rounds"]]
         rounds = list(zip(result["runs"]["this job"], best))
-        print(f"{'':24} end to end as % of the faster model alone in the same round: "
-              f"{', '.join(f'{100 * run.images_per_s / rate:.0f} %' for run, rate in rounds)}")
+        print(
+            f"{'':24} end to end as % of the faster model alone in the same round: "
+            f"{', '.join(f'{100 * run.images_per_s / rate:.0f} %' for run, rate in rounds)}"
+        )
         net = [100 * run.images / (run.seconds - startup["this job"]) / rate for run, rate in rounds]
         print(f"{'':24} net of start-up, the same: {', '.join(f'{x:.0f} %' for x in net)}")
-    print(f"\n{'images':24} {'pipeline':13} {'operator (last round)':56} {'task s':>6} {'CPU s':>6} {'ms/image':>8} {'% of run':>8}")
+    print(
+        f"\n{'images':24} {'pipeline':13} {'operator (last round)':56} {'task s':>6} {'CPU s':>6} {'ms/image':>8} {'% of run':>8}"
+    )
     for name, result in results.items():
         for label, runs in result["runs"].items():
             last = runs[-1]
             for stage in last.stages:
-                print(f"{name:24} {label:13} {stage.name[:56]:56} {stage.wall_s:6.2f} {stage.cpu_s:6.2f} "
-                      f"{1000 * stage.wall_s / last.images:8.1f} {100 * stage.wall_s / last.seconds:7.0f} %")
+                print(
+                    f"{name:24} {label:13} {stage.name[:56]:56} {stage.wall_s:6.2f} {stage.cpu_s:6.2f} "
+                    f"{1000 * stage.wall_s / last.images:8.1f} {100 * stage.wall_s / last.seconds:7.0f} %"
+                )
     if len(memory) >= 2:
         print(f"\n{'this job, large JPEGs':24} {'n':>4} {'s':>6} {'images/s':>8} {'peak RSS GB':>11} {'PSS GB':>6}")
         for run in memory:
-            print(f"{'':24} {run.images:4} {run.seconds:6.1f} {run.images_per_s:8.1f} {run.rss_bytes / 1e9:11.2f} {run.pss_bytes / 1e9:6.2f}")
+            print(
+                f"{'':24} {run.images:4} {run.seconds:6.1f} {run.images_per_s:8.1f} {run.rss_bytes / 1e9:11.2f} {run.pss_bytes / 1e9:6.2f}"
+            )
         first, last = memory[0], memory[-1]
         marginal = (last.images - first.images) / (last.seconds - first.seconds)
-        print(f"{'':24} {last.images / first.images:.0f}x the images: peak RSS x{last.rss_bytes / first.rss_bytes:.2f}, "
-              f"peak PSS x{last.pss_bytes / first.pss_bytes:.2f}; marginal rate {marginal:.1f} images/s")
+        print(
+            f"{'':24} {last.images / first.images:.0f}x the images: peak RSS x{last.rss_bytes / first.rss_bytes:.2f}, "
+            f"peak PSS x{last.pss_bytes / first.pss_bytes:.2f}; marginal rate {marginal:.1f} images/s"
+        )
 
 
 def main() -> None:
@@ -172,11 +230,17 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=512, help="small JPEGs to compare on")
     parser.add_argument("--small-size", default="500x375", help="their width x height")
     parser.add_argument("--batch-size", type=int, default=32, help="images per model call of the plain recipe")
-    parser.add_argument("--job-batch-size", type=int, default=None, help="the job's batch_size (default: the job's own)")
+    parser.add_argument(
+        "--job-batch-size", type=int, default=None, help="the job's batch_size (default: the job's own)"
+    )
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds of the two pipelines")
     parser.add_argument("--model-alone-images", type=int, default=256, help="images per model-alone pass")
-    parser.add_argument("--memory-sizes", default="32,320", help="large-JPEG counts for the job's peak memory; '' skips")
-    parser.add_argument("--model-size", choices=sorted(MODELS), default="small", help="small (D 192, 4 layers) or base (ViT-B/16)")
+    parser.add_argument(
+        "--memory-sizes", default="32,320", help="large-JPEG counts for the job's peak memory; '' skips"
+    )
+    parser.add_argument(
+        "--model-size", choices=sorted(MODELS), default="small", help="small (D 192, 4 layers) or base (ViT-B/16)"
+    )
     parser.add_argument("--workdir", default=None, help="where images, checkpoint and outputs go (default: a temp dir)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
@@ -189,8 +253,10 @@ def main() -> None:
         work = Path(tmp)
         model = save_checkpoint(work / "model", MODELS[args.model_size])
         pool = make_images(work / "large-all", max([args.large, *memory_sizes]), large_size)
-        sets = {f"large {args.large_size} JPEG": subset(pool, work / "large", args.large),
-                f"small {args.small_size} JPEG": make_images(work / "small", args.small, small_size)}
+        sets = {
+            f"large {args.large_size} JPEG": subset(pool, work / "large", args.large),
+            f"small {args.small_size} JPEG": make_images(work / "small", args.small, small_size),
+        }
         threads = actor_threads()
         startup = start_up(model, subset(sets[f"small {args.small_size} JPEG"], work / "start-up", 4), work, args)
         results = {name: compare(name.split()[0], images, model, work, args) for name, images in sets.items()}
@@ -198,8 +264,14 @@ def main() -> None:
         for n in memory_sizes:
             run = run_job(subset(pool, work / f"memory-{n}", n), model, work / f"out-memory-{n}", args.job_batch_size)
             memory.append(run)
-            logger.info("memory, %d images: %.1fs, peak RSS %.2f GB, PSS %.2f GB (load %s)",
-                        n, run.seconds, run.rss_bytes / 1e9, run.pss_bytes / 1e9, load_average())
+            logger.info(
+                "memory, %d images: %.1fs, peak RSS %.2f GB, PSS %.2f GB (load %s)",
+                n,
+                run.seconds,
+                run.rss_bytes / 1e9,
+                run.pss_bytes / 1e9,
+                load_average(),
+            )
         stop_ray()
     print_report(results, startup, memory, args, threads)
 

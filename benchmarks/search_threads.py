@@ -29,7 +29,9 @@ def main() -> None:
     index.add(rng.standard_normal((args.vectors, args.dim), dtype=np.float32))
     query = rng.standard_normal((1, args.dim), dtype=np.float32)
     default = faiss.omp_get_max_threads()
-    print(f"{args.vectors:,} x {args.dim}-d flat index, one query, median of {args.repeats}; {hardware(('torch', 'faiss'))}")
+    print(
+        f"{args.vectors:,} x {args.dim}-d flat index, one query, median of {args.repeats}; {hardware(('torch', 'faiss'))}"
+    )
     for threads in (default, 1):
         faiss.omp_set_num_threads(threads)
         seconds = []

@@ -56,16 +56,23 @@ def write_vectors(run: Path, count: int, dim: int, seed: int, shard_rows: int = 
     for start in range(0, count, shard_rows):
         n = min(shard_rows, count - start)
         x = clustered(np.random.default_rng([seed, start]), centres, n, 0.5)
-        table = pa.table({
-            schema.ID: pa.array(np.arange(start, start + n), pa.int64()),
-            schema.PATH: pa.array([f"s3://photos/synthetic/{i:09d}.jpg" for i in range(start, start + n)]),
-            schema.EMBEDDING: pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32) * dim), pa.array(x.ravel())),
-        })
+        table = pa.table(
+            {
+                schema.ID: pa.array(np.arange(start, start + n), pa.int64()),
+                schema.PATH: pa.array([f"s3://photos/synthetic/{i:09d}.jpg" for i in range(start, start + n)]),
+                schema.EMBEDDING: pa.ListArray.from_arrays(
+                    pa.array(np.arange(n + 1, dtype=np.int32) * dim), pa.array(x.ravel())
+                ),
+            }
+        )
         write_deltalake(str(run / "embeddings"), table, mode="append")
     started = time.perf_counter()
     info = build_index(str(run), IndexConfig(), Storage())
-    print(f"built a {info['index_type']} index of {count:,} x {dim}-d vectors in {time.perf_counter() - started:.0f} s "
-          f"(recall@10 {info['recall']['value']:.3f}, {info['search_params']})", flush=True)
+    print(
+        f"built a {info['index_type']} index of {count:,} x {dim}-d vectors in {time.perf_counter() - started:.0f} s "
+        f"(recall@10 {info['recall']['value']:.3f}, {info['search_params']})",
+        flush=True,
+    )
     return centres
 
 
@@ -100,8 +107,12 @@ def embed_photos(workdir: Path) -> tuple[Path, list[bytes]]:
     for i, picture in enumerate(pictures[:-12]):
         picture.save(images / f"photo-{i:03d}.jpg", quality=90)
     save_checkpoint(model, MODELS["base"])  # ViT-B/16 encoder, MAE's decoder
-    subprocess.run([sys.executable, "-m", "jobs.embed", "--input", str(images), "--output", str(run), "--model", str(model)],
-                   cwd=ROOT, env=_env(), check=True)
+    subprocess.run(
+        [sys.executable, "-m", "jobs.embed", "--input", str(images), "--output", str(run), "--model", str(model)],
+        cwd=ROOT,
+        env=_env(),
+        check=True,
+    )
     return run, queries
 
 
@@ -116,8 +127,13 @@ class Service:
         command = [sys.executable, "-m", "jobs.serve", "--run", str(run), "--port", "0", "--access_log", "false"]
         self.log = log
         with open(log, "wb") as sink:
-            self.process = subprocess.Popen(command + ([] if model else ["--load_model", "false"]), cwd=ROOT, env=_env(),
-                                            stdout=sink, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                command + ([] if model else ["--load_model", "false"]),
+                cwd=ROOT,
+                env=_env(),
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + 600
         while not (found := re.search(rb"Uvicorn running on (http://127\.0\.0\.1:\d+)", log.read_bytes())):
             if self.process.poll() is not None or time.monotonic() > deadline:
@@ -152,8 +168,9 @@ class Cell:
     first_error: str = ""
 
 
-async def load(base: str, make: Callable[[random.Random], Request], concurrency: int, seconds: float,
-               max_requests: int) -> tuple[list[float], list[str], float]:
+async def load(
+    base: str, make: Callable[[random.Random], Request], concurrency: int, seconds: float, max_requests: int
+) -> tuple[list[float], list[str], float]:
     """`concurrency` workers, each with its own connection, send requests until `seconds` pass or `max_requests`
     are sent; returns the latencies in s, the errors and the seconds until the last answer."""
     latencies: list[float] = []
@@ -185,7 +202,9 @@ async def load(base: str, make: Callable[[random.Random], Request], concurrency:
     return latencies, errors, time.perf_counter() - started
 
 
-def measure(service: Service, kind: str, make: Callable[[random.Random], Request], args: argparse.Namespace) -> list[Cell]:
+def measure(
+    service: Service, kind: str, make: Callable[[random.Random], Request], args: argparse.Namespace
+) -> list[Cell]:
     cells = []
     asyncio.run(load(service.base, make, 2, 3, 20))  # warm-up: connections, the model's first call, caches
     for concurrency in args.concurrency:
@@ -194,12 +213,25 @@ def measure(service: Service, kind: str, make: Callable[[random.Random], Request
         after, client_after = service.memory()["cpu_s"], resource.getrusage(resource.RUSAGE_SELF)
         client = (client_after.ru_utime + client_after.ru_stime) - (client_before.ru_utime + client_before.ru_stime)
         ms = np.array(latencies) * 1e3 if latencies else np.array([np.nan])
-        cell = Cell(kind, concurrency, len(latencies), len(errors), elapsed, float(np.percentile(ms, 50)),
-                    float(np.percentile(ms, 99)), (after - before) / elapsed, client / elapsed, errors[0] if errors else "")
+        cell = Cell(
+            kind,
+            concurrency,
+            len(latencies),
+            len(errors),
+            elapsed,
+            float(np.percentile(ms, 50)),
+            float(np.percentile(ms, 99)),
+            (after - before) / elapsed,
+            client / elapsed,
+            errors[0] if errors else "",
+        )
         cells.append(cell)
-        print(f"{kind:>8}  c={concurrency:<3} {cell.requests / elapsed:>8.1f} req/s  p50 {cell.p50_ms:>8.1f} ms  "
-              f"p99 {cell.p99_ms:>8.1f} ms  errors {cell.errors}  service {cell.server_cpu:.2f} cores  "
-              f"load generator {cell.client_cpu:.2f} cores {cell.first_error}", flush=True)
+        print(
+            f"{kind:>8}  c={concurrency:<3} {cell.requests / elapsed:>8.1f} req/s  p50 {cell.p50_ms:>8.1f} ms  "
+            f"p99 {cell.p99_ms:>8.1f} ms  errors {cell.errors}  service {cell.server_cpu:.2f} cores  "
+            f"load generator {cell.client_cpu:.2f} cores {cell.first_error}",
+            flush=True,
+        )
     return cells
 
 
@@ -207,7 +239,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, required=True)
     parser.add_argument("--vectors", type=int, default=1_000_000)
-    parser.add_argument("--dim", type=int, default=128, help="of the synthetic vectors (ViT-B's 768 would need 3 GB for them)")
+    parser.add_argument(
+        "--dim", type=int, default=128, help="of the synthetic vectors (ViT-B's 768 would need 3 GB for them)"
+    )
     parser.add_argument("--seconds", type=float, default=30.0, help="of load in each cell")
     parser.add_argument("--max-requests", type=int, default=200_000, help="most requests in each cell")
     parser.add_argument("--concurrency", type=lambda s: [int(c) for c in s.split(",")], default=[1, 8, 32])
@@ -228,9 +262,19 @@ def main() -> None:
         start = service.memory()
         cells = []
         if "path" not in skip:
-            cells += measure(service, "path", lambda rng: ("GET", "/api/search", {"params": {"path": rng.choice(paths), "k": 10}}), args)
+            cells += measure(
+                service,
+                "path",
+                lambda rng: ("GET", "/api/search", {"params": {"path": rng.choice(paths), "k": 10}}),
+                args,
+            )
         if "vector" not in skip:
-            cells += measure(service, "vector", lambda rng: ("POST", "/api/search/vector?k=10", {"json": {"vector": rng.choice(vectors)}}), args)
+            cells += measure(
+                service,
+                "vector",
+                lambda rng: ("POST", "/api/search/vector?k=10", {"json": {"vector": rng.choice(vectors)}}),
+                args,
+            )
         results.append((f"{args.vectors:,} x {args.dim}-d", start, service.memory(), cells))
         service.stop()
     del paths
@@ -238,18 +282,30 @@ def main() -> None:
         run, queries = embed_photos(args.workdir)
         service = Service(run, args.workdir / "serve-vitb.log", model=True)
         start = service.memory()
-        cells = measure(service, "image", lambda rng: ("POST", "/api/search?k=10", {"content": rng.choice(queries),
-                                                                                     "headers": {"Content-Type": "image/jpeg"}}), args)
+        cells = measure(
+            service,
+            "image",
+            lambda rng: (
+                "POST",
+                "/api/search?k=10",
+                {"content": rng.choice(queries), "headers": {"Content-Type": "image/jpeg"}},
+            ),
+            args,
+        )
         results.append(("ViT-B/16 run", start, service.memory(), cells))
         service.stop()
 
     print(f"\nload average {os.getloadavg()[0]:.2f} at the end")
-    print("| query | run | concurrency | requests/s | p50 ms | p99 ms | errors | service cores | load generator cores |")
+    print(
+        "| query | run | concurrency | requests/s | p50 ms | p99 ms | errors | service cores | load generator cores |"
+    )
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, _, _, cells in results:
         for c in cells:
-            print(f"| {c.kind} | {name} | {c.concurrency} | {c.requests / c.seconds:,.1f} | {c.p50_ms:.1f} | {c.p99_ms:.1f} | "
-                  f"{c.errors} | {c.server_cpu:.2f} | {c.client_cpu:.2f} |")
+            print(
+                f"| {c.kind} | {name} | {c.concurrency} | {c.requests / c.seconds:,.1f} | {c.p50_ms:.1f} | {c.p99_ms:.1f} | "
+                f"{c.errors} | {c.server_cpu:.2f} | {c.client_cpu:.2f} |"
+            )
     print("\n| service | RSS at start GB | RSS after the load GB | peak RSS GB |")
     print("| --- | ---: | ---: | ---: |")
     for name, start, end, _ in results:

@@ -23,7 +23,9 @@ import torch
 import vitmae
 from benchmarks.common import ROOT
 
-GEOMETRY = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, image_size=32, patch_size=8)
+GEOMETRY = dict(
+    hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, image_size=32, patch_size=8
+)
 LOAD = """
 import json, sys
 import numpy as np, torch, transformers
@@ -48,22 +50,45 @@ def environment(venv: Path, version: str) -> Path:
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     pins = (ROOT / "constraints.txt").read_text().splitlines()
     torch_pin = next(line.strip() for line in pins if line.strip().startswith("torch=="))
-    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", torch_pin,
-                    f"transformers=={version}"], check=True)
+    subprocess.run(
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            torch_pin,
+            f"transformers=={version}",
+        ],
+        check=True,
+    )
     return python
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--transformers", default="4.57.6", help="the transformers release to load with (default %(default)s)")
-    parser.add_argument("--venv", default=str(Path(tempfile.gettempdir()) / "vitmae-transformers4"), help="throwaway venv")
+    parser.add_argument(
+        "--transformers", default="4.57.6", help="the transformers release to load with (default %(default)s)"
+    )
+    parser.add_argument(
+        "--venv", default=str(Path(tempfile.gettempdir()) / "vitmae-transformers4"), help="throwaway venv"
+    )
     args = parser.parse_args()
     python = environment(Path(args.venv), args.transformers)
     torch.manual_seed(0)
     labels = {0: "normal", 1: "defect"}
-    mae = vitmae.ViTMAEForPreTraining(vitmae.ViTMAEConfig(**GEOMETRY, decoder_hidden_size=32, decoder_num_hidden_layers=1,
-                                                          decoder_num_attention_heads=2, decoder_intermediate_size=64,
-                                                          norm_pix_loss=True, id2label=labels)).eval()
+    mae = vitmae.ViTMAEForPreTraining(
+        vitmae.ViTMAEConfig(
+            **GEOMETRY,
+            decoder_hidden_size=32,
+            decoder_num_hidden_layers=1,
+            decoder_num_attention_heads=2,
+            decoder_intermediate_size=64,
+            norm_pix_loss=True,
+            id2label=labels,
+        )
+    ).eval()
     vit = vitmae.ViTForImageClassification(vitmae.ViTConfig(**GEOMETRY, id2label=labels)).eval()
     pixels, noise = torch.randn(3, 3, 32, 32), torch.rand(3, 16)
     with tempfile.TemporaryDirectory() as tmp:

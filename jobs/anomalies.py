@@ -44,16 +44,24 @@ def rank(settings: AnomaliesSettings) -> None:
     if settings.json:
         print(json.dumps(top))
     else:
-        chosen = f"{by} (auto: the run {'has a' if by == 'both' else 'has no'} reconstruction loss)" if settings.by == "auto" else by
-        print(f"top {len(top)} of {table.num_rows} images by {chosen} (all in {output_uri(settings.run, ANOMALIES_FILE)})")
+        chosen = (
+            f"{by} (auto: the run {'has a' if by == 'both' else 'has no'} reconstruction loss)"
+            if settings.by == "auto"
+            else by
+        )
+        print(
+            f"top {len(top)} of {table.num_rows} images by {chosen} (all in {output_uri(settings.run, ANOMALIES_FILE)})"
+        )
         exact = int(table.schema.metadata[schema.ANOMALIES_KNN_EXACT])
         if table.column(schema.KNN_DISTANCE).null_count < table.num_rows:
-            print(f"kNN distances: {exact:,} of {table.num_rows:,} exact, the kNN ranking's top "
-                  f"{min(exact_top, table.num_rows):,} among them (~: from the approximate index)")
+            print(
+                f"kNN distances: {exact:,} of {table.num_rows:,} exact, the kNN ranking's top "
+                f"{min(exact_top, table.num_rows):,} among them (~: from the approximate index)"
+            )
         print(f"{'rank':>4}  {'loss':>9}  {'knn dist':>10}  path")
         for row in top:
-            knn = _show(row[schema.KNN_DISTANCE], '.5f') + ("~" if row[schema.KNN_EXACT] is False else " ")
-            rank, loss = _show(row[schema.RANK], 'd'), _show(row[schema.LOSS], '.5f')
+            knn = _show(row[schema.KNN_DISTANCE], ".5f") + ("~" if row[schema.KNN_EXACT] is False else " ")
+            rank, loss = _show(row[schema.RANK], "d"), _show(row[schema.LOSS], ".5f")
             print(f"{rank:>4}  {loss:>9}  {knn:>10}  {row[schema.PATH]}")
     if settings.png:
         save_png(render(anomaly_tiles(top, storage)), settings.png, storage)

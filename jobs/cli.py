@@ -31,10 +31,14 @@ def main(argv: list[str] | None = None) -> int:
     """`vitmae COMMAND ...`: the command's own parser takes everything after its name (`vitmae COMMAND --help`)."""
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(
-        prog="vitmae", description="ViTMAE embeddings, anomaly scores and search at dataset scale.",
+        prog="vitmae",
+        description="ViTMAE embeddings, anomaly scores and search at dataset scale.",
         epilog="Settings: vitmae COMMAND --help. Exit status: 0 done, 1 a bug, 2 a wrong command, 75 try again later, "
-        "77 credentials or permissions refused.")
-    parser.add_argument("--version", action="version", version=f"{DISTRIBUTION} {importlib.metadata.version(DISTRIBUTION)}")
+        "77 credentials or permissions refused.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"{DISTRIBUTION} {importlib.metadata.version(DISTRIBUTION)}"
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (_, summary) in COMMANDS.items():
         commands.add_parser(name, help=summary, add_help=False)

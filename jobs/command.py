@@ -48,13 +48,22 @@ def parser(command: Command, docs: bool = True) -> ArgumentParser:
     docstring is its help: read from the settings modules' source (an AST parse of each, about 0.15 s for the
     embedding job), which only --help needs."""
     set_parsing_settings(docstring_parse_attribute_docstrings=docs)
-    parser = ArgumentParser(prog=command.prog, description=f"{command.doc.strip()}\n\n{_usage_notes(command)}",
-                            default_env=True, env_prefix=command.env_prefix, exit_on_error=False)
-    parser.add_argument("--config", action=ActionConfigFile,
-                        help="a YAML file of settings, as --print_config writes them; flags after it override it")
+    parser = ArgumentParser(
+        prog=command.prog,
+        description=f"{command.doc.strip()}\n\n{_usage_notes(command)}",
+        default_env=True,
+        env_prefix=command.env_prefix,
+        exit_on_error=False,
+    )
+    parser.add_argument(
+        "--config",
+        action=ActionConfigFile,
+        help="a YAML file of settings, as --print_config writes them; flags after it override it",
+    )
     parser.add_class_arguments(command.settings, None, as_group=False)
-    parser.add_argument("--debug", action=ActionYesNo, default=False,
-                        help=f"print the traceback of any error (also {DEBUG_VARIABLE}=1)")
+    parser.add_argument(
+        "--debug", action=ActionYesNo, default=False, help=f"print the traceback of any error (also {DEBUG_VARIABLE}=1)"
+    )
     return parser
 
 
@@ -102,5 +111,7 @@ def _debug_variable() -> bool:
 
 
 def _usage_notes(command: Command) -> str:
-    return (f"Every setting is also read from the environment variable named beside it ({command.env_prefix}_...) and "
-            "from --config files; flags win.")
+    return (
+        f"Every setting is also read from the environment variable named beside it ({command.env_prefix}_...) and "
+        "from --config files; flags win."
+    )

@@ -36,15 +36,21 @@ def history(settings: HistorySettings) -> None:
     if settings.json:
         print(json.dumps({"finished": runs, "unfinished": unfinished}))
         return
-    print(f"{'finished':24} {'run':24} {'listed':>8} {'new':>7} {'changed':>7} {'gone':>6} {'embedded':>8} {'failed':>6} "
-          f"{'version':>7} {'seconds':>8}")
+    print(
+        f"{'finished':24} {'run':24} {'listed':>8} {'new':>7} {'changed':>7} {'gone':>6} {'embedded':>8} {'failed':>6} "
+        f"{'version':>7} {'seconds':>8}"
+    )
     for run in runs:
         c = run["counts"]
-        print(f"{run['finished']:24} {run['run_id']:24} {c['listed']:>8} {c['new']:>7} {c['changed']:>7} {c['removed']:>6} "
-              f"{c.get('embedded', 0):>8} {c.get('failed', 0):>6} {run['versions']['embeddings']:>7} {run['seconds']:>8.1f}")
+        print(
+            f"{run['finished']:24} {run['run_id']:24} {c['listed']:>8} {c['new']:>7} {c['changed']:>7} {c['removed']:>6} "
+            f"{c.get('embedded', 0):>8} {c.get('failed', 0):>6} {run['versions']['embeddings']:>7} {run['seconds']:>8.1f}"
+        )
     for run in unfinished:
-        print(f"unfinished run {run['run_id']}: {run['commits']} commits, {run['rows']} rows committed, last at version "
-              f"{run['last_version']} (killed, or still running; the next run goes on from what it committed)")
+        print(
+            f"unfinished run {run['run_id']}: {run['commits']} commits, {run['rows']} rows committed, last at version "
+            f"{run['last_version']} (killed, or still running; the next run goes on from what it committed)"
+        )
 
 
 COMMAND = Command("history", HistorySettings, history, __doc__)

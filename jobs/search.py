@@ -50,7 +50,9 @@ def search(settings: SearchSettings) -> None:
         print(json.dumps([{"rank": h.rank, "path": h.path, "score": round(h.score, 6)} for h in hits]))
     else:
         label = "cosine" if searcher.loaded.metric == "cosine" else "L2 dist"
-        print(f"{len(hits)} nearest of {query} among {searcher.count} images ({searcher.loaded.info['index_type']} index)")
+        print(
+            f"{len(hits)} nearest of {query} among {searcher.count} images ({searcher.loaded.info['index_type']} index)"
+        )
         print(f"{'rank':>4}  {label:>8}  path")
         for hit in hits:
             print(f"{hit.rank:>4}  {hit.score:>8.4f}  {hit.path}")

@@ -38,9 +38,19 @@ logger = logging.getLogger(__name__)
 
 # 64 patches of 4 x 4 on 32 x 32 inputs; ViT-Ti width at a third of its depth, so that training takes minutes on 2 cores
 # (the demo's times: README and benchmarks/RESULTS.md).
-DEMO_MAE = dict(hidden_size=192, num_hidden_layers=4, num_attention_heads=3, intermediate_size=768, image_size=32,
-                patch_size=4, decoder_hidden_size=128, decoder_num_hidden_layers=2, decoder_num_attention_heads=4,
-                decoder_intermediate_size=512, norm_pix_loss=False)
+DEMO_MAE = dict(
+    hidden_size=192,
+    num_hidden_layers=4,
+    num_attention_heads=3,
+    intermediate_size=768,
+    image_size=32,
+    patch_size=4,
+    decoder_hidden_size=128,
+    decoder_num_hidden_layers=2,
+    decoder_num_attention_heads=4,
+    decoder_intermediate_size=512,
+    norm_pix_loss=False,
+)
 OUTLIERS = ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "motorcycle_left.png", "hubble_deep_field.jpg")
 NOT_AN_IMAGE = "notes.jpg"
 
@@ -114,8 +124,12 @@ def random_init(folder: Path, seed: int) -> str:
     """A random-init MAE of the demo's geometry with its processor, saved to `folder`."""
     torch.manual_seed(seed)
     ViTMAEForPreTraining(ViTMAEConfig(**DEMO_MAE)).save_pretrained(folder)
-    ViTImageProcessor(size=DEMO_MAE["image_size"], resample=int(Image.Resampling.BICUBIC), image_mean=IMAGENET_MEAN,
-                      image_std=IMAGENET_STD).save_pretrained(folder)
+    ViTImageProcessor(
+        size=DEMO_MAE["image_size"],
+        resample=int(Image.Resampling.BICUBIC),
+        image_mean=IMAGENET_MEAN,
+        image_std=IMAGENET_STD,
+    ).save_pretrained(folder)
     return str(folder)
 
 
@@ -130,22 +144,44 @@ def run(config: DemoConfig) -> DemoReport:
         # needs its State API (see pipeline.train.pretrain). A Ray of its own, even where another runs on the machine
         # (which Ray would join, and which has its own CPUs).
         start_ray(address="local", num_cpus=(os.cpu_count() or 1) + 1, logging_level=logging.WARNING)
-    summary = pretrain(PretrainConfig(
-        input=str(train), output=str(work / "pretrain"), init=init, epochs=config.epochs, batch_size=config.batch_size,
-        lr=config.lr, crop_scale=0.5, flip=False,  # digits are not mirror-symmetric and fill their frame
-        cpus_per_worker=float(os.cpu_count() or 1), seed=config.seed, overwrite=True, reconstructions=6,
-    ))
+    summary = pretrain(
+        PretrainConfig(
+            input=str(train),
+            output=str(work / "pretrain"),
+            init=init,
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            lr=config.lr,
+            crop_scale=0.5,
+            flip=False,  # digits are not mirror-symmetric and fill their frame
+            cpus_per_worker=float(os.cpu_count() or 1),
+            seed=config.seed,
+            overwrite=True,
+            reconstructions=6,
+        )
+    )
     trained = str(work / "pretrain" / MODEL_DIR)
     digits = sorted(str(p) for p in gallery.glob("digit-*.png"))
     labels = [label_of(p) for p in digits]
     before = evaluate(init, digits, labels, seed=config.seed, k=config.k)
     after = evaluate(trained, digits, labels, seed=config.seed, k=config.k)
-    report = DemoReport(before, after, summary["loss_per_epoch"], sum(summary["skipped_per_epoch"]), summary["train_seconds"])
+    report = DemoReport(
+        before, after, summary["loss_per_epoch"], sum(summary["skipped_per_epoch"]), summary["train_seconds"]
+    )
     report.pngs["reconstructions"] = str(work / "pretrain" / RECONSTRUCTIONS_FILE)
     run_dir = str(work / "run")
     # One model actor a core, not one per logical CPU of this Ray (which has one more than the machine).
-    embed(EmbedConfig(input=str(gallery), output=run_dir, model=trained, infer=InferConfig(mask_ratio=0.75, seed=config.seed),
-                      batch_size=config.batch_size, num_actors=os.cpu_count() or 1, overwrite=True))
+    embed(
+        EmbedConfig(
+            input=str(gallery),
+            output=run_dir,
+            model=trained,
+            infer=InferConfig(mask_ratio=0.75, seed=config.seed),
+            batch_size=config.batch_size,
+            num_actors=os.cpu_count() or 1,
+            overwrite=True,
+        )
+    )
     local = Storage()
     searcher = Searcher(run_dir, local)
     report.query = f"file://{digits[0]}"

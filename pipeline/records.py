@@ -22,16 +22,24 @@ from vitmae.errors import NotFound
 
 logger = logging.getLogger(__name__)
 
+
 def append_run(output: str, storage: Storage, record: dict[str, Any]) -> None:
     """Adds a finished run's record to `runs/`."""
     row = {
-        schema.RUN: record["run_id"], schema.STARTED: record["started"], schema.FINISHED: record["finished"],
-        schema.EMBEDDINGS_VERSION: record["versions"]["embeddings"], schema.RECORD: json.dumps(record, sort_keys=True),
+        schema.RUN: record["run_id"],
+        schema.STARTED: record["started"],
+        schema.FINISHED: record["finished"],
+        schema.EMBEDDINGS_VERSION: record["versions"]["embeddings"],
+        schema.RECORD: json.dumps(record, sort_keys=True),
     }
     uri = output_uri(output, RUNS_DIR)
     with explained(uri, storage, "write"):
-        write_deltalake(uri, pa.Table.from_pylist([row], schema=schema.RUNS_SCHEMA), mode="append",
-                        storage_options=storage.delta_options(uri))
+        write_deltalake(
+            uri,
+            pa.Table.from_pylist([row], schema=schema.RUNS_SCHEMA),
+            mode="append",
+            storage_options=storage.delta_options(uri),
+        )
 
 
 def finished_runs(output: str, storage: Storage) -> list[dict[str, Any]]:
@@ -69,8 +77,16 @@ def unfinished_runs(output: str, storage: Storage) -> list[dict[str, Any]]:
         run_id = commit[schema.COMMIT_RUN]
         if run_id in finished:
             continue
-        entry = found.setdefault(run_id, {"run_id": run_id, "commits": 0, "rows": 0, "last_version": commit["version"],
-                                          "last_time": commit.get(schema.COMMIT_TIME)})
+        entry = found.setdefault(
+            run_id,
+            {
+                "run_id": run_id,
+                "commits": 0,
+                "rows": 0,
+                "last_version": commit["version"],
+                "last_time": commit.get(schema.COMMIT_TIME),
+            },
+        )
         entry["commits"] += 1
         if commit.get(schema.COMMIT_KIND) == schema.ADD_COMMIT:
             entry["rows"] += int(commit.get(schema.COMMIT_ROWS, 0))

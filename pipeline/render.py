@@ -89,7 +89,9 @@ def render_groups(groups: Sequence[Sequence[Tile]], columns: int = 6, tile_px: i
         raise ValueError(f"expected at least one group of at least one tile, got {[len(g) for g in groups]} tiles")
     columns = max(1, min(columns, max(len(g) for g in groups)))
     layout = Layout(columns=columns, tile_px=tile_px, lines=max(len(t.caption) for g in groups for t in g))
-    cells = {row * columns + column: tile for row, group in enumerate(groups) for column, tile in enumerate(group[:columns])}
+    cells = {
+        row * columns + column: tile for row, group in enumerate(groups) for column, tile in enumerate(group[:columns])
+    }
     return _draw(cells, layout, len(groups) * columns)
 
 
@@ -132,8 +134,14 @@ def anomaly_tiles(rows: Sequence[dict[str, Any]], storage: Storage) -> list[Tile
 
     images = read_images([row[schema.PATH] for row in rows], storage)
     return [
-        Tile(data, (f"#{show(row[schema.RANK], 'd')}  knn {show(row[schema.KNN_DISTANCE], '.4f')}",
-                    f"loss {show(row[schema.LOSS], '.4f')}", short_name(row[schema.PATH])))
+        Tile(
+            data,
+            (
+                f"#{show(row[schema.RANK], 'd')}  knn {show(row[schema.KNN_DISTANCE], '.4f')}",
+                f"loss {show(row[schema.LOSS], '.4f')}",
+                short_name(row[schema.PATH]),
+            ),
+        )
         for row, data in zip(rows, images)
     ]
 
@@ -255,4 +263,4 @@ def _wrap(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.ImageFont, width
             lines[-1] = f"{lines[-1]} {word}"
         else:
             lines.append(word)
-    return lines[: HEADER_LINES - 1] + [" ".join(lines[HEADER_LINES - 1:])] if len(lines) > HEADER_LINES else lines
+    return lines[: HEADER_LINES - 1] + [" ".join(lines[HEADER_LINES - 1 :])] if len(lines) > HEADER_LINES else lines

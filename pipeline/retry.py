@@ -36,8 +36,12 @@ class _StoreStatus:
         with self.lock:
             if self.since is None:
                 self.since = time.monotonic()
-                logger.warning("storage unreachable (%s, %s); waiting up to %.0f s for it", what, one_line(err, 200),
-                               storage.retry_seconds)
+                logger.warning(
+                    "storage unreachable (%s, %s); waiting up to %.0f s for it",
+                    what,
+                    one_line(err, 200),
+                    storage.retry_seconds,
+                )
 
     def succeeded(self) -> None:
         if self.since is None:
@@ -97,5 +101,7 @@ def read_retrying(paths: Sequence[str], storage: Storage) -> list[bytes | Except
         try:
             retrying(again, storage, f"reading {len(pending)} objects")
         except StorageOutage:
-            logger.warning("%d objects stayed unreadable; they become error rows that the next run tries again", len(pending))
+            logger.warning(
+                "%d objects stayed unreadable; they become error rows that the next run tries again", len(pending)
+            )
     return results

@@ -36,8 +36,15 @@ LISTING_SCHEMA = pa.schema([(PATH, pa.string()), (SIZE, pa.int64()), (MTIME, pa.
 WORK_SCHEMA = pa.schema([(ID, pa.int64()), *LISTING_SCHEMA])
 _META = [(SIZE, pa.int64()), (MTIME, pa.float64()), (ETAG, pa.string()), (RUN, pa.string())]
 EMBEDDINGS_SCHEMA = pa.schema(
-    [(ID, pa.int64()), (PATH, pa.string()), (EMBEDDING, pa.list_(pa.float32())), (LOSS, pa.float32()),
-     (WIDTH, pa.int32()), (HEIGHT, pa.int32()), *_META]
+    [
+        (ID, pa.int64()),
+        (PATH, pa.string()),
+        (EMBEDDING, pa.list_(pa.float32())),
+        (LOSS, pa.float32()),
+        (WIDTH, pa.int32()),
+        (HEIGHT, pa.int32()),
+        *_META,
+    ]
 )
 ERRORS_SCHEMA = pa.schema([(PATH, pa.string()), (ERROR, pa.string()), (RETRYABLE, pa.bool_()), *_META])
 
@@ -94,8 +101,15 @@ STARTED = "started"  # UTC, ISO 8601
 FINISHED = "finished"  # UTC, ISO 8601
 EMBEDDINGS_VERSION = "embeddings_version"  # the embeddings table's version when the run ended
 RECORD = "record"  # everything else, JSON
-RUNS_SCHEMA = pa.schema([(RUN, pa.string()), (STARTED, pa.string()), (FINISHED, pa.string()),
-                         (EMBEDDINGS_VERSION, pa.int64()), (RECORD, pa.string())])
+RUNS_SCHEMA = pa.schema(
+    [
+        (RUN, pa.string()),
+        (STARTED, pa.string()),
+        (FINISHED, pa.string()),
+        (EMBEDDINGS_VERSION, pa.int64()),
+        (RECORD, pa.string()),
+    ]
+)
 
 # metrics.parquet of a pre-training run (pipeline.train.loop): one row per optimizer step.
 STEP = "step"  # int64: optimizer steps so far, from 1
@@ -103,8 +117,9 @@ EPOCH = "epoch"  # int32: epoch of the step, from 1
 # LOSS: float32, the batch's reconstruction loss, averaged over the workers
 LR = "lr"  # float32: learning rate of the step
 IMAGES = "images"  # int64: images the step trained on, over all workers
-METRICS_SCHEMA = pa.schema([(STEP, pa.int64()), (EPOCH, pa.int32()), (LOSS, pa.float32()), (LR, pa.float32()),
-                            (IMAGES, pa.int64())])
+METRICS_SCHEMA = pa.schema(
+    [(STEP, pa.int64()), (EPOCH, pa.int32()), (LOSS, pa.float32()), (LR, pa.float32()), (IMAGES, pa.int64())]
+)
 
 
 # Between stages, missing strings are "" rather than null: Ray types an all-null batch column as

@@ -53,12 +53,32 @@ _CODE = re.compile(r"<Code>(\w+)</Code>")
 _UNAUTHENTICATED_TEXT = "lacked valid authentication credentials"
 _FORBIDDEN_TEXT = "lacked the necessary privileges"
 _DECORATION = re.compile(r"\x1b\[[0-9;]*m|↳")  # object_store's colours and arrows between the levels of its texts
-_ERRNOS = {errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.ETIMEDOUT, errno.EHOSTUNREACH,
-           errno.ENETUNREACH, errno.EPIPE}
+_ERRNOS = {
+    errno.ECONNREFUSED,
+    errno.ECONNRESET,
+    errno.ECONNABORTED,
+    errno.ETIMEDOUT,
+    errno.EHOSTUNREACH,
+    errno.ENETUNREACH,
+    errno.EPIPE,
+}
 # What object_store (deltalake) and the HTTP clients say of failures to reach the store; their types vary by version.
-_TRANSIENT_TEXT = ("error sending request", "connection refused", "connection reset", "timed out", "timeout",
-                   "could not connect to the endpoint", "serviceunavailable", "service unavailable", "slowdown",
-                   "slow down", "internalerror", "broken pipe", "connection closed", "server disconnected")
+_TRANSIENT_TEXT = (
+    "error sending request",
+    "connection refused",
+    "connection reset",
+    "timed out",
+    "timeout",
+    "could not connect to the endpoint",
+    "serviceunavailable",
+    "service unavailable",
+    "slowdown",
+    "slow down",
+    "internalerror",
+    "broken pipe",
+    "connection closed",
+    "server disconnected",
+)
 
 
 # Every request to S3 gives up after these, so that a hung server is an outage to wait out (`pipeline.retry`), not a
@@ -114,8 +134,15 @@ class Storage:
 
     __slots__ = ("endpoint", "region", "retry_seconds", "_key", "_secret", "_token")
 
-    def __init__(self, endpoint: str | None = None, key: str | None = None, secret: str | None = None,
-                 token: str | None = None, region: str | None = None, retry_seconds: float = 120.0) -> None:
+    def __init__(
+        self,
+        endpoint: str | None = None,
+        key: str | None = None,
+        secret: str | None = None,
+        token: str | None = None,
+        region: str | None = None,
+        retry_seconds: float = 120.0,
+    ) -> None:
         self.endpoint = endpoint  # S3 endpoint URL; None: the AWS SDK's default
         self.region = region  # S3 region; None: the SDK's default
         self.retry_seconds = retry_seconds  # an outage longer than this fails the operation; 0: no retry
@@ -166,7 +193,8 @@ class Storage:
             return {}
         options = {
             "AWS_REGION": self.region or "us-east-1",  # object_store needs one; S3 redirects to the right one
-            "connect_timeout": f"{CONNECT_TIMEOUT_S}s", "timeout": f"{READ_TIMEOUT_S}s",
+            "connect_timeout": f"{CONNECT_TIMEOUT_S}s",
+            "timeout": f"{READ_TIMEOUT_S}s",
         }
         if self.endpoint:
             options["AWS_ENDPOINT_URL"] = self.endpoint
@@ -251,7 +279,9 @@ def storage_error(err: BaseException, uri: str, storage: Storage, action: str = 
         return err
     if not str(uri).startswith(S3_SCHEMES):
         if isinstance(err, PermissionError):
-            return AccessDenied(f"{uri}: permission denied to {action} ({one_line(err)}); check the permissions of its files")
+            return AccessDenied(
+                f"{uri}: permission denied to {action} ({one_line(err)}); check the permissions of its files"
+            )
         return err
     code, text = _error_code(err), str(err)
     if code in CREDENTIAL_CODES or (code is None and _UNAUTHENTICATED_TEXT in text):
@@ -259,16 +289,21 @@ def storage_error(err: BaseException, uri: str, storage: Storage, action: str = 
         return AccessDenied(f"{uri}: the store refused the credentials ({reason}); check {CREDENTIAL_SETTINGS}")
     if code in PERMISSION_CODES:
         return AccessDenied(f"{uri}: the store refused the permission to {action} ({code}); check {PERMISSION_SETTING}")
-    if isinstance(err, PermissionError) or _FORBIDDEN_TEXT in text:  # a 403 of no known code, or none (HEAD has no body)
-        return AccessDenied(f"{uri}: the store refused to {action} it ({code or '403 Forbidden'}); check "
-                            f"{CREDENTIAL_SETTINGS}, and {PERMISSION_SETTING}")
+    if (
+        isinstance(err, PermissionError) or _FORBIDDEN_TEXT in text
+    ):  # a 403 of no known code, or none (HEAD has no body)
+        return AccessDenied(
+            f"{uri}: the store refused to {action} it ({code or '403 Forbidden'}); check "
+            f"{CREDENTIAL_SETTINGS}, and {PERMISSION_SETTING}"
+        )
     endpoint = storage.endpoint or "the AWS default endpoint"
     if code == NO_BUCKET_CODE:
         bucket = str(uri).split("://", 1)[1].split("/", 1)[0]
         return NotFound(f"{uri}: no such bucket {bucket!r} at {endpoint}; check the URI and {ENDPOINT_SETTING}")
     if transient(err):
         return StorageAttemptUnreachable(
-            f"{uri}: cannot reach the storage at {endpoint} ({_innermost(err)}); check {ENDPOINT_SETTING}")
+            f"{uri}: cannot reach the storage at {endpoint} ({_innermost(err)}); check {ENDPOINT_SETTING}"
+        )
     return err
 
 
@@ -285,7 +320,12 @@ def explained(uri: str, storage: Storage, action: str = "access") -> Iterator[No
 
 
 def _from_store(err: BaseException) -> bool:
-    return isinstance(err, OSError) or type(err).__module__.split(".")[0] in ("botocore", "aiobotocore", "aiohttp", "urllib3")
+    return isinstance(err, OSError) or type(err).__module__.split(".")[0] in (
+        "botocore",
+        "aiobotocore",
+        "aiohttp",
+        "urllib3",
+    )
 
 
 def _error_code(err: BaseException | None) -> str | None:

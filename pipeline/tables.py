@@ -26,8 +26,21 @@ from deltalake.transaction import AddAction, CommitProperties
 
 from pipeline.retry import retrying
 from pipeline.schema import (
-    ADD_COMMIT, COMMIT_FILES, COMMIT_KIND, COMMIT_PATHS, COMMIT_PREFIX, COMMIT_ROWS, COMMIT_RUN, COMMIT_TIME,
-    COMMIT_TOKEN, COMMIT_WORK, COMPACT_COMMIT, CREATE_COMMIT, DESCRIBE_COMMIT, REMOVE_COMMIT, VACUUM_COMMIT,
+    ADD_COMMIT,
+    COMMIT_FILES,
+    COMMIT_KIND,
+    COMMIT_PATHS,
+    COMMIT_PREFIX,
+    COMMIT_ROWS,
+    COMMIT_RUN,
+    COMMIT_TIME,
+    COMMIT_TOKEN,
+    COMMIT_WORK,
+    COMPACT_COMMIT,
+    CREATE_COMMIT,
+    DESCRIBE_COMMIT,
+    REMOVE_COMMIT,
+    VACUUM_COMMIT,
 )
 from pipeline.storage import Storage, explained
 from vitmae.errors import InvalidInput
@@ -117,8 +130,9 @@ class RunTable:
         self.version = table.version()
 
     @classmethod
-    def open_or_create(cls, uri: str, storage: Storage, schema: pa.Schema, run_id: str, about: str = "",
-                       read: DeltaTable | None = None) -> "RunTable":
+    def open_or_create(
+        cls, uri: str, storage: Storage, schema: pa.Schema, run_id: str, about: str = "", read: DeltaTable | None = None
+    ) -> "RunTable":
         """The table at `uri` as the run read it (`read`, at the version its decisions came from), or created empty
         (with `about` as its description) where the run found none."""
         found = read
@@ -126,13 +140,20 @@ class RunTable:
             try:
                 with explained(uri, storage, "write"):
                     created = CommitProperties(custom_metadata=_metadata(run_id, CREATE_COMMIT))
-                    found = DeltaTable.create(uri, schema=schema, description=about or None,
-                                              storage_options=storage.delta_options(uri), commit_properties=created)
+                    found = DeltaTable.create(
+                        uri,
+                        schema=schema,
+                        description=about or None,
+                        storage_options=storage.delta_options(uri),
+                        commit_properties=created,
+                    )
             except DeltaError:
                 if open_table(uri, storage) is None:
                     raise
-                raise ConcurrentRunError(f"another run created {uri} while this run ({run_id}) was starting; two runs on "
-                                         "one output at once are refused: run the command again to go on") from None
+                raise ConcurrentRunError(
+                    f"another run created {uri} while this run ({run_id}) was starting; two runs on "
+                    "one output at once are refused: run the command again to go on"
+                ) from None
             logger.info("created the table %s", uri)
         return cls(uri, storage, found, run_id)
 
@@ -140,10 +161,11 @@ class RunTable:
         """Commits the files (appends their rows), as one version."""
         actions = [f.action() for f in files]
         arrow_schema = self.table.schema().to_arrow()
-        self._commit(lambda props: self.table.create_write_transaction(actions, "append", arrow_schema,
-                                                                       commit_properties=props),
-                     ADD_COMMIT, {COMMIT_ROWS: sum(f.rows for f in files), COMMIT_FILES: len(files),
-                                  **_named(metadata)})
+        self._commit(
+            lambda props: self.table.create_write_transaction(actions, "append", arrow_schema, commit_properties=props),
+            ADD_COMMIT,
+            {COMMIT_ROWS: sum(f.rows for f in files), COMMIT_FILES: len(files), **_named(metadata)},
+        )
 
     def delete_paths(self, paths: pa.Array, **metadata: Any) -> int:
         """Removes the rows of `paths` (string [P]) as one version; returns how many rows went."""
@@ -153,8 +175,14 @@ class RunTable:
         deleted = {}
 
         def merge(props: CommitProperties) -> None:
-            merger = self.table.merge(source, "t.path = s.path", source_alias="s", target_alias="t", streamed_exec=False,
-                                      commit_properties=props)
+            merger = self.table.merge(
+                source,
+                "t.path = s.path",
+                source_alias="s",
+                target_alias="t",
+                streamed_exec=False,
+                commit_properties=props,
+            )
             deleted.update(merger.when_matched_delete().execute())
 
         self._commit(merge, REMOVE_COMMIT, {COMMIT_PATHS: len(paths), **_named(metadata)})
@@ -162,8 +190,11 @@ class RunTable:
 
     def set_description(self, text: str, work: int) -> None:
         """Sets the table's description as one version, recording the rows the run set out to embed (`work`)."""
-        self._commit(lambda props: self.table.alter.set_table_description(text, commit_properties=props),
-                     DESCRIBE_COMMIT, {COMMIT_WORK: work})
+        self._commit(
+            lambda props: self.table.alter.set_table_description(text, commit_properties=props),
+            DESCRIBE_COMMIT,
+            {COMMIT_WORK: work},
+        )
 
     def compact(self) -> dict[str, Any]:
         """Rewrites small files into large ones (data unchanged) as one version."""
@@ -175,9 +206,19 @@ class RunTable:
         """Deletes the files no version since `retention_hours` ago needs: replaced rows, and files of runs that died
         before committing them. Two versions (start and end of the vacuum)."""
         removed: list[str] = []
-        self._commit(lambda props: removed.extend(self.table.vacuum(
-            retention_hours=int(retention_hours), dry_run=False, enforce_retention_duration=False, full=True,
-            commit_properties=props)), VACUUM_COMMIT, expected_versions=2)
+        self._commit(
+            lambda props: removed.extend(
+                self.table.vacuum(
+                    retention_hours=int(retention_hours),
+                    dry_run=False,
+                    enforce_retention_duration=False,
+                    full=True,
+                    commit_properties=props,
+                )
+            ),
+            VACUUM_COMMIT,
+            expected_versions=2,
+        )
         return removed
 
     def _commit(self, operation, kind: str, metadata: dict[str, Any] | None = None, expected_versions: int = 1) -> None:

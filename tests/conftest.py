@@ -21,21 +21,53 @@ from pictures import encode, write_zeros_png
 from s3server import S3Server, S3ServerError
 
 # Real photographs (and one grayscale scan) that the scikit-image wheel ships in skimage/data.
-PHOTO_NAMES = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png", "retina.jpg", "camera.png")
+PHOTO_NAMES = (
+    "astronaut.png",
+    "chelsea.png",
+    "coffee.png",
+    "rocket.jpg",
+    "motorcycle_left.png",
+    "retina.jpg",
+    "camera.png",
+)
 
 TINY = dict(
-    hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=32, patch_size=8,
-    decoder_hidden_size=16, decoder_num_hidden_layers=2, decoder_num_attention_heads=2, decoder_intermediate_size=32,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=64,
+    image_size=32,
+    patch_size=8,
+    decoder_hidden_size=16,
+    decoder_num_hidden_layers=2,
+    decoder_num_attention_heads=2,
+    decoder_intermediate_size=32,
 )
 BASE = {}  # the vit-mae-base / vit-base-patch16-224 geometry is the configs' default
 # The pre-training and reconstruction tests' MAE: one block each side, 32-pixel inputs.
 TINY_MAE = dict(
-    hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8,
-    decoder_hidden_size=16, decoder_num_hidden_layers=1, decoder_num_attention_heads=2, decoder_intermediate_size=32,
+    hidden_size=32,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    intermediate_size=64,
+    image_size=32,
+    patch_size=8,
+    decoder_hidden_size=16,
+    decoder_num_hidden_layers=1,
+    decoder_num_attention_heads=2,
+    decoder_intermediate_size=32,
 )
 SMALL_224 = dict(
-    hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, image_size=224, patch_size=16,
-    decoder_hidden_size=32, decoder_num_hidden_layers=1, decoder_num_attention_heads=2, decoder_intermediate_size=64,
+    hidden_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=128,
+    image_size=224,
+    patch_size=16,
+    decoder_hidden_size=32,
+    decoder_num_hidden_layers=1,
+    decoder_num_attention_heads=2,
+    decoder_intermediate_size=64,
 )
 # The gallery: crops of one photograph, and pictures from very different sources planted among them.
 GALLERY_BASE = "coffee.png"
@@ -140,8 +172,11 @@ def use_hub(monkeypatch: pytest.MonkeyPatch, cache: Path, endpoint: str = CLOSED
     """
     from huggingface_hub import constants
 
-    settings = {"HF_ENDPOINT": ("ENDPOINT", endpoint), "HF_HUB_OFFLINE": ("HF_HUB_OFFLINE", offline),
-                "HF_HUB_CACHE": ("HF_HUB_CACHE", str(cache))}
+    settings = {
+        "HF_ENDPOINT": ("ENDPOINT", endpoint),
+        "HF_HUB_OFFLINE": ("HF_HUB_OFFLINE", offline),
+        "HF_HUB_CACHE": ("HF_HUB_CACHE", str(cache)),
+    }
     for variable, (name, value) in settings.items():
         monkeypatch.setenv(variable, str(int(value)) if isinstance(value, bool) else value)
         monkeypatch.setattr(constants, name, value)
@@ -170,8 +205,15 @@ def ray_cluster():
 
     # Ray's own logs stay out of the tests' captured stderr, where commands must write exactly one line. "local": a
     # Ray of its own, never one that another test or process left running (ray.init would join it and refuse num_cpus).
-    context = ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=True, dashboard_host="127.0.0.1", logging_level="ERROR",
-                       log_to_driver=False)
+    context = ray.init(
+        address="local",
+        num_cpus=2,
+        num_gpus=1,
+        include_dashboard=True,
+        dashboard_host="127.0.0.1",
+        logging_level="ERROR",
+        log_to_driver=False,
+    )
     yield f"http://{context.dashboard_url}"
     ray.shutdown()
 
@@ -211,8 +253,16 @@ def gallery_run(ray_cluster, model_dir, gallery, tmp_path_factory) -> Path:
     from pipeline.embed.run import EmbedConfig, run
 
     output = tmp_path_factory.mktemp("gallery_run") / "run"
-    run(EmbedConfig(input=str(gallery), output=str(output), model=str(model_dir), infer=InferConfig(mask_ratio=0.75),
-                    batch_size=16, num_gpus=0))
+    run(
+        EmbedConfig(
+            input=str(gallery),
+            output=str(output),
+            model=str(model_dir),
+            infer=InferConfig(mask_ratio=0.75),
+            batch_size=16,
+            num_gpus=0,
+        )
+    )
     return output
 
 
@@ -232,10 +282,18 @@ def clustered_vectors(count: int, dim: int, clusters: int = 20, noise: float = 0
     return centres[rng.integers(0, clusters, count)] + noise * rng.standard_normal((count, dim)).astype(np.float32)
 
 
-def write_embeddings(run: str, vectors: np.ndarray, storage: Storage | None = None, rows_per_file: int = 1000,
-                     paths: Sequence[str] | None = None, loss: np.ndarray | None = None, first_id: int = 0,
-                     etags: Sequence[str | None] | None = None, sizes: Sequence[int] | None = None,
-                     widths: Sequence[int] | None = None) -> list[str]:
+def write_embeddings(
+    run: str,
+    vectors: np.ndarray,
+    storage: Storage | None = None,
+    rows_per_file: int = 1000,
+    paths: Sequence[str] | None = None,
+    loss: np.ndarray | None = None,
+    first_id: int = 0,
+    etags: Sequence[str | None] | None = None,
+    sizes: Sequence[int] | None = None,
+    widths: Sequence[int] | None = None,
+) -> list[str]:
     """Writes `vectors` [N, D] as the embeddings table of `run` (replacing any), ids from `first_id`; returns the paths.
 
     etags, sizes, widths: per row (default: no ETag, 1000 bytes, 100 pixels wide; always 80 high)."""
@@ -253,19 +311,26 @@ def write_embeddings(run: str, vectors: np.ndarray, storage: Storage | None = No
         part = np.ascontiguousarray(vectors[rows], dtype=np.float32)
         count = len(part)
         losses = loss[rows] if loss is not None else np.full(count, np.nan, np.float32)
-        table = pa.table({
-            schema.ID: pa.array(np.arange(first_id + start, first_id + start + count), pa.int64()),
-            schema.PATH: pa.array(paths[rows], pa.string()),
-            schema.EMBEDDING: pa.ListArray.from_arrays(pa.array(np.arange(count + 1, dtype=np.int32) * dim), pa.array(part.ravel())),
-            schema.LOSS: pa.array(losses, pa.float32(), mask=np.isnan(losses)),
-            schema.WIDTH: pa.array(list(widths[rows]) if widths is not None else [100] * count, pa.int32()),
-            schema.HEIGHT: pa.array([80] * count, pa.int32()),
-            schema.SIZE: pa.array(list(sizes[rows]) if sizes is not None else [1000] * count, pa.int64()),
-            schema.MTIME: pa.array([None] * count, pa.float64()),
-            schema.ETAG: pa.array(list(etags[rows]) if etags is not None else [None] * count, pa.string()),
-            schema.RUN: pa.array(["test"] * count, pa.string()),
-        }, schema=schema.EMBEDDINGS_SCHEMA)
-        write_deltalake(uri, table, mode="overwrite" if start == 0 else "append", storage_options=storage.delta_options(uri))
+        table = pa.table(
+            {
+                schema.ID: pa.array(np.arange(first_id + start, first_id + start + count), pa.int64()),
+                schema.PATH: pa.array(paths[rows], pa.string()),
+                schema.EMBEDDING: pa.ListArray.from_arrays(
+                    pa.array(np.arange(count + 1, dtype=np.int32) * dim), pa.array(part.ravel())
+                ),
+                schema.LOSS: pa.array(losses, pa.float32(), mask=np.isnan(losses)),
+                schema.WIDTH: pa.array(list(widths[rows]) if widths is not None else [100] * count, pa.int32()),
+                schema.HEIGHT: pa.array([80] * count, pa.int32()),
+                schema.SIZE: pa.array(list(sizes[rows]) if sizes is not None else [1000] * count, pa.int64()),
+                schema.MTIME: pa.array([None] * count, pa.float64()),
+                schema.ETAG: pa.array(list(etags[rows]) if etags is not None else [None] * count, pa.string()),
+                schema.RUN: pa.array(["test"] * count, pa.string()),
+            },
+            schema=schema.EMBEDDINGS_SCHEMA,
+        )
+        write_deltalake(
+            uri, table, mode="overwrite" if start == 0 else "append", storage_options=storage.delta_options(uri)
+        )
     return paths
 
 
@@ -273,15 +338,25 @@ def duplicates_table(gallery: Path, version: int) -> pa.Table:
     """duplicates.parquet over the gallery as `vitmae duplicates` writes it: groups of 4 and 3 crops, and a pair of
     outliers, at table `version`."""
     rows = [  # path, group, similarity
-        ("coffee-05.png", 7, 0.97), ("coffee-04.png", 7, 1.0), ("coffee-06.png", 7, 0.95),
-        ("moon.png", 2, 1.0), ("camera.png", 2, 0.91),
-        ("coffee-10.png", 3, 1.0), ("coffee-11.png", 3, 0.96), ("coffee-12.png", 3, 0.99), ("coffee-13.png", 3, 0.93),
+        ("coffee-05.png", 7, 0.97),
+        ("coffee-04.png", 7, 1.0),
+        ("coffee-06.png", 7, 0.95),
+        ("moon.png", 2, 1.0),
+        ("camera.png", 2, 0.91),
+        ("coffee-10.png", 3, 1.0),
+        ("coffee-11.png", 3, 0.96),
+        ("coffee-12.png", 3, 0.99),
+        ("coffee-13.png", 3, 0.93),
     ]
     representative = {7: "coffee-04.png", 2: "moon.png", 3: "coffee-10.png"}
     sizes = {g: sum(1 for r in rows if r[1] == g) for g in representative}
-    table = pa.table({
-        "path": [f"file://{gallery / r[0]}" for r in rows], "group": pa.array([r[1] for r in rows], pa.int64()),
-        "group_size": pa.array([sizes[r[1]] for r in rows], pa.int32()), "similarity": pa.array([r[2] for r in rows], pa.float32()),
-        "representative": [f"file://{gallery / representative[r[1]]}" for r in rows],
-    })
+    table = pa.table(
+        {
+            "path": [f"file://{gallery / r[0]}" for r in rows],
+            "group": pa.array([r[1] for r in rows], pa.int64()),
+            "group_size": pa.array([sizes[r[1]] for r in rows], pa.int32()),
+            "similarity": pa.array([r[2] for r in rows], pa.float32()),
+            "representative": [f"file://{gallery / representative[r[1]]}" for r in rows],
+        }
+    )
     return table.replace_schema_metadata({"duplicates.table_version": str(version)})

@@ -37,8 +37,15 @@ def own_ray_env() -> dict[str, str]:
 
 
 def start_job(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "jobs.embed", *args], cwd=ROOT, env=own_ray_env(), start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "jobs.embed", *args],
+        cwd=ROOT,
+        env=own_ray_env(),
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def submit_job(client, entrypoint: str, env: dict[str, str], seconds: float = 300) -> str:

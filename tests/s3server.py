@@ -311,7 +311,12 @@ class S3Server:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         with open(self.log_path, log_mode) as log:
             self._process = subprocess.Popen(
-                self.command, cwd=self.folder, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                self.command,
+                cwd=self.folder,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,  # own process group: stop() signals all of it, Ctrl-C in a shell does not
             )
 
@@ -335,15 +340,21 @@ class S3Server:
             flags[f"{service}.port"] = port
             flags[f"{service}.port.grpc"] = self._grpc_ports[service]
         # Global flags go before the subcommand: log to stderr (our log file), read toml files only from the folder.
-        return [self.weed, "-logtostderr", f"-config_dir={self.folder}", "mini"] + [f"-{k}={v}" for k, v in flags.items()]
+        return [self.weed, "-logtostderr", f"-config_dir={self.folder}", "mini"] + [
+            f"-{k}={v}" for k, v in flags.items()
+        ]
 
     def _client(self, connect_timeout: float = 5.0, attempts: int = 3) -> Any:
         config = botocore.config.Config(
             connect_timeout=connect_timeout, read_timeout=30, retries={"max_attempts": attempts, "mode": "standard"}
         )
         return botocore.session.Session().create_client(
-            "s3", endpoint_url=self.endpoint_url, region_name="us-east-1",
-            aws_access_key_id=self.access_key, aws_secret_access_key=self.secret_key, config=config,
+            "s3",
+            endpoint_url=self.endpoint_url,
+            region_name="us-east-1",
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            config=config,
         )
 
     def _wait_until_ready(self) -> None:

@@ -25,7 +25,7 @@ def assert_error(response, status: int, *words: str) -> str:
     assert response.headers["content-type"].startswith("application/json")
     body = response.json()
     assert set(body) == {"error"} and isinstance(body["error"], str) and "\n" not in body["error"]
-    assert "Traceback" not in body["error"] and "File \"" not in body["error"]
+    assert "Traceback" not in body["error"] and 'File "' not in body["error"]
     for word in words:
         assert word in body["error"], body["error"]
     return body["error"]

@@ -43,7 +43,9 @@ def test_both_averages_the_two_ranks_and_is_the_default_for_a_run_with_a_loss(ga
     assert cli(["anomalies", "--run", str(gallery_run), "--top", "3"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("top 3 of 27 images by both (auto: the run has a reconstruction loss)") and len(out) == 6
-    assert out[1] == "kNN distances: 27 of 27 exact, the kNN ranking's top 27 among them (~: from the approximate index)"
+    assert (
+        out[1] == "kNN distances: 27 of 27 exact, the kNN ranking's top 27 among them (~: from the approximate index)"
+    )
     table = pq.read_table(gallery_run / "anomalies.parquet").to_pydict()
     mean = np.array(table["mean_rank"])
     assert np.allclose(mean, (np.array(table["loss_rank"]) + np.array(table["knn_rank"])) / 2)
@@ -86,7 +88,9 @@ def test_a_stale_index_is_refused(tmp_path):
     write_embeddings(str(tmp_path), clustered_vectors(50, 8))
     build_index(str(tmp_path))
     write_embeddings(str(tmp_path), clustered_vectors(50, 8), paths=[f"file:///other/{i}.png" for i in range(50)])
-    with pytest.raises(IndexBehind, match="reflects version 0 of its embeddings table, which is now at version 1; update it"):
+    with pytest.raises(
+        IndexBehind, match="reflects version 0 of its embeddings table, which is now at version 1; update it"
+    ):
         rank_anomalies(AnomalyConfig(run=str(tmp_path), by="knn"))
 
 
@@ -103,7 +107,9 @@ def test_auto_ranks_a_run_without_a_loss_by_knn(tmp_path, capsys):
     assert pq.read_table(tmp_path / "anomalies.parquet").schema.metadata[b"anomalies.by"] == b"knn"
 
 
-def planted_outliers(count: int, dim: int, clusters: int, noise: float, outliers: int = 20, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def planted_outliers(
+    count: int, dim: int, clusters: int, noise: float, outliers: int = 20, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Tight clusters with `outliers` rows replaced by vectors in random directions: (float32 [count, dim], their rows)."""
     rng = np.random.default_rng(seed)
     vectors = clustered_vectors(count, dim, clusters=clusters, noise=noise, seed=seed)
@@ -117,11 +123,11 @@ def brute_force_knn(vectors: np.ndarray, k: int) -> np.ndarray:
     unit = vectors.astype(np.float64) / np.linalg.norm(vectors.astype(np.float64), axis=1, keepdims=True)
     out = np.empty(len(unit))
     for start in range(0, len(unit), 1000):
-        similarity = unit[start:start + 1000] @ unit.T
+        similarity = unit[start : start + 1000] @ unit.T
         own = np.arange(start, start + len(similarity))
         similarity[own - start, own] = -np.inf
         nearest = -np.partition(-similarity, k - 1, axis=1)[:, :k]
-        out[start:start + len(similarity)] = (1 - nearest).mean(axis=1)
+        out[start : start + len(similarity)] = (1 - nearest).mean(axis=1)
     return out
 
 
@@ -138,8 +144,13 @@ def planted_run(tmp_path_factory) -> dict:
     loss = np.random.default_rng(3).uniform(0.1, 0.2, len(vectors)).astype(np.float32)
     paths = write_embeddings(str(run), vectors, rows_per_file=20_000, loss=loss)
     info = build_index(str(run), IndexConfig(index_type="hnsw", batch_rows=20_000))  # the graph of one add
-    return {"run": str(run), "paths": paths, "planted": {paths[i] for i in outliers}, "info": info,
-            "truth": brute_force_knn(vectors, 10)}
+    return {
+        "run": str(run),
+        "paths": paths,
+        "planted": {paths[i] for i in outliers},
+        "info": info,
+        "truth": brute_force_knn(vectors, 10),
+    }
 
 
 @pytest.mark.slow  # planted_run, 20,000 vectors under HNSW: ~20 s set-up

@@ -37,7 +37,9 @@ def test_output_size_flips_and_full_crops():
     assert all(c.shape == (32, 32, 3) and c.dtype == np.uint8 for c in crops)
     rising = [c[0, -1, 0] > c[0, 0, 0] for c in crops]
     assert 0 < sum(rising) < len(crops)  # some flipped, some not
-    no_flip = RandomResizedCrop((32, 32), int(Image.Resampling.NEAREST), AugmentConfig(scale=(1.0, 1.0), ratio=(1.0, 1.0), flip=False))
+    no_flip = RandomResizedCrop(
+        (32, 32), int(Image.Resampling.NEAREST), AugmentConfig(scale=(1.0, 1.0), ratio=(1.0, 1.0), flip=False)
+    )
     assert all(no_flip(f"s3://b/{i}.png", image)[0, -1, 0] > 0 for i in range(10))
 
 
@@ -45,13 +47,19 @@ def test_crops_are_a_function_of_seed_epoch_and_path():
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (96, 128, 3), dtype=np.uint8))
     crop = RandomResizedCrop((32, 32), int(Image.Resampling.BICUBIC), AugmentConfig(), seed=3, epoch=1)
     first = crop("s3://b/a.png", image)
-    assert np.array_equal(first, RandomResizedCrop((32, 32), int(Image.Resampling.BICUBIC), AugmentConfig(), 3, 1)("s3://b/a.png", image))
-    others = [RandomResizedCrop((32, 32), int(Image.Resampling.BICUBIC), AugmentConfig(), seed, epoch)(path, image)
-              for seed, epoch, path in ((4, 1, "s3://b/a.png"), (3, 2, "s3://b/a.png"), (3, 1, "s3://b/c.png"))]
+    assert np.array_equal(
+        first, RandomResizedCrop((32, 32), int(Image.Resampling.BICUBIC), AugmentConfig(), 3, 1)("s3://b/a.png", image)
+    )
+    others = [
+        RandomResizedCrop((32, 32), int(Image.Resampling.BICUBIC), AugmentConfig(), seed, epoch)(path, image)
+        for seed, epoch, path in ((4, 1, "s3://b/a.png"), (3, 2, "s3://b/a.png"), (3, 1, "s3://b/c.png"))
+    ]
     assert not any(np.array_equal(first, other) for other in others)
 
 
-@pytest.mark.parametrize("bad", [dict(scale=(0.0, 1.0)), dict(scale=(0.5, 0.2)), dict(scale=(0.2, 1.5)), dict(ratio=(2.0, 1.0))])
+@pytest.mark.parametrize(
+    "bad", [dict(scale=(0.0, 1.0)), dict(scale=(0.5, 0.2)), dict(scale=(0.2, 1.5)), dict(ratio=(2.0, 1.0))]
+)
 def test_bad_settings_are_refused(bad):
     with pytest.raises(ValueError, match="expected a crop"):
         AugmentConfig(**bad)

@@ -51,12 +51,21 @@ def test_vitmae_files_load_in_transformers_with_equal_outputs(geometry, tmp_path
 def test_configs_with_class_labels_load_and_keep_them(tmp_path):
     """Fine-tuned checkpoints on the hub carry num_labels, id2label and label2id, whatever their model type."""
     labels = {0: "normal", 1: "scratch", 2: "dent"}
-    transformers.ViTMAEConfig(**TINY, id2label=labels, label2id={v: k for k, v in labels.items()}).save_pretrained(tmp_path)
+    transformers.ViTMAEConfig(**TINY, id2label=labels, label2id={v: k for k, v in labels.items()}).save_pretrained(
+        tmp_path
+    )
     data = json.loads((tmp_path / "config.json").read_text())
     assert data["id2label"] and data["label2id"]
     config = vitmae.ViTMAEConfig.from_dict(data)
-    assert config.id2label == labels and config.num_labels == 3 and config.to_dict()["label2id"] == {"normal": 0, "scratch": 1, "dent": 2}
-    assert vitmae.ViTMAEConfig.from_dict({"model_type": "vit_mae", "num_labels": 2}).id2label == {0: "LABEL_0", 1: "LABEL_1"}
+    assert (
+        config.id2label == labels
+        and config.num_labels == 3
+        and config.to_dict()["label2id"] == {"normal": 0, "scratch": 1, "dent": 2}
+    )
+    assert vitmae.ViTMAEConfig.from_dict({"model_type": "vit_mae", "num_labels": 2}).id2label == {
+        0: "LABEL_0",
+        1: "LABEL_1",
+    }
     vitmae.ViTMAEForPreTraining(config).save_pretrained(tmp_path)
     assert vitmae.ViTMAEModel.from_pretrained(tmp_path).config.id2label == labels
     assert transformers.ViTMAEConfig.from_pretrained(tmp_path).id2label == labels
@@ -163,7 +172,9 @@ def test_a_mistyped_folder_shaped_like_a_hub_id_says_there_is_neither(tmp_path, 
     )
 
 
-@pytest.mark.parametrize("offline, reason", [(True, "(offline: HF_HUB_OFFLINE is set)"), (False, f"(cannot reach {CLOSED_HUB}: ")])
+@pytest.mark.parametrize(
+    "offline, reason", [(True, "(offline: HF_HUB_OFFLINE is set)"), (False, f"(cannot reach {CLOSED_HUB}: ")]
+)
 def test_a_hub_id_with_the_hub_unreachable_says_why_and_what_to_do(tmp_path, monkeypatch, offline, reason):
     use_hub(monkeypatch, tmp_path / "hub-cache", offline=offline)
     monkeypatch.chdir(tmp_path)
@@ -172,7 +183,9 @@ def test_a_hub_id_with_the_hub_unreachable_says_why_and_what_to_do(tmp_path, mon
         vitmae.ViTImageProcessor.from_pretrained("facebook/vit-mae-base")
     message = str(err.value)
     assert len(message.splitlines()) == 1 and time.monotonic() - started < 10
-    assert f"no local folder {tmp_path / 'facebook' / 'vit-mae-base'}, and the Hugging Face hub could not give" in message
+    assert (
+        f"no local folder {tmp_path / 'facebook' / 'vit-mae-base'}, and the Hugging Face hub could not give" in message
+    )
     assert reason in message
     assert message.endswith("`hf download facebook/vit-mae-base --local-dir DIR` and pass DIR in its place")
 
@@ -195,11 +208,17 @@ class _HubAnswer(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.mark.parametrize("answer, reason", [
-    ("missing", "(no such repository, or a private one: log in with `hf auth login` if you have access)"),
-    ("gated", "(the repository is gated: accept its conditions on its page, then log in with `hf auth login` if you have access)"),
-    ("down", "answered HTTP 500)"),
-])
+@pytest.mark.parametrize(
+    "answer, reason",
+    [
+        ("missing", "(no such repository, or a private one: log in with `hf auth login` if you have access)"),
+        (
+            "gated",
+            "(the repository is gated: accept its conditions on its page, then log in with `hf auth login` if you have access)",
+        ),
+        ("down", "answered HTTP 500)"),
+    ],
+)
 def test_what_the_hub_answered_is_said_in_a_few_words(tmp_path, monkeypatch, answer, reason):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _HubAnswer)
     server.answer = answer
@@ -214,7 +233,9 @@ def test_what_the_hub_answered_is_said_in_a_few_words(tmp_path, monkeypatch, ans
         server.server_close()
     message = str(err.value)
     assert reason in message and len(message.splitlines()) == 1, message
-    assert message.startswith(f"checkpoint folder not found: no local folder {tmp_path / 'no-such-org' / 'vit-mae-base'}, ")
+    assert message.startswith(
+        f"checkpoint folder not found: no local folder {tmp_path / 'no-such-org' / 'vit-mae-base'}, "
+    )
 
 
 def test_a_name_that_cannot_be_a_hub_id_is_only_a_missing_folder(tmp_path, monkeypatch):
@@ -225,7 +246,9 @@ def test_a_name_that_cannot_be_a_hub_id_is_only_a_missing_folder(tmp_path, monke
         with pytest.raises(NotFound) as err:
             vitmae.ViTMAEModel.from_pretrained(name)
         assert str(err.value) == f"checkpoint folder not found: {os.path.abspath(name)}"
-    with pytest.raises(NotFound, match=f"^checkpoint folder not found: {tmp_path / 'config.json'} is a file; pass the folder"):
+    with pytest.raises(
+        NotFound, match=f"^checkpoint folder not found: {tmp_path / 'config.json'} is a file; pass the folder"
+    ):
         vitmae.ViTMAEModel.from_pretrained("config.json")
 
 
@@ -235,7 +258,9 @@ def test_fsspec_uri_round_trip():
     loaded = vitmae.ViTMAEModel.from_pretrained("memory://models/mae")
     pixels = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
-        torch.testing.assert_close(loaded(pixels, mask_ratio=0.0).last_hidden_state, model.vit(pixels, mask_ratio=0.0).last_hidden_state)
+        torch.testing.assert_close(
+            loaded(pixels, mask_ratio=0.0).last_hidden_state, model.vit(pixels, mask_ratio=0.0).last_hidden_state
+        )
 
 
 def test_loading_takes_every_tensor_from_the_checkpoint_in_float32_by_default(tmp_path):

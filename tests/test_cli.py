@@ -37,8 +37,22 @@ REQUIRED = {
 }
 # Settings other than the defaults, nested ones among them, for the round trip through a config file.
 CHANGED = {
-    "embed": ["--infer.mask_ratio", "0.75", "--index.index_type", "hnsw", "--extensions", "[jpg,png]", "--overwrite", "true",
-              "--storage.endpoint", "http://127.0.0.1:9000", "--decode.mode", "exact", "--batch_size", "16"],
+    "embed": [
+        "--infer.mask_ratio",
+        "0.75",
+        "--index.index_type",
+        "hnsw",
+        "--extensions",
+        "[jpg,png]",
+        "--overwrite",
+        "true",
+        "--storage.endpoint",
+        "http://127.0.0.1:9000",
+        "--decode.mode",
+        "exact",
+        "--batch_size",
+        "16",
+    ],
     "history": ["--limit", "3", "--json", "true"],
     "index": ["--index.memory_budget_gb", "0.5", "--rebuild", "true"],
     "search": ["--k", "5", "--png", "s.png"],
@@ -86,7 +100,9 @@ def test_printed_settings_given_back_as_a_config_make_the_same_settings(name, tm
 
 
 def test_flags_after_a_config_file_win_and_the_environment_gives_way_to_both(tmp_path, monkeypatch):
-    (tmp_path / "nightly.yaml").write_text("input: s3://photos/\noutput: s3://runs/\nmodel: m\ninfer:\n  mask_ratio: 0.75\n")
+    (tmp_path / "nightly.yaml").write_text(
+        "input: s3://photos/\noutput: s3://runs/\nmodel: m\ninfer:\n  mask_ratio: 0.75\n"
+    )
     monkeypatch.setenv("VITMAE_EMBED_INFER__MASK_RATIO", "0.5")
     monkeypatch.setenv("VITMAE_EMBED_BATCH_SIZE", "32")
     settings, _ = parse(embed_job.COMMAND, ["--config", str(tmp_path / "nightly.yaml")])
@@ -121,14 +137,20 @@ def test_version_and_the_list_of_commands(capsys):
     assert cli(["nonsense"]) == WRONG_COMMAND
 
 
-@pytest.mark.parametrize("argv, expected", [
-    (["--input", "i", "--output", "o", "--model", "m", "--no_such", "1"], "unrecognized arguments: --no_such 1"),
-    (["--input", "i", "--output", "o", "--model", "m", "--batch_size", "x"], 'Parser key "batch_size"'),
-    (["--input", "i", "--output", "o", "--model", "m", "--infer.pooling", "max"], 'Parser key "infer.pooling"'),
-    (["--output", "o", "--model", "m"], "give exactly one of input and input_list"),
-    (["--input", "i", "--input_list", "l", "--output", "o", "--model", "m"], "give exactly one of input and input_list"),
-    (["--input", "i", "--output", "o", "--model", "m", "--config", "/no/such.yaml"], "/no/such.yaml"),
-])
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["--input", "i", "--output", "o", "--model", "m", "--no_such", "1"], "unrecognized arguments: --no_such 1"),
+        (["--input", "i", "--output", "o", "--model", "m", "--batch_size", "x"], 'Parser key "batch_size"'),
+        (["--input", "i", "--output", "o", "--model", "m", "--infer.pooling", "max"], 'Parser key "infer.pooling"'),
+        (["--output", "o", "--model", "m"], "give exactly one of input and input_list"),
+        (
+            ["--input", "i", "--input_list", "l", "--output", "o", "--model", "m"],
+            "give exactly one of input and input_list",
+        ),
+        (["--input", "i", "--output", "o", "--model", "m", "--config", "/no/such.yaml"], "/no/such.yaml"),
+    ],
+)
 def test_a_wrong_command_is_one_line_and_status_2(argv, expected, capsys):
     assert cli(["embed", *argv]) == WRONG_COMMAND
     err = capsys.readouterr().err.strip()
@@ -136,18 +158,21 @@ def test_a_wrong_command_is_one_line_and_status_2(argv, expected, capsys):
 
 
 # Each row of the README's exit-status table, as the command ends on the error its run raises.
-@pytest.mark.parametrize("raised, status", [
-    (InvalidInput("mask_ratio must be in [0, 1)"), WRONG_COMMAND),
-    (NotFound("--input s3://b/p: no such folder, prefix or file"), WRONG_COMMAND),
-    (AccessDenied("s3://b/out: the store refused the credentials"), NO_PERMISSION),
-    (StorageOutage("the storage stayed unreachable for 120 s"), TRY_LATER),
-    (ConcurrentRunError("two runs on one output at once are refused"), TRY_LATER),
-    (NoIndex("r has no index"), TRY_LATER),
-    (IndexBehind("the index of r reflects version 3"), TRY_LATER),
-    (pa.ArrowInvalid("No match for FieldRef.Name(width)"), BUG),  # a library's ValueError is no user mistake
-    (ValueError("an internal check"), BUG),
-    (FileNotFoundError("a file the code expected"), BUG),
-])
+@pytest.mark.parametrize(
+    "raised, status",
+    [
+        (InvalidInput("mask_ratio must be in [0, 1)"), WRONG_COMMAND),
+        (NotFound("--input s3://b/p: no such folder, prefix or file"), WRONG_COMMAND),
+        (AccessDenied("s3://b/out: the store refused the credentials"), NO_PERMISSION),
+        (StorageOutage("the storage stayed unreachable for 120 s"), TRY_LATER),
+        (ConcurrentRunError("two runs on one output at once are refused"), TRY_LATER),
+        (NoIndex("r has no index"), TRY_LATER),
+        (IndexBehind("the index of r reflects version 3"), TRY_LATER),
+        (pa.ArrowInvalid("No match for FieldRef.Name(width)"), BUG),  # a library's ValueError is no user mistake
+        (ValueError("an internal check"), BUG),
+        (FileNotFoundError("a file the code expected"), BUG),
+    ],
+)
 def test_exit_statuses(raised, status, monkeypatch, capsys):
     def fail(config):
         raise raised
@@ -159,11 +184,14 @@ def test_exit_statuses(raised, status, monkeypatch, capsys):
     assert ("internal error" in err and "--debug" in err) == (status == BUG), err
 
 
-@pytest.mark.parametrize("cause, status", [
-    (StorageOutage("the storage stayed unreachable"), TRY_LATER),
-    (InvalidInput("index_type flat needs about 3 GB"), WRONG_COMMAND),
-    (RuntimeError("faiss failed"), BUG),
-])
+@pytest.mark.parametrize(
+    "cause, status",
+    [
+        (StorageOutage("the storage stayed unreachable"), TRY_LATER),
+        (InvalidInput("index_type flat needs about 3 GB"), WRONG_COMMAND),
+        (RuntimeError("faiss failed"), BUG),
+    ],
+)
 def test_an_index_not_built_ends_as_its_cause_says(cause, status):
     try:
         raise IndexNotBuilt("the tables are updated, but the index could not be") from cause

@@ -39,11 +39,21 @@ def cluster():
     # Each node's dashboard agent (which runs submitted jobs) on a port of its own: on Ray's default port they would
     # find it taken by the other nodes' agents, or by another Ray on this machine, and the head then has none.
     head_port, *worker_ports = free_ports(3)
-    cluster = Cluster(initialize_head=True, connect=False,
-                      head_node_args={"num_cpus": 0, "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": 0,
-                                      "dashboard_agent_listen_port": head_port})
-    workers = [cluster.add_node(num_cpus=1, resources={f"worker_{name}": 1}, dashboard_agent_listen_port=port)
-               for name, port in zip("ab", worker_ports)]
+    cluster = Cluster(
+        initialize_head=True,
+        connect=False,
+        head_node_args={
+            "num_cpus": 0,
+            "include_dashboard": True,
+            "dashboard_host": "127.0.0.1",
+            "dashboard_port": 0,
+            "dashboard_agent_listen_port": head_port,
+        },
+    )
+    workers = [
+        cluster.add_node(num_cpus=1, resources={f"worker_{name}": 1}, dashboard_agent_listen_port=port)
+        for name, port in zip("ab", worker_ports)
+    ]
     cluster.wait_for_nodes()
     yield cluster, workers
     cluster.shutdown()
@@ -63,8 +73,10 @@ def submit(cluster, s3, prefix: str, *extra: str) -> tuple:
     from ray.job_submission import JobSubmissionClient
 
     client = JobSubmissionClient(f"http://{cluster[0].head_node.address_info['webui_url']}")
-    args = (f"--input s3://test/{prefix}/photos/ --output s3://test/{prefix}/out --model s3://test/cluster-model "
-            f"--storage.endpoint {s3.endpoint_url} {' '.join(extra)}")
+    args = (
+        f"--input s3://test/{prefix}/photos/ --output s3://test/{prefix}/out --model s3://test/cluster-model "
+        f"--storage.endpoint {s3.endpoint_url} {' '.join(extra)}"
+    )
     env = {"PYTHONPATH": str(ROOT), "AWS_ACCESS_KEY_ID": s3.access_key, "AWS_SECRET_ACCESS_KEY": s3.secret_key}
     return client, submit_job(client, f"{sys.executable} -m jobs.embed {args}", env)
 
@@ -108,12 +120,16 @@ def test_a_worker_node_killed_mid_run(cluster, s3, model_on_s3, tmp_path):
     storage = s3_storage(s3)
     deadline = time.time() + 240
     while not _committed(storage, "node-kill"):
-        assert time.time() < deadline and client.get_job_status(job) in {JobStatus.PENDING, JobStatus.RUNNING}, client.get_job_logs(job)[-3000:]
+        assert time.time() < deadline and client.get_job_status(job) in {JobStatus.PENDING, JobStatus.RUNNING}, (
+            client.get_job_logs(job)[-3000:]
+        )
         time.sleep(0.5)
     killed = cluster[1][1]
     cluster[0].remove_node(killed, allow_graceful=False)  # SIGKILL of its raylet and workers
     # A replacement joins, as autoscalers do.
-    cluster[1][1] = cluster[0].add_node(num_cpus=1, resources={"worker_b": 1}, dashboard_agent_listen_port=free_ports(1)[0])
+    cluster[1][1] = cluster[0].add_node(
+        num_cpus=1, resources={"worker_b": 1}, dashboard_agent_listen_port=free_ports(1)[0]
+    )
     status = wait(client, job)
     if status != JobStatus.SUCCEEDED:  # it may stop with a clear message: the same command then finishes
         assert "error:" in client.get_job_logs(job), client.get_job_logs(job)[-3000:]

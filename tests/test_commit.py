@@ -77,10 +77,17 @@ def test_a_killed_run_keeps_what_it_committed_and_the_next_finishes(model_dir, t
     wait_for(lambda: data_commits(output) >= 3 or job.poll() is not None, 240, "the first commits")
     os.killpg(job.pid, signal.SIGKILL)  # the driver and its local Ray, at once
     job.wait()
-    committed = dataset(open_table(str(output / "embeddings"), Storage()), str(output / "embeddings"), Storage()).count_rows()
+    committed = dataset(
+        open_table(str(output / "embeddings"), Storage()), str(output / "embeddings"), Storage()
+    ).count_rows()
     assert 0 < committed < 40, committed
-    done = subprocess.run([sys.executable, "-m", "jobs.embed", *args, "--vacuum_hours", "0"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "jobs.embed", *args, "--vacuum_hours", "0"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     embedded, errors, record = read_run(output)  # read_run fails on any path twice
     assert set(embedded) == {f"file://{p}" for p in images.iterdir()} and not errors
@@ -101,7 +108,9 @@ def test_two_runs_at_once_never_double_a_row(model_dir, tmp_path):
     assert codes[0] == 0, outs
     if codes[1] != 0:
         assert codes[1] == 75 and any("two runs on one output at once are refused" in out for out in outs), outs
-    again = subprocess.run([sys.executable, "-m", "jobs.embed", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    again = subprocess.run(
+        [sys.executable, "-m", "jobs.embed", *args], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
     embedded, errors, _ = read_run(output)  # each path once
     assert set(embedded) == {f"file://{p}" for p in images.iterdir()} and not errors

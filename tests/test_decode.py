@@ -25,10 +25,16 @@ from vitmae.processor import MAE_PROCESSOR
 from vitmae.random_weights import random_model
 from pictures import encode, write_zeros_png
 
-PROCESSOR = vitmae.ViTImageProcessor.from_dict({  # facebook/vit-mae-base's preprocessor_config.json
-    "do_normalize": True, "do_resize": True, "image_mean": [0.485, 0.456, 0.406],
-    "image_std": [0.229, 0.224, 0.225], "resample": 3, "size": 224,
-})
+PROCESSOR = vitmae.ViTImageProcessor.from_dict(
+    {  # facebook/vit-mae-base's preprocessor_config.json
+        "do_normalize": True,
+        "do_resize": True,
+        "image_mean": [0.485, 0.456, 0.406],
+        "image_std": [0.229, 0.224, 0.225],
+        "resample": 3,
+        "size": 224,
+    }
+)
 CONFIG = DecodeConfig()
 
 
@@ -145,7 +151,9 @@ def test_decompression_bombs_are_refused_before_any_decoder_runs(fmt, monkeypatc
 
     monkeypatch.setattr(pyvips.Image, "new_from_buffer", never)
     monkeypatch.setattr(ImageFile.ImageFile, "load", never)
-    assert refusal(data, DecodeConfig(max_pixels=2_999_999)).startswith("image too large: 2000 x 1500 = 3,000,000 pixels")
+    assert refusal(data, DecodeConfig(max_pixels=2_999_999)).startswith(
+        "image too large: 2000 x 1500 = 3,000,000 pixels"
+    )
 
 
 def test_config_rejects_an_unknown_mode():
@@ -155,7 +163,9 @@ def test_config_rejects_an_unknown_mode():
 
 def test_records_before_the_modes_read_back():
     """Run records keep the config; those written before the modes have `draft`, whose False was today's exact."""
-    assert DecodeConfig.from_dict({"max_pixels": 10, "draft": False, "draft_margin": 2.0}) == DecodeConfig(10, "exact", 2.0)
+    assert DecodeConfig.from_dict({"max_pixels": 10, "draft": False, "draft_margin": 2.0}) == DecodeConfig(
+        10, "exact", 2.0
+    )
     assert DecodeConfig.from_dict({"max_pixels": 10, "draft": True, "draft_margin": 1.5}).mode == "fast"
 
 
@@ -233,8 +243,13 @@ def test_one_bit():
     np.testing.assert_array_equal(pixels[112, [10, 210]], [[255, 255, 255], [0, 0, 0]])
 
 
-@pytest.mark.parametrize("fmt", ["GIF", pytest.param("WEBP", marks=pytest.mark.skipif(
-    not features.check("webp"), reason="Pillow built without WebP"))])
+@pytest.mark.parametrize(
+    "fmt",
+    [
+        "GIF",
+        pytest.param("WEBP", marks=pytest.mark.skipif(not features.check("webp"), reason="Pillow built without WebP")),
+    ],
+)
 def test_animation_gives_its_first_frame(fmt):
     red, blue = Image.new("RGB", (64, 64), (255, 0, 0)), Image.new("RGB", (64, 64), (0, 0, 255))
     data = encode(red, fmt, save_all=True, append_images=[blue], lossless=True)
@@ -350,13 +365,16 @@ def test_fast_embeddings_are_within_cosine_0_9999_of_transformers_exact_preproce
     assert not worst, worst
 
 
-@pytest.mark.parametrize(("fmt", "mode", "size"), [
-    ("PNG", "RGB", (480, 360)),  # shrunk by 5 as it streams: 1800 // 336
-    ("PNG", "RGBA", (480, 360)),
-    ("WEBP", "RGB", (480, 360)),  # decoded at 1/5 scale
-    ("WEBP", "RGBA", (480, 360)),  # decoded whole, then shrunk
-    ("JPEG", "RGB", (600, 450)),  # the DCT scale: 1/4
-])
+@pytest.mark.parametrize(
+    ("fmt", "mode", "size"),
+    [
+        ("PNG", "RGB", (480, 360)),  # shrunk by 5 as it streams: 1800 // 336
+        ("PNG", "RGBA", (480, 360)),
+        ("WEBP", "RGB", (480, 360)),  # decoded at 1/5 scale
+        ("WEBP", "RGBA", (480, 360)),  # decoded whole, then shrunk
+        ("JPEG", "RGB", (600, 450)),  # the DCT scale: 1/4
+    ],
+)
 def test_the_fast_mode_shrinks_before_the_resize(fmt, mode, size, monkeypatch):
     data = encode(Image.new(mode, (2400, 1800), (200, 100, 50, 255)[: len(mode)]), fmt)
     sizes = resized_sizes(monkeypatch)

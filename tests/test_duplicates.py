@@ -40,8 +40,14 @@ def planted_set(seed: int = 0) -> tuple[np.ndarray, list[int]]:
     rng = np.random.default_rng(seed)
     vectors = clustered_vectors(3000, 32, clusters=30, noise=1.0, seed=seed)
     widths = [100] * len(vectors)
-    for row, cosine in [(10, 0.99), (11, 0.97), (12, THRESHOLD + 2e-6), (13, THRESHOLD - 2e-6), (14, THRESHOLD + 5e-4),
-                        (15, THRESHOLD - 5e-4)]:
+    for row, cosine in [
+        (10, 0.99),
+        (11, 0.97),
+        (12, THRESHOLD + 2e-6),
+        (13, THRESHOLD - 2e-6),
+        (14, THRESHOLD + 5e-4),
+        (15, THRESHOLD - 5e-4),
+    ]:
         vectors[2000 + row] = at_cosine(rng, vectors[row], cosine, length=3.0)
     for row in (20, 21):  # triples: two copies of one image
         vectors[2100 + row] = at_cosine(rng, vectors[row], 0.985)
@@ -83,7 +89,9 @@ def test_groups_equal_brute_force_over_every_pair(index_type, tmp_path):
     rows = table.to_pydict()
     unit = vectors.astype(np.float64) / np.linalg.norm(vectors.astype(np.float64), axis=1, keepdims=True)
     representative = [paths.index(p) for p in rows["representative"]]
-    np.testing.assert_allclose(rows["similarity"], np.einsum("ij,ij->i", unit[rows["id"]], unit[representative]), atol=1e-6)
+    np.testing.assert_allclose(
+        rows["similarity"], np.einsum("ij,ij->i", unit[rows["id"]], unit[representative]), atol=1e-6
+    )
     groups = groups_of(table)
     assert [g["size"] for g in groups] == sorted((g["size"] for g in groups), reverse=True)
     triple = next(g for g in groups if paths[21] in {m["path"] for m in g["members"]})
@@ -91,7 +99,9 @@ def test_groups_equal_brute_force_over_every_pair(index_type, tmp_path):
     others = [m["similarity"] for m in triple["members"][1:]]
     assert others == sorted(others, reverse=True) and triple["members"][0]["similarity"] == 1.0
     meta = table.schema.metadata
-    assert meta[b"duplicates.table_version"] == b"2" and meta[b"duplicates.threshold"] == b"0.95"  # three commits of 1,000 rows
+    assert (
+        meta[b"duplicates.table_version"] == b"2" and meta[b"duplicates.threshold"] == b"0.95"
+    )  # three commits of 1,000 rows
     assert int(meta[b"duplicates.candidate_pairs"]) >= int(meta[b"duplicates.pairs"]) == pairs
 
 
@@ -122,7 +132,16 @@ def jpeg(image: Image.Image, quality: int) -> bytes:
 
 # Photographs that the tests' small random-weight model tells apart (its embeddings put every two of them below a
 # cosine of 0.92); it cannot tell all of scikit-image's photographs apart (coffee and retina are at 0.98 for it).
-DISTINCT = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png", "camera.png", "moon.png", "horse.png")
+DISTINCT = (
+    "astronaut.png",
+    "chelsea.png",
+    "coffee.png",
+    "rocket.jpg",
+    "motorcycle_left.png",
+    "camera.png",
+    "moon.png",
+    "horse.png",
+)
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +160,9 @@ def copies_run(ray_cluster, model_dir, photo_paths, tmp_path_factory):
 
     (folder / "astronaut-q60.jpg").write_bytes(jpeg(image("astronaut.png"), 60))
     chelsea = image("chelsea.png")
-    chelsea.resize((chelsea.width * 9 // 10, chelsea.height * 9 // 10), Image.Resampling.BICUBIC).save(folder / "chelsea-resized.png")
+    chelsea.resize((chelsea.width * 9 // 10, chelsea.height * 9 // 10), Image.Resampling.BICUBIC).save(
+        folder / "chelsea-resized.png"
+    )
     for name in ("motorcycle_left.png", "camera.png"):
         photo = image(name)
         w, h = photo.width * 3 // 100, photo.height * 3 // 100
@@ -195,8 +216,11 @@ def test_bad_input_is_one_line_and_exit_status_2_and_no_index_yet_75(tmp_path, c
     assert "has no index (index/index.json is missing); build it with: vitmae index" in capsys.readouterr().err
     for threshold in ("0", "1.5", "-0.1"):
         assert f"threshold must be a cosine similarity in (0, 1], got {float(threshold)}" in error(
-            ["--run", str(tmp_path), "--threshold", threshold])
-    assert 'Parser key "threshold": Expected a <class \'float\'>. Got value: nan' in error(["--run", str(tmp_path), "--threshold", "nan"])
+            ["--run", str(tmp_path), "--threshold", threshold]
+        )
+    assert "Parser key \"threshold\": Expected a <class 'float'>. Got value: nan" in error(
+        ["--run", str(tmp_path), "--threshold", "nan"]
+    )
     build_index(str(tmp_path), IndexConfig(metric="l2"))
     assert "holds l2 distances; near-duplicates are found by cosine similarity" in error(["--run", str(tmp_path)])
     build_index(str(tmp_path))
@@ -208,5 +232,7 @@ def test_a_stale_index_is_refused(tmp_path):
     write_embeddings(str(tmp_path), clustered_vectors(50, 8))
     build_index(str(tmp_path))
     write_embeddings(str(tmp_path), clustered_vectors(60, 8))
-    with pytest.raises(ValueError, match="reflects version 0 of its embeddings table, which is now at version 1; update it"):
+    with pytest.raises(
+        ValueError, match="reflects version 0 of its embeddings table, which is now at version 1; update it"
+    ):
         find_duplicates(DuplicateConfig(str(tmp_path)))

@@ -48,7 +48,16 @@ BAD = {  # file name -> expected start of its error
 @pytest.fixture(scope="session")
 def scored_run(ray_cluster, images, model_dir, tmp_path_factory) -> Path:
     output = tmp_path_factory.mktemp("run") / "scored"
-    run(EmbedConfig(input=str(images), output=str(output), model=str(model_dir), infer=InferConfig(mask_ratio=0.75), batch_size=8, num_gpus=0))
+    run(
+        EmbedConfig(
+            input=str(images),
+            output=str(output),
+            model=str(model_dir),
+            infer=InferConfig(mask_ratio=0.75),
+            batch_size=8,
+            num_gpus=0,
+        )
+    )
     return output
 
 
@@ -58,13 +67,22 @@ def test_every_listed_input_ends_once_in_embeddings_or_errors(scored_run, images
     listed = {f"file://{p}" for p in images.iterdir() if p.suffix != ".txt"}
     assert set(embedded) | set(failed) == listed and not set(embedded) & set(failed)
     counts = manifest["counts"]
-    assert (counts["listed"], counts["new"], counts["embedded"], counts["failed"]) == (len(listed), len(listed), len(embedded), len(BAD))
+    assert (counts["listed"], counts["new"], counts["embedded"], counts["failed"]) == (
+        len(listed),
+        len(listed),
+        len(embedded),
+        len(BAD),
+    )
     for name, reason in BAD.items():
         assert failed[f"file://{images / name}"]["error"].startswith(reason)
     huge = embedded[f"file://{images / 'huge.jpg'}"]
     assert (huge["width"], huge["height"]) == (10_000, 8_000)
     assert all(len(r["embedding"]) == 64 and r["loss"] > 0 for r in embedded.values())
-    assert manifest["infer"]["mask_ratio"] == 0.75 and manifest["settings"]["model_sha256"] and manifest["package_versions"]["ray"]
+    assert (
+        manifest["infer"]["mask_ratio"] == 0.75
+        and manifest["settings"]["model_sha256"]
+        and manifest["package_versions"]["ray"]
+    )
     assert manifest["index"]["count"] == len(embedded) and (scored_run / "index" / "index.json").exists()
     assert set(manifest["timings"]) == {"start_ray_seconds", "embed_seconds", "maintenance_seconds", "index_seconds"}
     assert sorted(r["id"] for r in embedded.values()) == sorted(set(r["id"] for r in embedded.values()))
@@ -127,7 +145,11 @@ def test_cls_embeddings_match_and_the_gpu_request_falls_back_to_the_cpu(ray_clus
     for p in photo_paths:
         (folder / p.name).write_bytes(p.read_bytes())
     output = tmp_path / "cls"
-    manifest = run(EmbedConfig(input=str(folder), output=str(output), model=str(model_dir), infer=InferConfig(pooling="cls"), num_gpus=1))
+    manifest = run(
+        EmbedConfig(
+            input=str(folder), output=str(output), model=str(model_dir), infer=InferConfig(pooling="cls"), num_gpus=1
+        )
+    )
     assert manifest["resources"]["gpus"] == 1, manifest
     assert manifest["counts"]["embedded"] == len(photo_paths), read_run(output)[1]
     embedded, _, _ = read_run(output)
@@ -139,9 +161,27 @@ def test_cls_embeddings_match_and_the_gpu_request_falls_back_to_the_cpu(ray_clus
 @pytest.mark.slow  # scored_run and two more runs
 def test_loss_is_identical_across_runs_and_the_same_across_batch_sizes(scored_run, images, model_dir, tmp_path):
     again = tmp_path / "again"
-    run(EmbedConfig(input=str(images), output=str(again), model=str(model_dir), infer=InferConfig(mask_ratio=0.75), batch_size=3, num_gpus=0))
+    run(
+        EmbedConfig(
+            input=str(images),
+            output=str(again),
+            model=str(model_dir),
+            infer=InferConfig(mask_ratio=0.75),
+            batch_size=3,
+            num_gpus=0,
+        )
+    )
     same = tmp_path / "same"
-    run(EmbedConfig(input=str(images), output=str(same), model=str(model_dir), infer=InferConfig(mask_ratio=0.75), batch_size=8, num_gpus=0))
+    run(
+        EmbedConfig(
+            input=str(images),
+            output=str(same),
+            model=str(model_dir),
+            infer=InferConfig(mask_ratio=0.75),
+            batch_size=8,
+            num_gpus=0,
+        )
+    )
     first, _, _ = read_run(scored_run)
     second, _, _ = read_run(again)
     assert first.keys() == second.keys()
@@ -155,16 +195,40 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.slow  # three runs
-def test_other_settings_are_refused_before_work_and_overwrite_starts_anew(ray_cluster, model_dir, two_photos, tmp_path, capsys):
+def test_other_settings_are_refused_before_work_and_overwrite_starts_anew(
+    ray_cluster, model_dir, two_photos, tmp_path, capsys
+):
     output = tmp_path / "run"
     args = ["embed", "--input", str(two_photos), "--output", str(output), "--model", str(model_dir)]
     assert cli([*args, "--infer.mask_ratio", "0.75"]) == 0
     before = snapshot(output)
-    assert cli([*args, "--infer.mask_ratio", "0.5", "--infer.seed", "3", "--infer.pooling", "cls", "--decode.mode", "exact"]) == 2
+    assert (
+        cli(
+            [
+                *args,
+                "--infer.mask_ratio",
+                "0.5",
+                "--infer.seed",
+                "3",
+                "--infer.pooling",
+                "cls",
+                "--decode.mode",
+                "exact",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert f"output {output} was embedded with other settings: " in err and "give --overwrite true to start new tables" in err
-    for difference in ("pooling 'mean' (the table) vs 'cls' (this run)", "mask_ratio 0.75 (the table) vs 0.5 (this run)",
-                       "seed 0 (the table) vs 3 (this run)", "decode 'fast' (the table) vs 'exact' (this run)"):
+    assert (
+        f"output {output} was embedded with other settings: " in err
+        and "give --overwrite true to start new tables" in err
+    )
+    for difference in (
+        "pooling 'mean' (the table) vs 'cls' (this run)",
+        "mask_ratio 0.75 (the table) vs 0.5 (this run)",
+        "seed 0 (the table) vs 3 (this run)",
+        "decode 'fast' (the table) vs 'exact' (this run)",
+    ):
         assert difference in err, err
     broken = tmp_path / "broken"  # weights that do not fit the config: refused before the earlier run is removed
     (broken).mkdir()
@@ -184,7 +248,17 @@ def test_other_settings_are_refused_before_work_and_overwrite_starts_anew(ray_cl
 
 
 def test_more_gpus_than_the_cluster_has_fail_before_work(ray_cluster, model_dir, two_photos, tmp_path, capsys):
-    args = ["embed", "--input", str(two_photos), "--output", str(tmp_path / "out"), "--model", str(model_dir), "--num_gpus", "3"]
+    args = [
+        "embed",
+        "--input",
+        str(two_photos),
+        "--output",
+        str(tmp_path / "out"),
+        "--model",
+        str(model_dir),
+        "--num_gpus",
+        "3",
+    ]
     assert cli(args) == 2
     assert "num_gpus 3 asks for more GPUs than the Ray cluster's 1" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
@@ -207,9 +281,11 @@ def test_a_mistyped_model_is_the_same_line_in_every_command(images, tmp_path, mo
     monkeypatch.chdir(tmp_path)
     name = "models/vit-mae-bse"
     expected = f"checkpoint folder not found: no local folder {tmp_path / name}, and the Hugging Face hub could not give {name} ("
-    commands = [["embed", "--input", str(images), "--output", "out", "--model", name],
-                ["pretrain", "--input", str(images), "--output", "out", "--init", name],
-                ["reconstruct", "--model", name, "--images", "[x.png]", "--png", "x.png"]]
+    commands = [
+        ["embed", "--input", str(images), "--output", "out", "--model", name],
+        ["pretrain", "--input", str(images), "--output", "out", "--init", name],
+        ["reconstruct", "--model", name, "--images", "[x.png]", "--png", "x.png"],
+    ]
     for command in commands:
         assert cli(command) == 2
         err = capsys.readouterr().err.strip()
@@ -224,7 +300,10 @@ def test_a_mistyped_model_is_the_same_line_in_every_command(images, tmp_path, mo
     [
         (lambda d, m: ["--input", str(d / "nowhere")], "no such folder, prefix or file"),
         (lambda d, m: ["--input", str(d)], "no files found there"),
-        (lambda d, m: ["--input", str(m), "--extensions", "[xyz]"], "none of its 3 files has one of the extensions xyz"),
+        (
+            lambda d, m: ["--input", str(m), "--extensions", "[xyz]"],
+            "none of its 3 files has one of the extensions xyz",
+        ),
         (lambda d, m: ["--model", str(d)], "has no config.json"),
         (lambda d, m: ["--infer.mask_ratio", "1.5"], "mask_ratio must be in [0, 1)"),
         (lambda d, m: ["--infer.dtype", "float8"], "unknown dtype 'float8'"),
@@ -252,11 +331,22 @@ def test_user_mistakes_are_one_line_errors(mistake, expected, images, model_dir,
 def test_an_endpoint_that_does_not_answer_is_an_outage_before_work(images, model_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "example-key")  # credentials, so that S3 requests go as far as the endpoint
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "example-secret")
-    argv = ["embed", "--input", "s3://bucket/photos/", "--output", str(tmp_path / "out"), "--model", str(model_dir),
-            "--storage.endpoint", "http://127.0.0.1:9"]
+    argv = [
+        "embed",
+        "--input",
+        "s3://bucket/photos/",
+        "--output",
+        str(tmp_path / "out"),
+        "--model",
+        str(model_dir),
+        "--storage.endpoint",
+        "http://127.0.0.1:9",
+    ]
     assert cli(argv) == 75  # an outage or a wrong endpoint: the message says which setting to check
     err = capsys.readouterr().err.strip()
-    assert "s3://bucket/photos/: cannot reach the storage at http://127.0.0.1:9 (" in err and len(err.splitlines()) == 1, err
+    assert (
+        "s3://bucket/photos/: cannot reach the storage at http://127.0.0.1:9 (" in err and len(err.splitlines()) == 1
+    ), err
     assert not (tmp_path / "out").exists()
 
 
@@ -264,11 +354,28 @@ def test_s3_mistakes_are_one_line_errors_before_work(s3, model_dir, tmp_path, mo
     import s3fs
 
     s3fs.S3FileSystem(**s3.storage_options()).put(str(model_dir), "test/mistakes/model", recursive=True)
-    args = ["--output", "s3://test/mistakes/out", "--model", "s3://test/mistakes/model", "--storage.endpoint", s3.endpoint_url]
+    args = [
+        "--output",
+        "s3://test/mistakes/out",
+        "--model",
+        "s3://test/mistakes/model",
+        "--storage.endpoint",
+        s3.endpoint_url,
+    ]
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3.access_key)
     for secret, source, expected, status in [
-        (s3.secret_key + "x", "s3://test/mistakes/photos/", "s3://test/mistakes/out: the store refused the credentials", 77),
-        (s3.secret_key, "s3://no-such-bucket/photos/", "s3://no-such-bucket/photos/: no such bucket 'no-such-bucket'", 2),
+        (
+            s3.secret_key + "x",
+            "s3://test/mistakes/photos/",
+            "s3://test/mistakes/out: the store refused the credentials",
+            77,
+        ),
+        (
+            s3.secret_key,
+            "s3://no-such-bucket/photos/",
+            "s3://no-such-bucket/photos/: no such bucket 'no-such-bucket'",
+            2,
+        ),
     ]:
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
         started = time.time()
@@ -286,7 +393,9 @@ def test_model_processor_mismatch_and_missing_processor_fail_before_work(model_d
     assert "has no preprocessor_config.json" in capsys.readouterr().err
     vitmae.ViTImageProcessor(size=96).save_pretrained(broken)
     assert cli(["embed", "--input", str(images), "--output", str(tmp_path / "o"), "--model", str(broken)]) == 2
-    assert "the processor resizes to {'height': 96, 'width': 96} but the model expects 224x224" in capsys.readouterr().err
+    assert (
+        "the processor resizes to {'height': 96, 'width': 96} but the model expects 224x224" in capsys.readouterr().err
+    )
     vitmae.ViTImageProcessor(size=224, do_resize=False).save_pretrained(broken)
     assert cli(["embed", "--input", str(images), "--output", str(tmp_path / "o"), "--model", str(broken)]) == 2
     assert "the processor resizes to nothing (do_resize is false)" in capsys.readouterr().err
@@ -316,8 +425,16 @@ def test_s3_input_model_and_output(ray_cluster, s3, model_dir, photo_paths, monk
         fs.rm("test/embed/photos/deleted.jpg")  # gone between the listing and the read
 
     monkeypatch.setattr(pipeline.embed.run, "iter_listing", list_then_delete)
-    manifest = run(EmbedConfig(input="s3://test/embed/photos/", output="s3://test/embed/run", model="s3://test/embed/model",
-                               infer=InferConfig(mask_ratio=0.75), storage=StorageConfig(s3.endpoint_url), num_gpus=0))
+    manifest = run(
+        EmbedConfig(
+            input="s3://test/embed/photos/",
+            output="s3://test/embed/run",
+            model="s3://test/embed/model",
+            infer=InferConfig(mask_ratio=0.75),
+            storage=StorageConfig(s3.endpoint_url),
+            num_gpus=0,
+        )
+    )
     assert (manifest["counts"]["listed"], manifest["counts"]["embedded"], manifest["counts"]["failed"]) == (5, 3, 2)
     embedded, errors, _ = read_run("s3://test/embed/run", s3_storage(s3))
     assert sorted(embedded) == sorted(f"s3://test/embed/photos/{name}" for name in names)
@@ -331,10 +448,16 @@ def test_job_submission_to_a_local_head(ray_cluster, model_dir, two_photos, tmp_
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     client = JobSubmissionClient(ray_cluster)
-    job = submit_job(client, f"{sys.executable} -m jobs.embed --input {two_photos} --output {tmp_path / 'out'} --model {model_dir} --num_gpus 0",
-                     {"PYTHONPATH": str(Path(__file__).parents[1])})
+    job = submit_job(
+        client,
+        f"{sys.executable} -m jobs.embed --input {two_photos} --output {tmp_path / 'out'} --model {model_dir} --num_gpus 0",
+        {"PYTHONPATH": str(Path(__file__).parents[1])},
+    )
     deadline = time.time() + 240
-    while client.get_job_status(job) not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED} and time.time() < deadline:
+    while (
+        client.get_job_status(job) not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}
+        and time.time() < deadline
+    ):
         time.sleep(2)
     logs = client.get_job_logs(job)
     assert client.get_job_status(job) == JobStatus.SUCCEEDED, logs[-3000:]
@@ -346,13 +469,31 @@ def test_job_submission_to_a_local_head(ray_cluster, model_dir, two_photos, tmp_
 def test_without_a_ray_address_the_job_starts_its_own_local_ray(model_dir, two_photos, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     done = subprocess.run(
-        [sys.executable, "-m", "jobs.embed", "--input", str(two_photos), "--output", str(tmp_path / "out"), "--model", str(model_dir)],
-        capture_output=True, text=True, env=env, cwd=Path(__file__).parents[1], timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "jobs.embed",
+            "--input",
+            str(two_photos),
+            "--output",
+            str(tmp_path / "out"),
+            "--model",
+            str(model_dir),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=Path(__file__).parents[1],
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "embedded 2, failed 0" in done.stdout
     manifest = read_run(tmp_path / "out")[2]
-    assert manifest["counts"]["embedded"] == 2 and manifest["resources"]["dashboard"] is False and manifest["resources"]["cpu_threads"] >= 1
+    assert (
+        manifest["counts"]["embedded"] == 2
+        and manifest["resources"]["dashboard"] is False
+        and manifest["resources"]["cpu_threads"] >= 1
+    )
 
 
 def test_decode_mode_reaches_the_cpu_stage():
@@ -373,7 +514,17 @@ def test_compile_reaches_the_model_actors():
 def test_overwrite_removes_everything_an_earlier_run_wrote(ray_cluster, model_dir, two_photos, tmp_path):
     """Every name under a run folder is in `layout.RUN_FILES`, so --overwrite leaves no ranking of a run that is gone."""
     output = tmp_path / "run"
-    args = ["embed", "--input", str(two_photos), "--output", str(output), "--model", str(model_dir), "--infer.mask_ratio", "0.75"]
+    args = [
+        "embed",
+        "--input",
+        str(two_photos),
+        "--output",
+        str(output),
+        "--model",
+        str(model_dir),
+        "--infer.mask_ratio",
+        "0.75",
+    ]
     assert cli(args) == 0
     rank_anomalies(AnomalyConfig(str(output)), Storage())
     find_duplicates(DuplicateConfig(str(output)), Storage())
@@ -413,7 +564,10 @@ def test_a_bug_is_one_line_with_its_traceback_behind_debug(monkeypatch, capsys):
     args = ["embed", "--input", "in", "--output", "out", "--model", "m"]
     assert cli(args) == 1
     err = capsys.readouterr().err.strip()
-    assert err == "vitmae embed: error: internal error, RuntimeError: boom (run again with --debug (or VITMAE_DEBUG=1) for the traceback)"
+    assert (
+        err
+        == "vitmae embed: error: internal error, RuntimeError: boom (run again with --debug (or VITMAE_DEBUG=1) for the traceback)"
+    )
     assert cli([*args, "--debug"]) == 1
     err = capsys.readouterr().err
     assert "Traceback (most recent call last)" in err and "second line of the message" in err
@@ -422,5 +576,7 @@ def test_a_bug_is_one_line_with_its_traceback_behind_debug(monkeypatch, capsys):
 
 
 def test_four_masks_by_default_when_the_loss_is_scored():
-    config, _ = parse(embed_job.COMMAND, ["--input", "i", "--output", "o", "--model", "m", "--infer.mask_ratio", "0.75"])
+    config, _ = parse(
+        embed_job.COMMAND, ["--input", "i", "--output", "o", "--model", "m", "--infer.mask_ratio", "0.75"]
+    )
     assert config.infer.loss_samples == 4 == InferConfig().loss_samples

@@ -35,7 +35,9 @@ def test_failed_rows_pass_through_and_the_rest_equal_the_model(model_dir):
     processor = vitmae.ViTImageProcessor.from_pretrained(model_dir)
     model = vitmae.ViTMAEModel.from_pretrained(model_dir).eval()
     with torch.inference_mode():
-        expected = pool(model(processor.normalize(torch.from_numpy(pixels)), mask_ratio=0.0).last_hidden_state, "mean").numpy()
+        expected = pool(
+            model(processor.normalize(torch.from_numpy(pixels)), mask_ratio=0.0).last_hidden_state, "mean"
+        ).numpy()
     np.testing.assert_allclose(clean[schema.EMBEDDING], expected, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(mixed[schema.EMBEDDING][[0, 2]], expected[[0, 2]], rtol=1e-4, atol=1e-5)
     assert not mixed[schema.EMBEDDING][1].any() and np.isnan(mixed[schema.LOSS]).all()

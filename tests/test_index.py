@@ -110,10 +110,13 @@ def test_hnsw_range_search_over_more_queries_than_faiss_checks_at_once(tmp_path)
 
 def test_exact_top_k_over_batches_equals_one_pass():
     rng = np.random.default_rng(1)
-    vectors, queries = rng.standard_normal((1000, 16)).astype(np.float32), rng.standard_normal((20, 16)).astype(np.float32)
+    vectors, queries = (
+        rng.standard_normal((1000, 16)).astype(np.float32),
+        rng.standard_normal((20, 16)).astype(np.float32),
+    )
     streamed = ExactTopK(queries, 5)
     for start in range(0, 1000, 64):  # uneven last batch
-        streamed.add(vectors[start:start + 64], np.arange(start, min(start + 64, 1000)))
+        streamed.add(vectors[start : start + 64], np.arange(start, min(start + 64, 1000)))
     distances = ((queries[:, None] - vectors[None]) ** 2).sum(-1)
     assert np.array_equal(streamed.ids, np.argsort(distances, axis=1)[:, :5])
 
@@ -145,7 +148,12 @@ def test_index_round_trip_through_s3(s3, monkeypatch, capsys):
     assert cli(["index", *argv]) == 0
     assert "hnsw index (HNSW32, cosine) of 2500 x 24-d vectors" in capsys.readouterr().out
     fs = fsspec.filesystem("s3", **options)
-    assert sorted(p.rsplit("/", 1)[-1] for p in fs.ls("test/index-rt/run/index")) == ["ids.parquet", "index.faiss", "index.json", "removed.parquet"]
+    assert sorted(p.rsplit("/", 1)[-1] for p in fs.ls("test/index-rt/run/index")) == [
+        "ids.parquet",
+        "index.faiss",
+        "index.json",
+        "removed.parquet",
+    ]
     loaded = load_index("s3://test/index-rt/run", s3_storage(s3))
     assert loaded.index.ntotal == 2500 and loaded.info["search_params"] == {"efSearch": 64}
     searcher = Searcher("s3://test/index-rt/run", s3_storage(s3))
@@ -164,7 +172,11 @@ def test_index_command_errors_are_one_line(tmp_path, capsys):
     assert "has no embeddings table" in error(["--run", str(tmp_path)])
     write_embeddings(str(tmp_path), clustered_vectors(1, 8))
     assert "holds 1 embedding(s); an index needs at least 2" in error(["--run", str(tmp_path)])
-    assert "memory_budget_gb must be a positive number" in error(["--run", str(tmp_path), "--index.memory_budget_gb", "0"])
+    assert "memory_budget_gb must be a positive number" in error(
+        ["--run", str(tmp_path), "--index.memory_budget_gb", "0"]
+    )
     write_embeddings(str(tmp_path), clustered_vectors(100, 8))
-    assert "index_type flat needs about" in error(["--run", str(tmp_path), "--index.index_type", "flat", "--index.memory_budget_gb", "1e-6"])
+    assert "index_type flat needs about" in error(
+        ["--run", str(tmp_path), "--index.index_type", "flat", "--index.memory_budget_gb", "1e-6"]
+    )
     assert "has no embeddings table" in error(["--run", str(tmp_path / "missing")])

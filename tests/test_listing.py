@@ -26,11 +26,38 @@ from vitmae.errors import InvalidInput, NotFound
 from conftest import s3_storage
 
 # A tree for globs: names with spaces and non-ASCII letters, files at three depths, folders sharing a name's start.
-TREE = ("a.jpg", "b.png", "x1.jpg", "x2.jpg", "x10.jpg", "sub/c.jpg", "sub/deep/d.jpg", "sub/deep/e.png", "sub2/e1.jpg",
-        "sub2/e2.jpg", "sub2/e3.jpg", "other-x/f.jpg", "space name/ü ö.jpg", "notes.txt")
+TREE = (
+    "a.jpg",
+    "b.png",
+    "x1.jpg",
+    "x2.jpg",
+    "x10.jpg",
+    "sub/c.jpg",
+    "sub/deep/d.jpg",
+    "sub/deep/e.png",
+    "sub2/e1.jpg",
+    "sub2/e2.jpg",
+    "sub2/e3.jpg",
+    "other-x/f.jpg",
+    "space name/ü ö.jpg",
+    "notes.txt",
+)
 # Each after the tree's folder; the last also matches a sibling folder sharing the start of its name.
-PATTERNS = ("/*.jpg", "/**/*.jpg", "/**", "/sub*/*.jpg", "/sub2/e[12].jpg", "/sub2/e[!1].jpg", "/x?.jpg", "/s*/**/d.jpg",
-            "/sub/**", "/[ao]*/*", "/space name/*", "/*/*/*.png", "*/a.jpg")
+PATTERNS = (
+    "/*.jpg",
+    "/**/*.jpg",
+    "/**",
+    "/sub*/*.jpg",
+    "/sub2/e[12].jpg",
+    "/sub2/e[!1].jpg",
+    "/x?.jpg",
+    "/s*/**/d.jpg",
+    "/sub/**",
+    "/[ao]*/*",
+    "/space name/*",
+    "/*/*/*.png",
+    "*/a.jpg",
+)
 
 
 def test_a_text_list_is_looked_up_and_matches_the_listing(tmp_path):
@@ -38,7 +65,9 @@ def test_a_text_list_is_looked_up_and_matches_the_listing(tmp_path):
     folder.mkdir()
     for name in ("b.png", "a.png"):
         (folder / name).write_bytes(b"x" * 10)
-    (tmp_path / "list.txt").write_text(f"# inputs\n{folder / 'b.png'}\n\nfile://{folder / 'a.png'}\n{folder / 'b.png'}\n")
+    (tmp_path / "list.txt").write_text(
+        f"# inputs\n{folder / 'b.png'}\n\nfile://{folder / 'a.png'}\n{folder / 'b.png'}\n"
+    )
     listed = read_input_list(str(tmp_path / "list.txt"), Storage())
     assert listed.equals(list_inputs(str(folder), ("png",), Storage()))  # same paths, sizes and mtimes, each once
     (tmp_path / "missing.txt").write_text(f"{folder / 'gone.png'}\n")
@@ -48,8 +77,17 @@ def test_a_text_list_is_looked_up_and_matches_the_listing(tmp_path):
 
 def test_an_inventory_gives_the_identity_without_a_lookup(tmp_path):
     when = datetime.datetime(2026, 11, 1, tzinfo=datetime.timezone.utc)
-    pq.write_table(pa.table({"path": ["s3://b/k2.jpg", "s3://b/k1.jpg"], "size": [5, 7], "last_modified": [when, when],
-                             "e_tag": ["e2", "e1"]}), tmp_path / "inventory.parquet")
+    pq.write_table(
+        pa.table(
+            {
+                "path": ["s3://b/k2.jpg", "s3://b/k1.jpg"],
+                "size": [5, 7],
+                "last_modified": [when, when],
+                "e_tag": ["e2", "e1"],
+            }
+        ),
+        tmp_path / "inventory.parquet",
+    )
     listed = read_input_list(str(tmp_path / "inventory.parquet"), Storage()).to_pylist()
     assert listed == [
         {schema.PATH: "s3://b/k1.jpg", schema.SIZE: 7, schema.MTIME: when.timestamp(), schema.ETAG: "e1"},
@@ -64,7 +102,9 @@ def test_bad_lists_are_one_line_errors(tmp_path):
     with pytest.raises(ValueError, match="lists no inputs"):
         read_input_list(str(tmp_path / "empty.txt"), Storage())
     pq.write_table(pa.table({"key": ["a"]}), tmp_path / "wrong.parquet")
-    with pytest.raises(ValueError, match="expected a 'path' column, or an S3 Inventory's 'bucket' and 'key', found key"):
+    with pytest.raises(
+        ValueError, match="expected a 'path' column, or an S3 Inventory's 'bucket' and 'key', found key"
+    ):
         read_input_list(str(tmp_path / "wrong.parquet"), Storage())
 
 
@@ -74,7 +114,9 @@ def glob_against_fsspec(base: str, storage: Storage, monkeypatch) -> None:
     expected = {}
     for pattern in PATTERNS:
         found = fs.glob(base + pattern, detail=True)
-        expected[pattern] = sorted(fs.unstrip_protocol(p) for p, info in found.items() if info["type"] == "file" and not p.endswith(".txt"))
+        expected[pattern] = sorted(
+            fs.unstrip_protocol(p) for p, info in found.items() if info["type"] == "file" and not p.endswith(".txt")
+        )
         assert expected[pattern], pattern
 
     def refused(*args, **kwargs):
@@ -146,15 +188,39 @@ def utc(*args: int) -> datetime.datetime:
 # An S3 Inventory report of the versioned bucket photos-src in AWS's fields and order, in two data files: keys with
 # spaces, a '+' and non-ASCII letters, a version that is not the latest, and a deleted object (its delete marker and
 # the version before it).
-FIELDS = ("Bucket", "Key", "VersionId", "IsLatest", "IsDeleteMarker", "Size", "LastModifiedDate", "ETag", "StorageClass")
+FIELDS = (
+    "Bucket",
+    "Key",
+    "VersionId",
+    "IsLatest",
+    "IsDeleteMarker",
+    "Size",
+    "LastModifiedDate",
+    "ETag",
+    "StorageClass",
+)
 REPORT = (
-    (("photos-src", "a.jpg", "v1", True, False, 10, utc(2026, 11, 1, 12, 0, 0, 123000), "etag-a", "STANDARD"),
-     ("photos-src", "dir/with space/ü + plus.jpg", "v2", True, False, 11, utc(2026, 11, 1, 13), "etag-u", "STANDARD"),
-     ("photos-src", "old.jpg", "v3", True, False, 12, utc(2026, 11, 1, 14), "etag-new", "STANDARD_IA")),
-    (("photos-src", "old.jpg", "v0", False, False, 99, utc(2026, 10, 1), "etag-old", "STANDARD"),
-     ("photos-src", "deleted.jpg", "v5", True, True, None, utc(2026, 11, 1, 15), None, None),
-     ("photos-src", "deleted.jpg", "v4", False, False, 13, utc(2026, 10, 2), "etag-d", "STANDARD"),
-     ("photos-src", "b.png", "v6", True, False, 14, utc(2026, 11, 1, 16), "etag-b", "GLACIER_IR")),
+    (
+        ("photos-src", "a.jpg", "v1", True, False, 10, utc(2026, 11, 1, 12, 0, 0, 123000), "etag-a", "STANDARD"),
+        (
+            "photos-src",
+            "dir/with space/ü + plus.jpg",
+            "v2",
+            True,
+            False,
+            11,
+            utc(2026, 11, 1, 13),
+            "etag-u",
+            "STANDARD",
+        ),
+        ("photos-src", "old.jpg", "v3", True, False, 12, utc(2026, 11, 1, 14), "etag-new", "STANDARD_IA"),
+    ),
+    (
+        ("photos-src", "old.jpg", "v0", False, False, 99, utc(2026, 10, 1), "etag-old", "STANDARD"),
+        ("photos-src", "deleted.jpg", "v5", True, True, None, utc(2026, 11, 1, 15), None, None),
+        ("photos-src", "deleted.jpg", "v4", False, False, 13, utc(2026, 10, 2), "etag-d", "STANDARD"),
+        ("photos-src", "b.png", "v6", True, False, 14, utc(2026, 11, 1, 16), "etag-b", "GLACIER_IR"),
+    ),
 )
 LISTED = [  # what the report lists, by path
     ("s3://photos-src/a.jpg", 10, utc(2026, 11, 1, 12, 0, 0, 123000), "etag-a"),
@@ -164,36 +230,63 @@ LISTED = [  # what the report lists, by path
 ]
 FILE_SCHEMAS = {  # the fileSchema AWS writes for ORC and Parquet reports (those files name their own columns)
     "ORC": "struct<bucket:string,key:string,version_id:string,is_latest:boolean,is_delete_marker:boolean,size:bigint,"
-           "last_modified_date:timestamp,e_tag:string,storage_class:string>",
+    "last_modified_date:timestamp,e_tag:string,storage_class:string>",
     "Parquet": "message s3.inventory { required binary bucket (UTF8); required binary key (UTF8); optional binary "
-               "version_id (UTF8); optional boolean is_latest; optional boolean is_delete_marker; optional int64 size; "
-               "optional int64 last_modified_date (TIMESTAMP_MILLIS); optional binary e_tag (UTF8); optional binary "
-               "storage_class (UTF8);}",
+    "version_id (UTF8); optional boolean is_latest; optional boolean is_delete_marker; optional int64 size; "
+    "optional int64 last_modified_date (TIMESTAMP_MILLIS); optional binary e_tag (UTF8); optional binary "
+    "storage_class (UTF8);}",
 }
 
 
 def listing_rows(listed: list[tuple]) -> list[dict]:
-    return [{schema.PATH: p, schema.SIZE: size, schema.MTIME: when.timestamp(), schema.ETAG: etag} for p, size, when, etag in listed]
+    return [
+        {schema.PATH: p, schema.SIZE: size, schema.MTIME: when.timestamp(), schema.ETAG: etag}
+        for p, size, when, etag in listed
+    ]
 
 
 def csv_bytes(rows: tuple[tuple, ...]) -> bytes:
     """Rows as AWS writes a CSV report: no header, every field quoted, keys URL-encoded, empty where unknown."""
+
     def field(value) -> str:
         if isinstance(value, bool):
             return "true" if value else "false"
         if isinstance(value, datetime.datetime):
             return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
         return "" if value is None else str(value)
-    lines = [",".join(f'"{urllib.parse.quote_plus(field(v)) if i == 1 else field(v)}"' for i, v in enumerate(row)) for row in rows]
+
+    lines = [
+        ",".join(f'"{urllib.parse.quote_plus(field(v)) if i == 1 else field(v)}"' for i, v in enumerate(row))
+        for row in rows
+    ]
     return "".join(f"{line}\n" for line in lines).encode()
 
 
 def report_table(rows: tuple[tuple, ...]) -> pa.Table:
     """Rows as ORC and Parquet reports hold them: snake_case columns, typed."""
     columns = list(zip(*rows))
-    types = (pa.string(), pa.string(), pa.string(), pa.bool_(), pa.bool_(), pa.int64(), pa.timestamp("ms", tz="UTC"),
-             pa.string(), pa.string())
-    names = ("bucket", "key", "version_id", "is_latest", "is_delete_marker", "size", "last_modified_date", "e_tag", "storage_class")
+    types = (
+        pa.string(),
+        pa.string(),
+        pa.string(),
+        pa.bool_(),
+        pa.bool_(),
+        pa.int64(),
+        pa.timestamp("ms", tz="UTC"),
+        pa.string(),
+        pa.string(),
+    )
+    names = (
+        "bucket",
+        "key",
+        "version_id",
+        "is_latest",
+        "is_delete_marker",
+        "size",
+        "last_modified_date",
+        "e_tag",
+        "storage_class",
+    )
     return pa.table({name: pa.array(values, kind) for name, values, kind in zip(names, columns, types)})
 
 
@@ -202,7 +295,10 @@ def write_report(bucket: Path, prefix: str, file_format: str, report: tuple[tupl
     of the destination bucket 'test'), keys under `prefix`; returns the manifest's path."""
     files = []
     for rows in report:
-        key = f"{prefix}photos-src/config-1/data/{uuid.uuid4()}." + {"CSV": "csv.gz", "ORC": "orc", "Parquet": "parquet"}[file_format]
+        key = (
+            f"{prefix}photos-src/config-1/data/{uuid.uuid4()}."
+            + {"CSV": "csv.gz", "ORC": "orc", "Parquet": "parquet"}[file_format]
+        )
         path = bucket / key
         path.parent.mkdir(parents=True, exist_ok=True)
         if file_format == "CSV":
@@ -211,14 +307,25 @@ def write_report(bucket: Path, prefix: str, file_format: str, report: tuple[tupl
             pyarrow.orc.write_table(report_table(rows), path)
         else:
             pq.write_table(report_table(rows), path)
-        files.append({"key": key, "size": path.stat().st_size, "MD5checksum": hashlib.md5(path.read_bytes()).hexdigest()})
+        files.append(
+            {"key": key, "size": path.stat().st_size, "MD5checksum": hashlib.md5(path.read_bytes()).hexdigest()}
+        )
     manifest = bucket / f"{prefix}photos-src/config-1/2026-11-02T01-00Z/manifest.json"
     manifest.parent.mkdir(parents=True)
-    manifest.write_text(json.dumps({
-        "sourceBucket": "photos-src", "destinationBucket": "arn:aws:s3:::test", "version": "2016-11-30",
-        "creationTimestamp": "1793581200000", "fileFormat": file_format,
-        "fileSchema": ", ".join(FIELDS) if file_format == "CSV" else FILE_SCHEMAS[file_format], "files": files,
-    }, indent=4))
+    manifest.write_text(
+        json.dumps(
+            {
+                "sourceBucket": "photos-src",
+                "destinationBucket": "arn:aws:s3:::test",
+                "version": "2016-11-30",
+                "creationTimestamp": "1793581200000",
+                "fileFormat": file_format,
+                "fileSchema": ", ".join(FIELDS) if file_format == "CSV" else FILE_SCHEMAS[file_format],
+                "files": files,
+            },
+            indent=4,
+        )
+    )
     return manifest
 
 
@@ -254,10 +361,15 @@ def test_a_csv_data_file_alone_is_read_as_bucket_key_size_time_etag(tmp_path):
     (tmp_path / "plain.csv").write_bytes(csv_bytes(rows))
     (tmp_path / "part.csv.gz").write_bytes(gzip.compress(csv_bytes(rows)))
     for name in ("plain.csv", "part.csv.gz"):
-        assert read_input_list(str(tmp_path / name), Storage()).to_pylist() == listing_rows([LISTED[0], LISTED[2], LISTED[3]])
+        assert read_input_list(str(tmp_path / name), Storage()).to_pylist() == listing_rows(
+            [LISTED[0], LISTED[2], LISTED[3]]
+        )
     (tmp_path / "versioned.csv.gz").write_bytes(gzip.compress(csv_bytes(REPORT[0])))  # VersionId where Size is read
-    with pytest.raises(ValueError, match="versioned.csv.gz: not an S3 Inventory CSV file, read as Bucket, Key, Size, "
-                                         "LastModifiedDate, ETag; give its manifest.json instead"):
+    with pytest.raises(
+        ValueError,
+        match="versioned.csv.gz: not an S3 Inventory CSV file, read as Bucket, Key, Size, "
+        "LastModifiedDate, ETag; give its manifest.json instead",
+    ):
         read_input_list(str(tmp_path / "versioned.csv.gz"), Storage())
 
 
@@ -267,27 +379,46 @@ def test_what_is_not_an_inventory_or_a_list_is_a_one_line_error(tmp_path):
             read_input_list(str(path), Storage())
 
     (tmp_path / "photo.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)))
-    fails(tmp_path / "photo.jpg", InvalidInput, "expected an S3 Inventory report \\(its manifest.json, or a CSV, ORC or "
-          "Parquet data file\\), Parquet with a 'path' column, or text with one URI a line; found binary data")
+    fails(
+        tmp_path / "photo.jpg",
+        InvalidInput,
+        "expected an S3 Inventory report \\(its manifest.json, or a CSV, ORC or "
+        "Parquet data file\\), Parquet with a 'path' column, or text with one URI a line; found binary data",
+    )
     (tmp_path / "broken.parquet").write_bytes(b"PAR1" + bytes(100))
     fails(tmp_path / "broken.parquet", InvalidInput, "broken.parquet: not a Parquet file")
     pyarrow.orc.write_table(pa.table({"name": ["a"]}), tmp_path / "other.orc")
-    fails(tmp_path / "other.orc", InvalidInput, "other.orc: expected an S3 Inventory's 'bucket' and 'key' columns, found name")
+    fails(
+        tmp_path / "other.orc",
+        InvalidInput,
+        "other.orc: expected an S3 Inventory's 'bucket' and 'key' columns, found name",
+    )
     (tmp_path / "other.json").write_text('{"sourceBucket": "photos-src"}')
-    fails(tmp_path / "other.json", InvalidInput, "expected an S3 Inventory manifest with destinationBucket, fileFormat, "
-          "fileSchema, files; found sourceBucket")
+    fails(
+        tmp_path / "other.json",
+        InvalidInput,
+        "expected an S3 Inventory manifest with destinationBucket, fileFormat, fileSchema, files; found sourceBucket",
+    )
 
     manifest = write_report(tmp_path / "test", "", "CSV")
     fields = json.loads(manifest.read_text())
     manifest.write_text(json.dumps(fields | {"fileFormat": "JSON"}))
     fails(manifest, InvalidInput, "fileFormat 'JSON', expected one of CSV, ORC, Parquet")
     manifest.write_text(json.dumps(fields | {"fileSchema": "Bucket, Key, Size"}))
-    fails(manifest, InvalidInput, r"manifest.json: its data file file://.*\.csv\.gz: 9 columns, its manifest's fileSchema names 3")
+    fails(
+        manifest,
+        InvalidInput,
+        r"manifest.json: its data file file://.*\.csv\.gz: 9 columns, its manifest's fileSchema names 3",
+    )
     moved = tmp_path / "elsewhere" / "manifest.json"
     moved.parent.mkdir()
     moved.write_text(json.dumps(fields))
-    fails(moved, InvalidInput, "its data files are keys in the bucket test; a manifest on a local disk must lie in a "
-          "copy of that bucket, a folder named test above it")
+    fails(
+        moved,
+        InvalidInput,
+        "its data files are keys in the bucket test; a manifest on a local disk must lie in a "
+        "copy of that bucket, a folder named test above it",
+    )
     (tmp_path / "test" / fields["files"][0]["key"]).unlink()
     manifest.write_text(json.dumps(fields))
     fails(manifest, NotFound, f"its data file file://{tmp_path}/test/{fields['files'][0]['key']} does not exist")
@@ -299,16 +430,28 @@ def test_a_run_embeds_the_objects_an_inventory_lists(ray_cluster, s3, model_dir,
     keys = {"listing/run/a photo.png": photo_paths[0], "listing/run/ü+1.jpg": photo_paths[3]}
     fs.pipe({f"test/{key}": path.read_bytes() for key, path in keys.items()})
     infos = {key: fs.info(f"test/{key}") for key in keys}
-    rows = tuple(("test", key, "v1", True, False, info["size"], info["LastModified"], info["ETag"].strip('"'), "STANDARD")
-                 for key, info in infos.items())
+    rows = tuple(
+        ("test", key, "v1", True, False, info["size"], info["LastModified"], info["ETag"].strip('"'), "STANDARD")
+        for key, info in infos.items()
+    )
     deleted = (("test", "listing/run/gone.jpg", "v2", True, True, None, utc(2026, 11, 1), None, None),)
     manifest = write_report(tmp_path / "test", "", "CSV", (rows, deleted))
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3.access_key)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3.secret_key)
-    record = run(EmbedConfig(input=None, input_list=str(manifest), output=str(tmp_path / "out"), model=str(model_dir),
-                             storage=StorageConfig(s3.endpoint_url), build_index=False, num_gpus=0))
+    record = run(
+        EmbedConfig(
+            input=None,
+            input_list=str(manifest),
+            output=str(tmp_path / "out"),
+            model=str(model_dir),
+            storage=StorageConfig(s3.endpoint_url),
+            build_index=False,
+            num_gpus=0,
+        )
+    )
     assert (record["counts"]["listed"], record["counts"]["embedded"], record["counts"]["failed"]) == (2, 2, 0)
     table = open_table(str(tmp_path / "out" / "embeddings"), Storage())
     embedded = dataset(table, str(tmp_path / "out" / "embeddings"), Storage()).to_table().to_pylist()
     assert sorted((r[schema.PATH], r[schema.ETAG]) for r in embedded) == sorted(
-        (f"s3://test/{key}", info["ETag"].strip('"')) for key, info in infos.items())
+        (f"s3://test/{key}", info["ETag"].strip('"')) for key, info in infos.items()
+    )

@@ -180,7 +180,9 @@ def test_half_precision_stays_close_to_float32(dtype):
 
 def test_bad_pixel_values_are_clear_errors():
     model = vitmae.ViTMAEForPreTraining(vitmae.ViTMAEConfig(**TINY))
-    with pytest.raises(ValueError, match=r"expected pixel_values of shape \(batch, 3, height, width\), got \(2, 1, 32, 32\)"):
+    with pytest.raises(
+        ValueError, match=r"expected pixel_values of shape \(batch, 3, height, width\), got \(2, 1, 32, 32\)"
+    ):
         model(torch.randn(2, 1, 32, 32))
     with pytest.raises(ValueError, match="expected images of 32x32 pixels, got 48x48"):
         model(torch.randn(2, 3, 48, 48))

@@ -36,11 +36,35 @@ def test_an_image_that_kills_the_model_actor_becomes_an_error_row(model_dir, tmp
     photo(9).save(images / "img-poison.png")
     env = own_ray_env()
     # The job and its Ray workers load tests/fault_injection/sitecustomize.py, which makes a model actor exit on "poison".
-    env.update(VITMAE_FAULT_EXIT_ON="poison", PYTHONPATH=os.pathsep.join(filter(None, [FAULT_INJECTION, env.get("PYTHONPATH")])))
-    done = subprocess.run([sys.executable, "-m", "jobs.embed", "--input", str(images), "--output", str(tmp_path / "out"),
-                           "--model", str(model_dir), "--num_actors", "1", "--batch_size", "3"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    env.update(
+        VITMAE_FAULT_EXIT_ON="poison",
+        PYTHONPATH=os.pathsep.join(filter(None, [FAULT_INJECTION, env.get("PYTHONPATH")])),
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jobs.embed",
+            "--input",
+            str(images),
+            "--output",
+            str(tmp_path / "out"),
+            "--model",
+            str(model_dir),
+            "--num_actors",
+            "1",
+            "--batch_size",
+            "3",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     embedded, errors, record = read_run(tmp_path / "out")
     assert len(embedded) == 5 and list(errors) == [f"file://{images / 'img-poison.png'}"]
-    assert errors[f"file://{images / 'img-poison.png'}"]["error"].startswith("the model's process died on this image 2 times")
+    assert errors[f"file://{images / 'img-poison.png'}"]["error"].startswith(
+        "the model's process died on this image 2 times"
+    )

@@ -27,4 +27,6 @@ def test_decoding_on_threads_gives_the_same_rows(images):
     batch = {name: listing.column(name).to_numpy(zero_copy_only=False) for name in listing.column_names}
     one, two = (preprocess_batch(batch, PreprocessConfig(processor=MAE_PROCESSOR, threads=t)) for t in (1, 2))
     assert one[schema.ERROR].tolist() == two[schema.ERROR].tolist() and any(one[schema.ERROR])
-    assert np.array_equal(one[schema.PIXELS], two[schema.PIXELS]) and np.array_equal(one[schema.WIDTH], two[schema.WIDTH])
+    assert np.array_equal(one[schema.PIXELS], two[schema.PIXELS]) and np.array_equal(
+        one[schema.WIDTH], two[schema.WIDTH]
+    )

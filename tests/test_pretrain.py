@@ -40,7 +40,9 @@ def digits(tmp_path_factory):
     for name, indices in (("train", range(TRAIN_DIGITS)), ("held", range(100, 116))):
         (root / name).mkdir()
         for i in indices:
-            scan = Image.fromarray(np.round(data.images[i] * (255 / 16)).astype(np.uint8)).resize((32, 32), Image.Resampling.BICUBIC)
+            scan = Image.fromarray(np.round(data.images[i] * (255 / 16)).astype(np.uint8)).resize(
+                (32, 32), Image.Resampling.BICUBIC
+            )
             scan.save(root / name / f"digit-{data.target[i]}-{i:04d}.png")
     (root / "train" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     return root
@@ -56,16 +58,39 @@ def init_model(tmp_path_factory):
 
 
 def config(digits, init_model, output, **overrides) -> PretrainConfig:
-    settings = dict(input=str(digits / "train"), output=str(output), init=str(init_model), epochs=2, batch_size=8, lr=5e-3,
-                    num_workers=2, cpus_per_worker=0.5, reconstructions=2)
+    settings = dict(
+        input=str(digits / "train"),
+        output=str(output),
+        init=str(init_model),
+        epochs=2,
+        batch_size=8,
+        lr=5e-3,
+        num_workers=2,
+        cpus_per_worker=0.5,
+        reconstructions=2,
+    )
     return PretrainConfig(**{**settings, **overrides})
 
 
 def loop_config(**overrides) -> LoopConfig:
     """A worker's config with the settings a test does not care about."""
-    settings = dict(output="", model_config={}, listing=None, preprocess=PreprocessConfig(PROCESSOR), augment=AugmentConfig(),
-                    init=None, epochs=1, steps_per_epoch=1, batch_size=1, lr=1e-3, min_lr=0.0, warmup_epochs=0.0,
-                    weight_decay=0.0, betas=(0.9, 0.95), seed=0)
+    settings = dict(
+        output="",
+        model_config={},
+        listing=None,
+        preprocess=PreprocessConfig(PROCESSOR),
+        augment=AugmentConfig(),
+        init=None,
+        epochs=1,
+        steps_per_epoch=1,
+        batch_size=1,
+        lr=1e-3,
+        min_lr=0.0,
+        warmup_epochs=0.0,
+        weight_decay=0.0,
+        betas=(0.9, 0.95),
+        seed=0,
+    )
     return LoopConfig(**{**settings, **overrides})
 
 
@@ -77,8 +102,12 @@ def trained(ray_cluster, digits, init_model, tmp_path_factory):
 
 def fixed_batch(digits, processor: vitmae.ViTImageProcessor) -> tuple[torch.Tensor, torch.Tensor]:
     """The held-out scans, normalised [16, 3, 32, 32], and fixed masking noise [16, 16]."""
-    pixels = np.stack([decode_image(p.read_bytes(), processor, DecodeConfig()).pixels for p in sorted((digits / "held").iterdir())])
-    return processor.normalize(torch.from_numpy(pixels)), torch.rand(len(pixels), 16, generator=torch.Generator().manual_seed(0))
+    pixels = np.stack(
+        [decode_image(p.read_bytes(), processor, DecodeConfig()).pixels for p in sorted((digits / "held").iterdir())]
+    )
+    return processor.normalize(torch.from_numpy(pixels)), torch.rand(
+        len(pixels), 16, generator=torch.Generator().manual_seed(0)
+    )
 
 
 @pytest.mark.slow  # trained: pre-training on Ray Train: ~40 s set-up
@@ -136,7 +165,7 @@ def test_reconstructions_png_shows_two_images_in_four_panels_each(trained):
         panels = []
         for column in range(4):  # original | masked | reconstruction | reconstruction + visible
             x, y = panel_origin(row, column, MIN_PANEL_PX)
-            panels.append(pixels[y:y + MIN_PANEL_PX, x:x + MIN_PANEL_PX])
+            panels.append(pixels[y : y + MIN_PANEL_PX, x : x + MIN_PANEL_PX])
         assert all(p.std() > 1 for p in panels)  # drawn, not blank
         assert all(np.abs(panels[0] - p).mean() > 1 for p in panels[1:])  # masking and reconstructing change it
 
@@ -152,7 +181,9 @@ def test_resume_continues_the_step_count_the_loss_curve_and_the_optimizer(traine
     assert summary["steps"] == steps and len(summary["loss_per_epoch"]) == 3
     metrics = pq.read_table(output / "metrics.parquet").to_pydict()
     assert metrics["step"] == list(range(1, steps + 1))  # no restart at 1, no step twice
-    optimizer = torch.load(io.BytesIO((output / "checkpoints" / "epoch-0003" / "optimizer.pt").read_bytes()), weights_only=True)
+    optimizer = torch.load(
+        io.BytesIO((output / "checkpoints" / "epoch-0003" / "optimizer.pt").read_bytes()), weights_only=True
+    )
     assert {int(s["step"]) for s in optimizer["state"].values()} == {steps}  # AdamW's own count went on too
     with pytest.raises(ValueError, match="already trained 3"):
         run(config(digits, init_model, output, epochs=3, resume=True))
@@ -175,19 +206,25 @@ def test_weight_decay_skips_biases_and_norms_only():
     assert len(no_decay["params"]) + len(decay["params"]) == len(trainable)
 
 
-@pytest.mark.parametrize("mistake, expected", [
-    ([], "give exactly one of init (a checkpoint to adapt) and preset"),
-    (["--preset", "tiny", "--mask_ratio", "1"], "mask_ratio must be in (0, 1)"),
-    (["--preset", "tiny", "--batch_size", "1000"], "is more than the 48 images listed"),
-    (["--init", "/no/such/model"], "checkpoint folder not found: /no/such/model"),
-    (["--preset", "tiny", "--warmup_epochs", "-1"], "warmup_epochs must be at least 0"),
-    (["--preset", "tiny", "--lr", "1e-3", "--min_lr", "0.1"], "min_lr 0.1 is above the peak learning rate"),
-    (["--preset", "tiny", "--image_size", "30", "--patch_size", "4"], "image_size (30) must be a multiple of patch_size (4)"),
-    (["--preset", "tiny", "--patch_size", "0"], "patch_size must be at least 1, got 0"),
-    (["--preset", "tiny", "--seed", "-1"], "seed must be at least 0, got -1"),
-    (["--preset", "tiny", "--lr", "-0.001"], "lr must be positive, got -0.001"),
-    (["--preset", "tiny", "--output", "{digits}/train/broken.png"], "is a file; give a folder or prefix"),
-])
+@pytest.mark.parametrize(
+    "mistake, expected",
+    [
+        ([], "give exactly one of init (a checkpoint to adapt) and preset"),
+        (["--preset", "tiny", "--mask_ratio", "1"], "mask_ratio must be in (0, 1)"),
+        (["--preset", "tiny", "--batch_size", "1000"], "is more than the 48 images listed"),
+        (["--init", "/no/such/model"], "checkpoint folder not found: /no/such/model"),
+        (["--preset", "tiny", "--warmup_epochs", "-1"], "warmup_epochs must be at least 0"),
+        (["--preset", "tiny", "--lr", "1e-3", "--min_lr", "0.1"], "min_lr 0.1 is above the peak learning rate"),
+        (
+            ["--preset", "tiny", "--image_size", "30", "--patch_size", "4"],
+            "image_size (30) must be a multiple of patch_size (4)",
+        ),
+        (["--preset", "tiny", "--patch_size", "0"], "patch_size must be at least 1, got 0"),
+        (["--preset", "tiny", "--seed", "-1"], "seed must be at least 0, got -1"),
+        (["--preset", "tiny", "--lr", "-0.001"], "lr must be positive, got -0.001"),
+        (["--preset", "tiny", "--output", "{digits}/train/broken.png"], "is a file; give a folder or prefix"),
+    ],
+)
 def test_user_mistakes_are_one_line_errors(mistake, expected, digits, tmp_path, capsys):
     mistake = [m.format(digits=digits) for m in mistake]
     code = cli(["pretrain", "--input", str(digits / "train"), "--output", str(tmp_path / "out"), *mistake])
@@ -206,7 +243,10 @@ def test_overwrite_keeps_the_earlier_run_until_every_check_passed(ray_cluster, t
         (["--init", "/no/such/model"], "checkpoint folder not found"),
         (["--init", str(output / "model")], "which overwrite would remove"),
         (["--preset", "tiny", "--batch_size", "1000"], "is more than the 48 images listed"),
-        (["--preset", "tiny", "--use_gpu", "true", "--num_workers", "2", "--batch_size", "8"], "ask for 2 GPUs in all, more than the Ray cluster's 1"),
+        (
+            ["--preset", "tiny", "--use_gpu", "true", "--num_workers", "2", "--batch_size", "8"],
+            "ask for 2 GPUs in all, more than the Ray cluster's 1",
+        ),
     ]:
         assert cli(["pretrain", *args, *mistake]) == 2
         assert expected in capsys.readouterr().err
@@ -215,8 +255,11 @@ def test_overwrite_keeps_the_earlier_run_until_every_check_passed(ray_cluster, t
 
 def test_an_adapted_model_trains_with_the_runs_mask_ratio_and_loss(init_model, tmp_path):
     """init's weights, but mask_ratio and norm_pix_loss of the run, not of the checkpoint."""
-    loop = loop_config(output=str(tmp_path), init=str(init_model),
-                       model_config={**vitmae.ViTMAEConfig(**TINY_MAE).to_dict(), "mask_ratio": 0.5, "norm_pix_loss": True})
+    loop = loop_config(
+        output=str(tmp_path),
+        init=str(init_model),
+        model_config={**vitmae.ViTMAEConfig(**TINY_MAE).to_dict(), "mask_ratio": 0.5, "norm_pix_loss": True},
+    )
     model = _build_model(loop)
     assert (model.config.mask_ratio, model.config.norm_pix_loss) == (0.5, True)
     assert (model.vit.config.mask_ratio, model.vit.config.norm_pix_loss) == (0.5, True)
@@ -232,7 +275,18 @@ def test_the_same_seed_gives_the_same_loss_curve(ray_cluster, digits, init_model
     curves = []
     for name in ("first", "second", "other-seed"):
         seed = 1 if name == "other-seed" else 0
-        run(config(digits, init_model, tmp_path / name, epochs=1, num_workers=1, cpus_per_worker=1, seed=seed, reconstructions=0))
+        run(
+            config(
+                digits,
+                init_model,
+                tmp_path / name,
+                epochs=1,
+                num_workers=1,
+                cpus_per_worker=1,
+                seed=seed,
+                reconstructions=0,
+            )
+        )
         curves.append(pq.read_table(tmp_path / name / "metrics.parquet").column("loss").to_numpy())
     assert len(curves[0]) == 2 * STEPS_PER_EPOCH  # one worker takes both workers' share
     np.testing.assert_allclose(curves[0], curves[1], rtol=1e-6)

@@ -13,8 +13,13 @@ from PIL import Image
 import vitmae
 
 MAE_BASE_PROCESSOR = {  # facebook/vit-mae-base's preprocessor_config.json
-    "do_normalize": True, "do_resize": True, "feature_extractor_type": "ViTFeatureExtractor",
-    "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225], "resample": 3, "size": 224,
+    "do_normalize": True,
+    "do_resize": True,
+    "feature_extractor_type": "ViTFeatureExtractor",
+    "image_mean": [0.485, 0.456, 0.406],
+    "image_std": [0.229, 0.224, 0.225],
+    "resample": 3,
+    "size": 224,
 }
 
 
@@ -22,7 +27,9 @@ MAE_BASE_PROCESSOR = {  # facebook/vit-mae-base's preprocessor_config.json
 def test_matches_transformers_pil_path_on_photographs(settings, photo_paths):
     images = [Image.open(p).convert("RGB") for p in photo_paths]
     ours = vitmae.ViTImageProcessor.from_dict(settings)
-    reference = transformers.ViTImageProcessorPil(**{k: v for k, v in settings.items() if k != "feature_extractor_type"})
+    reference = transformers.ViTImageProcessorPil(
+        **{k: v for k, v in settings.items() if k != "feature_extractor_type"}
+    )
     expected = reference(images, return_tensors="pt")["pixel_values"]
     got = ours(images)["pixel_values"]
     assert got.shape == expected.shape and got.dtype == torch.float32
@@ -52,7 +59,9 @@ def test_save_and_load_with_transformers(tmp_path):
     assert vitmae.ViTImageProcessor.from_pretrained(tmp_path) == processor
     reference = transformers.AutoImageProcessor.from_pretrained(tmp_path, backend="pil")
     image = np.random.default_rng(0).integers(0, 256, (300, 200, 3), dtype=np.uint8)
-    torch.testing.assert_close(processor(image)["pixel_values"], reference(image, return_tensors="pt")["pixel_values"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        processor(image)["pixel_values"], reference(image, return_tensors="pt")["pixel_values"], atol=1e-5, rtol=0
+    )
 
 
 def test_non_images_are_clear_errors():

@@ -56,13 +56,21 @@ def test_duplicate_groups_largest_first_once_there_are_any(gallery_run, gallery,
         version = client.get("/api/health").json()["table_version"]
         pq.write_table(duplicates_table(gallery, version), copy / "duplicates.parquet")
         page = client.get("/api/duplicates", params={"limit": 2}).json()
-        assert (page["total"], page["offset"], page["limit"], page["table_version"], page["current"]) == (3, 0, 2, version, True)
+        assert (page["total"], page["offset"], page["limit"], page["table_version"], page["current"]) == (
+            3,
+            0,
+            2,
+            version,
+            True,
+        )
         assert [(g["group"], g["size"]) for g in page["results"]] == [(3, 4), (7, 3)]
         members = [m["path"].rsplit("/", 1)[-1] for m in page["results"][1]["members"]]
         assert members == ["coffee-04.png", "coffee-05.png", "coffee-06.png"]  # the representative, then by similarity
         assert page["results"][1]["representative"] == uri(gallery, "coffee-04.png")
         last = client.get("/api/duplicates", params={"offset": 2, "limit": 2}).json()
-        assert [g["group"] for g in last["results"]] == [2] and last["results"][0]["members"][1]["similarity"] == pytest.approx(0.91)
+        assert [g["group"] for g in last["results"]] == [2] and last["results"][0]["members"][1][
+            "similarity"
+        ] == pytest.approx(0.91)
         pq.write_table(duplicates_table(gallery, version - 1), copy / "duplicates.parquet")  # an older version's groups
         assert client.get("/api/duplicates").json()["current"] is False
         assert_error(client.get("/api/duplicates", params={"limit": 0}), 422, "limit:")
@@ -82,4 +90,6 @@ def test_the_groups_vitmae_duplicates_writes_are_served_as_written(gallery_run, 
     for group in page["results"]:
         members = [r for r in rows if r["group"] == group["group"]]
         assert group["members"][0]["path"] == group["representative"] == members[0]["representative"]
-        assert {m["path"]: m["similarity"] for m in group["members"]} == pytest.approx({r["path"]: r["similarity"] for r in members})
+        assert {m["path"]: m["similarity"] for m in group["members"]} == pytest.approx(
+            {r["path"]: r["similarity"] for r in members}
+        )

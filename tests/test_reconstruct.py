@@ -13,7 +13,11 @@ from pipeline.embed.decode import DecodeConfig, decode_image
 from pipeline.embed.infer import mask_noise
 from pipeline.render import HEADER_PX, LABELS, MARGIN_PX, MIN_PANEL_PX, render_rows
 from pipeline.train.reconstruct import (
-    MASK_GREY, ReconstructConfig, reconstruction_rows, render_reconstructions, save_reconstructions,
+    MASK_GREY,
+    ReconstructConfig,
+    reconstruction_rows,
+    render_reconstructions,
+    save_reconstructions,
 )
 from conftest import TINY_MAE
 
@@ -59,16 +63,19 @@ def test_the_png_has_a_header_and_one_row_of_four_panels_per_image(count, model_
     panel = max(32, MIN_PANEL_PX)  # 128: the tiny model's 32 pixels, upscaled
     assert MIN_PANEL_PX == 128 and len(LABELS) == 4
     assert sheet.shape == (MARGIN_PX + HEADER_PX + count * (panel + MARGIN_PX), MARGIN_PX + 4 * (panel + MARGIN_PX), 3)
-    assert (sheet[MARGIN_PX:MARGIN_PX + HEADER_PX] < 100).any()  # the labels are drawn
+    assert (sheet[MARGIN_PX : MARGIN_PX + HEADER_PX] < 100).any()  # the labels are drawn
     processor = vitmae.ViTImageProcessor(**PROCESSOR)
-    rows = reconstruction_rows(vitmae.ViTMAEForPreTraining.from_pretrained(model_folder), processor,
-                               [(p, open(p, "rb").read()) for p in paths])
+    rows = reconstruction_rows(
+        vitmae.ViTMAEForPreTraining.from_pretrained(model_folder), processor, [(p, open(p, "rb").read()) for p in paths]
+    )
     for row, panels in enumerate(rows):
         top = MARGIN_PX + HEADER_PX + row * (panel + MARGIN_PX)
         for column, expected in enumerate(panels):
             left = MARGIN_PX + column * (panel + MARGIN_PX)
             nearest = np.repeat(np.repeat(expected, 4, axis=0), 4, axis=1)  # NEAREST by 4 repeats every pixel
-            np.testing.assert_array_equal(sheet[top:top + panel, left:left + panel], nearest, err_msg=f"{row} {column}")
+            np.testing.assert_array_equal(
+                sheet[top : top + panel, left : left + panel], nearest, err_msg=f"{row} {column}"
+            )
 
 
 def test_masked_panel_is_grey_on_masked_patches_and_pasted_panel_keeps_the_visible_ones(images):
@@ -84,11 +91,13 @@ def test_masked_panel_is_grey_on_masked_patches_and_pasted_panel_keeps_the_visib
         np.testing.assert_array_equal(np.where(hidden, 0, masked), np.where(hidden, 0, original))
         np.testing.assert_array_equal(np.where(hidden, 0, pasted), np.where(hidden, 0, original))
         np.testing.assert_array_equal(np.where(hidden, pasted, 0), np.where(hidden, reconstruction, 0))
-        assert (np.where(hidden, reconstruction, 0) != np.where(hidden, original, 0)).any()  # a random model is no oracle
+        assert (
+            np.where(hidden, reconstruction, 0) != np.where(hidden, original, 0)
+        ).any()  # a random model is no oracle
         top = MARGIN_PX + HEADER_PX + row * (32 + MARGIN_PX)
         for column, panel in enumerate((original, masked, reconstruction, pasted)):
             left = MARGIN_PX + column * (32 + MARGIN_PX)
-            np.testing.assert_array_equal(sheet[top:top + 32, left:left + 32], panel)
+            np.testing.assert_array_equal(sheet[top : top + 32, left : left + 32], panel)
     other_seed = reconstruction_rows(model, processor, images[:1], mask_ratio=0.75, seed=4)[0][1]
     assert (other_seed != rows[0][1]).any()  # the seed moves the mask
     np.testing.assert_array_equal(reconstruction_rows(model, processor, images[:1], seed=3)[0][1], rows[0][1])
@@ -102,8 +111,9 @@ def test_the_reconstruction_is_the_logits_with_the_normalisation_undone(images):
     # The original panel is what the model saw: the job's decode (PNGs box-shrunk by libvips before the resize).
     pixels = np.stack([decode_image(data, processor, DecodeConfig()).pixels for _, data in images])
     np.testing.assert_array_equal(np.stack([r[0] for r in rows]), pixels)
-    exact = np.stack([np.asarray(Image.open(name).convert("RGB").resize((32, 32), Image.Resampling.BILINEAR))
-                      for name, _ in images])
+    exact = np.stack(
+        [np.asarray(Image.open(name).convert("RGB").resize((32, 32), Image.Resampling.BILINEAR)) for name, _ in images]
+    )
     assert np.abs(pixels.astype(int) - exact).mean() < 2  # and close to the full-size PIL resize
     noise = torch.from_numpy(np.stack([mask_noise(name, 0, 16, 0.5, 1)[0] for name, _ in images]))
     x = processor.normalize(torch.from_numpy(pixels))
@@ -155,7 +165,9 @@ def test_user_input_is_checked():
     model, processor = tiny_model(), vitmae.ViTImageProcessor(**PROCESSOR)
     with pytest.raises(ValueError, match="expected at least one image"):
         reconstruction_rows(model, processor, [])
-    with pytest.raises(ValueError, match="processor resizes to {'height': 64, 'width': 64} but the model expects 32x32"):
+    with pytest.raises(
+        ValueError, match="processor resizes to {'height': 64, 'width': 64} but the model expects 32x32"
+    ):
         reconstruction_rows(model, vitmae.ViTImageProcessor(size=64), [("x", b"")])
     with pytest.raises(ValueError, match="at least one row"):
         render_rows([], 32)
@@ -172,10 +184,29 @@ def cli_error(argv: list[str], capsys) -> str:
 def test_cli_writes_the_png_and_says_where(model_folder, photo_paths, tmp_path, capsys):
     png = tmp_path / "sheet.png"
     images = f"[{photo_paths[0]},{photo_paths[2]}]"
-    assert cli(["reconstruct", "--model", str(model_folder), "--images", images, "--png", str(png), "--mask_ratio", "0.5",
-                   "--seed", "7"]) == 0
+    assert (
+        cli(
+            [
+                "reconstruct",
+                "--model",
+                str(model_folder),
+                "--images",
+                images,
+                "--png",
+                str(png),
+                "--mask_ratio",
+                "0.5",
+                "--seed",
+                "7",
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().out.strip() == f"wrote the reconstructions of 2 images to {png}"
-    assert Image.open(png).size == (MARGIN_PX + 4 * (MIN_PANEL_PX + MARGIN_PX), MARGIN_PX + HEADER_PX + 2 * (MIN_PANEL_PX + MARGIN_PX))
+    assert Image.open(png).size == (
+        MARGIN_PX + 4 * (MIN_PANEL_PX + MARGIN_PX),
+        MARGIN_PX + HEADER_PX + 2 * (MIN_PANEL_PX + MARGIN_PX),
+    )
 
 
 def test_cli_user_mistakes_are_one_line_errors(model_folder, photo_paths, tmp_path, capsys):
@@ -186,10 +217,15 @@ def test_cli_user_mistakes_are_one_line_errors(model_folder, photo_paths, tmp_pa
     assert f"{broken}: not an image file" in err
     err = cli_error(["--model", str(tmp_path / "nowhere"), *good], capsys)
     assert f"checkpoint folder not found: {tmp_path / 'nowhere'}" in err
-    err = cli_error(["--model", str(model_folder), "--images", f"[{tmp_path / 'gone.jpg'}]", "--png", str(tmp_path / "x.png")], capsys)
+    err = cli_error(
+        ["--model", str(model_folder), "--images", f"[{tmp_path / 'gone.jpg'}]", "--png", str(tmp_path / "x.png")],
+        capsys,
+    )
     assert f"{tmp_path / 'gone.jpg'}: no such file" in err
     for ratio in ("0", "1"):
-        assert f"mask_ratio must be in (0, 1), got {float(ratio)}" in cli_error(["--model", str(model_folder), *good, "--mask_ratio", ratio], capsys)
+        assert f"mask_ratio must be in (0, 1), got {float(ratio)}" in cli_error(
+            ["--model", str(model_folder), *good, "--mask_ratio", ratio], capsys
+        )
     encoder_only = tmp_path / "encoder"
     vitmae.ViTMAEModel(vitmae.ViTMAEConfig(**TINY_MAE)).save_pretrained(encoder_only)
     vitmae.ViTImageProcessor(**PROCESSOR).save_pretrained(encoder_only)

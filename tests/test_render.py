@@ -20,7 +20,10 @@ def png(colour: tuple[int, int, int], size: tuple[int, int]) -> bytes:
 
 def test_tiles_land_in_their_cells_with_their_colours(tmp_path):
     colours = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (240, 200, 0), (0, 0, 0)]
-    tiles = [Tile(png(c, (300, 150)), (f"#{i}", "a-very-long-file-name-that-cannot-fit-under-a-tile.jpg")) for i, c in enumerate(colours)]
+    tiles = [
+        Tile(png(c, (300, 150)), (f"#{i}", "a-very-long-file-name-that-cannot-fit-under-a-tile.jpg"))
+        for i, c in enumerate(colours)
+    ]
     tiles.append(Tile(b"not an image", ("#5", "broken.jpg")))
     sheet = render(tiles, columns=4, tile_px=64)
     layout = Layout(columns=4, tile_px=64, lines=2)
@@ -34,15 +37,18 @@ def test_tiles_land_in_their_cells_with_their_colours(tmp_path):
         assert tuple(pixels[top + 2, (left + right) // 2]) == PICTURE_BACKGROUND  # 2:1 picture, centred vertically
     left, top, right, bottom = layout.picture_box(5)
     assert tuple(pixels[top + 2, left + 2]) == UNREADABLE
-    caption = pixels[bottom + 6:bottom + 36, left:right]
+    caption = pixels[bottom + 6 : bottom + 36, left:right]
     assert (caption < 100).any()  # the caption is drawn, cut to the tile's width
     assert (pixels[:, layout.size(6)[0] - 1] == 255).all()  # nothing spills past the last column
 
 
 def test_groups_go_one_per_row_and_long_ones_are_cut():
     red, green, blue = (200, 30, 30), (30, 200, 30), (30, 30, 200)
-    groups = [[Tile(png(red, (50, 50)), ("#1", "a.png"))] * 4, [Tile(png(green, (50, 50)), ("#2", "b.png"))] * 2,
-              [Tile(png(blue, (50, 50)), ("#3", "c.png"))] * 3]
+    groups = [
+        [Tile(png(red, (50, 50)), ("#1", "a.png"))] * 4,
+        [Tile(png(green, (50, 50)), ("#2", "b.png"))] * 2,
+        [Tile(png(blue, (50, 50)), ("#3", "c.png"))] * 3,
+    ]
     sheet = np.asarray(render_groups(groups, columns=3, tile_px=40))
     layout = Layout(columns=3, tile_px=40, lines=2)
     assert sheet.shape[1::-1] == layout.size(9)  # three rows of three cells: the fourth red tile is cut

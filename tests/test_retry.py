@@ -69,9 +69,16 @@ def wait_for_a_commit(store: S3Server, job: threading.Thread) -> None:
 
 
 def config_for(store: S3Server, **overrides) -> EmbedConfig:
-    settings = dict(input="s3://faults/photos/", output="s3://faults/out", model="s3://faults/model",
-                    storage=StorageConfig(store.endpoint_url, overrides.pop("retry_seconds", 120.0)),
-                    num_actors=1, batch_size=2, commit_rows=4, commit_seconds=0)
+    settings = dict(
+        input="s3://faults/photos/",
+        output="s3://faults/out",
+        model="s3://faults/model",
+        storage=StorageConfig(store.endpoint_url, overrides.pop("retry_seconds", 120.0)),
+        num_actors=1,
+        batch_size=2,
+        commit_rows=4,
+        commit_seconds=0,
+    )
     return EmbedConfig(**{**settings, **overrides})
 
 
@@ -115,8 +122,12 @@ def test_an_outage_longer_than_the_wait_stops_the_run_and_the_next_goes_on(ray_c
     store.restart()
     storage = s3_storage(store)
     committed = retrying(  # the server may take a moment to answer again
-        lambda: dataset(open_table("s3://faults/out/embeddings", storage), "s3://faults/out/embeddings", storage).count_rows(),
-        storage, "counting the committed rows")
+        lambda: dataset(
+            open_table("s3://faults/out/embeddings", storage), "s3://faults/out/embeddings", storage
+        ).count_rows(),
+        storage,
+        "counting the committed rows",
+    )
     assert committed < IMAGES
     record = run(config_for(store))
     embedded, errors, _ = read_run("s3://faults/out", s3_storage(store))

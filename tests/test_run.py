@@ -53,30 +53,46 @@ def test_a_second_run_embeds_only_what_changed(ray_cluster, model_dir, tmp_path,
         assert second[path]["id"] == first[path]["id"] and second[path]["embedding"] == first[path]["embedding"]
     old_ids = {r["id"] for r in first.values()}
     replaced = second[f"file://{images / 'img-002.png'}"]
-    assert replaced["id"] > max(old_ids) and replaced["embedding"] != first[f"file://{images / 'img-002.png'}"]["embedding"]
+    assert (
+        replaced["id"] > max(old_ids)
+        and replaced["embedding"] != first[f"file://{images / 'img-002.png'}"]["embedding"]
+    )
     assert replaced["run_id"] == record["run_id"] != first[f"file://{images / 'img-004.png'}"]["run_id"]
     assert (record["counts"]["embedded"], record["counts"]["failed"]) == (4, 0)
     assert record["index"]["count"] == 8 and record["index"]["table_version"] == record["versions"]["embeddings"]
     assert record["index"]["updates"][-1]["added"] == 4 and record["index"]["updates"][-1]["removed"] == 2
 
     # Search after the update finds the new image and never the gone one.
-    assert cli(["search", "--run", str(output), "--path", str(images / "img-007.png"), "--k", "8", "--json", "true"]) == 0
+    assert (
+        cli(["search", "--run", str(output), "--path", str(images / "img-007.png"), "--k", "8", "--json", "true"]) == 0
+    )
     hits = capsys.readouterr().out
     assert f"{images / 'img-007.png'}" in hits and "img-003.png" not in hits
 
     # Nothing changed: done without Ray's start-up, the model or even torch (in a process of its own, as every
     # night), the tables untouched.
     versions = record["versions"]
-    code = ("import sys; from jobs.command import main; from jobs.embed import COMMAND; main(COMMAND, sys.argv[1:]); "
-            "print('torch loaded:', 'torch' in sys.modules)")
+    code = (
+        "import sys; from jobs.command import main; from jobs.embed import COMMAND; main(COMMAND, sys.argv[1:]); "
+        "print('torch loaded:', 'torch' in sys.modules)"
+    )
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", code, *run_args(images, output, model_dir)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", code, *run_args(images, output, model_dir)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert time.perf_counter() - started < 15
     assert done.stdout.startswith("listed 8: 0 new, 0 changed, 8 unchanged, 0 gone"), done.stdout + done.stderr
     assert done.stdout.rstrip().endswith("torch loaded: False"), done.stdout
     third = finished_runs(str(output), Storage())[0]
-    assert third["versions"] == versions and "start_ray_seconds" not in third["timings"] and third["counts"]["unchanged"] == 8
+    assert (
+        third["versions"] == versions
+        and "start_ray_seconds" not in third["timings"]
+        and third["counts"]["unchanged"] == 8
+    )
     assert cli(["history", "--run", str(output)]) == 0
     history = capsys.readouterr().out.splitlines()
     assert len(history) == 4 and history[1].split()[1] == third["run_id"]  # a header, then the three runs, newest first
@@ -125,13 +141,25 @@ def test_updates_on_s3_from_an_input_list(ray_cluster, s3, model_dir, tmp_path, 
     fs.pipe("test/update/list.txt", "\n".join(f"s3://test/update/photos/{i}.png" for i in range(4)).encode())
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3.access_key)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3.secret_key)
-    args = ["--input_list", "s3://test/update/list.txt", "--output", "s3://test/update/out", "--model", "s3://test/update/model",
-            "--storage.endpoint", s3.endpoint_url, "--num_actors", "1"]
+    args = [
+        "--input_list",
+        "s3://test/update/list.txt",
+        "--output",
+        "s3://test/update/out",
+        "--model",
+        "s3://test/update/model",
+        "--storage.endpoint",
+        s3.endpoint_url,
+        "--num_actors",
+        "1",
+    ]
     assert cli(["embed", *args]) == 0
     first, _, _ = read_run("s3://test/update/out", s3_storage(s3))
     photo(70).save(tmp_path / "new.png")
     fs.put(str(tmp_path / "new.png"), "test/update/photos/1.png")  # changed: a new ETag
-    fs.pipe("test/update/list.txt", "\n".join(f"s3://test/update/photos/{i}.png" for i in (0, 1, 2)).encode())  # 3 is gone
+    fs.pipe(
+        "test/update/list.txt", "\n".join(f"s3://test/update/photos/{i}.png" for i in (0, 1, 2)).encode()
+    )  # 3 is gone
     capsys.readouterr()
     assert cli(["embed", *args]) == 0
     assert capsys.readouterr().out.startswith("listed 3: 0 new, 1 changed, 2 unchanged, 1 gone")
@@ -147,7 +175,12 @@ def test_updates_on_s3_from_an_input_list(ray_cluster, s3, model_dir, tmp_path, 
     [
         ({"CPU": 2, "memory": 16e9}, {}, 86_000_000, (2, 1)),  # ViT-B on this kind of machine: one actor a core
         ({"CPU": 96, "memory": 100e9}, {}, 632_000_000, (8, 12)),  # ViT-H on a big node: memory caps the actors
-        ({"CPU": 96, "memory": 100e9}, {"infer": InferConfig(dtype="bfloat16")}, 632_000_000, (13, 7)),  # half the bytes, more fit
+        (
+            {"CPU": 96, "memory": 100e9},
+            {"infer": InferConfig(dtype="bfloat16")},
+            632_000_000,
+            (13, 7),
+        ),  # half the bytes, more fit
         ({"CPU": 2, "memory": 1e9}, {}, 86_000_000, (1, 2)),  # nothing fits: still one actor, on every core
         ({"CPU": 8, "memory": 64e9}, {"cpu_threads": 2}, 86_000_000, (4, 2)),
         ({"CPU": 8, "memory": 64e9}, {"num_actors": 1}, 86_000_000, (1, 8)),

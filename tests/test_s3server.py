@@ -20,8 +20,16 @@ from s3server import S3Server, S3ServerError
 
 MAE_URI = "s3://test/models/mae"
 MAE_GEOMETRY = dict(
-    hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=32, patch_size=8,
-    decoder_hidden_size=16, decoder_num_hidden_layers=1, decoder_num_attention_heads=2, decoder_intermediate_size=32,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=64,
+    image_size=32,
+    patch_size=8,
+    decoder_hidden_size=16,
+    decoder_num_hidden_layers=1,
+    decoder_num_attention_heads=2,
+    decoder_intermediate_size=32,
 )
 
 
@@ -66,16 +74,21 @@ def test_s3fs_writes_lists_and_reads_back(fs: s3fs.S3FileSystem, prefix: str) ->
     assert {path: fresh.cat_file(path) for path in payloads} == payloads
     assert fresh.size(f"{prefix}/big.bin") == len(big)
     assert fresh.cat_file(f"{prefix}/big.bin") == big
-    assert fresh.cat_file(f"{prefix}/big.bin", start=5 * 2**20 - 3, end=5 * 2**20 + 3) == big[5 * 2**20 - 3 : 5 * 2**20 + 3]
+    assert (
+        fresh.cat_file(f"{prefix}/big.bin", start=5 * 2**20 - 3, end=5 * 2**20 + 3)
+        == big[5 * 2**20 - 3 : 5 * 2**20 + 3]
+    )
     with pytest.raises(FileNotFoundError):
         fresh.cat_file(f"{prefix}/missing.bin")
 
 
 def test_pyarrow_parquet_round_trip(s3: S3Server, prefix: str) -> None:
-    table = pa.table({
-        "path": [f"img_{i:05d}.jpg" for i in range(1000)],
-        "embedding": pa.array([[float(i), -float(i)] * 8 for i in range(1000)], type=pa.list_(pa.float32(), 16)),
-    })
+    table = pa.table(
+        {
+            "path": [f"img_{i:05d}.jpg" for i in range(1000)],
+            "embedding": pa.array([[float(i), -float(i)] * 8 for i in range(1000)], type=pa.list_(pa.float32(), 16)),
+        }
+    )
     uri = f"s3://{prefix}/embeddings/part-00000.parquet"
     fs, _ = fsspec.core.url_to_fs(uri, **s3.storage_options())
 

@@ -63,7 +63,24 @@ def test_search_by_path_and_batched_vectors(gallery_run, gallery, capsys):
 def test_contact_sheet_of_a_search(gallery_run, gallery, tmp_path, capsys):
     query = gallery / "coffee-05.png"
     png = tmp_path / "sheets" / "search.png"
-    assert cli(["search", "--run", str(gallery_run), "--image", str(query), "--k", "4", "--json", "true", "--png", str(png)]) == 0
+    assert (
+        cli(
+            [
+                "search",
+                "--run",
+                str(gallery_run),
+                "--image",
+                str(query),
+                "--k",
+                "4",
+                "--json",
+                "true",
+                "--png",
+                str(png),
+            ]
+        )
+        == 0
+    )
     hits = json.loads(capsys.readouterr().out)
     sheet = Image.open(png)
     sheet.load()
@@ -75,8 +92,8 @@ def test_contact_sheet_of_a_search(gallery_run, gallery, tmp_path, capsys):
         left, top, right, bottom = layout.picture_box(i)
         expected = np.asarray(thumbnail(data, layout.tile_px)).astype(int)
         x, y = left + (layout.tile_px - expected.shape[1]) // 2, top + (layout.tile_px - expected.shape[0]) // 2
-        assert np.abs(pixels[y:y + expected.shape[0], x:x + expected.shape[1]] - expected).max() == 0, f"tile {i}"
-        caption = pixels[bottom + 2:bottom + 2 * layout.line_px, left:right]
+        assert np.abs(pixels[y : y + expected.shape[0], x : x + expected.shape[1]] - expected).max() == 0, f"tile {i}"
+        caption = pixels[bottom + 2 : bottom + 2 * layout.line_px, left:right]
         assert (caption < 128).any(), f"tile {i} has no caption"
 
 
@@ -107,7 +124,9 @@ def test_user_mistakes_are_one_line_errors(gallery_run, gallery, model_dir, tmp_
     other = tmp_path / "run32"
     shutil.copytree(gallery_run, other)
     model32 = tmp_path / "model32"
-    config = vitmae.ViTMAEConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=224, patch_size=16)
+    config = vitmae.ViTMAEConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=224, patch_size=16
+    )
     torch.manual_seed(0)
     vitmae.ViTMAEModel(config).save_pretrained(model32)
     vitmae.ViTImageProcessor.from_dict(MAE_PROCESSOR).save_pretrained(model32)

@@ -32,8 +32,14 @@ def test_health_says_what_is_served(client, gallery_run):
     health = client.get("/api/health").json()
     assert health["status"] == "ok" and health["run"] == str(gallery_run) and health["count"] == IMAGES
     assert health["table_version"] == DeltaTable(str(gallery_run / "embeddings")).version()
-    assert health["index"] == {"type": "flat", "metric": "cosine", "dimension": 64, "recall": 1.0, "recall_k": 10,
-                               "search_params": {}}
+    assert health["index"] == {
+        "type": "flat",
+        "metric": "cosine",
+        "dimension": 64,
+        "recall": 1.0,
+        "recall_k": 10,
+        "search_params": {},
+    }
     assert health["image_search"] is True and health["image_search_error"] is None and health["pending"] is None
 
 
@@ -43,7 +49,9 @@ def test_search_by_image_as_body_and_as_multipart(client, gallery):
     assert raw.status_code == 200, raw.text
     body = raw.json()
     assert [h["rank"] for h in body["results"]] == [1, 2, 3, 4, 5] and body["metric"] == "cosine"
-    assert body["results"][0]["path"] == uri(gallery, "coffee-03.png") and body["results"][0]["score"] == pytest.approx(1, abs=1e-4)
+    assert body["results"][0]["path"] == uri(gallery, "coffee-03.png") and body["results"][0]["score"] == pytest.approx(
+        1, abs=1e-4
+    )
     assert all(h["path"].rsplit("/", 1)[-1].startswith("coffee-") for h in body["results"])
     form = client.post("/api/search", params={"k": 5}, files={"image": ("q.png", data, "image/png")})
     assert form.status_code == 200 and form.json()["results"] == body["results"]
@@ -53,21 +61,31 @@ def test_search_by_path_and_by_vector(client, gallery, gallery_run):
     by_path = client.get("/api/search", params={"path": uri(gallery, "moon.png"), "k": 4}).json()
     assert by_path["query"] == uri(gallery, "moon.png") and by_path["results"][0]["path"] == uri(gallery, "moon.png")
     assert by_path["results"][0]["score"] == pytest.approx(1, abs=1e-5)
-    local = client.get("/api/search", params={"path": str(gallery / "moon.png"), "k": 4}).json()  # a local path works too
+    local = client.get(
+        "/api/search", params={"path": str(gallery / "moon.png"), "k": 4}
+    ).json()  # a local path works too
     assert local["results"] == by_path["results"]
     vector = Searcher(str(gallery_run)).vector_of_path(uri(gallery, "moon.png"))
     by_vector = client.post("/api/search/vector?k=4", json={"vector": vector.tolist()}).json()
     assert [h["path"] for h in by_vector["results"]] == [h["path"] for h in by_path["results"]]
-    np.testing.assert_allclose([h["score"] for h in by_vector["results"]], [h["score"] for h in by_path["results"]], atol=1e-5)
-    assert len(client.get("/api/search", params={"path": uri(gallery, "moon.png"), "k": 1000}).json()["results"]) == IMAGES
+    np.testing.assert_allclose(
+        [h["score"] for h in by_vector["results"]], [h["score"] for h in by_path["results"]], atol=1e-5
+    )
+    assert (
+        len(client.get("/api/search", params={"path": uri(gallery, "moon.png"), "k": 1000}).json()["results"]) == IMAGES
+    )
 
 
 def bomb_png(width: int = 40_000, height: int = 40_000) -> bytes:
     """A PNG header that promises 1.6 gigapixels (and holds no pixels): refused before anything is decoded."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
 
 
 def test_search_errors_are_one_line_with_a_4xx_status(client):
@@ -80,6 +98,7 @@ def test_search_errors_are_one_line_with_a_4xx_status(client):
     def chunks():  # no Content-Length: the limit holds while reading
         for _ in range(40):
             yield b"\0" * 65536
+
     assert_error(client.post("/api/search", content=chunks()), 413, "1 MB")
     assert_error(client.get("/api/search", params={"path": "file:///nowhere/x.png"}), 404, "not in the run")
     assert_error(client.get("/api/search"), 422, "path")
@@ -98,17 +117,29 @@ def test_thumbnails_of_the_run_and_of_nothing_else(client, gallery, tmp_path):
     assert response.status_code == 200 and response.headers["content-type"] == "image/jpeg"
     thumb = Image.open(io.BytesIO(response.content))
     assert thumb.format == "JPEG" and thumb.size == (160, 120)  # never enlarged
-    small = Image.open(io.BytesIO(client.get("/api/image", params={"path": uri(gallery, "camera.png"), "size": 64}).content))
+    small = Image.open(
+        io.BytesIO(client.get("/api/image", params={"path": uri(gallery, "camera.png"), "size": 64}).content)
+    )
     assert max(small.size) == 64
     etag = response.headers["etag"]
     cached = client.get("/api/image", params={"path": uri(gallery, "coffee-03.png")}, headers={"If-None-Match": etag})
     assert cached.status_code == 304 and not cached.content
     outside = tmp_path / "secret.png"
     Image.new("RGB", (8, 8)).save(outside)
-    for path in ("../", "../../etc/passwd", "/etc/passwd", "file:///etc/passwd", f"file://{outside}", str(outside),
-                 f"file://{gallery}/../{gallery.name}/coffee-03.png", f"file://{gallery}/coffee-03.png/../moon.png",
-                 str(gallery / "coffee-03.png"), "s3://another-bucket/coffee-03.png", "http://127.0.0.1:9/x.png",
-                 f"{uri(gallery, 'coffee-03.png')}\0"):
+    for path in (
+        "../",
+        "../../etc/passwd",
+        "/etc/passwd",
+        "file:///etc/passwd",
+        f"file://{outside}",
+        str(outside),
+        f"file://{gallery}/../{gallery.name}/coffee-03.png",
+        f"file://{gallery}/coffee-03.png/../moon.png",
+        str(gallery / "coffee-03.png"),
+        "s3://another-bucket/coffee-03.png",
+        "http://127.0.0.1:9/x.png",
+        f"{uri(gallery, 'coffee-03.png')}\0",
+    ):
         assert_error(client.get("/api/image", params={"path": path}), 404, "not an image of the run")
     assert_error(client.get("/api/image", params={"path": uri(gallery, "moon.png"), "size": 4096}), 422, "size:")
     assert_error(client.get("/api/image"), 422, "path:")
@@ -124,13 +155,20 @@ def test_a_run_on_s3_is_read_with_its_storage_settings(s3, gallery):
     build_index(run, IndexConfig(), storage)
     config = ServeConfig(run=run, check_seconds=3600, load_model=False)
     with TestClient(create_app(config, LiveRun(run, storage, config.check_seconds, with_model=False))) as client:
-        responses = [client.get("/api/health"), client.get("/api/image", params={"path": images[2], "size": 64}),
-                     client.get("/api/search", params={"path": images[4], "k": 3})]
+        responses = [
+            client.get("/api/health"),
+            client.get("/api/image", params={"path": images[2], "size": 64}),
+            client.get("/api/search", params={"path": images[4], "k": 3}),
+        ]
         assert [r.status_code for r in responses] == [200, 200, 200]
         assert Image.open(io.BytesIO(responses[1].content)).size == (64, 48)
         assert responses[2].json()["results"][0]["path"] == images[4]
-        for path in ("s3://test/serve/secret.png", "s3://test/serve/run/index/index.json", "s3://other/serve/photos/coffee-02.png",
-                     "test/serve/photos/coffee-02.png"):
+        for path in (
+            "s3://test/serve/secret.png",
+            "s3://test/serve/run/index/index.json",
+            "s3://other/serve/photos/coffee-02.png",
+            "test/serve/photos/coffee-02.png",
+        ):
             responses.append(client.get("/api/image", params={"path": path}))
             assert_error(responses[-1], 404, "not an image of the run")
         responses.append(client.post("/api/search", content=(gallery / "moon.png").read_bytes()))
@@ -141,9 +179,15 @@ def test_a_run_on_s3_is_read_with_its_storage_settings(s3, gallery):
 
 def test_the_token_guards_every_api_route_and_the_metrics(gallery_run, gallery):
     with serve(gallery_run, token=TOKEN) as client:
-        for method, url in (("GET", "/api/health"), ("GET", f"/api/search?path={uri(gallery, 'moon.png')}"),
-                            ("POST", "/api/search"), ("GET", "/api/anomalies"), ("GET", "/api/duplicates"),
-                            ("GET", f"/api/image?path={uri(gallery, 'moon.png')}"), ("GET", "/metrics")):
+        for method, url in (
+            ("GET", "/api/health"),
+            ("GET", f"/api/search?path={uri(gallery, 'moon.png')}"),
+            ("POST", "/api/search"),
+            ("GET", "/api/anomalies"),
+            ("GET", "/api/duplicates"),
+            ("GET", f"/api/image?path={uri(gallery, 'moon.png')}"),
+            ("GET", "/metrics"),
+        ):
             missing = client.request(method, url)
             assert_error(missing, 401, "missing token", "Authorization: Bearer")
             assert missing.headers["www-authenticate"] == "Bearer"

@@ -20,8 +20,14 @@ import pytest
 from conftest import GALLERY_CROPS, GALLERY_OUTLIERS, duplicates_table
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--no-first-run", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
 ARTIFACTS = "VITMAE_TEST_ARTIFACTS"  # a folder that also receives the screenshots (CI keeps it)
 TOKEN = "page-test-token"
 REPO = Path(__file__).resolve().parent.parent
@@ -38,10 +44,19 @@ def served(gallery_run, gallery, tmp_path) -> Iterator[str]:
 
     pq.write_table(duplicates_table(gallery, DeltaTable(str(run / "embeddings")).version()), run / "duplicates.parquet")
     log = tmp_path / "serve.log"
-    env = {**os.environ, "VITMAE_SERVE_TOKEN": TOKEN, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "VITMAE_SERVE_TOKEN": TOKEN,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    }
     with open(log, "wb") as sink:
-        server = subprocess.Popen([sys.executable, "-m", "jobs.cli", "serve", "--run", str(run), "--port", "0"],
-                                  cwd=REPO, env=env, stdout=sink, stderr=subprocess.STDOUT)
+        server = subprocess.Popen(
+            [sys.executable, "-m", "jobs.cli", "serve", "--run", str(run), "--port", "0"],
+            cwd=REPO,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
     try:
         deadline = time.monotonic() + 120
         while not (found := re.search(rb"Uvicorn running on (http://127\.0\.0\.1:\d+)", log.read_bytes())):

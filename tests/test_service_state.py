@@ -54,8 +54,17 @@ def wait_for(condition, seconds: float = 60.0, what: str = "the condition"):
 
 
 def embed(images, output, model_dir, index: bool = True) -> None:
-    run(EmbedConfig(input=str(images), output=str(output), model=str(model_dir), infer=InferConfig(mask_ratio=0.75),
-                    batch_size=16, num_gpus=0, build_index=index))
+    run(
+        EmbedConfig(
+            input=str(images),
+            output=str(output),
+            model=str(model_dir),
+            infer=InferConfig(mask_ratio=0.75),
+            batch_size=16,
+            num_gpus=0,
+            build_index=index,
+        )
+    )
 
 
 @pytest.mark.slow  # runs embedded under a live service: ~30 s
@@ -79,9 +88,11 @@ def test_the_service_follows_the_run_without_failing_requests(ray_cluster, model
         def keep_searching() -> None:  # requests in flight through both switches
             with httpx.Client(base_url=base, timeout=60) as own:
                 while not stop.is_set():
-                    for response in (own.get("/api/search", params={"path": f"file://{images / 'coffee-01.png'}", "k": 5}),
-                                     own.post("/api/search?k=3", content=(gallery / "coffee-07.png").read_bytes()),
-                                     own.get("/api/anomalies", params={"limit": 5})):
+                    for response in (
+                        own.get("/api/search", params={"path": f"file://{images / 'coffee-01.png'}", "k": 5}),
+                        own.post("/api/search?k=3", content=(gallery / "coffee-07.png").read_bytes()),
+                        own.get("/api/anomalies", params={"limit": 5}),
+                    ):
                         answered[0] += 1
                         if response.status_code != 200:
                             failures.append(f"{response.request.url}: {response.status_code} {response.text}")
@@ -99,8 +110,10 @@ def test_the_service_follows_the_run_without_failing_requests(ray_cluster, model
             assert client.get("/api/health").json()["table_version"] == before["table_version"]
             # The index follows the table: the service switches to both.
             update_index(str(output), IndexConfig(), Storage())
-            after = wait_for(lambda: (h := client.get("/api/health").json())["table_version"] != before["table_version"] and h,
-                             what="the switch to the new version")
+            after = wait_for(
+                lambda: (h := client.get("/api/health").json())["table_version"] != before["table_version"] and h,
+                what="the switch to the new version",
+            )
             time.sleep(1)  # requests on the new version too
         finally:
             stop.set()
@@ -136,4 +149,8 @@ def test_path_lookup_finds_every_path_and_nothing_else():
     paths = [f"s3://bucket/{rng.integers(1e9):09d}/{i}.jpg" for i in range(2000)]
     lookup = PathLookup(pa.array(paths))
     assert all(lookup.position(p) == i for i, p in enumerate(paths))
-    assert lookup.position("s3://bucket/") is None and lookup.position(paths[5] + "x") is None and lookup.position("") is None
+    assert (
+        lookup.position("s3://bucket/") is None
+        and lookup.position(paths[5] + "x") is None
+        and lookup.position("") is None
+    )

@@ -33,8 +33,20 @@ from pipeline.retrieval.index import build_index
 from pipeline.retrieval.index_update import update_index
 from pipeline.retrieval.search import Searcher
 from pipeline.schema import ERRORS_SCHEMA
-from pipeline.storage import (CREDENTIAL_SETTINGS, ENDPOINT_SETTING, PERMISSION_SETTING, AccessDenied, Storage, StorageConfig,
-                              StorageAttemptUnreachable, absolute_uri, read_uri, run_folder, storage_error, write_uri)
+from pipeline.storage import (
+    CREDENTIAL_SETTINGS,
+    ENDPOINT_SETTING,
+    PERMISSION_SETTING,
+    AccessDenied,
+    Storage,
+    StorageConfig,
+    StorageAttemptUnreachable,
+    absolute_uri,
+    read_uri,
+    run_folder,
+    storage_error,
+    write_uri,
+)
 from pipeline.tables import RunTable, open_table
 from pipeline.train.evaluate import evaluate
 from pipeline.train.loop import LoopConfig
@@ -52,7 +64,13 @@ def test_repr_hides_the_credentials_and_pickling_keeps_them():
 
 
 def test_environment_and_flag(monkeypatch):
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+    for name in (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_S3",
+    ):
         monkeypatch.delenv(name, raising=False)
     options = Storage.from_environment().options("s3://b/k")  # the AWS SDK's own chain, with the clients' timeouts
     assert set(options) == {"config_kwargs"} and set(options["config_kwargs"]) == {"connect_timeout", "read_timeout"}
@@ -98,7 +116,9 @@ def test_an_omitted_storage_is_the_environments_everywhere(s3, model_dir, photo_
         "Embedder": lambda: Embedder(model),
         "DecodingEmbedder": lambda: DecodingEmbedder(model, PreprocessConfig(MAE_PROCESSOR)),
         "evaluate": lambda: evaluate(model, images, [0, 0, 1], loss_samples=1, k=1),
-        "save_reconstructions": lambda: save_reconstructions(ReconstructConfig(model, tuple(images[:1]), f"{root}/r.png")),
+        "save_reconstructions": lambda: save_reconstructions(
+            ReconstructConfig(model, tuple(images[:1]), f"{root}/r.png")
+        ),
     }
     for name, call in calls.items():
         used.clear()
@@ -122,7 +142,9 @@ def everything_under(folder: Path) -> bytes:
 
 
 @pytest.mark.slow  # every command on S3: ~30 s
-def test_the_secret_reaches_no_log_error_or_file(ray_cluster, s3, model_dir, photo_paths, tmp_path, monkeypatch, capsys, caplog):
+def test_the_secret_reaches_no_log_error_or_file(
+    ray_cluster, s3, model_dir, photo_paths, tmp_path, monkeypatch, capsys, caplog
+):
     import ray
     import s3fs
 
@@ -137,23 +159,83 @@ def test_the_secret_reaches_no_log_error_or_file(ray_cluster, s3, model_dir, pho
     fs.put(str(model_dir), "test/canary/model", recursive=True)
     endpoint = ["--storage.endpoint", s3.endpoint_url]
     run, photo = "s3://test/canary/run", f"s3://test/canary/photos/{photo_paths[0].name}"
-    assert cli(["embed", "--input", "s3://test/canary/photos/", "--output", run, "--model", "s3://test/canary/model",
-                           "--infer.mask_ratio", "0.75", *endpoint]) == 0
+    assert (
+        cli(
+            [
+                "embed",
+                "--input",
+                "s3://test/canary/photos/",
+                "--output",
+                run,
+                "--model",
+                "s3://test/canary/model",
+                "--infer.mask_ratio",
+                "0.75",
+                *endpoint,
+            ]
+        )
+        == 0
+    )
     assert cli(["index", "--run", run, *endpoint]) == 0
     assert cli(["search", "--run", run, "--image", photo, "--png", "s3://test/canary/search.png", *endpoint]) == 0
     assert cli(["anomalies", "--run", run, "--png", "s3://test/canary/anomalies.png", *endpoint]) == 0
-    assert cli(["pretrain", "--input", "s3://test/canary/photos/", "--output", "s3://test/canary/pretrain", "--preset", "tiny",
-                              "--image_size", "32", "--patch_size", "8", "--epochs", "1", "--batch_size", "2",
-                              "--cpus_per_worker", "0.5", "--reconstructions", "1", *endpoint]) == 0
+    assert (
+        cli(
+            [
+                "pretrain",
+                "--input",
+                "s3://test/canary/photos/",
+                "--output",
+                "s3://test/canary/pretrain",
+                "--preset",
+                "tiny",
+                "--image_size",
+                "32",
+                "--patch_size",
+                "8",
+                "--epochs",
+                "1",
+                "--batch_size",
+                "2",
+                "--cpus_per_worker",
+                "0.5",
+                "--reconstructions",
+                "1",
+                *endpoint,
+            ]
+        )
+        == 0
+    )
     # Mistakes and failures on the way: their messages too.
     assert cli(["search", "--run", run, "--path", "s3://test/canary/photos/none.jpg", *endpoint]) == 2
-    assert cli(["embed", "--input", "s3://test/canary/nowhere/", "--output", "s3://test/canary/run2",
-                           "--model", "s3://test/canary/model", *endpoint]) == 2
+    assert (
+        cli(
+            [
+                "embed",
+                "--input",
+                "s3://test/canary/nowhere/",
+                "--output",
+                "s3://test/canary/run2",
+                "--model",
+                "s3://test/canary/model",
+                *endpoint,
+            ]
+        )
+        == 2
+    )
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", canary + "-wrong")
     assert cli(["index", "--run", run, *endpoint]) != 0
     # The store's refusals: a wrong secret, a session token the store does not know, a key that may not write.
-    refused = ["embed", "--input", "s3://test/canary/photos/", "--output", "s3://test/canary/refused", "--model",
-               "s3://test/canary/model", *endpoint]
+    refused = [
+        "embed",
+        "--input",
+        "s3://test/canary/photos/",
+        "--output",
+        "s3://test/canary/refused",
+        "--model",
+        "s3://test/canary/model",
+        *endpoint,
+    ]
     assert cli(refused) == 77
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", canary)
     token = f"canary-token-{uuid.uuid4().hex}"
@@ -174,7 +256,11 @@ def test_the_secret_reaches_no_log_error_or_file(ray_cluster, s3, model_dir, pho
     # botocore's own DEBUG records of a signed request show its headers, the session token's among them (the jobs log
     # at INFO); no other record and no message does.
     assert token not in captured.out + captured.err
-    assert not [r for r in caplog.records if token in r.getMessage() and not (r.name.startswith("botocore") and r.levelno == logging.DEBUG)]
+    assert not [
+        r
+        for r in caplog.records
+        if token in r.getMessage() and not (r.name.startswith("botocore") and r.levelno == logging.DEBUG)
+    ]
     written = {key: fs.cat_file(key) for key in fs.find("test/canary/") if not key.startswith("test/canary/photos")}
     assert any("runs/_delta_log" in key for key in written) and any(key.endswith("metrics.json") for key in written)
     assert not [key for key, data in written.items() if canary.encode() in data]
@@ -201,15 +287,23 @@ ARROW = "\n          \x1b[31m↳\x1b[0m "  # between the levels of an object_sto
 
 
 def client_error(code: str, status: int = 403, operation: str = "ListObjectsV2") -> botocore.exceptions.ClientError:
-    return botocore.exceptions.ClientError({"Error": {"Code": code, "Message": "the server's words"},
-                                            "ResponseMetadata": {"HTTPStatusCode": status}}, operation)
+    return botocore.exceptions.ClientError(
+        {"Error": {"Code": code, "Message": "the server's words"}, "ResponseMetadata": {"HTTPStatusCode": status}},
+        operation,
+    )
 
 
 def object_store_error(status: str, code: str | None, first: str = "Kernel error -> Generic S3 error") -> OSError:
     """deltalake's OSError for an S3 answer, in the form its object_store gave the fixture's answers."""
-    answer = f'{ARROW}<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>m</Message></Error>\n' if code else ""
-    return OSError(f"{first}{ARROW}Error performing GET http://127.0.0.1:9000/bucket/out/_delta_log/_last_checkpoint in "
-                   f"1.2ms - Server returned non-2xx status code{ARROW}{status}{answer}")
+    answer = (
+        f'{ARROW}<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>m</Message></Error>\n'
+        if code
+        else ""
+    )
+    return OSError(
+        f"{first}{ARROW}Error performing GET http://127.0.0.1:9000/bucket/out/_delta_log/_last_checkpoint in "
+        f"1.2ms - Server returned non-2xx status code{ARROW}{status}{answer}"
+    )
 
 
 def head_forbidden() -> PermissionError:
@@ -224,35 +318,85 @@ EXPIRED = "the store refused the credentials (ExpiredToken: the session token ha
 CANARY_STORAGE = Storage("http://127.0.0.1:9000", "AKCANARY", "canary-secret", "canary-token")
 
 
-CREDENTIALS, PERMISSION, ENDPOINT = (f"; check {CREDENTIAL_SETTINGS}", f"; check {PERMISSION_SETTING}",
-                                     f"; check the URI and {ENDPOINT_SETTING}")
+CREDENTIALS, PERMISSION, ENDPOINT = (
+    f"; check {CREDENTIAL_SETTINGS}",
+    f"; check {PERMISSION_SETTING}",
+    f"; check the URI and {ENDPOINT_SETTING}",
+)
 
 
-@pytest.mark.parametrize("raised, kind, expected, setting", [
-    (client_error("ExpiredToken", 400), AccessDenied, EXPIRED, CREDENTIALS),  # botocore
-    (translate_boto_error(client_error("ExpiredToken", 400)), AccessDenied, EXPIRED, CREDENTIALS),  # s3fs, from botocore's
-    (object_store_error("400 Bad Request", "ExpiredToken"), AccessDenied, EXPIRED, CREDENTIALS),  # deltalake
-    (translate_boto_error(client_error("InvalidToken", 400)), AccessDenied, "(InvalidToken: the session token is malformed",
-     CREDENTIALS),
-    (client_error("TokenRefreshRequired", 400), AccessDenied, "(TokenRefreshRequired: the session token must be refreshed)",
-     CREDENTIALS),
-    (object_store_error("403 Forbidden", "InvalidAccessKeyId"), AccessDenied, "(InvalidAccessKeyId: no such access key)",
-     CREDENTIALS),
-    (botocore.exceptions.NoCredentialsError(), AccessDenied, "(NoCredentials: no credentials were found)", CREDENTIALS),
-    (object_store_error("401 Unauthorized", None, "The operation lacked valid authentication credentials for path out"),
-     AccessDenied, "the store refused the credentials (401 Unauthorized)", CREDENTIALS),
-    (translate_boto_error(client_error("AccessDenied")), AccessDenied, "the store refused the permission to read (AccessDenied)",
-     PERMISSION),
-    (head_forbidden(), AccessDenied, "the store refused to read it (403 Forbidden)", f", and {PERMISSION_SETTING}"),
-    (object_store_error("404 Not Found", "NoSuchBucket"), NotFound, "no such bucket 'bucket' at http://127.0.0.1:9000", ENDPOINT),
-    (botocore.exceptions.EndpointConnectionError(endpoint_url="http://127.0.0.1:9000/bucket"),
-     StorageAttemptUnreachable,
-     'cannot reach the storage at http://127.0.0.1:9000 (Could not connect to the endpoint URL: "http://127.0.0.1:9000/bucket")',
-     f"; check {ENDPOINT_SETTING}"),
-    (OSError(f"Generic S3 error{ARROW}error sending request{ARROW}tcp connect error{ARROW}Connection refused (os error 111)\n"),
-     StorageAttemptUnreachable, "at http://127.0.0.1:9000 (Connection refused (os error 111))",
-     f"; check {ENDPOINT_SETTING}"),
-])
+@pytest.mark.parametrize(
+    "raised, kind, expected, setting",
+    [
+        (client_error("ExpiredToken", 400), AccessDenied, EXPIRED, CREDENTIALS),  # botocore
+        (
+            translate_boto_error(client_error("ExpiredToken", 400)),
+            AccessDenied,
+            EXPIRED,
+            CREDENTIALS,
+        ),  # s3fs, from botocore's
+        (object_store_error("400 Bad Request", "ExpiredToken"), AccessDenied, EXPIRED, CREDENTIALS),  # deltalake
+        (
+            translate_boto_error(client_error("InvalidToken", 400)),
+            AccessDenied,
+            "(InvalidToken: the session token is malformed",
+            CREDENTIALS,
+        ),
+        (
+            client_error("TokenRefreshRequired", 400),
+            AccessDenied,
+            "(TokenRefreshRequired: the session token must be refreshed)",
+            CREDENTIALS,
+        ),
+        (
+            object_store_error("403 Forbidden", "InvalidAccessKeyId"),
+            AccessDenied,
+            "(InvalidAccessKeyId: no such access key)",
+            CREDENTIALS,
+        ),
+        (
+            botocore.exceptions.NoCredentialsError(),
+            AccessDenied,
+            "(NoCredentials: no credentials were found)",
+            CREDENTIALS,
+        ),
+        (
+            object_store_error(
+                "401 Unauthorized", None, "The operation lacked valid authentication credentials for path out"
+            ),
+            AccessDenied,
+            "the store refused the credentials (401 Unauthorized)",
+            CREDENTIALS,
+        ),
+        (
+            translate_boto_error(client_error("AccessDenied")),
+            AccessDenied,
+            "the store refused the permission to read (AccessDenied)",
+            PERMISSION,
+        ),
+        (head_forbidden(), AccessDenied, "the store refused to read it (403 Forbidden)", f", and {PERMISSION_SETTING}"),
+        (
+            object_store_error("404 Not Found", "NoSuchBucket"),
+            NotFound,
+            "no such bucket 'bucket' at http://127.0.0.1:9000",
+            ENDPOINT,
+        ),
+        (
+            botocore.exceptions.EndpointConnectionError(endpoint_url="http://127.0.0.1:9000/bucket"),
+            StorageAttemptUnreachable,
+            'cannot reach the storage at http://127.0.0.1:9000 (Could not connect to the endpoint URL: "http://127.0.0.1:9000/bucket")',
+            f"; check {ENDPOINT_SETTING}",
+        ),
+        (
+            OSError(
+                f"Generic S3 error{ARROW}error sending request{ARROW}tcp connect error{ARROW}Connection refused (os error 111)\n"
+            ),
+            StorageAttemptUnreachable,
+            "at http://127.0.0.1:9000 (Connection refused (os error 111))",
+            f"; check {ENDPOINT_SETTING}",
+        ),
+    ],
+)
 def test_what_the_store_says_becomes_one_line_naming_the_uri_and_the_setting(raised, kind, expected, setting):
     err = storage_error(raised, "s3://bucket/out", CANARY_STORAGE, "read")
     assert type(err) is kind and str(err).startswith("s3://bucket/out: ") and expected in str(err), str(err)
@@ -261,16 +405,23 @@ def test_what_the_store_says_becomes_one_line_naming_the_uri_and_the_setting(rai
 
 
 def test_other_failures_stay_as_they_are(tmp_path):
-    for err in (FileNotFoundError(errno.ENOENT, "bucket/out/missing.jpg"), ValueError("a timeout of -1 is no timeout"),
-                NotFound("--model s3://bucket/m has no config.json"), translate_boto_error(client_error("NoSuchKey", 404))):
+    for err in (
+        FileNotFoundError(errno.ENOENT, "bucket/out/missing.jpg"),
+        ValueError("a timeout of -1 is no timeout"),
+        NotFound("--model s3://bucket/m has no config.json"),
+        translate_boto_error(client_error("NoSuchKey", 404)),
+    ):
         assert storage_error(err, "s3://bucket/out", CANARY_STORAGE) is err
-    local = storage_error(PermissionError(errno.EACCES, "Permission denied", str(tmp_path)), str(tmp_path), Storage(), "write")
+    local = storage_error(
+        PermissionError(errno.EACCES, "Permission denied", str(tmp_path)), str(tmp_path), Storage(), "write"
+    )
     assert isinstance(local, AccessDenied) and str(local).startswith(f"{tmp_path}: permission denied to write")
 
 
 @pytest.fixture
 def no_ray(monkeypatch):
     """Fails a run that gets as far as starting Ray: the refusals must come first."""
+
     def refuse(*args, **kwargs):
         raise AssertionError("the run got as far as starting Ray")
 
@@ -289,8 +440,9 @@ def sides(s3, model_dir, photo_paths, tmp_path_factory) -> dict[str, tuple[str, 
     return {"input": (str(photos), "s3://test/refusals/photos/"), "model": (str(model_dir), "s3://test/refusals/model")}
 
 
-def failed_run(s3, monkeypatch, secret_suffix: str = "", read_only: bool = False, endpoint: str | None = None,
-               **uris: str) -> BaseException:
+def failed_run(
+    s3, monkeypatch, secret_suffix: str = "", read_only: bool = False, endpoint: str | None = None, **uris: str
+) -> BaseException:
     """What a run with the fixture's admin (or reader) key raises; `secret_suffix` makes its secret wrong."""
     key, secret = s3.credentials(read_only)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", key)
@@ -315,12 +467,17 @@ def uris_with(side: str, on_s3: str, sides, tmp_path) -> dict[str, str]:
 
 @pytest.mark.parametrize("side", ["input", "output", "model"])
 def test_a_wrong_secret_is_said_on_every_side(side, s3, sides, no_ray, tmp_path, monkeypatch):
-    uri = {**{name: found[1] for name, found in sides.items()}, "output": f"s3://test/refusals/{uuid.uuid4().hex}/out"}[side]
+    uri = {**{name: found[1] for name, found in sides.items()}, "output": f"s3://test/refusals/{uuid.uuid4().hex}/out"}[
+        side
+    ]
     uris = uris_with(side, uri, sides, tmp_path)
     err = failed_run(s3, monkeypatch, "-wrong", **uris)
     assert isinstance(err, AccessDenied), repr(err)
-    assert str(err) == f"{uri}: the store refused the credentials (SignatureDoesNotMatch: the secret key does not match the " \
-                       f"access key); check {CREDENTIAL_SETTINGS}"
+    assert (
+        str(err)
+        == f"{uri}: the store refused the credentials (SignatureDoesNotMatch: the secret key does not match the "
+        f"access key); check {CREDENTIAL_SETTINGS}"
+    )
     assert not written(uris["output"], s3)
 
 
@@ -337,7 +494,9 @@ def test_a_missing_bucket_is_said_on_every_side(side, s3, sides, no_ray, tmp_pat
     uri = f"s3://no-such-{side}/{side}"
     err = failed_run(s3, monkeypatch, **uris_with(side, uri, sides, tmp_path))
     assert isinstance(err, NotFound), repr(err)
-    assert str(err) == f"{uri}: no such bucket 'no-such-{side}' at {s3.endpoint_url}; check the URI and {ENDPOINT_SETTING}"
+    assert (
+        str(err) == f"{uri}: no such bucket 'no-such-{side}' at {s3.endpoint_url}; check the URI and {ENDPOINT_SETTING}"
+    )
     assert not written(f"s3://no-such-{side}", s3) and not written(str(tmp_path / "out"), s3)
 
 
@@ -352,7 +511,10 @@ def test_an_endpoint_that_does_not_answer_is_an_outage_naming_it(s3, sides, unre
 def test_tables_and_run_folders_say_the_same(s3):
     """What `open_table`, `RunTable.open_or_create` (deltalake's texts) and `run_folder` (s3fs) raise."""
     key, secret = s3.credentials()
-    wrong, reader = Storage(s3.endpoint_url, key, secret + "-wrong"), Storage(s3.endpoint_url, *s3.credentials(read_only=True))
+    wrong, reader = (
+        Storage(s3.endpoint_url, key, secret + "-wrong"),
+        Storage(s3.endpoint_url, *s3.credentials(read_only=True)),
+    )
     table = f"s3://test/refusals/{uuid.uuid4().hex}/errors"
     with pytest.raises(AccessDenied, match=r"refused the credentials \(SignatureDoesNotMatch"):
         open_table(table, wrong)

@@ -18,10 +18,14 @@ ROWS = pa.schema([(schema.ID, pa.int64()), (schema.PATH, pa.string()), (schema.E
 
 
 def rows(first: int, count: int) -> pa.Table:
-    return pa.table({
-        schema.ID: np.arange(first, first + count), schema.PATH: [f"s3://b/{i:04d}.jpg" for i in range(first, first + count)],
-        schema.EMBEDDING: [[float(i)] * 4 for i in range(first, first + count)],
-    }, schema=ROWS)
+    return pa.table(
+        {
+            schema.ID: np.arange(first, first + count),
+            schema.PATH: [f"s3://b/{i:04d}.jpg" for i in range(first, first + count)],
+            schema.EMBEDDING: [[float(i)] * 4 for i in range(first, first + count)],
+        },
+        schema=ROWS,
+    )
 
 
 def worker_write(uri: str, name: str, table: pa.Table) -> DataFile:
@@ -42,7 +46,11 @@ def test_commits_removals_and_statistics(tmp_path):
     commits = [h for h in found.history() if "vitmae.run" in h]
     assert [h["vitmae.commit"] for h in commits] == ["remove", "add", "create"] and commits[1]["vitmae.rows"] == 10
     stats = json.loads(file_stats(rows(0, 3)))
-    assert stats["numRecords"] == 3 and stats["minValues"][schema.ID] == 0 and stats["maxValues"][schema.PATH] == "s3://b/0002.jpg"
+    assert (
+        stats["numRecords"] == 3
+        and stats["minValues"][schema.ID] == 0
+        and stats["maxValues"][schema.PATH] == "s3://b/0002.jpg"
+    )
     assert schema.EMBEDDING not in stats["minValues"]
 
 
@@ -51,7 +59,9 @@ def test_a_second_writer_stops_the_first_at_its_next_commit(tmp_path):
     first = RunTable.open_or_create(uri, Storage(), ROWS, "run-a")
     second = RunTable(uri, Storage(), open_table(uri, Storage()), "run-b")  # started from the same version
     second.add_files([worker_write(uri, "b.parquet", rows(0, 3))])
-    with pytest.raises(ConcurrentRunError, match="run run-b committed to .* while this run \\(run-a\\) was writing to it"):
+    with pytest.raises(
+        ConcurrentRunError, match="run run-b committed to .* while this run \\(run-a\\) was writing to it"
+    ):
         first.add_files([worker_write(uri, "a.parquet", rows(0, 3))])
     read = dataset(open_table(uri, Storage()), uri, Storage()).to_table()
     assert read.num_rows == 3  # the refused files were never committed: no row twice

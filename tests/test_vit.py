@@ -43,7 +43,9 @@ def test_classifier_logits_match_transformers_at_the_trained_and_a_larger_size(g
 
 
 def test_encoder_loads_from_a_classifier_checkpoint_only_without_pooler(tmp_path):
-    transformers.ViTForImageClassification(transformers.ViTConfig(**vit_kwargs(TINY), num_labels=3)).save_pretrained(tmp_path)
+    transformers.ViTForImageClassification(transformers.ViTConfig(**vit_kwargs(TINY), num_labels=3)).save_pretrained(
+        tmp_path
+    )
     with pytest.raises(ValueError, match="missing .*pooler.dense.weight.*pass add_pooling_layer=False"):
         vitmae.ViTModel.from_pretrained(tmp_path)
     model = vitmae.ViTModel.from_pretrained(tmp_path, add_pooling_layer=False)

@@ -14,11 +14,18 @@ from pipeline.storage import Storage
 
 
 def work_file(path, rows: int) -> None:
-    pq.write_table(pa.table({
-        schema.ID: pa.array(np.arange(rows), pa.int64()), schema.PATH: [f"s3://b/{i}.jpg" for i in range(rows)],
-        schema.SIZE: pa.array(np.full(rows, 10), pa.int64()), schema.MTIME: pa.array(np.zeros(rows)),
-        schema.ETAG: [None] * rows,
-    }).cast(schema.WORK_SCHEMA), path)
+    pq.write_table(
+        pa.table(
+            {
+                schema.ID: pa.array(np.arange(rows), pa.int64()),
+                schema.PATH: [f"s3://b/{i}.jpg" for i in range(rows)],
+                schema.SIZE: pa.array(np.full(rows, 10), pa.int64()),
+                schema.MTIME: pa.array(np.zeros(rows)),
+                schema.ETAG: [None] * rows,
+            }
+        ).cast(schema.WORK_SCHEMA),
+        path,
+    )
 
 
 @pytest.mark.slow  # ~10 s
@@ -43,4 +50,3 @@ def test_row_groups_grow_to_keep_the_read_tasks_bounded(tmp_path, monkeypatch):
     put_work(str(tmp_path / "diff.parquet"), str(tmp_path / "run.parquet"), Storage(), 8)
     tasks = WorkSource(str(tmp_path / "run.parquet"), Storage()).get_read_tasks(parallelism=200)
     assert len(tasks) == 100 and {task.metadata.num_rows for task in tasks} == {100}
-

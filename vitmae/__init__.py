@@ -28,7 +28,13 @@ __all__ = sorted(_MODULES)
 
 if TYPE_CHECKING:
     from vitmae.config import ViTConfig, ViTMAEConfig
-    from vitmae.mae import ViTMAEDecoder, ViTMAEForPreTraining, ViTMAEForPreTrainingOutput, ViTMAEModel, ViTMAEModelOutput
+    from vitmae.mae import (
+        ViTMAEDecoder,
+        ViTMAEForPreTraining,
+        ViTMAEForPreTrainingOutput,
+        ViTMAEModel,
+        ViTMAEModelOutput,
+    )
     from vitmae.processor import ViTImageProcessor
     from vitmae.vit import ImageClassifierOutput, ViTForImageClassification, ViTModel, ViTModelOutput
 

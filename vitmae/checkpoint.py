@@ -89,9 +89,7 @@ class PretrainedMixin:
         if cls.encoder_prefix and not wrapped:
             return {f"{cls.encoder_prefix}{k}": v for k, v in state.items()}
         if not cls.encoder_prefix and wrapped:
-            return {
-                k.removeprefix("vit."): v for k, v in state.items() if not k.startswith(cls.head_prefixes)
-            }
+            return {k.removeprefix("vit."): v for k, v in state.items() if not k.startswith(cls.head_prefixes)}
         return state
 
     def save_pretrained(self, path_or_uri: str | os.PathLike, storage_options: dict[str, Any] | None = None) -> None:
@@ -101,7 +99,11 @@ class PretrainedMixin:
         state = {k: v.detach().contiguous().cpu() for k, v in vitmae_to_hf(self.state_dict()).items()}
         folder.write_bytes(SAFETENSORS_NAME, safetensors.torch.save(state, metadata={"format": "pt"}))
         dtype = next(self.parameters()).dtype
-        config = {**self.config.to_dict(), "architectures": [type(self).__name__], "dtype": str(dtype).removeprefix("torch.")}
+        config = {
+            **self.config.to_dict(),
+            "architectures": [type(self).__name__],
+            "dtype": str(dtype).removeprefix("torch."),
+        }
         folder.write_json(CONFIG_NAME, config)
         logger.info("saved %s to %s", type(self).__name__, folder.uri)
 

@@ -109,7 +109,9 @@ def is_hub_id(name: str) -> bool:
     return "://" not in name and bool(_HUB_ID.match(name)) and not os.path.exists(name)
 
 
-def open_folder(path_or_uri: str | os.PathLike, storage_options: dict[str, Any] | None = None, create: bool = False) -> Folder:
+def open_folder(
+    path_or_uri: str | os.PathLike, storage_options: dict[str, Any] | None = None, create: bool = False
+) -> Folder:
     """Resolves a local folder, an fsspec URI, or (when no such folder exists) a Hugging Face hub id.
 
     Raises:
@@ -150,7 +152,9 @@ def _hub_reason(err: Exception) -> str:
     from huggingface_hub import constants, errors
 
     chain: list[BaseException] = [err]  # err, then what it was raised from, as a traceback shows them
-    while (inner := chain[-1].__cause__ or (None if chain[-1].__suppress_context__ else chain[-1].__context__)) is not None:
+    while (
+        inner := chain[-1].__cause__ or (None if chain[-1].__suppress_context__ else chain[-1].__context__)
+    ) is not None:
         chain.append(inner)
     login = "log in with `hf auth login` if you have access"
     if any(isinstance(e, errors.OfflineModeIsEnabled) for e in chain):

@@ -169,8 +169,14 @@ def build_blocks(config: EncoderConfig, dim: int, depth: int, heads: int, mlp_hi
     the ViT and MAE encoders (the config's own sizes) and the MAE decoder (its decoder sizes)."""
     return nn.ModuleList(
         Block(
-            dim, heads, mlp_hidden, act=config.hidden_act, qkv_bias=config.qkv_bias, eps=config.layer_norm_eps,
-            drop=config.hidden_dropout_prob, attn_drop=config.attention_probs_dropout_prob,
+            dim,
+            heads,
+            mlp_hidden,
+            act=config.hidden_act,
+            qkv_bias=config.qkv_bias,
+            eps=config.layer_norm_eps,
+            drop=config.hidden_dropout_prob,
+            attn_drop=config.attention_probs_dropout_prob,
         )
         for _ in range(depth)
     )

@@ -170,7 +170,10 @@ class ViTMAEDecoder(nn.Module):
         grid = config.image_size // config.patch_size
         self.register_buffer("decoder_pos_embed", sincos_pos_embed(grid, dim)[None])
         self.blocks = build_blocks(
-            config, dim, config.decoder_num_hidden_layers, config.decoder_num_attention_heads,
+            config,
+            dim,
+            config.decoder_num_hidden_layers,
+            config.decoder_num_attention_heads,
             config.decoder_intermediate_size,
         )
         self.decoder_norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
@@ -223,9 +226,7 @@ class ViTMAEForPreTraining(PretrainedMixin, nn.Module):
         x = pixel_values.reshape(n, c, height // p, p, width // p, p).permute(0, 2, 4, 3, 5, 1)
         return x.reshape(n, (height // p) * (width // p), p * p * c)
 
-    def unpatchify(
-        self, patches: torch.Tensor, original_image_size: tuple[int, int] | None = None
-    ) -> torch.Tensor:
+    def unpatchify(self, patches: torch.Tensor, original_image_size: tuple[int, int] | None = None) -> torch.Tensor:
         """Inverse of `patchify`: [N, L, p*p*C] -> [N, C, H, W] (H, W default to `config.image_size`)."""
         p, c = self.config.patch_size, self.config.num_channels
         height, width = original_image_size or (self.config.image_size, self.config.image_size)
@@ -236,7 +237,11 @@ class ViTMAEForPreTraining(PretrainedMixin, nn.Module):
         return x.reshape(patches.shape[0], c, rows * p, cols * p)
 
     def per_sample_loss(
-        self, pixel_values: torch.Tensor, logits: torch.Tensor, mask: torch.Tensor, interpolate_pos_encoding: bool = False
+        self,
+        pixel_values: torch.Tensor,
+        logits: torch.Tensor,
+        mask: torch.Tensor,
+        interpolate_pos_encoding: bool = False,
     ) -> torch.Tensor:
         """Each image's mean squared error over its masked patches, in float32: [N]."""
         target = self.patchify(pixel_values, interpolate_pos_encoding).float()
@@ -257,7 +262,9 @@ class ViTMAEForPreTraining(PretrainedMixin, nn.Module):
         mask_ratio: float | None = None,
     ) -> ViTMAEForPreTrainingOutput:
         """Masks, encodes, decodes and scores; arguments as `ViTMAEModel.forward`."""
-        enc = self.vit(pixel_values, noise, interpolate_pos_encoding, output_hidden_states, output_attentions, mask_ratio)
+        enc = self.vit(
+            pixel_values, noise, interpolate_pos_encoding, output_hidden_states, output_attentions, mask_ratio
+        )
         logits = self.decoder(enc.last_hidden_state, enc.ids_restore, interpolate_pos_encoding)
         per_sample = self.per_sample_loss(pixel_values, logits, enc.mask, interpolate_pos_encoding)
         return ViTMAEForPreTrainingOutput(

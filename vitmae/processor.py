@@ -28,7 +28,9 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # pe
 # MAE's preprocessing, as its checkpoints on the hub (facebook/vit-mae-*) describe it: ImageNet's mean and std, bicubic
 # resampling, 224 pixels. Keyword arguments of `ViTImageProcessor` and of transformers' image processors alike.
 MAE_PROCESSOR = {"image_mean": list(IMAGENET_MEAN), "image_std": list(IMAGENET_STD), "resample": 3, "size": 224}
-_IGNORED_KEYS = frozenset({"image_processor_type", "feature_extractor_type", "processor_class", "do_center_crop", "crop_size"})
+_IGNORED_KEYS = frozenset(
+    {"image_processor_type", "feature_extractor_type", "processor_class", "do_center_crop", "crop_size"}
+)
 
 
 def _hw(size: int | dict[str, int]) -> tuple[int, int]:
@@ -82,7 +84,9 @@ class ViTImageProcessor:
         return {**data, "image_processor_type": "ViTImageProcessor"}
 
     @classmethod
-    def from_pretrained(cls, path_or_uri: str | os.PathLike, storage_options: dict[str, Any] | None = None) -> "ViTImageProcessor":
+    def from_pretrained(
+        cls, path_or_uri: str | os.PathLike, storage_options: dict[str, Any] | None = None
+    ) -> "ViTImageProcessor":
         """Reads preprocessor_config.json from a folder, fsspec URI or hub id."""
         return cls.from_dict(open_folder(path_or_uri, storage_options).read_json(PROCESSOR_NAME))
 
@@ -131,7 +135,8 @@ class ViTImageProcessor:
         if key not in self._device_stats:
             with torch.inference_mode(False):  # plain tensors, usable where autograd runs too
                 self._device_stats[key] = tuple(
-                    torch.tensor(values, device=device).view(1, -1, 1, 1) for values in (self.image_mean, self.image_std)
+                    torch.tensor(values, device=device).view(1, -1, 1, 1)
+                    for values in (self.image_mean, self.image_std)
                 )
         return self._device_stats[key]
 

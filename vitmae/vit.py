@@ -74,7 +74,9 @@ class ViTModel(PretrainedMixin, nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, config.num_patches + 1, dim))
         self.drop = nn.Dropout(config.hidden_dropout_prob) if config.hidden_dropout_prob > 0 else nn.Identity()
-        self.blocks = build_blocks(config, dim, config.num_hidden_layers, config.num_attention_heads, config.intermediate_size)
+        self.blocks = build_blocks(
+            config, dim, config.num_hidden_layers, config.num_attention_heads, config.intermediate_size
+        )
         self.norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
         self.pooler = ViTPooler(config) if add_pooling_layer else None
         self._init_weights()

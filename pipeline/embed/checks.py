@@ -78,7 +78,9 @@ def check_weights(model: Model, infer: InferConfig, storage: Storage) -> int:
 
     The first call in a process imports torch (about a second of a core), which nothing before it in the job's
     driver does: the run makes this call while Ray starts."""
-    loaded = model_class(infer.mask_ratio).from_pretrained(model.uri, device="meta", storage_options=storage.options(model.uri))
+    loaded = model_class(infer.mask_ratio).from_pretrained(
+        model.uri, device="meta", storage_options=storage.options(model.uri)
+    )
     return sum(p.numel() for p in loaded.parameters())
 
 

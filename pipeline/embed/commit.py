@@ -44,7 +44,11 @@ class Committer:
                 self.committed[name] += sum(f.rows for f in files)
         if self.pending:
             self.commits += 1
-            logger.info("committed %d embeddings and %d errors so far (%d commits)", self.committed[EMBEDDINGS_DIR],
-                        self.committed[ERRORS_DIR], self.commits)
+            logger.info(
+                "committed %d embeddings and %d errors so far (%d commits)",
+                self.committed[EMBEDDINGS_DIR],
+                self.committed[ERRORS_DIR],
+                self.commits,
+            )
         self.pending = []
         self.last = time.monotonic()

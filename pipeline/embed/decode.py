@@ -57,7 +57,9 @@ class DecodeConfig:
         if self.mode not in DECODE_MODES:
             raise InvalidInput(f"mode must be one of {', '.join(DECODE_MODES)}, got {self.mode!r}")
         if self.draft_margin < 1:
-            raise InvalidInput(f"draft_margin must be at least 1 (never below the model's input), got {self.draft_margin}")
+            raise InvalidInput(
+                f"draft_margin must be at least 1 (never below the model's input), got {self.draft_margin}"
+            )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "DecodeConfig":
@@ -78,7 +80,10 @@ class Decoded:
 
 
 def decode_image(
-    data: bytes, processor: ViTImageProcessor, config: DecodeConfig, resize: Callable[[Image.Image], np.ndarray] | None = None
+    data: bytes,
+    processor: ViTImageProcessor,
+    config: DecodeConfig,
+    resize: Callable[[Image.Image], np.ndarray] | None = None,
 ) -> Decoded:
     """Encoded bytes -> the processor's uint8 RGB array.
 
@@ -147,7 +152,9 @@ def _decode_vips(data: bytes, image: Image.Image, shrink: int) -> Image.Image | 
     """
     source = _vips_open(data)  # the header only
     if (source.width, source.height) != image.size:  # the pixel limit holds for what libvips will decode, too
-        raise DecodeError(f"libvips reads {source.width} x {source.height} where Pillow read {image.width} x {image.height}")
+        raise DecodeError(
+            f"libvips reads {source.width} x {source.height} where Pillow read {image.width} x {image.height}"
+        )
     if source.format != "uchar":
         return None
     alpha = source.hasalpha()
@@ -173,5 +180,7 @@ def _vips_pixels(image: pyvips.Image, shrink: int) -> np.ndarray:
 
 def _decoder_message(error: Exception) -> str:
     """One line of a decoder's error. libvips says which call failed, then in `detail` what the decoder found."""
-    details = [line.strip() for line in error.detail.splitlines() if line.strip()] if isinstance(error, pyvips.Error) else []
+    details = (
+        [line.strip() for line in error.detail.splitlines() if line.strip()] if isinstance(error, pyvips.Error) else []
+    )
     return details[0][:200] if details else one_line(error, 200)

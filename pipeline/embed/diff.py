@@ -62,8 +62,14 @@ class Diff:
         return pq.read_table(self.work_file).cast(schema.WORK_SCHEMA)
 
 
-def compare(listing: pa.Table | str, embeddings: pads.Dataset | None, errors: pads.Dataset | None, folder: str,
-            config: DiffConfig = DiffConfig(), first_id: int = 0) -> Diff:
+def compare(
+    listing: pa.Table | str,
+    embeddings: pads.Dataset | None,
+    errors: pads.Dataset | None,
+    folder: str,
+    config: DiffConfig = DiffConfig(),
+    first_id: int = 0,
+) -> Diff:
     """Compares a listing (a table, or a glob of Parquet files, of `schema.LISTING_SCHEMA`) with the tables.
 
     A table that does not exist yet is None. DuckDB spills to `folder` and writes the work there, numbered from
@@ -103,23 +109,40 @@ def compare(listing: pa.Table | str, embeddings: pads.Dataset | None, errors: pa
     ) TO '{_quoted(work_file)}' (FORMAT parquet)""")
     work_rows = pq.read_metadata(work_file).num_rows
     remove = {
-        table: _query(con, folder, table, f"""
+        table: _query(
+            con,
+            folder,
+            table,
+            f"""
             SELECT DISTINCT {schema.PATH} FROM classified
-            WHERE tbl = '{table}' AND status IN ('changed', {removed}{', ' + retry if table == 'errors' else ''})""")
+            WHERE tbl = '{table}' AND status IN ('changed', {removed}{", " + retry if table == "errors" else ""})""",
+        )
         for table in ("embeddings", "errors")
     }
     con.close()
     failed_before = counts.get("failed before", 0) + counts.get("unreadable before", 0)
     retried = counts.get("unreadable before", 0) + (counts.get("failed before", 0) if config.retry_errors else 0)
     result = {
-        "listed": listed, "new": counts.get("new", 0), "changed": counts.get("changed", 0),
+        "listed": listed,
+        "new": counts.get("new", 0),
+        "changed": counts.get("changed", 0),
         "unchanged": listed - counts.get("new", 0) - counts.get("changed", 0) - failed_before,
-        "failed_before": failed_before, "retried": retried, "removed": counts.get("removed", 0),
+        "failed_before": failed_before,
+        "retried": retried,
+        "removed": counts.get("removed", 0),
     }
-    logger.info("listed %(listed)d: %(new)d new, %(changed)d changed, %(unchanged)d unchanged, %(failed_before)d failed "
-                "before (%(retried)d retried), %(removed)d gone", result)
-    return Diff(work_file, work_rows, remove["embeddings"].column(schema.PATH).combine_chunks(),
-                remove["errors"].column(schema.PATH).combine_chunks(), result)
+    logger.info(
+        "listed %(listed)d: %(new)d new, %(changed)d changed, %(unchanged)d unchanged, %(failed_before)d failed "
+        "before (%(retried)d retried), %(removed)d gone",
+        result,
+    )
+    return Diff(
+        work_file,
+        work_rows,
+        remove["embeddings"].column(schema.PATH).combine_chunks(),
+        remove["errors"].column(schema.PATH).combine_chunks(),
+        result,
+    )
 
 
 def _query(con: duckdb.DuckDBPyConnection, folder: str, name: str, sql: str) -> pa.Table:

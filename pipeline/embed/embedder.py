@@ -50,8 +50,14 @@ class Embedder:
     the same code on the CPU in float32, with `threads` torch threads (at most the node's cores; None: torch's default).
     """
 
-    def __init__(self, model: str, config: InferConfig = InferConfig(), storage: Storage | None = None,
-                 threads: int | None = None, attempts: Any = None) -> None:
+    def __init__(
+        self,
+        model: str,
+        config: InferConfig = InferConfig(),
+        storage: Storage | None = None,
+        threads: int | None = None,
+        attempts: Any = None,
+    ) -> None:
         """model: checkpoint folder, URI or hub id (with preprocessor_config.json); storage: reaches it (None: the
         environment's, `Storage.from_environment`); attempts: the run's `pipeline.embed.poison.Attempts` actor, which
         finds the batches that kill model actors (None: not counted)."""
@@ -65,7 +71,9 @@ class Embedder:
             # Ray sets OMP_NUM_THREADS to the actor's 1 CPU; on CPU-only nodes the model is nearly all the work.
             torch.set_num_threads(min(threads, os.cpu_count() or 1))
         options = (storage or Storage.from_environment()).options(model)
-        self.model = model_class(config.mask_ratio).from_pretrained(model, dtype=self.dtype, device=self.device, storage_options=options)
+        self.model = model_class(config.mask_ratio).from_pretrained(
+            model, dtype=self.dtype, device=self.device, storage_options=options
+        )
         self.encoder = self.model.vit if config.mask_ratio > 0 else self.model
         # One graph for every batch size (dynamic), so a short last batch compiles nothing new.
         self.encode = torch.compile(self.encoder, dynamic=True) if config.compile else self.encoder
@@ -93,7 +101,11 @@ class Embedder:
 
     def _image_by_image(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The batch embedded one image at a time, each counted, so that the one that kills the actor is found."""
-        logger.warning("a batch killed model actors %d times; embedding its %d images one by one", MAX_ATTEMPTS, len(batch[schema.ID]))
+        logger.warning(
+            "a batch killed model actors %d times; embedding its %d images one by one",
+            MAX_ATTEMPTS,
+            len(batch[schema.ID]),
+        )
         errors = batch[schema.ERROR].copy()
         parts = []
         for i in range(len(errors)):
@@ -124,7 +136,12 @@ class Embedder:
                 losses[ok] = torch.cat([loss for _, loss in parts]).cpu().numpy()
         logger.debug("embedded %d images in %.2fs", int(ok.sum()), time.perf_counter() - start)
         out = {k: v for k, v in batch.items() if k != schema.PIXELS}
-        return {**out, schema.EMBEDDING: embeddings, schema.LOSS: losses, schema.NODE: np.full(n, self.node, dtype=object)}
+        return {
+            **out,
+            schema.EMBEDDING: embeddings,
+            schema.LOSS: losses,
+            schema.NODE: np.full(n, self.node, dtype=object),
+        }
 
     def _embed(self, rows: np.ndarray, paths: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
         """uint8 [n, H, W, C] rows -> (float32 [n, D] embeddings, float32 [n] losses or None), left on the device.
@@ -161,8 +178,15 @@ class DecodingEmbedder(Embedder):
     """The CPU stage and the model stage in one actor, for nodes without GPUs: each actor decodes a batch on its
     threads, then runs the model on it, and no decoded pixels cross processes."""
 
-    def __init__(self, model: str, preprocess: PreprocessConfig, config: InferConfig = InferConfig(),
-                 storage: Storage | None = None, threads: int | None = None, attempts: Any = None) -> None:
+    def __init__(
+        self,
+        model: str,
+        preprocess: PreprocessConfig,
+        config: InferConfig = InferConfig(),
+        storage: Storage | None = None,
+        threads: int | None = None,
+        attempts: Any = None,
+    ) -> None:
         super().__init__(model, config, storage, threads, attempts)
         self.preprocess = preprocess
 

@@ -56,7 +56,9 @@ class Manifest:
 
     destination_bucket: str  # destinationBucket, the bucket's name out of its ARN: where the data files are
     file_format: str  # fileFormat: CSV, ORC or Parquet
-    columns: tuple[str, ...]  # a CSV report's fileSchema as column names, in order; () for ORC and Parquet (files name theirs)
+    columns: tuple[
+        str, ...
+    ]  # a CSV report's fileSchema as column names, in order; () for ORC and Parquet (files name theirs)
     files: tuple[str, ...]  # files[].key: the data files, keys in the destination bucket
 
     @classmethod
@@ -64,25 +66,33 @@ class Manifest:
         try:
             fields = json.loads(text)
         except json.JSONDecodeError as err:
-            raise InvalidInput(f"--input_list {uri}: expected an S3 Inventory manifest.json, found text that is not "
-                               f"JSON ({err})") from None
+            raise InvalidInput(
+                f"--input_list {uri}: expected an S3 Inventory manifest.json, found text that is not JSON ({err})"
+            ) from None
         expected = ("destinationBucket", "fileFormat", "fileSchema", "files")
         if not isinstance(fields, dict) or not all(name in fields for name in expected):
             found = ", ".join(fields) if isinstance(fields, dict) else type(fields).__name__
-            raise InvalidInput(f"--input_list {uri}: expected an S3 Inventory manifest with {', '.join(expected)}; "
-                               f"found {found}")
+            raise InvalidInput(
+                f"--input_list {uri}: expected an S3 Inventory manifest with {', '.join(expected)}; found {found}"
+            )
         file_format = next((f for f in FORMATS if f.lower() == str(fields["fileFormat"]).lower()), None)
         if file_format is None:
-            raise InvalidInput(f"--input_list {uri}: fileFormat {fields['fileFormat']!r}, expected one of "
-                               f"{', '.join(FORMATS)}")
+            raise InvalidInput(
+                f"--input_list {uri}: fileFormat {fields['fileFormat']!r}, expected one of {', '.join(FORMATS)}"
+            )
         columns = tuple(column_name(f) for f in str(fields["fileSchema"]).split(",")) if file_format == "CSV" else ()
         try:
             files = tuple(str(f["key"]) for f in fields["files"])
         except (TypeError, KeyError):
-            raise InvalidInput(f"--input_list {uri}: expected files as a list of {{\"key\": ...}}, "
-                               f"found {fields['files']!r:.200}") from None
-        return cls(destination_bucket=str(fields["destinationBucket"]).removeprefix(ARN_PREFIX), file_format=file_format,
-                   columns=columns, files=files)
+            raise InvalidInput(
+                f'--input_list {uri}: expected files as a list of {{"key": ...}}, found {fields["files"]!r:.200}'
+            ) from None
+        return cls(
+            destination_bucket=str(fields["destinationBucket"]).removeprefix(ARN_PREFIX),
+            file_format=file_format,
+            columns=columns,
+            files=files,
+        )
 
 
 def iter_manifest(fs: fsspec.AbstractFileSystem, root: str, uri: str, chunk_rows: int) -> Iterator[pa.Table]:
@@ -99,10 +109,18 @@ def iter_manifest(fs: fsspec.AbstractFileSystem, root: str, uri: str, chunk_rows
     for key in manifest.files:
         path = f"{bucket}/{key}"
         if not fs.isfile(path):
-            raise NotFound(f"--input_list {uri}: its data file {fs.unstrip_protocol(path)} does not exist; expected the "
-                           f"report as AWS writes it, its data files keys in the bucket {manifest.destination_bucket}")
-        yield from iter_data_file(fs, path, manifest.file_format, chunk_rows,
-                                  f"--input_list {uri}: its data file {fs.unstrip_protocol(path)}", manifest.columns)
+            raise NotFound(
+                f"--input_list {uri}: its data file {fs.unstrip_protocol(path)} does not exist; expected the "
+                f"report as AWS writes it, its data files keys in the bucket {manifest.destination_bucket}"
+            )
+        yield from iter_data_file(
+            fs,
+            path,
+            manifest.file_format,
+            chunk_rows,
+            f"--input_list {uri}: its data file {fs.unstrip_protocol(path)}",
+            manifest.columns,
+        )
 
 
 def _bucket_root(fs: fsspec.AbstractFileSystem, manifest: str, bucket: str, uri: str) -> str:
@@ -113,12 +131,20 @@ def _bucket_root(fs: fsspec.AbstractFileSystem, manifest: str, bucket: str, uri:
     for end in range(len(parts) - 1, 0, -1):
         if parts[end - 1] == bucket:
             return "/".join(parts[:end])
-    raise InvalidInput(f"--input_list {uri}: its data files are keys in the bucket {bucket}; a manifest on a local disk "
-                       f"must lie in a copy of that bucket, a folder named {bucket} above it")
+    raise InvalidInput(
+        f"--input_list {uri}: its data files are keys in the bucket {bucket}; a manifest on a local disk "
+        f"must lie in a copy of that bucket, a folder named {bucket} above it"
+    )
 
 
-def iter_data_file(fs: fsspec.AbstractFileSystem, path: str, file_format: str, chunk_rows: int, where: str,
-                   csv_columns: tuple[str, ...] = ()) -> Iterator[pa.Table]:
+def iter_data_file(
+    fs: fsspec.AbstractFileSystem,
+    path: str,
+    file_format: str,
+    chunk_rows: int,
+    where: str,
+    csv_columns: tuple[str, ...] = (),
+) -> Iterator[pa.Table]:
     """The listing rows of one data file at `path` in `fs`, as tables of at most `chunk_rows` rows with the column
     `schema.PATH` and, where the report has a size, the identity columns (`identity_columns`). `where` starts the
     errors' messages ('--input_list URI').
@@ -128,8 +154,11 @@ def iter_data_file(fs: fsspec.AbstractFileSystem, path: str, file_format: str, c
     """
     alone = file_format == "CSV" and not csv_columns
     if alone:
-        logger.info("reading %s as an S3 Inventory CSV file without its manifest: its first columns taken as %s",
-                    fs.unstrip_protocol(path), ", ".join(CSV_FIELDS))
+        logger.info(
+            "reading %s as an S3 Inventory CSV file without its manifest: its first columns taken as %s",
+            fs.unstrip_protocol(path),
+            ", ".join(CSV_FIELDS),
+        )
     try:
         with fs.open(path, "rb") as f:
             for batch in _batches(f, file_format, chunk_rows, csv_columns, where):
@@ -139,14 +168,20 @@ def iter_data_file(fs: fsspec.AbstractFileSystem, path: str, file_format: str, c
                         yield rows
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
         assumed = f", read as {', '.join(CSV_FIELDS)}; give its manifest.json instead" if alone else ""
-        raise InvalidInput(f"{where}: not an S3 Inventory {file_format} file{assumed} ({str(err).splitlines()[0]})") from None
+        raise InvalidInput(
+            f"{where}: not an S3 Inventory {file_format} file{assumed} ({str(err).splitlines()[0]})"
+        ) from None
 
 
-def _batches(f: IO[bytes], file_format: str, chunk_rows: int, csv_columns: tuple[str, ...], where: str) -> Iterator[pa.RecordBatch]:
+def _batches(
+    f: IO[bytes], file_format: str, chunk_rows: int, csv_columns: tuple[str, ...], where: str
+) -> Iterator[pa.RecordBatch]:
     """The rows of an opened data file with the columns of `COLUMNS` it has (CSV's as text); `where` starts errors."""
     if file_format == "Parquet":
         parquet = pq.ParquetFile(f)
-        yield from parquet.iter_batches(batch_size=chunk_rows, columns=_columns_present(parquet.schema_arrow.names, where))
+        yield from parquet.iter_batches(
+            batch_size=chunk_rows, columns=_columns_present(parquet.schema_arrow.names, where)
+        )
     elif file_format == "ORC":
         import pyarrow.orc  # not every pyarrow build has ORC; only ORC reports need it
 
@@ -162,7 +197,9 @@ def _columns_present(names: list[str], where: str) -> list[str]:
     """The columns of `COLUMNS` among a file's `names`; `bucket` and `key` must be."""
     present = [name for name in COLUMNS if name in names]
     if BUCKET not in present or KEY not in present:
-        raise InvalidInput(f"{where}: expected an S3 Inventory's '{BUCKET}' and '{KEY}' columns, found {', '.join(names)}")
+        raise InvalidInput(
+            f"{where}: expected an S3 Inventory's '{BUCKET}' and '{KEY}' columns, found {', '.join(names)}"
+        )
     return present
 
 
@@ -174,9 +211,14 @@ def _csv_batches(raw: IO[bytes], columns: tuple[str, ...], where: str) -> Iterat
         return
     stream.seek(0)
     reader = pa_csv.open_csv(  # every column as text: keys such as '007' stay as written
-        stream, read_options=pa_csv.ReadOptions(autogenerate_column_names=True, block_size=CSV_BLOCK_BYTES),
-        convert_options=pa_csv.ConvertOptions(column_types={f"f{i}": pa.string() for i in range(_CSV_MOST_COLUMNS)},
-                                              strings_can_be_null=True, quoted_strings_can_be_null=True))
+        stream,
+        read_options=pa_csv.ReadOptions(autogenerate_column_names=True, block_size=CSV_BLOCK_BYTES),
+        convert_options=pa_csv.ConvertOptions(
+            column_types={f"f{i}": pa.string() for i in range(_CSV_MOST_COLUMNS)},
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=True,
+        ),
+    )
     count = len(reader.schema)
     if columns and count != len(columns):
         raise InvalidInput(f"{where}: {count} columns, its manifest's fileSchema names {len(columns)}")
@@ -202,8 +244,12 @@ def _listing_rows(table: pa.Table, url_encoded: bool) -> pa.Table:
     if SIZE not in table.column_names:
         return pa.table({schema.PATH: pa.array(paths, pa.string())})
     optional = {name: table.column(name) if name in table.column_names else None for name in (LAST_MODIFIED, ETAG)}
-    return pa.table({schema.PATH: pa.array(paths, pa.string()),
-                     **identity_columns(table.column(SIZE), optional[LAST_MODIFIED], optional[ETAG])})
+    return pa.table(
+        {
+            schema.PATH: pa.array(paths, pa.string()),
+            **identity_columns(table.column(SIZE), optional[LAST_MODIFIED], optional[ETAG]),
+        }
+    )
 
 
 def _flag(column: pa.ChunkedArray, default: bool) -> pa.ChunkedArray:
@@ -213,8 +259,9 @@ def _flag(column: pa.ChunkedArray, default: bool) -> pa.ChunkedArray:
     return column.cast(pa.bool_()).fill_null(default)
 
 
-def identity_columns(size: pa.ChunkedArray, mtime: pa.ChunkedArray | None,
-                     etag: pa.ChunkedArray | None) -> dict[str, pa.ChunkedArray]:
+def identity_columns(
+    size: pa.ChunkedArray, mtime: pa.ChunkedArray | None, etag: pa.ChunkedArray | None
+) -> dict[str, pa.ChunkedArray]:
     """The listing's identity columns (`schema.IDENTITY`) from an inventory's size, last modification and ETag (None
     where it has none): sizes as integers (null as 0), times (timestamps, ISO 8601 text or seconds) as seconds since
     the epoch (null where unknown), ETags unquoted ("" where unknown).

@@ -34,8 +34,10 @@ S3_PAGE_KEYS = 1_000  # keys an S3 listing request asks for (S3 answers at most 
 GLOB_CHARACTERS = "*?["  # what makes an input a pattern, as fsspec's glob reads one
 PARQUET_MAGIC = b"PAR1"
 ORC_MAGIC = b"ORC"
-LIST_FORMATS = ("an S3 Inventory report (its manifest.json, or a CSV, ORC or Parquet data file), Parquet with a "
-                f"'{schema.PATH}' column, or text with one URI a line")
+LIST_FORMATS = (
+    "an S3 Inventory report (its manifest.json, or a CSV, ORC or Parquet data file), Parquet with a "
+    f"'{schema.PATH}' column, or text with one URI a line"
+)
 # The identity columns a Parquet list with a path column may have, by the listing's names (lower case).
 LIST_IDENTITY_COLUMNS = {
     schema.SIZE: (schema.SIZE, inventory.SIZE),
@@ -56,7 +58,9 @@ def _listing(paths: Sequence[str], infos: Sequence[dict[str, Any]]) -> pa.Table:
     )
 
 
-def iter_listing(uri: str, extensions: Sequence[str], storage: Storage, chunk_rows: int = CHUNK_ROWS) -> Iterator[pa.Table]:
+def iter_listing(
+    uri: str, extensions: Sequence[str], storage: Storage, chunk_rows: int = CHUNK_ROWS
+) -> Iterator[pa.Table]:
     """Every file under `uri` (folder or prefix), matching it (glob), or `uri` itself, with an allowed extension, as
     tables of `schema.LISTING_SCHEMA` of at most `chunk_rows` rows, in no particular order.
 
@@ -95,7 +99,9 @@ def iter_listing(uri: str, extensions: Sequence[str], storage: Storage, chunk_ro
     if not listed:
         if not files:
             raise InvalidInput(f"--input {uri}: no files found there")
-        raise InvalidInput(f"--input {uri}: none of its {files} files has one of the extensions {', '.join(sorted(allowed))}")
+        raise InvalidInput(
+            f"--input {uri}: none of its {files} files has one of the extensions {', '.join(sorted(allowed))}"
+        )
     logger.info("listed %d inputs under %s", listed, uri)
 
 
@@ -104,7 +110,7 @@ def _glob(fs: fsspec.AbstractFileSystem, pattern: str, uri: str) -> Iterator[tup
     across segments, `[...]` a character class), found by walking the fixed prefix before the first wildcard as
     `_walk` walks any prefix, so that no list of the matches is ever held. Local folders below the depth a pattern
     without `**` can reach are not entered; an S3 prefix is listed whole, however deep."""
-    fixed = pattern[:min(pattern.find(c) for c in GLOB_CHARACTERS if c in pattern)]
+    fixed = pattern[: min(pattern.find(c) for c in GLOB_CHARACTERS if c in pattern)]
     if not isinstance(fs, LocalFileSystem) and "/" not in fixed:
         raise InvalidInput(f"--input {uri}: a wildcard in the bucket's name; name the bucket, wildcards may follow it")
     try:
@@ -214,8 +220,10 @@ def _parquet_list(fs: fsspec.AbstractFileSystem, root: str, uri: str, chunk_rows
             yield from inventory.iter_data_file(fs, root, "Parquet", chunk_rows, f"--input_list {uri}")
             return
         if schema.PATH not in names:
-            raise InvalidInput(f"--input_list {uri}: expected a '{schema.PATH}' column, or an S3 Inventory's "
-                               f"'{inventory.BUCKET}' and '{inventory.KEY}', found {', '.join(names)}")
+            raise InvalidInput(
+                f"--input_list {uri}: expected a '{schema.PATH}' column, or an S3 Inventory's "
+                f"'{inventory.BUCKET}' and '{inventory.KEY}', found {', '.join(names)}"
+            )
         for batch in parquet.iter_batches(batch_size=chunk_rows):
             yield _path_rows(pa.Table.from_batches([batch]), uri)
 
@@ -223,7 +231,9 @@ def _parquet_list(fs: fsspec.AbstractFileSystem, root: str, uri: str, chunk_rows
 def _path_rows(table: pa.Table, uri: str) -> pa.Table:
     """A batch of a Parquet list with a `path` column, with the identity columns it has under the listing's names."""
     names = {name.lower(): name for name in table.column_names}
-    found = {key: next((names[n] for n in aliases if n in names), None) for key, aliases in LIST_IDENTITY_COLUMNS.items()}
+    found = {
+        key: next((names[n] for n in aliases if n in names), None) for key, aliases in LIST_IDENTITY_COLUMNS.items()
+    }
     if found[schema.SIZE] is None:
         return table.select([schema.PATH])
     size, mtime, etag = (table.column(found[key]) if found[key] else None for key in schema.IDENTITY)
@@ -231,8 +241,9 @@ def _path_rows(table: pa.Table, uri: str) -> pa.Table:
         return pa.table({schema.PATH: table.column(schema.PATH), **inventory.identity_columns(size, mtime, etag)})
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
         columns = ", ".join(filter(None, found.values()))
-        raise InvalidInput(f"--input_list {uri}: expected sizes, times and ETags in {columns}, "
-                           f"found {str(err).splitlines()[0]}") from None
+        raise InvalidInput(
+            f"--input_list {uri}: expected sizes, times and ETags in {columns}, found {str(err).splitlines()[0]}"
+        ) from None
 
 
 def _text_list(fs: fsspec.AbstractFileSystem, root: str, uri: str, chunk_rows: int) -> Iterator[pa.Table]:
@@ -246,7 +257,9 @@ def _text_list(fs: fsspec.AbstractFileSystem, root: str, uri: str, chunk_rows: i
                         yield pa.table({schema.PATH: chunk})
                         chunk = []
     except UnicodeDecodeError:
-        raise InvalidInput(f"--input_list {uri}: expected {LIST_FORMATS}; found binary data that is none of them") from None
+        raise InvalidInput(
+            f"--input_list {uri}: expected {LIST_FORMATS}; found binary data that is none of them"
+        ) from None
     if chunk:
         yield pa.table({schema.PATH: chunk})
 

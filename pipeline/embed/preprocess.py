@@ -23,6 +23,7 @@ from vitmae.errors import one_line
 
 logger = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class PreprocessConfig:
     """What the CPU stage needs; small enough to ship to every Ray task."""

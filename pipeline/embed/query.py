@@ -1,7 +1,7 @@
 """Query images embedded as a run embedded its own: the run's model, processor, pooling and pixel limit.
 
-    run = "s3://bucket/runs/2026-11-22/"
-    hits = search_image(Searcher(run), QueryEmbedder(run), "query.jpg", k=10)
+run = "s3://bucket/runs/2026-11-22/"
+hits = search_image(Searcher(run), QueryEmbedder(run), "query.jpg", k=10)
 """
 
 from __future__ import annotations
@@ -57,10 +57,13 @@ class QueryEmbedder:
             decoded = decode_image(data, self.processor, self.decode)
         except ValueError as err:
             raise InvalidInput(f"{name}: {err}") from None
-        out = self.embedder({
-            schema.PATH: np.array([name], dtype=object), schema.PIXELS: decoded.pixels[None].copy(),
-            schema.ERROR: np.array([""], dtype=object),
-        })
+        out = self.embedder(
+            {
+                schema.PATH: np.array([name], dtype=object),
+                schema.PIXELS: decoded.pixels[None].copy(),
+                schema.ERROR: np.array([""], dtype=object),
+            }
+        )
         return out[schema.EMBEDDING][0]
 
 

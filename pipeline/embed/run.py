@@ -41,7 +41,16 @@ from pipeline.retrieval.index import IndexConfig, TooFewVectors
 from pipeline.retrieval.index_update import update_index
 from pipeline.retry import retrying
 from pipeline.storage import (
-    Storage, StorageConfig, absolute_uri, check_writable, explained, folder, is_local, listed_mtime, output_folder, probe,
+    Storage,
+    StorageConfig,
+    absolute_uri,
+    check_writable,
+    explained,
+    folder,
+    is_local,
+    listed_mtime,
+    output_folder,
+    probe,
 )
 from pipeline.tables import DESCRIPTION_FORMAT, RunTable, dataset, description, open_table
 from vitmae.config import DTYPE_BYTES, dtype_name
@@ -116,15 +125,28 @@ def run(config: EmbedConfig) -> dict[str, Any]:
         IndexNotBuilt: the tables are updated and recorded, but their index could not be brought up to date.
     """
     start = time.time()
-    config = replace(config, output=absolute_uri(config.output), model=absolute_uri(config.model, may_be_hub_id=True),
-                     input=config.input and absolute_uri(config.input), input_list=config.input_list and absolute_uri(config.input_list))
+    config = replace(
+        config,
+        output=absolute_uri(config.output),
+        model=absolute_uri(config.model, may_be_hub_id=True),
+        input=config.input and absolute_uri(config.input),
+        input_list=config.input_list and absolute_uri(config.input_list),
+    )
     storage = Storage.from_config(config.storage)
     output_folder(config.output, storage)  # refuses a file, and what the store refuses
     run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(start)) + "-" + uuid.uuid4().hex[:6]
     with tempfile.TemporaryDirectory(prefix="vitmae-run-") as scratch:
         existing, model, diff = _plan(config, storage, scratch)
-        record: dict[str, Any] = {"run_id": run_id, "started": _iso(start), "input": config.input, "input_list": config.input_list,
-                                  "output": config.output, "model": config.model, "counts": dict(diff.counts), "timings": {}}
+        record: dict[str, Any] = {
+            "run_id": run_id,
+            "started": _iso(start),
+            "input": config.input,
+            "input_list": config.input_list,
+            "output": config.output,
+            "model": config.model,
+            "counts": dict(diff.counts),
+            "timings": {},
+        }
         if diff.work_rows or len(diff.remove_embeddings) or len(diff.remove_errors) or config.overwrite:
             # Every check has read what it needed; a key that may not write fails now, before Ray starts.
             check_writable(config.output, storage, f"{WORK_DIR}/{run_id}.write-check")
@@ -138,42 +160,74 @@ def run(config: EmbedConfig) -> dict[str, Any]:
 def _plan(config: EmbedConfig, storage: Storage, scratch: str) -> tuple[dict[str, DeltaTable | None], Model, Diff]:
     """The checks before any work, and the diff of the listing against the tables as they are now (written to the
     local folder `scratch`): (the tables read, the model, the diff)."""
-    existing = {} if config.overwrite else {name: open_table(output_uri(config.output, name), storage) for name in (EMBEDDINGS_DIR, ERRORS_DIR)}
+    existing = (
+        {}
+        if config.overwrite
+        else {name: open_table(output_uri(config.output, name), storage) for name in (EMBEDDINGS_DIR, ERRORS_DIR)}
+    )
     known = description(existing[EMBEDDINGS_DIR]) if existing.get(EMBEDDINGS_DIR) else {}
     model = check_model(config.model, storage, known.get("model"))
     if known:
-        check_settings(known["settings"], settings(model, config.infer, config.infer.dtype, config.decode), config.output)
+        check_settings(
+            known["settings"], settings(model, config.infer, config.infer.dtype, config.decode), config.output
+        )
     source = config.input or config.input_list
-    chunks = iter_listing(config.input, config.extensions, storage) if config.input else iter_input_list(config.input_list, storage)
+    chunks = (
+        iter_listing(config.input, config.extensions, storage)
+        if config.input
+        else iter_input_list(config.input_list, storage)
+    )
     listing = os.path.join(scratch, "listing")
     os.makedirs(listing)
     with explained(source, storage, "list" if config.input else "read"):
         probe(source, storage)  # the store's refusals, which the listing could take for "no such folder"
         write_listing(chunks, listing)
-    datasets = {name: dataset(table, output_uri(config.output, name), storage) for name, table in existing.items() if table}
-    diff = compare(f"{listing}/*.parquet", datasets.get(EMBEDDINGS_DIR), datasets.get(ERRORS_DIR), scratch,
-                   DiffConfig(retry_errors=config.retry_errors, keep_missing=config.keep_missing), int(known.get("next_id", 0)))
+    datasets = {
+        name: dataset(table, output_uri(config.output, name), storage) for name, table in existing.items() if table
+    }
+    diff = compare(
+        f"{listing}/*.parquet",
+        datasets.get(EMBEDDINGS_DIR),
+        datasets.get(ERRORS_DIR),
+        scratch,
+        DiffConfig(retry_errors=config.retry_errors, keep_missing=config.keep_missing),
+        int(known.get("next_id", 0)),
+    )
     return existing, model, diff
 
 
-def _finish(config: EmbedConfig, storage: Storage, model: Model, record: dict[str, Any], start: float) -> dict[str, Any]:
+def _finish(
+    config: EmbedConfig, storage: Storage, model: Model, record: dict[str, Any], start: float
+) -> dict[str, Any]:
     """Brings the index up to the tables and keeps the run's record; raises IndexNotBuilt (after recording) when
     the index could not be."""
     indexing = time.time()
     index_error = None
     try:
-        record["index"] = retrying(lambda: update_index(config.output, config.index, storage), storage,
-                                   "updating the index") if config.build_index else None
+        record["index"] = (
+            retrying(lambda: update_index(config.output, config.index, storage), storage, "updating the index")
+            if config.build_index
+            else None
+        )
     except TooFewVectors as err:
         logger.warning("no index: %s", err)
         record["index"] = None
     except Exception as err:  # the tables stay as committed and recorded; the run fails with one line below
         record["index"], index_error = {"error": f"{type(err).__name__}: {one_line(err)}"}, err
     record["timings"]["index_seconds"] = round(time.time() - indexing, 3)
-    record["versions"] = retrying(lambda: {name: _version(config.output, name, storage) for name in (EMBEDDINGS_DIR, ERRORS_DIR)},
-                                  storage, "reading the tables' versions")
-    record.update(processor=model.processor.to_dict(), decode=asdict(config.decode), infer=asdict(config.infer),
-                  package_versions=package_versions(), finished=_iso(time.time()), seconds=round(time.time() - start, 3))
+    record["versions"] = retrying(
+        lambda: {name: _version(config.output, name, storage) for name in (EMBEDDINGS_DIR, ERRORS_DIR)},
+        storage,
+        "reading the tables' versions",
+    )
+    record.update(
+        processor=model.processor.to_dict(),
+        decode=asdict(config.decode),
+        infer=asdict(config.infer),
+        package_versions=package_versions(),
+        finished=_iso(time.time()),
+        seconds=round(time.time() - start, 3),
+    )
     retrying(lambda: append_run(config.output, storage, record), storage, "recording the run")
     if index_error is not None:
         raise IndexNotBuilt(
@@ -183,8 +237,9 @@ def _finish(config: EmbedConfig, storage: Storage, model: Model, record: dict[st
     return record
 
 
-def _update(config: EmbedConfig, storage: Storage, model: Model, existing: dict[str, DeltaTable | None], diff: Diff,
-            run_id: str) -> dict[str, Any]:
+def _update(
+    config: EmbedConfig, storage: Storage, model: Model, existing: dict[str, DeltaTable | None], diff: Diff, run_id: str
+) -> dict[str, Any]:
     """Removes what went or changed, embeds the work and commits as it goes, then compacts and vacuums."""
     work_rows = diff.work_rows
     known = description(existing[EMBEDDINGS_DIR]) if existing.get(EMBEDDINGS_DIR) else {}
@@ -199,27 +254,39 @@ def _update(config: EmbedConfig, storage: Storage, model: Model, existing: dict[
         if config.overwrite:  # every check has passed: the earlier tables go now
             output_folder(config.output, storage).remove(RUN_FILES)
         next_id = int(known.get("next_id", 0))
-        about = {"format": DESCRIPTION_FORMAT, "settings": known.get("settings", run_settings),
-                 "model": {"files": model.files, "sha256": model.sha256}}
+        about = {
+            "format": DESCRIPTION_FORMAT,
+            "settings": known.get("settings", run_settings),
+            "model": {"files": model.files, "sha256": model.sha256},
+        }
         # At the versions the diff read: a commit by anyone else since then stops this run before it writes anything.
         tables = {
-            name: RunTable.open_or_create(output_uri(config.output, name), storage, table_schema, run_id,
-                                          json.dumps({**about, "next_id": next_id}) if name == EMBEDDINGS_DIR else "",
-                                          read=existing.get(name))
+            name: RunTable.open_or_create(
+                output_uri(config.output, name),
+                storage,
+                table_schema,
+                run_id,
+                json.dumps({**about, "next_id": next_id}) if name == EMBEDDINGS_DIR else "",
+                read=existing.get(name),
+            )
             for name, table_schema in ((EMBEDDINGS_DIR, schema.EMBEDDINGS_SCHEMA), (ERRORS_DIR, schema.ERRORS_SCHEMA))
         }
         # The ids this run may give (the diff numbered the work from next_id) are taken before any row is committed,
         # so a killed run's are never given again.
         tables[EMBEDDINGS_DIR].set_description(json.dumps({**about, "next_id": next_id + work_rows}), work=work_rows)
-        removed = {name: tables[name].delete_paths(paths) for name, paths in
-                   ((EMBEDDINGS_DIR, diff.remove_embeddings), (ERRORS_DIR, diff.remove_errors))}
+        removed = {
+            name: tables[name].delete_paths(paths)
+            for name, paths in ((EMBEDDINGS_DIR, diff.remove_embeddings), (ERRORS_DIR, diff.remove_errors))
+        }
         embed_start = time.time()
         committer = Committer(tables, config.commit_rows, config.commit_seconds)
         embedding = _embed(config, storage, model, diff, committer, gpus, parameters, run_id) if work_rows else {}
         committer.flush()
         embedded, failed = committer.committed[EMBEDDINGS_DIR], committer.committed[ERRORS_DIR]
         if embedded + failed != work_rows:
-            raise RuntimeError(f"{work_rows} inputs to embed, but {embedded} embeddings and {failed} errors were written")
+            raise RuntimeError(
+                f"{work_rows} inputs to embed, but {embedded} embeddings and {failed} errors were written"
+            )
         timings["embed_seconds"] = round(time.time() - embed_start, 3)
     maintenance = time.time()
     for table in tables.values():
@@ -233,7 +300,9 @@ def _update(config: EmbedConfig, storage: Storage, model: Model, existing: dict[
         "commits": committer.commits,
         "timings": timings,
         # Throughput of the pipeline itself: Ray's start-up, the maintenance and the index are timed apart.
-        "images_per_second": round(work_rows / timings["embed_seconds"], 3) if work_rows and timings["embed_seconds"] > 0 else None,
+        "images_per_second": round(work_rows / timings["embed_seconds"], 3)
+        if work_rows and timings["embed_seconds"] > 0
+        else None,
         **embedding,
     }
 
@@ -278,42 +347,81 @@ def _clear_work(config: EmbedConfig, storage: Storage, run_id: str) -> None:
     retrying(clear, storage, "clearing the work files")
 
 
-def _embed(config: EmbedConfig, storage: Storage, model: Model, diff: Diff, committer: Committer, gpus: int,
-           parameters: int, run_id: str) -> dict[str, Any]:
+def _embed(
+    config: EmbedConfig,
+    storage: Storage,
+    model: Model,
+    diff: Diff,
+    committer: Committer,
+    gpus: int,
+    parameters: int,
+    run_id: str,
+) -> dict[str, Any]:
     """Runs the Ray Data pipeline over the diff's work (put where every node reads it); returns the resources it used
     and Ray Data's stage statistics."""
     from pipeline.embed.embedder import DecodingEmbedder, Embedder  # torch: loaded by now, by `check_weights`
 
     actors, threads = (gpus, None) if gpus else cpu_actors(config, parameters)
     batch_size = config.batch_size or batch_size_for(gpus)
-    logger.info("%d model actors on %s, %d images a batch", actors, f"{gpus} GPUs" if gpus else f"{threads} CPU threads each", batch_size)
+    logger.info(
+        "%d model actors on %s, %d images a batch",
+        actors,
+        f"{gpus} GPUs" if gpus else f"{threads} CPU threads each",
+        batch_size,
+    )
     preprocess = PreprocessConfig(model.processor.to_dict(), config.decode, storage, threads=threads or 1)
     work = _work_uri(config, run_id)
     block = block_rows(diff.work_rows, batch_size)
     put_work(diff.work_file, work, storage, block)
-    model_stage = {"model": config.model, "config": config.infer, "storage": storage, "threads": threads, "attempts": attempts_actor()}
+    model_stage = {
+        "model": config.model,
+        "config": config.infer,
+        "storage": storage,
+        "threads": threads,
+        "attempts": attempts_actor(),
+    }
     if gpus:  # decoding on the CPUs of the cluster, the model on its GPUs
-        decoded = work_dataset(work, storage, actors).map_batches(preprocess_batch, fn_kwargs={"config": preprocess}, batch_size=block,
-                                                          batch_format="numpy")
-        embedded = decoded.map_batches(Embedder, fn_constructor_kwargs=model_stage, batch_size=batch_size, batch_format="numpy",
-                                       compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=1)
+        decoded = work_dataset(work, storage, actors).map_batches(
+            preprocess_batch, fn_kwargs={"config": preprocess}, batch_size=block, batch_format="numpy"
+        )
+        embedded = decoded.map_batches(
+            Embedder,
+            fn_constructor_kwargs=model_stage,
+            batch_size=batch_size,
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=actors),
+            num_gpus=1,
+        )
     else:  # each actor holds a CPU, decodes its batches on its threads, then runs the model on them
         embedded = work_dataset(work, storage, actors).map_batches(
-            DecodingEmbedder, fn_constructor_kwargs={**model_stage, "preprocess": preprocess}, batch_size=batch_size,
-            batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=actors))
+            DecodingEmbedder,
+            fn_constructor_kwargs={**model_stage, "preprocess": preprocess},
+            batch_size=batch_size,
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=actors),
+        )
     dataset_ = embedded.map_batches(
         # Writing is I/O. Holding no CPU, it streams while the model actors hold every CPU of the cluster; one file per
         # model batch or `FILE_ROWS` rows, whichever is more, and never more rows than a commit's, so that the driver
         # commits as soon as enough rows are written (compaction follows).
-        write_batch, fn_kwargs={"config": WriteConfig(config.output, run_id, storage)},
-        batch_size=min(max(batch_size, FILE_ROWS), config.commit_rows), batch_format="numpy", num_cpus=0,
+        write_batch,
+        fn_kwargs={"config": WriteConfig(config.output, run_id, storage)},
+        batch_size=min(max(batch_size, FILE_ROWS), config.commit_rows),
+        batch_format="numpy",
+        num_cpus=0,
     )
     nodes: set[str] = set()
     for files in dataset_.iter_batches(batch_size=None, batch_format="numpy"):
         committer.add(data_files(files))
         nodes.update(node for joined in files[NODES] for node in str(joined).split(",") if node)
-    resources = {"gpus": gpus, "actors": actors, "cpu_threads": threads, "batch_size": batch_size, "dashboard": config.dashboard,
-                 "model_nodes": sorted(nodes)}
+    resources = {
+        "gpus": gpus,
+        "actors": actors,
+        "cpu_threads": threads,
+        "batch_size": batch_size,
+        "dashboard": config.dashboard,
+        "model_nodes": sorted(nodes),
+    }
     return {"resources": resources, "ray_data_stats": dataset_.stats()}
 
 

@@ -83,9 +83,13 @@ class WorkSource(Datasource):
     def num_tasks(self) -> int:
         return max(1, math.ceil(len(self.groups) / self.groups_per_task))
 
-    def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None, data_context=None) -> list[ReadTask]:
+    def get_read_tasks(
+        self, parallelism: int, per_task_row_limit: int | None = None, data_context=None
+    ) -> list[ReadTask]:
         per_task = self.groups_per_task
-        return [self._task(start, min(start + per_task, len(self.groups))) for start in range(0, len(self.groups), per_task)]
+        return [
+            self._task(start, min(start + per_task, len(self.groups))) for start in range(0, len(self.groups), per_task)
+        ]
 
     def _task(self, first: int, last: int) -> ReadTask:
         uri, storage = self.uri, self.storage
@@ -120,5 +124,6 @@ def decoded_images(listing: pa.Table, config: PreprocessConfig, batch_size: int)
     """A listing held in memory (pre-training's) as a Ray dataset mapped through `preprocess_batch` (lazy, streaming)."""
     block = block_rows(listing.num_rows, batch_size)
     blocks = [listing.slice(i, block) for i in range(0, listing.num_rows, block)]
-    return ray.data.from_arrow(blocks).map_batches(preprocess_batch, fn_kwargs={"config": config}, batch_size=block,
-                                                    batch_format="numpy")
+    return ray.data.from_arrow(blocks).map_batches(
+        preprocess_batch, fn_kwargs={"config": config}, batch_size=block, batch_format="numpy"
+    )

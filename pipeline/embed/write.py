@@ -50,11 +50,15 @@ def _table(batch: dict[str, np.ndarray], rows: np.ndarray, target: pa.Schema, ru
         values = batch[name][rows]
         if name == schema.EMBEDDING:
             flat = pa.array(np.ascontiguousarray(values, dtype=np.float32).ravel())
-            columns[name] = pa.ListArray.from_arrays(pa.array(np.arange(len(values) + 1) * values.shape[1], pa.int32()), flat)
+            columns[name] = pa.ListArray.from_arrays(
+                pa.array(np.arange(len(values) + 1) * values.shape[1], pa.int32()), flat
+            )
         elif name == schema.LOSS:
             columns[name] = pa.array(values, pa.float32(), mask=np.isnan(values))
         else:
-            columns[name] = pa.array([None if isinstance(v, str) and not v else v for v in values], target.field(name).type)
+            columns[name] = pa.array(
+                [None if isinstance(v, str) and not v else v for v in values], target.field(name).type
+            )
     return pa.table(columns, schema=target)
 
 
@@ -66,20 +70,32 @@ def write_batch(batch: dict[str, np.ndarray], config: WriteConfig) -> dict[str, 
     name = f"part-{config.run_id}-{int(np.min(batch[schema.ID])):012d}.parquet"
     written = []
     try:
-        output = retrying(lambda: folder(config.output, config.storage, create=True), config.storage, "the output folder")
-        for table_dir, rows, target in ((EMBEDDINGS_DIR, ~failed, schema.EMBEDDINGS_SCHEMA), (ERRORS_DIR, failed, schema.ERRORS_SCHEMA)):
+        output = retrying(
+            lambda: folder(config.output, config.storage, create=True), config.storage, "the output folder"
+        )
+        for table_dir, rows, target in (
+            (EMBEDDINGS_DIR, ~failed, schema.EMBEDDINGS_SCHEMA),
+            (ERRORS_DIR, failed, schema.ERRORS_SCHEMA),
+        ):
             if rows.any():
                 table = _table(batch, rows, target, config.run_id)
-                size = retrying(lambda: write_parquet(output, f"{table_dir}/{name}", table), config.storage, f"writing {name}")
-                written.append(DataFile(table_dir, name, size, table.num_rows, int(time.time() * 1000), file_stats(table)))
+                size = retrying(
+                    lambda: write_parquet(output, f"{table_dir}/{name}", table), config.storage, f"writing {name}"
+                )
+                written.append(
+                    DataFile(table_dir, name, size, table.num_rows, int(time.time() * 1000), file_stats(table))
+                )
     except StorageOutage as err:
         return _rows([DataFile("", "", 0, 0, 0, "")], "", str(err))
     return _rows(written, ",".join(sorted({node for node in batch.get(schema.NODE, ()) if node})), "")
 
 
 def _rows(files: list[DataFile], nodes: str, outage: str) -> dict[str, np.ndarray]:
-    return {**{column: np.array([getattr(f, column) for f in files], dtype=object) for column in FILE_COLUMNS},
-            NODES: np.array([nodes] * len(files), dtype=object), OUTAGE: np.array([outage] * len(files), dtype=object)}
+    return {
+        **{column: np.array([getattr(f, column) for f in files], dtype=object) for column in FILE_COLUMNS},
+        NODES: np.array([nodes] * len(files), dtype=object),
+        OUTAGE: np.array([outage] * len(files), dtype=object),
+    }
 
 
 def data_files(rows: dict[str, np.ndarray]) -> list[DataFile]:
@@ -92,7 +108,13 @@ def data_files(rows: dict[str, np.ndarray]) -> list[DataFile]:
     if outages:
         raise StorageOutage(outages[0])
     return [
-        DataFile(str(rows["table"][i]), str(rows["path"][i]), int(rows["size"][i]), int(rows["rows"][i]),
-                 int(rows["modified_ms"][i]), str(rows["stats"][i]))
+        DataFile(
+            str(rows["table"][i]),
+            str(rows["path"][i]),
+            int(rows["size"][i]),
+            int(rows["rows"][i]),
+            int(rows["modified_ms"][i]),
+            str(rows["stats"][i]),
+        )
         for i in range(len(rows["path"]))
     ]

@@ -122,19 +122,22 @@ def score_anomalies(config: AnomalyConfig, embeddings: Embeddings, loaded: Loade
     scored = time.perf_counter()
     if loaded:
         search = ExactSearch(loaded, embeddings, config.batch_rows)
-        distance, exact = exact_top(search, np.concatenate(ids), distance, np.concatenate(bounds), config.k, config.exact_top,
-                                    errors)
+        distance, exact = exact_top(
+            search, np.concatenate(ids), distance, np.concatenate(bounds), config.k, config.exact_top, errors
+        )
     table = ranking(pa.concat_arrays(paths), loss, distance, by, exact)
-    return table.replace_schema_metadata({
-        schema.ANOMALIES_BY: by,
-        schema.ANOMALIES_K: str(config.k),
-        schema.ANOMALIES_METRIC: loaded.metric if loaded else "",
-        schema.ANOMALIES_TABLE_VERSION: str(embeddings.version),
-        schema.ANOMALIES_EXACT_TOP: str(config.exact_top if loaded else 0),
-        schema.ANOMALIES_KNN_EXACT: str(int(exact.sum())),
-        schema.ANOMALIES_SCORING_SECONDS: f"{scored - start:.3f}",
-        schema.ANOMALIES_RANKING_SECONDS: f"{time.perf_counter() - scored:.3f}",
-    })
+    return table.replace_schema_metadata(
+        {
+            schema.ANOMALIES_BY: by,
+            schema.ANOMALIES_K: str(config.k),
+            schema.ANOMALIES_METRIC: loaded.metric if loaded else "",
+            schema.ANOMALIES_TABLE_VERSION: str(embeddings.version),
+            schema.ANOMALIES_EXACT_TOP: str(config.exact_top if loaded else 0),
+            schema.ANOMALIES_KNN_EXACT: str(int(exact.sum())),
+            schema.ANOMALIES_SCORING_SECONDS: f"{scored - start:.3f}",
+            schema.ANOMALIES_RANKING_SECONDS: f"{time.perf_counter() - scored:.3f}",
+        }
+    )
 
 
 def auto_by(with_loss: bool) -> str:
@@ -158,7 +161,9 @@ def _index_for(run: str, by: str, storage: Storage) -> LoadedIndex | None:
         raise
 
 
-def knn_distances(loaded: LoadedIndex, batch: Batch, k: int, errors: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def knn_distances(
+    loaded: LoadedIndex, batch: Batch, k: int, errors: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Mean distance of each row of `batch` to its k nearest other indexed images as the index finds them, and the
     most the exact mean can be. float32 [B] each (the bound is inf where the index found fewer than k others).
 
@@ -167,8 +172,9 @@ def knn_distances(loaded: LoadedIndex, batch: Batch, k: int, errors: np.ndarray 
     return knn_scores(loaded, for_index(batch.vectors, loaded.metric), batch.ids, k, errors)
 
 
-def knn_scores(loaded: LoadedIndex, queries: np.ndarray, own: np.ndarray, k: int, errors: np.ndarray | None,
-               effort: int = 1) -> tuple[np.ndarray, np.ndarray]:
+def knn_scores(
+    loaded: LoadedIndex, queries: np.ndarray, own: np.ndarray, k: int, errors: np.ndarray | None, effort: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
     """`knn_distances` of float32 [Q, D] queries as stored in the index, with ids `own` [Q], searched with `effort`."""
     k = min(k, loaded.count - 1)
     squared, ids = loaded.search(queries, k + 1, effort)
@@ -199,8 +205,15 @@ def exact_distances(search: ExactSearch, ids: np.ndarray, k: int) -> np.ndarray:
     return mean_over(to_distances(squared, search.loaded.metric), first_others(found, ids, k))
 
 
-def exact_top(search: ExactSearch, ids: np.ndarray, distance: np.ndarray, bound: np.ndarray, k: int, top: int,
-              errors: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def exact_top(
+    search: ExactSearch,
+    ids: np.ndarray,
+    distance: np.ndarray,
+    bound: np.ndarray,
+    k: int,
+    top: int,
+    errors: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Rescores rows, in order of their upper `bound`, until no row left can enter the `top` largest exact distances;
     returns the distances (exact where scored by brute force, else approximate) and which are exact. float32 [N],
     bool [N]. errors: as for `knn_distances`.
@@ -227,7 +240,9 @@ def exact_top(search: ExactSearch, ids: np.ndarray, distance: np.ndarray, bound:
         rows = pending[np.argsort(-bound[pending], kind="stable")]
         narrow = rows[~widened[rows]]
         if len(narrow):
-            wide_distance, wide_bound = knn_scores(search.loaded, search.vectors(ids[narrow]), ids[narrow], k, errors, WIDER)
+            wide_distance, wide_bound = knn_scores(
+                search.loaded, search.vectors(ids[narrow]), ids[narrow], k, errors, WIDER
+            )
             better = wide_bound < bound[narrow]
             distance[narrow[better]], bound[narrow[better]] = wide_distance[better], wide_bound[better]
             widened[narrow] = True
@@ -235,8 +250,15 @@ def exact_top(search: ExactSearch, ids: np.ndarray, distance: np.ndarray, bound:
             distance[rows] = exact_distances(search, ids[rows], k)
             exact[rows] = True
             chunk *= 2
-    logger.info("kNN top %d made exact: %d of %d images searched again at %dx the effort, %d scored by brute force, in %.2fs",
-                top, widened.sum(), len(distance), WIDER, exact.sum(), time.perf_counter() - start)
+    logger.info(
+        "kNN top %d made exact: %d of %d images searched again at %dx the effort, %d scored by brute force, in %.2fs",
+        top,
+        widened.sum(),
+        len(distance),
+        WIDER,
+        exact.sum(),
+        time.perf_counter() - start,
+    )
     return distance, exact
 
 
@@ -249,7 +271,9 @@ def descending_ranks(values: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def ranking(paths: pa.Array, loss: np.ndarray, distance: np.ndarray, by: str, exact: np.ndarray | None = None) -> pa.Table:
+def ranking(
+    paths: pa.Array, loss: np.ndarray, distance: np.ndarray, by: str, exact: np.ndarray | None = None
+) -> pa.Table:
     """The anomalies table of N images from their float32 [N] loss and kNN distance (NaN: missing), sorted by rank.
 
     exact: bool [N], which kNN distances are exact (None: none).
@@ -271,9 +295,15 @@ def ranking(paths: pa.Array, loss: np.ndarray, distance: np.ndarray, by: str, ex
         return pa.array(values[order].astype(np.float32), pa.float32(), mask=np.isnan(values[order]))
 
     exact = np.zeros(len(paths), bool) if exact is None else exact
-    return pa.table({
-        schema.RANK: ints(rank), schema.PATH: paths.take(pa.array(order)), schema.LOSS: floats(loss),
-        schema.LOSS_RANK: ints(loss_rank), schema.KNN_DISTANCE: floats(distance),
-        schema.KNN_EXACT: pa.array(exact[order], pa.bool_(), mask=np.isnan(distance[order])),
-        schema.KNN_RANK: ints(knn_rank), schema.MEAN_RANK: floats(mean_rank),
-    })
+    return pa.table(
+        {
+            schema.RANK: ints(rank),
+            schema.PATH: paths.take(pa.array(order)),
+            schema.LOSS: floats(loss),
+            schema.LOSS_RANK: ints(loss_rank),
+            schema.KNN_DISTANCE: floats(distance),
+            schema.KNN_EXACT: pa.array(exact[order], pa.bool_(), mask=np.isnan(distance[order])),
+            schema.KNN_RANK: ints(knn_rank),
+            schema.MEAN_RANK: floats(mean_rank),
+        }
+    )

@@ -59,29 +59,52 @@ def find_duplicates(config: DuplicateConfig, storage: Storage | None = None) -> 
     columns = [schema.ID, schema.PATH, schema.WIDTH, schema.HEIGHT, schema.SIZE, schema.ETAG]
     images = embeddings.dataset.to_table(columns=columns).sort_by(schema.ID)
     if images.num_rows == 0:
-        raise InvalidInput(f"{config.run} holds no embeddings (version {embeddings.version} of its table); nothing to group")
+        raise InvalidInput(
+            f"{config.run} holds no embeddings (version {embeddings.version} of its table); nothing to group"
+        )
     loaded = load_index(config.run, storage)
     require_current(loaded, config.run, embeddings.version)
     if loaded.metric != "cosine":
-        raise InvalidInput(f"the index of {config.run} holds l2 distances; near-duplicates are found by cosine similarity: "
-                           f"rebuild it with: vitmae index --run {config.run} --index.metric cosine --rebuild true")
+        raise InvalidInput(
+            f"the index of {config.run} holds l2 distances; near-duplicates are found by cosine similarity: "
+            f"rebuild it with: vitmae index --run {config.run} --index.metric cosine --rebuild true"
+        )
     identical = identical_files(images)
     candidates = candidate_pairs(loaded, embeddings, config, np.unique(identical[:, 1]))
     needed = np.unique(np.concatenate([candidates.ravel(), identical.ravel()]))
-    vectors = unit_rows(vectors_of_ids(embeddings, needed, config.batch_rows).astype(np.float64)) if len(needed) else None
+    vectors = (
+        unit_rows(vectors_of_ids(embeddings, needed, config.batch_rows).astype(np.float64)) if len(needed) else None
+    )
     pairs = candidates[cosines(vectors, needed, candidates) >= config.threshold]
     table = group_table(images, np.concatenate([pairs, identical]), vectors, needed)
-    table = table.replace_schema_metadata({
-        schema.DUPLICATES_THRESHOLD: repr(config.threshold), schema.DUPLICATES_TABLE_VERSION: str(embeddings.version),
-        schema.DUPLICATES_INDEX_TYPE: loaded.info["index_type"], schema.DUPLICATES_IMAGES: str(images.num_rows),
-        schema.DUPLICATES_CANDIDATE_PAIRS: str(len(candidates)), schema.DUPLICATES_PAIRS: str(len(pairs)),
-        schema.DUPLICATES_IDENTICAL_FILES: str(len(identical)), schema.DUPLICATES_REPRESENTATIVE: REPRESENTATIVE_RULE,
-    })
+    table = table.replace_schema_metadata(
+        {
+            schema.DUPLICATES_THRESHOLD: repr(config.threshold),
+            schema.DUPLICATES_TABLE_VERSION: str(embeddings.version),
+            schema.DUPLICATES_INDEX_TYPE: loaded.info["index_type"],
+            schema.DUPLICATES_IMAGES: str(images.num_rows),
+            schema.DUPLICATES_CANDIDATE_PAIRS: str(len(candidates)),
+            schema.DUPLICATES_PAIRS: str(len(pairs)),
+            schema.DUPLICATES_IDENTICAL_FILES: str(len(identical)),
+            schema.DUPLICATES_REPRESENTATIVE: REPRESENTATIVE_RULE,
+        }
+    )
     write_parquet(run_folder(config.run, storage), DUPLICATES_FILE, table)
     groups = len(pc.unique(table.column(schema.GROUP))) if table.num_rows else 0
-    logger.info("%d groups of near-duplicates (%d images) at cosine >= %g among %d images: %d candidate pairs, %d checked "
-                "pairs, %d identical files; %.1fs; wrote %s/%s", groups, table.num_rows, config.threshold, images.num_rows,
-                len(candidates), len(pairs), len(identical), time.perf_counter() - start, config.run, DUPLICATES_FILE)
+    logger.info(
+        "%d groups of near-duplicates (%d images) at cosine >= %g among %d images: %d candidate pairs, %d checked "
+        "pairs, %d identical files; %.1fs; wrote %s/%s",
+        groups,
+        table.num_rows,
+        config.threshold,
+        images.num_rows,
+        len(candidates),
+        len(pairs),
+        len(identical),
+        time.perf_counter() - start,
+        config.run,
+        DUPLICATES_FILE,
+    )
     return table
 
 
@@ -111,7 +134,9 @@ def search_radius(loaded: LoadedIndex, embeddings: Embeddings, threshold: float,
     return (math.sqrt(2 * (1 - threshold)) + margin) ** 2 + 4 * ROUNDING  # |x| + |y| = 2 for unit vectors
 
 
-def candidate_pairs(loaded: LoadedIndex, embeddings: Embeddings, config: DuplicateConfig, skip: np.ndarray) -> np.ndarray:
+def candidate_pairs(
+    loaded: LoadedIndex, embeddings: Embeddings, config: DuplicateConfig, skip: np.ndarray
+) -> np.ndarray:
     """int64 [P, 2]: the unique pairs (a < b) of ids that the range search reaches, `skip` [S] (sorted) not searched for."""
     radius = search_radius(loaded, embeddings, config.threshold, config.batch_rows)
     found: list[np.ndarray] = []
@@ -165,8 +190,11 @@ def group_table(images: pa.Table, edges: np.ndarray, vectors: np.ndarray | None,
     nodes, component = connected_components(edges)
     rows = images.take(pa.array(np.searchsorted(images.column(schema.ID).to_numpy(), nodes)))
     paths = np.array(rows.column(schema.PATH).to_pylist(), dtype=object)
-    area = (pc.multiply(rows.column(schema.WIDTH).cast(pa.int64()), rows.column(schema.HEIGHT).cast(pa.int64()))
-            .fill_null(0).to_numpy())
+    area = (
+        pc.multiply(rows.column(schema.WIDTH).cast(pa.int64()), rows.column(schema.HEIGHT).cast(pa.int64()))
+        .fill_null(0)
+        .to_numpy()
+    )
     size = rows.column(schema.SIZE).fill_null(0).to_numpy()
     # Representative first within each component: largest area, then largest file, then first path.
     order = np.lexsort((np.argsort(np.argsort(paths, kind="stable")), -size, -area, component))
@@ -181,23 +209,38 @@ def group_table(images: pa.Table, edges: np.ndarray, vectors: np.ndarray | None,
     # Groups numbered by size (largest first), then by the representative's path.
     reps = np.unique(representative)
     rank_of = np.empty(len(nodes), np.int64)
-    rank_of[reps[np.lexsort((np.argsort(np.argsort(paths[reps], kind="stable")), -sizes[reps]))]] = np.arange(1, len(reps) + 1)
+    rank_of[reps[np.lexsort((np.argsort(np.argsort(paths[reps], kind="stable")), -sizes[reps]))]] = np.arange(
+        1, len(reps) + 1
+    )
     group = rank_of[representative]
-    final = np.lexsort((np.argsort(np.argsort(paths, kind="stable")), -similarity, representative != np.arange(len(nodes)), group))
-    return pa.table({
-        schema.GROUP: pa.array(group[final], pa.int32()), schema.GROUP_SIZE: pa.array(sizes[final], pa.int32()),
-        schema.PATH: pa.array(paths[final], pa.string()), schema.ID: pa.array(nodes[final], pa.int64()),
-        schema.REPRESENTATIVE: pa.array(paths[representative][final], pa.string()),
-        schema.SIMILARITY: pa.array(similarity[final], pa.float32()),
-        schema.IDENTICAL: pa.array(identical_to[final], pa.bool_()),
-    })
+    final = np.lexsort(
+        (np.argsort(np.argsort(paths, kind="stable")), -similarity, representative != np.arange(len(nodes)), group)
+    )
+    return pa.table(
+        {
+            schema.GROUP: pa.array(group[final], pa.int32()),
+            schema.GROUP_SIZE: pa.array(sizes[final], pa.int32()),
+            schema.PATH: pa.array(paths[final], pa.string()),
+            schema.ID: pa.array(nodes[final], pa.int64()),
+            schema.REPRESENTATIVE: pa.array(paths[representative][final], pa.string()),
+            schema.SIMILARITY: pa.array(similarity[final], pa.float32()),
+            schema.IDENTICAL: pa.array(identical_to[final], pa.bool_()),
+        }
+    )
 
 
 def empty_table() -> pa.Table:
-    return pa.table({schema.GROUP: pa.array([], pa.int32()), schema.GROUP_SIZE: pa.array([], pa.int32()),
-                     schema.PATH: pa.array([], pa.string()), schema.ID: pa.array([], pa.int64()),
-                     schema.REPRESENTATIVE: pa.array([], pa.string()),
-                     schema.SIMILARITY: pa.array([], pa.float32()), schema.IDENTICAL: pa.array([], pa.bool_())})
+    return pa.table(
+        {
+            schema.GROUP: pa.array([], pa.int32()),
+            schema.GROUP_SIZE: pa.array([], pa.int32()),
+            schema.PATH: pa.array([], pa.string()),
+            schema.ID: pa.array([], pa.int64()),
+            schema.REPRESENTATIVE: pa.array([], pa.string()),
+            schema.SIMILARITY: pa.array([], pa.float32()),
+            schema.IDENTICAL: pa.array([], pa.bool_()),
+        }
+    )
 
 
 def groups_of(table: pa.Table, top: int | None = None) -> list[dict[str, Any]]:
@@ -222,7 +265,8 @@ def group_of(members: dict[str, list[Any]], digits: int | None = None) -> dict[s
     if digits is not None:
         similarity = [s if s is None else round(s, digits) for s in similarity]
     return {
-        "group": members[schema.GROUP][0], "size": members[schema.GROUP_SIZE][0],
+        "group": members[schema.GROUP][0],
+        "size": members[schema.GROUP_SIZE][0],
         "representative": members[schema.REPRESENTATIVE][0],
         "members": [{"path": p, "similarity": s, "identical": i} for p, s, i in zip(paths, similarity, identical)],
     }

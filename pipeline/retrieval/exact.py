@@ -91,8 +91,9 @@ class ExactSearch:
         return top.distances, top.ids
 
 
-def stored_vectors(loaded: LoadedIndex, embeddings: Embeddings, ids: np.ndarray,
-                   batch_rows: int = 16_384) -> np.ndarray:
+def stored_vectors(
+    loaded: LoadedIndex, embeddings: Embeddings, ids: np.ndarray, batch_rows: int = 16_384
+) -> np.ndarray:
     """int64 [n] live ids -> float32 [n, D] as the index stores them (unit length for cosine): from the index where it
     holds its vectors (flat, HNSW), else read back from the table (IVF: one scan)."""
     ids = np.asarray(ids, np.int64)
@@ -111,8 +112,12 @@ def reconstruction_errors(loaded: LoadedIndex, embeddings: Embeddings, batch_row
         vectors = for_index(batch.vectors, loaded.metric)
         decoded = loaded.index.sa_decode(loaded.index.sa_encode(vectors))
         errors[np.searchsorted(loaded.ids, batch.ids)] = np.linalg.norm(vectors - decoded, axis=1)
-    logger.info("reconstruction errors of the %s codes: median %.4g, max %.4g", loaded.info["index_type"],
-                float(np.median(errors)) if len(errors) else 0.0, float(errors.max()) if len(errors) else 0.0)
+    logger.info(
+        "reconstruction errors of the %s codes: median %.4g, max %.4g",
+        loaded.info["index_type"],
+        float(np.median(errors)) if len(errors) else 0.0,
+        float(errors.max()) if len(errors) else 0.0,
+    )
     return errors
 
 

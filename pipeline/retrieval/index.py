@@ -19,7 +19,16 @@ import numpy as np
 from pipeline import schema
 from pipeline.retrieval.exact import ExactTopK
 from pipeline.retrieval.index_store import inner, save_index, set_search_params
-from pipeline.retrieval.vectors import METRICS, Batch, Metric, first_dimension, for_index, iter_batches, open_embeddings, write_id_map
+from pipeline.retrieval.vectors import (
+    METRICS,
+    Batch,
+    Metric,
+    first_dimension,
+    for_index,
+    iter_batches,
+    open_embeddings,
+    write_id_map,
+)
 from pipeline.storage import Storage
 from vitmae.errors import InvalidInput
 
@@ -110,7 +119,9 @@ def _ivf_bytes(count: int, dim: int, nlist: int, code_bytes: int) -> int:
     return count * (code_bytes + 8) + nlist * 4 * dim + 256 * 4 * dim
 
 
-def choose_index(count: int, dim: int, budget_bytes: int, index_type: str = "auto", train_rows: int = 100_000) -> IndexSpec:
+def choose_index(
+    count: int, dim: int, budget_bytes: int, index_type: str = "auto", train_rows: int = 100_000
+) -> IndexSpec:
     """The index for `count` vectors of dimension `dim` within `budget_bytes` (the rule: module docstring).
 
     A pure function. For an explicit `index_type` it only sizes the parameters and checks the budget.
@@ -125,11 +136,29 @@ def choose_index(count: int, dim: int, budget_bytes: int, index_type: str = "aut
     notes = [f"{count:,} {dim}-d vectors, budget {budget}"]
     if index_type == "auto":
         if count < EXACT_MAX and flat <= budget_bytes:
-            return IndexSpec("flat", "Flat", {}, 0, flat, f"{notes[0]}: fewer than {EXACT_MAX:,} and float32 vectors ({_gb(flat)}) fit, so exact search")
-        notes.append(f"not flat ({f'at least {EXACT_MAX:,} vectors' if count >= EXACT_MAX else f'{_gb(flat)} does not fit'})")
+            return IndexSpec(
+                "flat",
+                "Flat",
+                {},
+                0,
+                flat,
+                f"{notes[0]}: fewer than {EXACT_MAX:,} and float32 vectors ({_gb(flat)}) fit, so exact search",
+            )
+        notes.append(
+            f"not flat ({f'at least {EXACT_MAX:,} vectors' if count >= EXACT_MAX else f'{_gb(flat)} does not fit'})"
+        )
         if count < HNSW_MAX and hnsw <= budget_bytes:
-            return IndexSpec("hnsw", f"HNSW{HNSW_M}", hnsw_params, 0, hnsw, "; ".join(notes + [f"vectors plus graph ({_gb(hnsw)}) fit, so HNSW"]))
-        notes.append(f"not HNSW ({f'at least {HNSW_MAX:,} vectors' if count >= HNSW_MAX else f'{_gb(hnsw)} does not fit'})")
+            return IndexSpec(
+                "hnsw",
+                f"HNSW{HNSW_M}",
+                hnsw_params,
+                0,
+                hnsw,
+                "; ".join(notes + [f"vectors plus graph ({_gb(hnsw)}) fit, so HNSW"]),
+            )
+        notes.append(
+            f"not HNSW ({f'at least {HNSW_MAX:,} vectors' if count >= HNSW_MAX else f'{_gb(hnsw)} does not fit'})"
+        )
         return _ivf_spec(count, dim, budget_bytes, train_rows, notes, ("ivfsq8", "ivfpq"))
     notes.insert(0, f"asked for {index_type}")
     if index_type == "flat":
@@ -139,15 +168,23 @@ def choose_index(count: int, dim: int, budget_bytes: int, index_type: str = "aut
     return _ivf_spec(count, dim, budget_bytes, train_rows, notes, (index_type,))
 
 
-def _ivf_spec(count: int, dim: int, budget: int, train_rows: int, notes: list[str], allowed: tuple[str, ...]) -> IndexSpec:
+def _ivf_spec(
+    count: int, dim: int, budget: int, train_rows: int, notes: list[str], allowed: tuple[str, ...]
+) -> IndexSpec:
     """IVF-SQ8 when allowed and it fits, else IVF-PQ with the largest m that fits."""
     sample = min(count, train_rows)
     nlist = max(1, min(round(4 * math.sqrt(count)), sample // TRAIN_POINTS_PER_LIST))
     lists = f"IVF with nlist {nlist} (4·sqrt(N), at most sample {sample:,} / {TRAIN_POINTS_PER_LIST})"
     sq8 = _ivf_bytes(count, dim, nlist, dim)
     if "ivfsq8" in allowed:
-        spec = IndexSpec("ivfsq8", f"IVF{nlist},SQ8", {"nlist": nlist}, sample, sq8,
-                         "; ".join(notes + [f"{lists} and 8-bit scalar codes ({_gb(sq8)})"]))
+        spec = IndexSpec(
+            "ivfsq8",
+            f"IVF{nlist},SQ8",
+            {"nlist": nlist},
+            sample,
+            sq8,
+            "; ".join(notes + [f"{lists} and 8-bit scalar codes ({_gb(sq8)})"]),
+        )
         if sq8 <= budget or "ivfpq" not in allowed:
             return _checked(spec, budget)
         notes = notes + [f"not IVF-SQ8 ({_gb(sq8)} does not fit)"]
@@ -158,8 +195,14 @@ def _ivf_spec(count: int, dim: int, budget: int, train_rows: int, notes: list[st
         pq = _ivf_bytes(count, dim, nlist, math.ceil(m * nbits / 8))
         if pq <= budget:
             reason = f"{lists} and PQ m={m} ({dim // m} dimensions per {nbits}-bit code, {_gb(pq)})"
-            return IndexSpec("ivfpq", f"IVF{nlist},PQ{m}x{nbits}", {"nlist": nlist, "m": m, "nbits": nbits}, sample, pq,
-                             "; ".join(notes + [reason]))
+            return IndexSpec(
+                "ivfpq",
+                f"IVF{nlist},PQ{m}x{nbits}",
+                {"nlist": nlist, "m": m, "nbits": nbits},
+                sample,
+                pq,
+                "; ".join(notes + [reason]),
+            )
     smallest = _ivf_bytes(count, dim, nlist, math.ceil(ms[-1] * nbits / 8))
     raise InvalidInput(
         f"{count:,} {dim}-d vectors need at least {_gb(smallest)} even as IVF-PQ with m={ms[-1]}, "
@@ -198,7 +241,9 @@ def build_index(run: str, config: IndexConfig = IndexConfig(), storage: Storage 
     k = min(config.recall_k, count - 1)
     query_rows = np.sort(rng.choice(count, size=min(config.recall_queries, count), replace=False))
     train_rows = np.sort(rng.choice(count, size=spec.train_rows, replace=False))
-    sample, queries, query_ids = _sample(iter_batches(embeddings, config.batch_rows), config.metric, dim, train_rows, query_rows)
+    sample, queries, query_ids = _sample(
+        iter_batches(embeddings, config.batch_rows), config.metric, dim, train_rows, query_rows
+    )
     index = new_index(spec, dim)
     if spec.train_rows:
         index.train(sample)
@@ -226,8 +271,15 @@ def build_index(run: str, config: IndexConfig = IndexConfig(), storage: Storage 
         "estimated_bytes": spec.estimated_bytes,
         "train_rows": spec.train_rows,
         "reason": spec.reason,
-        "recall": {"k": k, "queries": len(query_rows), "value": round(recall, 4), "target": config.recall_target,
-                   "target_met": recall >= config.recall_target, "curve": curve, "table_version": embeddings.version},
+        "recall": {
+            "k": k,
+            "queries": len(query_rows),
+            "value": round(recall, 4),
+            "target": config.recall_target,
+            "target_met": recall >= config.recall_target,
+            "curve": curve,
+            "table_version": embeddings.version,
+        },
         "config": asdict(config),
         "faiss_version": faiss.__version__,
         "updates": [],
@@ -237,21 +289,34 @@ def build_index(run: str, config: IndexConfig = IndexConfig(), storage: Storage 
         id_map = os.path.join(tmp, "ids.parquet")
         write_id_map(embeddings, id_map)
         save_index(run, storage, index, id_map, np.empty(0, np.int64), info)
-    logger.info("%s index of %d vectors built in %.1fs, recall@%d %.3f", spec.index_type, count, info["build_seconds"], k, recall)
+    logger.info(
+        "%s index of %d vectors built in %.1fs, recall@%d %.3f",
+        spec.index_type,
+        count,
+        info["build_seconds"],
+        k,
+        recall,
+    )
     return info
 
 
 def new_index(spec: IndexSpec, dim: int) -> faiss.Index:
     """An empty index of `spec` that takes the table's ids: flat and HNSW wrapped in an id map, IVF with its own."""
-    index = faiss.index_factory(dim, spec.factory if spec.index_type.startswith("ivf") else f"IDMap2,{spec.factory}", faiss.METRIC_L2)
+    index = faiss.index_factory(
+        dim, spec.factory if spec.index_type.startswith("ivf") else f"IDMap2,{spec.factory}", faiss.METRIC_L2
+    )
     if spec.index_type == "hnsw":
         inner(index).hnsw.efConstruction = HNSW_EF_CONSTRUCTION
     if spec.index_type == "ivfpq":
-        index.do_polysemous_training = False  # only serves Hamming filtering, which we do not use, and costs training time
+        index.do_polysemous_training = (
+            False  # only serves Hamming filtering, which we do not use, and costs training time
+        )
     return index
 
 
-def _sample(batches: Any, metric: str, dim: int, train_rows: np.ndarray, query_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _sample(
+    batches: Any, metric: str, dim: int, train_rows: np.ndarray, query_rows: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """First pass: the vectors at positions `train_rows` and `query_rows` (sorted) of the scan, as stored in the index
     (float32 [n, D] each), and the queries' ids (int64 [Q])."""
     sample = np.empty((len(train_rows), dim), np.float32)
@@ -283,8 +348,15 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray, query_ids: np.ndarray, k: 
     return hits / (len(query_ids) * k)
 
 
-def _tune(index: faiss.Index, index_type: str, queries: np.ndarray, query_ids: np.ndarray, truth: np.ndarray,
-          k: int, target: float) -> tuple[dict[str, int], float, list[list[float]]]:
+def _tune(
+    index: faiss.Index,
+    index_type: str,
+    queries: np.ndarray,
+    query_ids: np.ndarray,
+    truth: np.ndarray,
+    k: int,
+    target: float,
+) -> tuple[dict[str, int], float, list[list[float]]]:
     """The cheapest search setting whose recall@k reaches `target` (else the most accurate tried)."""
     if index_type == "flat":
         ladder: list[dict[str, int]] = [{}]
@@ -292,7 +364,9 @@ def _tune(index: faiss.Index, index_type: str, queries: np.ndarray, query_ids: n
         ladder = [{"efSearch": ef} for ef in EF_SEARCH_LADDER]
     else:
         nlist = faiss.extract_index_ivf(index).nlist
-        ladder = [{"nprobe": 2**i} for i in range(int(math.log2(nlist)) + 1)] + ([{"nprobe": nlist}] if nlist & (nlist - 1) else [])
+        ladder = [{"nprobe": 2**i} for i in range(int(math.log2(nlist)) + 1)] + (
+            [{"nprobe": nlist}] if nlist & (nlist - 1) else []
+        )
     curve: list[list[float]] = []
     for params in ladder:
         set_search_params(index, params)
@@ -301,5 +375,7 @@ def _tune(index: faiss.Index, index_type: str, queries: np.ndarray, query_ids: n
         curve.append([next(iter(params.values()), 0), round(recall, 4)])
         if recall >= target:
             return params, recall, curve
-    logger.warning("recall@%d %.3f stays under the target %.2f at the largest setting tried (%s)", k, recall, target, params)
+    logger.warning(
+        "recall@%d %.3f stays under the target %.2f at the largest setting tried (%s)", k, recall, target, params
+    )
     return params, recall, curve

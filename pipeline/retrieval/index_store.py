@@ -109,7 +109,9 @@ class LoadedIndex:
         `effort` times the tuned efSearch or nprobe."""
         tuned = self.info.get("search_params", {})
         if "nprobe" in tuned and effort > 1:
-            return faiss.SearchParametersIVF(nprobe=min(int(tuned["nprobe"]) * effort, faiss.extract_index_ivf(self.index).nlist))
+            return faiss.SearchParametersIVF(
+                nprobe=min(int(tuned["nprobe"]) * effort, faiss.extract_index_ivf(self.index).nlist)
+            )
         if self.info["index_type"] != "hnsw" or (not len(self.removed) and effort == 1):
             return None
         params = faiss.SearchParametersHNSW(efSearch=int(tuned.get("efSearch", 16)) * effort)
@@ -120,7 +122,9 @@ class LoadedIndex:
         return params
 
 
-def save_index(run: str, storage: Storage, index: faiss.Index, id_map: str, removed: np.ndarray, info: dict[str, Any]) -> None:
+def save_index(
+    run: str, storage: Storage, index: faiss.Index, id_map: str, removed: np.ndarray, info: dict[str, Any]
+) -> None:
     """Writes the index, the id map and the removed ids, then index.json (which gains `file_bytes`).
 
     id_map: a local Parquet file of (id, path) of the live vectors, sorted by id; removed: int64 ids still in an
@@ -152,8 +156,10 @@ def load_index(run: str, storage: Storage) -> LoadedIndex:
     """
     found = run_folder(run, storage)
     if not found.exists(INFO_FILE):
-        raise NoIndex(f"{run} has no index ({INFO_FILE} is missing); build it with: vitmae index --run {run}, or wait for the "
-                      "embedding run that is building it")
+        raise NoIndex(
+            f"{run} has no index ({INFO_FILE} is missing); build it with: vitmae index --run {run}, or wait for the "
+            "embedding run that is building it"
+        )
     info = found.read_json(INFO_FILE)
     if isinstance(found.fs, LocalFileSystem):
         index = faiss.read_index(found.path(INDEX_FILE))

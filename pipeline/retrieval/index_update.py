@@ -19,7 +19,15 @@ import pyarrow.compute as pc
 from pipeline import schema
 from pipeline.retrieval.index import GB, IndexConfig, TooFewVectors, build_index, choose_index
 from pipeline.retrieval.index_store import LoadedIndex, load_index, save_index
-from pipeline.retrieval.vectors import Embeddings, all_ids, first_dimension, for_index, iter_batches, open_embeddings, write_id_map
+from pipeline.retrieval.vectors import (
+    Embeddings,
+    all_ids,
+    first_dimension,
+    for_index,
+    iter_batches,
+    open_embeddings,
+    write_id_map,
+)
 from pipeline.storage import Storage
 
 logger = logging.getLogger(__name__)
@@ -61,7 +69,9 @@ def _rebuild_reason(loaded: LoadedIndex, embeddings: Embeddings, config: IndexCo
     count = embeddings.count()
     if count < 2:
         raise TooFewVectors(f"{embeddings.run} holds {count} embedding(s); an index needs at least 2")
-    spec = choose_index(count, first_dimension(embeddings), int(config.memory_budget_gb * GB), config.index_type, config.train_rows)
+    spec = choose_index(
+        count, first_dimension(embeddings), int(config.memory_budget_gb * GB), config.index_type, config.train_rows
+    )
     if spec.index_type != info["index_type"]:
         return f"{count:,} vectors now want a {spec.index_type} index ({spec.reason})"
     if not info["built_count"] / 2 <= count <= 2 * info["built_count"]:
@@ -83,20 +93,35 @@ def _apply(run: str, storage: Storage, loaded: LoadedIndex, embeddings: Embeddin
         else:
             loaded.index.remove_ids(faiss.IDSelectorBatch(removed))
     if len(graph_removed) > HNSW_REBUILD_REMOVED * max(loaded.index.ntotal, 1):
-        logger.info("rebuilding the HNSW index of %s: %d of its %d vectors are removed rows", run, len(graph_removed), loaded.index.ntotal)
+        logger.info(
+            "rebuilding the HNSW index of %s: %d of its %d vectors are removed rows",
+            run,
+            len(graph_removed),
+            loaded.index.ntotal,
+        )
         return build_index(run, IndexConfig(**info["config"]), storage)
     if len(added):
-        for batch in iter_batches(embeddings, IndexConfig(**info["config"]).batch_rows, columns=(schema.EMBEDDING,),
-                                  filter=pc.field(schema.ID).isin(pa.array(added))):
+        for batch in iter_batches(
+            embeddings,
+            IndexConfig(**info["config"]).batch_rows,
+            columns=(schema.EMBEDDING,),
+            filter=pc.field(schema.ID).isin(pa.array(added)),
+        ):
             loaded.index.add_with_ids(for_index(batch.vectors, info["metric"]), batch.ids)
     info.update(count=len(current), table_version=embeddings.version)
-    info["updates"] = (info.get("updates") or [])[-19:] + [{
-        "table_version": embeddings.version, "added": int(len(added)), "removed": int(len(removed)),
-        "seconds": round(time.perf_counter() - start, 3),
-    }]
+    info["updates"] = (info.get("updates") or [])[-19:] + [
+        {
+            "table_version": embeddings.version,
+            "added": int(len(added)),
+            "removed": int(len(removed)),
+            "seconds": round(time.perf_counter() - start, 3),
+        }
+    ]
     with tempfile.TemporaryDirectory() as tmp:  # the index now holds the table's ids: its id map is the table's
         id_map = os.path.join(tmp, "ids.parquet")
         write_id_map(embeddings, id_map)
         save_index(run, storage, loaded.index, id_map, graph_removed, info)
-    logger.info("updated the index of %s: %d added, %d removed, %d vectors", run, len(added), len(removed), len(current))
+    logger.info(
+        "updated the index of %s: %d added, %d removed, %d vectors", run, len(added), len(removed), len(current)
+    )
     return info

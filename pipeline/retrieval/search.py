@@ -67,10 +67,12 @@ class Searcher:
         for row_ids, row_scores in zip(ids, scores):
             found = row_ids >= 0  # -1: fewer than k vectors reachable
             paths = self.loaded.paths_of(row_ids[found])
-            hits.append([
-                Hit(rank, path, float(score), int(i))
-                for rank, (i, path, score) in enumerate(zip(row_ids[found], paths, row_scores[found]), 1)
-            ])
+            hits.append(
+                [
+                    Hit(rank, path, float(score), int(i))
+                    for rank, (i, path, score) in enumerate(zip(row_ids[found], paths, row_scores[found]), 1)
+                ]
+            )
         return hits
 
     def search_path(self, path: str, k: int = 10) -> list[Hit]:
@@ -84,7 +86,9 @@ class Searcher:
             if pc.index(self.loaded.paths, candidate).as_py() >= 0:
                 return candidate
         example = self.loaded.paths[0].as_py()
-        raise InvalidInput(f"path {path} is not in the index of {self.run} ({self.count} images; paths look like {example})")
+        raise InvalidInput(
+            f"path {path} is not in the index of {self.run} ({self.count} images; paths look like {example})"
+        )
 
     def vector_of_path(self, path: str) -> np.ndarray:
         """The stored raw embedding of an indexed image. float32 [D]."""

@@ -62,8 +62,12 @@ def open_embeddings(run: str, storage: Storage, version: int | None = None) -> E
     return Embeddings(run, table.version(), dataset(table, uri, storage))
 
 
-def iter_batches(embeddings: Embeddings, batch_rows: int, columns: Sequence[str] = (schema.PATH, schema.EMBEDDING),
-                 filter: pc.Expression | None = None) -> Iterator[Batch]:
+def iter_batches(
+    embeddings: Embeddings,
+    batch_rows: int,
+    columns: Sequence[str] = (schema.PATH, schema.EMBEDDING),
+    filter: pc.Expression | None = None,
+) -> Iterator[Batch]:
     """Yields the rows (of `filter`), at most `batch_rows` at a time, reading ahead as little as Arrow allows; two scans
     of one version give the same rows in the same order."""
     start = 0
@@ -75,7 +79,9 @@ def iter_batches(embeddings: Embeddings, batch_rows: int, columns: Sequence[str]
             continue
         vectors = to_matrix(record_batch.column(schema.EMBEDDING)) if schema.EMBEDDING in columns else None
         ids = record_batch.column(schema.ID).to_numpy(zero_copy_only=False).astype(np.int64)
-        paths = record_batch.column(schema.PATH) if schema.PATH in wanted else pa.nulls(record_batch.num_rows, pa.string())
+        paths = (
+            record_batch.column(schema.PATH) if schema.PATH in wanted else pa.nulls(record_batch.num_rows, pa.string())
+        )
         yield Batch(start, ids, paths, vectors, record_batch)
         start += record_batch.num_rows
 
@@ -125,14 +131,18 @@ def write_id_map(embeddings: Embeddings, path: str, memory_limit: str = "1GB") -
     con.execute(f"SET temp_directory = '{os.path.dirname(path)}/spill'")
     con.register("table_rows", embeddings.dataset)
     quoted = path.replace("'", "''")
-    con.execute(f"COPY (SELECT {schema.ID}, {schema.PATH} FROM table_rows ORDER BY {schema.ID}) TO '{quoted}' (FORMAT parquet)")
+    con.execute(
+        f"COPY (SELECT {schema.ID}, {schema.PATH} FROM table_rows ORDER BY {schema.ID}) TO '{quoted}' (FORMAT parquet)"
+    )
     con.close()
     return pq.read_metadata(path).num_rows
 
 
 def vectors_of_paths(embeddings: Embeddings, paths: Sequence[str]) -> dict[str, np.ndarray]:
     """The raw float32 [D] embedding of each of `paths` found in the run (a filtered scan)."""
-    table = embeddings.dataset.to_table(columns=[schema.PATH, schema.EMBEDDING], filter=pc.field(schema.PATH).isin(list(paths)))
+    table = embeddings.dataset.to_table(
+        columns=[schema.PATH, schema.EMBEDDING], filter=pc.field(schema.PATH).isin(list(paths))
+    )
     matrix = to_matrix(table.column(schema.EMBEDDING).combine_chunks())
     return dict(zip(table.column(schema.PATH).to_pylist(), matrix))
 
@@ -154,6 +164,8 @@ def vectors_of_ids(embeddings: Embeddings, ids: np.ndarray, batch_rows: int = 16
         out[order[np.searchsorted(ids[order], batch.ids)]] = batch.vectors
         found += len(batch.ids)
     if found != len(ids):
-        raise ValueError(f"expected {len(ids)} ids in version {embeddings.version} of the embeddings of {embeddings.run}, "
-                         f"found {found}; did the table change since the index was built?")
+        raise ValueError(
+            f"expected {len(ids)} ids in version {embeddings.version} of the embeddings of {embeddings.run}, "
+            f"found {found}; did the table change since the index was built?"
+        )
     return out if out is not None else np.empty((0, 0), np.float32)

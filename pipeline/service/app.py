@@ -47,8 +47,14 @@ def create_app(config: ServeConfig, live: LiveRun) -> FastAPI:
             app.state.search_pool.shutdown(wait=False, cancel_futures=True)
 
     # No /docs: Swagger UI loads its scripts from a CDN. The schema is at /openapi.json for clients to generate from.
-    app = FastAPI(title="vitmae serve", summary="Similarity search, anomalies and near duplicates of one run.",
-                  lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url="/openapi.json")
+    app = FastAPI(
+        title="vitmae serve",
+        summary="Similarity search, anomalies and near duplicates of one run.",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
     app.state.config, app.state.live, app.state.metrics = config, live, Metrics()
     install_error_handlers(app)
     protected = [Depends(require_token)]
@@ -70,11 +76,18 @@ def serve(config: ServeConfig) -> None:
     """
     live = LiveRun(config.run, Storage.from_config(config.storage), config.check_seconds, config.load_model)
     state = live.state
-    logger.info("serving %s: %d images at table version %d (%s index)%s", config.run, state.searcher.count,
-                state.table_version, state.info["index_type"],
-                "" if state.image_model else f"; no search by image: {state.image_error}")
+    logger.info(
+        "serving %s: %d images at table version %d (%s index)%s",
+        config.run,
+        state.searcher.count,
+        state.table_version,
+        state.info["index_type"],
+        "" if state.image_model else f"; no search by image: {state.image_error}",
+    )
     if config.host not in LOOPBACK and config.token is None:
-        logger.warning("listening on %s without --token: anyone who reaches it can search the run and see its images",
-                       config.host)
-    uvicorn.run(create_app(config, live), host=config.host, port=config.port, access_log=config.access_log,
-                log_level="info")
+        logger.warning(
+            "listening on %s without --token: anyone who reaches it can search the run and see its images", config.host
+        )
+    uvicorn.run(
+        create_app(config, live), host=config.host, port=config.port, access_log=config.access_log, log_level="info"
+    )

@@ -46,8 +46,10 @@ class ServeConfig(RunLocation):
         if self.token is not None and not self.secret.strip():
             raise InvalidInput("token must not be empty")
         if self.secret == SECRET_MASK:
-            raise InvalidInput("token is the mask that --print_config writes in place of the token: give the token "
-                               "itself with VITMAE_SERVE_TOKEN or --token")
+            raise InvalidInput(
+                "token is the mask that --print_config writes in place of the token: give the token "
+                "itself with VITMAE_SERVE_TOKEN or --token"
+            )
 
     @property
     def secret(self) -> str | None:

@@ -43,7 +43,9 @@ async def get_search_pool(request: Request) -> Executor:
     return request.app.state.search_pool
 
 
-async def require_token(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+async def require_token(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> None:
     """With --token: 401 unless the request carries `Authorization: Bearer <token>`."""
     token = request.app.state.config.secret
     if token is None:
@@ -51,8 +53,9 @@ async def require_token(request: Request, credentials: Annotated[HTTPAuthorizati
     given = credentials.credentials if credentials is not None else ""
     if not secrets.compare_digest(given.encode(), token.encode()):
         reason = "wrong token" if credentials is not None else "missing token"
-        raise HTTPException(401, f"{reason}: send the header Authorization: Bearer <token>",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            401, f"{reason}: send the header Authorization: Bearer <token>", headers={"WWW-Authenticate": "Bearer"}
+        )
 
 
 Config = Annotated[ServeConfig, Depends(get_config)]

@@ -51,7 +51,9 @@ def _shown(value: Any) -> str:
 
 async def internal_error(request: Request, exc: Exception) -> JSONResponse:
     """A fault: logged with its traceback; the caller gets one line that says nothing of the internals."""
-    logger.error("%s %s failed: %s: %s", request.method, request.url.path, type(exc).__name__, one_line(exc), exc_info=exc)
+    logger.error(
+        "%s %s failed: %s: %s", request.method, request.url.path, type(exc).__name__, one_line(exc), exc_info=exc
+    )
     return error_response(500, "internal error; the service's log has the details")
 
 

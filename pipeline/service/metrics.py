@@ -19,14 +19,30 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter("vitmae_http_requests", "HTTP requests answered, by route template, method and status",
-                                ("route", "method", "status"), registry=self.registry)
-        self.latency = Histogram("vitmae_http_request_seconds", "HTTP request latency, by route template and method",
-                                 ("route", "method"), buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.search = Histogram("vitmae_search_seconds", "time to answer a search (embedding included), by query kind",
-                                ("kind",), buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.requests = Counter(
+            "vitmae_http_requests",
+            "HTTP requests answered, by route template, method and status",
+            ("route", "method", "status"),
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "vitmae_http_request_seconds",
+            "HTTP request latency, by route template and method",
+            ("route", "method"),
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.search = Histogram(
+            "vitmae_search_seconds",
+            "time to answer a search (embedding included), by query kind",
+            ("kind",),
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self.images = Gauge("vitmae_index_images", "images in the index served", registry=self.registry)
-        self.table_version = Gauge("vitmae_table_version", "the embeddings table version served", registry=self.registry)
+        self.table_version = Gauge(
+            "vitmae_table_version", "the embeddings table version served", registry=self.registry
+        )
         self.reloads = Gauge("vitmae_reloads", "run versions loaded since the service started", registry=self.registry)
 
 

@@ -24,8 +24,15 @@ from vitmae.errors import InvalidInput, NotFound
 
 logger = logging.getLogger(__name__)
 
-SCORE_COLUMNS = (schema.RANK, schema.PATH, schema.LOSS, schema.LOSS_RANK, schema.KNN_DISTANCE,
-                 schema.KNN_RANK, schema.MEAN_RANK)
+SCORE_COLUMNS = (
+    schema.RANK,
+    schema.PATH,
+    schema.LOSS,
+    schema.LOSS_RANK,
+    schema.KNN_DISTANCE,
+    schema.KNN_RANK,
+    schema.MEAN_RANK,
+)
 
 
 class RankingUnavailable(ValueError):
@@ -84,8 +91,9 @@ class AnomalyRankings:
         if by == "auto":
             return auto_by(self._has_loss)
         if by in ("loss", "both") and not self._has_loss:
-            raise RankingUnavailable("the run has no reconstruction loss (it was embedded with --infer.mask_ratio 0); "
-                                     "rank by knn")
+            raise RankingUnavailable(
+                "the run has no reconstruction loss (it was embedded with --infer.mask_ratio 0); rank by knn"
+            )
         return by
 
     def _order(self, by: str) -> tuple[pa.Table, pa.Table]:
@@ -164,7 +172,9 @@ class DuplicateGroups:
         try:
             info = found.fs.info(path)
         except FileNotFoundError:
-            raise NotFound(f"{self.run} has no {DUPLICATES_FILE} yet; find them with: vitmae duplicates --run {self.run}") from None
+            raise NotFound(
+                f"{self.run} has no {DUPLICATES_FILE} yet; find them with: vitmae duplicates --run {self.run}"
+            ) from None
         stamp = (info.get("size"), listed_mtime(info), listed_etag(info))
         with self._lock:
             if stamp != self._stamp or self._table is None:
@@ -182,10 +192,21 @@ def arrange_groups(table: pa.Table) -> tuple[pa.Table, np.ndarray]:
     if missing:
         raise InvalidInput(f"{DUPLICATES_FILE} lacks the columns {sorted(missing)}")
     is_representative = pc.equal(table.column(schema.PATH), table.column(schema.REPRESENTATIVE))
-    table = table.append_column("_representative", is_representative).sort_by([
-        (schema.GROUP_SIZE, "descending"), (schema.GROUP, "ascending"), ("_representative", "descending"),
-        (schema.SIMILARITY, "descending"), (schema.PATH, "ascending"),
-    ]).drop_columns(["_representative"])
+    table = (
+        table.append_column("_representative", is_representative)
+        .sort_by(
+            [
+                (schema.GROUP_SIZE, "descending"),
+                (schema.GROUP, "ascending"),
+                ("_representative", "descending"),
+                (schema.SIMILARITY, "descending"),
+                (schema.PATH, "ascending"),
+            ]
+        )
+        .drop_columns(["_representative"])
+    )
     groups = table.column(schema.GROUP).to_numpy()
     starts = np.flatnonzero(np.diff(groups) != 0) + 1 if len(groups) else np.empty(0, np.int64)
-    return table, np.concatenate([[0], starts, [len(groups)]]).astype(np.int64) if len(groups) else np.zeros(1, np.int64)
+    return table, np.concatenate([[0], starts, [len(groups)]]).astype(np.int64) if len(groups) else np.zeros(
+        1, np.int64
+    )

@@ -30,6 +30,7 @@ from vitmae.errors import one_line
 
 logger = logging.getLogger(__name__)
 
+
 class PathLookup:
     """Path -> position in the index's id map in O(log N), over a sorted order of the paths (8 bytes a path)."""
 
@@ -105,7 +106,7 @@ class RunState:
     def search_position(self, position: int, k: int) -> list[Hit]:
         """The k nearest of the indexed image at `position` of the id map (itself first)."""
         loaded = self.searcher.loaded
-        ids = loaded.ids[position:position + 1]
+        ids = loaded.ids[position : position + 1]
         vector = stored_vectors(loaded, self.searcher.embeddings, ids)  # unit length for cosine, which ranks alike
         return self.searcher.search_vectors(vector, k)[0]
 
@@ -140,19 +141,36 @@ def load_state(run: str, storage: Storage, previous: RunState | None = None, wit
     if with_model:
         image_model, image_error, decode = _image_model(run, storage, searcher, previous)
     lookup = PathLookup(searcher.loaded.paths)
-    return RunState(run, (version, info_text), searcher, lookup, image_model, image_error, decode,
-                    AnomalyRankings(run, storage, searcher.embeddings, searcher.loaded))
+    return RunState(
+        run,
+        (version, info_text),
+        searcher,
+        lookup,
+        image_model,
+        image_error,
+        decode,
+        AnomalyRankings(run, storage, searcher.embeddings, searcher.loaded),
+    )
 
 
-def _image_model(run: str, storage: Storage, searcher: Searcher,
-                 previous: RunState | None) -> tuple[ImageModel | None, str | None, DecodeConfig]:
+def _image_model(
+    run: str, storage: Storage, searcher: Searcher, previous: RunState | None
+) -> tuple[ImageModel | None, str | None, DecodeConfig]:
     """The run's model for image queries (the previous state's where its settings are the same), or why there is none."""
     try:
         record = latest_run(run, storage)
         about = description(open_table(output_uri(run, EMBEDDINGS_DIR), storage))
         decode = DecodeConfig.from_dict(record["decode"])
-        key = json.dumps([record["model"], about.get("model", {}).get("sha256"), record["processor"], record["decode"],
-                          record["infer"]["pooling"]], sort_keys=True)
+        key = json.dumps(
+            [
+                record["model"],
+                about.get("model", {}).get("sha256"),
+                record["processor"],
+                record["decode"],
+                record["infer"]["pooling"],
+            ],
+            sort_keys=True,
+        )
     except (FileNotFoundError, KeyError, TypeError, ValueError) as err:
         return None, f"the run has no record of its model ({one_line(err)})", DecodeConfig()
     if previous is not None and previous.image_model is not None and previous.image_model.key == key:
@@ -163,8 +181,14 @@ def _image_model(run: str, storage: Storage, searcher: Searcher,
         logger.warning("search by image is unavailable: %s", one_line(err))
         return None, f"the run's model could not be loaded ({one_line(err)})", decode
     if embedder.dimension != searcher.loaded.dimension:
-        return None, (f"the run's model makes {embedder.dimension}-d embeddings but the index holds "
-                      f"{searcher.loaded.dimension}-d vectors"), decode
+        return (
+            None,
+            (
+                f"the run's model makes {embedder.dimension}-d embeddings but the index holds "
+                f"{searcher.loaded.dimension}-d vectors"
+            ),
+            decode,
+        )
     return ImageModel(key, embedder), None, decode
 
 
@@ -205,13 +229,22 @@ class LiveRun:
                 state = load_state(self.run, self.storage, self._state, self.with_model)
             except Exception as err:  # noqa: BLE001 - the old state keeps serving; the next check tries again
                 self.last_error = one_line(err)
-                logger.warning("%s: could not load the new state, serving version %s: %s", self.run,
-                               self._state.table_version, self.last_error)
+                logger.warning(
+                    "%s: could not load the new state, serving version %s: %s",
+                    self.run,
+                    self._state.table_version,
+                    self.last_error,
+                )
                 return False
             self._state, self.last_error = state, None
             self.reloads += 1
-            logger.info("%s: now serving table version %d (%d images, %s index)", self.run, state.table_version,
-                        state.searcher.count, state.info["index_type"])
+            logger.info(
+                "%s: now serving table version %d (%d images, %s index)",
+                self.run,
+                state.table_version,
+                state.searcher.count,
+                state.info["index_type"],
+            )
             return True
 
     def start(self) -> None:

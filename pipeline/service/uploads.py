@@ -62,5 +62,7 @@ async def read_image(request: Request, limit_bytes: int) -> bytes:
     else:
         data = await request.body()
     if not data:
-        raise HTTPException(400, f"no image: send the image's bytes as the body, or as the multipart field {IMAGE_FIELD!r}")
+        raise HTTPException(
+            400, f"no image: send the image's bytes as the body, or as the multipart field {IMAGE_FIELD!r}"
+        )
     return data

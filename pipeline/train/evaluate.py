@@ -41,9 +41,18 @@ def precision_at_k(embeddings: np.ndarray, labels: np.ndarray, k: int) -> float:
     return float((labels[nearest] == labels[:, None]).mean())
 
 
-def evaluate(model: str, paths: Sequence[str], labels: Sequence[object], mask_ratio: float = 0.75, loss_samples: int = 4,
-             seed: int = 0, pooling: str = "mean", k: int = 10, batch_size: int = 256,
-             storage: Storage | None = None) -> Quality:
+def evaluate(
+    model: str,
+    paths: Sequence[str],
+    labels: Sequence[object],
+    mask_ratio: float = 0.75,
+    loss_samples: int = 4,
+    seed: int = 0,
+    pooling: str = "mean",
+    k: int = 10,
+    batch_size: int = 256,
+    storage: Storage | None = None,
+) -> Quality:
     """Scores checkpoint `model` on the images at `paths` (local paths or URIs of one filesystem) with their `labels`.
 
     Raises:
@@ -54,16 +63,19 @@ def evaluate(model: str, paths: Sequence[str], labels: Sequence[object], mask_ra
     processor = embedder.processor
     embeddings, losses = [], []
     for start in range(0, len(paths), batch_size):
-        chunk = list(paths[start:start + batch_size])
+        chunk = list(paths[start : start + batch_size])
         pixels = []
         for path, data in zip(chunk, read_bytes(chunk, storage)):
             if isinstance(data, Exception):
                 raise ValueError(f"{path}: {data}")
             pixels.append(decode_image(data, processor, DecodeConfig()).pixels)
-        out = embedder({
-            schema.PATH: np.array(chunk, dtype=object), schema.PIXELS: np.stack(pixels),
-            schema.ERROR: np.array([""] * len(chunk), dtype=object),
-        })
+        out = embedder(
+            {
+                schema.PATH: np.array(chunk, dtype=object),
+                schema.PIXELS: np.stack(pixels),
+                schema.ERROR: np.array([""] * len(chunk), dtype=object),
+            }
+        )
         embeddings.append(out[schema.EMBEDDING])
         losses.append(out[schema.LOSS])
     precision = precision_at_k(np.concatenate(embeddings), np.asarray(labels), k)

@@ -30,6 +30,7 @@ from vitmae.folder import Folder, open_folder
 
 logger = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class LoopConfig:
     """What every worker needs; made by `pipeline.pretrain` on the driver."""
@@ -84,7 +85,7 @@ def latest_checkpoint(output: Folder) -> tuple[str, dict[str, Any]] | None:
     if not found:
         return None
     _, path = max(found)
-    name = path[len(output.root.rstrip("/")) + 1:]
+    name = path[len(output.root.rstrip("/")) + 1 :]
     return output_uri(output.uri, name), output.read_json(f"{name}/{STATE_FILE}")
 
 
@@ -93,7 +94,9 @@ def _build_model(config: LoopConfig) -> ViTMAEForPreTraining:
     torch.manual_seed(config.seed)  # every worker starts from the same weights (DDP also broadcasts rank 0's)
     if config.init is None:
         return ViTMAEForPreTraining(ViTMAEConfig.from_dict(config.model_config))
-    weights = ViTMAEForPreTraining.from_pretrained(config.init, dtype=torch.float32, storage_options=config.storage.options(config.init))
+    weights = ViTMAEForPreTraining.from_pretrained(
+        config.init, dtype=torch.float32, storage_options=config.storage.options(config.init)
+    )
     with torch.device("meta"):
         model = ViTMAEForPreTraining(ViTMAEConfig.from_dict(config.model_config))
     model.load_state_dict(weights.state_dict(), assign=True)
@@ -102,7 +105,9 @@ def _build_model(config: LoopConfig) -> ViTMAEForPreTraining:
 
 def _load_optimizer(optimizer: torch.optim.Optimizer, config: LoopConfig, device: torch.device) -> None:
     folder = open_folder(config.init, config.storage.options(config.init))
-    state = torch.load(io.BytesIO(folder.fs.cat_file(folder.path(OPTIMIZER_FILE))), map_location=device, weights_only=True)
+    state = torch.load(
+        io.BytesIO(folder.fs.cat_file(folder.path(OPTIMIZER_FILE))), map_location=device, weights_only=True
+    )
     optimizer.load_state_dict(state)
 
 
@@ -123,8 +128,15 @@ def _earlier_metrics(output: Folder, step: int) -> list[pa.Table]:
     return [table.filter(pc.less_equal(table.column(schema.STEP), step)).cast(schema.METRICS_SCHEMA)]
 
 
-def _save_checkpoint(output: Folder, model: ViTMAEForPreTraining, processor: ViTImageProcessor, optimizer: torch.optim.Optimizer,
-                     state: dict[str, Any], metrics: list[pa.Table], config: LoopConfig) -> None:
+def _save_checkpoint(
+    output: Folder,
+    model: ViTMAEForPreTraining,
+    processor: ViTImageProcessor,
+    optimizer: torch.optim.Optimizer,
+    state: dict[str, Any],
+    metrics: list[pa.Table],
+    config: LoopConfig,
+) -> None:
     """Rank 0: metrics.parquet, then the epoch's checkpoint, trainer_state.json last (a resume trusts only it)."""
     name = checkpoint_name(state["epoch"])
     uri = output_uri(output.uri, name)
@@ -156,7 +168,9 @@ def epoch_batches(config: LoopConfig, epoch: int, rank: int, world: int) -> Iter
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True
     context.enable_progress_bars = False  # one bar per epoch and worker would only clutter the job's log
-    dataset = decoded_images(listing.take(pa.array(share)), replace(config.preprocess, transform=crop), config.batch_size)
+    dataset = decoded_images(
+        listing.take(pa.array(share)), replace(config.preprocess, transform=crop), config.batch_size
+    )
     return dataset.iter_batches(batch_size=config.batch_size, batch_format="numpy", drop_last=True)
 
 
@@ -190,7 +204,9 @@ def train_loop(loop: dict[str, Any]) -> None:
             ok = ~schema.failed_rows(batch[schema.ERROR])
             skipped += float((~ok).sum())
             lr = lr_at(state["step"], config)
-            loss = _step(model, optimizer, processor.normalize(torch.from_numpy(batch[schema.PIXELS]).to(device)), ok, lr)
+            loss = _step(
+                model, optimizer, processor.normalize(torch.from_numpy(batch[schema.PIXELS]).to(device)), ok, lr
+            )
             state["step"] += 1
             mean_loss, images = _all_reduce([loss / world, float(ok.sum())], device)
             for name, value in zip(schema.METRICS_SCHEMA.names, (state["step"], epoch, mean_loss, lr, int(images))):

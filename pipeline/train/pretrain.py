@@ -36,10 +36,26 @@ logger = logging.getLogger(__name__)
 # Model geometries for a fresh model; the decoder is MAE's light one. ViT-Ti, ViT-S and ViT-B encoders.
 Preset = Literal["tiny", "small", "base"]
 PRESETS: dict[Preset, dict[str, int]] = {
-    "tiny": dict(hidden_size=192, num_hidden_layers=12, num_attention_heads=3, intermediate_size=768, decoder_hidden_size=128,
-                 decoder_num_hidden_layers=2, decoder_num_attention_heads=4, decoder_intermediate_size=512),
-    "small": dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536, decoder_hidden_size=256,
-                  decoder_num_hidden_layers=4, decoder_num_attention_heads=8, decoder_intermediate_size=1024),
+    "tiny": dict(
+        hidden_size=192,
+        num_hidden_layers=12,
+        num_attention_heads=3,
+        intermediate_size=768,
+        decoder_hidden_size=128,
+        decoder_num_hidden_layers=2,
+        decoder_num_attention_heads=4,
+        decoder_intermediate_size=512,
+    ),
+    "small": dict(
+        hidden_size=384,
+        num_hidden_layers=12,
+        num_attention_heads=6,
+        intermediate_size=1536,
+        decoder_hidden_size=256,
+        decoder_num_hidden_layers=4,
+        decoder_num_attention_heads=8,
+        decoder_intermediate_size=1024,
+    ),
     "base": {},  # facebook/vit-mae-base: ViT-B/16 and the 8-block, 512-wide decoder
 }
 
@@ -138,13 +154,17 @@ class PretrainConfig:
         return self.lr if self.lr is not None else self.blr * self.batch_size * self.num_workers / 256
 
 
-def _start_model(config: PretrainConfig, output: Folder, storage: Storage) -> tuple[str | None, dict[str, Any], ViTImageProcessor, dict | None]:
+def _start_model(
+    config: PretrainConfig, output: Folder, storage: Storage
+) -> tuple[str | None, dict[str, Any], ViTImageProcessor, dict | None]:
     """(weights to start from, model config, processor, trainer state of a resumed checkpoint)."""
     latest = latest_checkpoint(output)
     if config.resume and latest is not None:
         uri, state = latest
         if state["epoch"] >= config.epochs:
-            raise InvalidInput(f"{uri} already trained {state['epoch']} of the {config.epochs} epochs; raise --epochs to go on")
+            raise InvalidInput(
+                f"{uri} already trained {state['epoch']} of the {config.epochs} epochs; raise --epochs to go on"
+            )
         logger.info("resuming from %s (epoch %d, step %d)", uri, state["epoch"], state["step"])
         folder = open_folder(uri, storage.options(uri))
         return uri, folder.read_json(CONFIG_NAME), ViTImageProcessor.from_pretrained(uri, storage.options(uri)), state
@@ -154,17 +174,29 @@ def _start_model(config: PretrainConfig, output: Folder, storage: Storage) -> tu
         logger.warning("resume: %s holds no checkpoint yet; starting from the beginning", config.output)
     elif any(output.exists(name) for name in TRAINING_FILES):
         if not config.overwrite:
-            raise InvalidInput(f"output {config.output} already holds a run; give --resume true to go on or --overwrite true to replace it")
+            raise InvalidInput(
+                f"output {config.output} already holds a run; give --resume true to go on or --overwrite true to replace it"
+            )
         if config.init is not None and f"{config.init.rstrip('/')}/".startswith(f"{config.output.rstrip('/')}/"):
-            raise InvalidInput(f"init {config.init} lies in the output {config.output}, which overwrite would remove; copy it elsewhere first")
+            raise InvalidInput(
+                f"init {config.init} lies in the output {config.output}, which overwrite would remove; copy it elsewhere first"
+            )
     overrides = {"mask_ratio": config.mask_ratio, "norm_pix_loss": config.norm_pix_loss}
     if config.preset is not None:
-        model_config = ViTMAEConfig(**PRESETS[config.preset], image_size=config.image_size, patch_size=config.patch_size, **overrides)
-        processor = ViTImageProcessor(size=config.image_size, resample=int(Image.Resampling.BICUBIC),
-                                      image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD)
+        model_config = ViTMAEConfig(
+            **PRESETS[config.preset], image_size=config.image_size, patch_size=config.patch_size, **overrides
+        )
+        processor = ViTImageProcessor(
+            size=config.image_size,
+            resample=int(Image.Resampling.BICUBIC),
+            image_mean=IMAGENET_MEAN,
+            image_std=IMAGENET_STD,
+        )
         return None, model_config.to_dict(), processor, None
     options = storage.options(config.init)
-    ViTMAEForPreTraining.from_pretrained(config.init, storage_options=options)  # a bad or decoder-less checkpoint fails now
+    ViTMAEForPreTraining.from_pretrained(
+        config.init, storage_options=options
+    )  # a bad or decoder-less checkpoint fails now
     folder = open_folder(config.init, options)
     model_config = replace(ViTMAEConfig.from_dict(folder.read_json(CONFIG_NAME)), **overrides)
     return config.init, model_config.to_dict(), ViTImageProcessor.from_pretrained(config.init, options), None
@@ -193,12 +225,23 @@ def run(config: PretrainConfig) -> dict[str, Any]:
         start_ray(logging_level=logging.WARNING)
     _check_cluster(config)
     loop = LoopConfig(
-        output=config.output, model_config=model_config, listing=ray.put(listing),
+        output=config.output,
+        model_config=model_config,
+        listing=ray.put(listing),
         preprocess=PreprocessConfig(processor.to_dict(), config.decode, storage),
-        augment=AugmentConfig(scale=(config.crop_scale, 1.0), flip=config.flip), init=init, epochs=config.epochs,
-        steps_per_epoch=steps_per_epoch, batch_size=config.batch_size, lr=config.peak_lr, min_lr=config.min_lr,
+        augment=AugmentConfig(scale=(config.crop_scale, 1.0), flip=config.flip),
+        init=init,
+        epochs=config.epochs,
+        steps_per_epoch=steps_per_epoch,
+        batch_size=config.batch_size,
+        lr=config.peak_lr,
+        min_lr=config.min_lr,
         warmup_epochs=config.warmup_epochs if config.warmup_epochs is not None else 0.05 * config.epochs,
-        weight_decay=config.weight_decay, betas=(0.9, 0.95), seed=config.seed, storage=storage, resume=state,
+        weight_decay=config.weight_decay,
+        betas=(0.9, 0.95),
+        seed=config.seed,
+        storage=storage,
+        resume=state,
     )
     if state is None:  # a fresh start: an earlier run (refused above without --overwrite) goes now
         output.remove(TRAINING_FILES)
@@ -238,11 +281,19 @@ def _fit(config: PretrainConfig, loop: LoopConfig) -> None:
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={"config": loop},
-        scaling_config=ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu, resources_per_worker=resources),
+        scaling_config=ScalingConfig(
+            num_workers=config.num_workers, use_gpu=config.use_gpu, resources_per_worker=resources
+        ),
         run_config=RunConfig(name=f"vitmae-pretrain-{uuid.uuid4().hex[:8]}"),
     )
-    logger.info("training %d epochs of %d steps x %d workers x %d images, peak lr %.3g",
-                config.epochs, loop.steps_per_epoch, config.num_workers, config.batch_size, loop.lr)
+    logger.info(
+        "training %d epochs of %d steps x %d workers x %d images, peak lr %.3g",
+        config.epochs,
+        loop.steps_per_epoch,
+        config.num_workers,
+        config.batch_size,
+        loop.lr,
+    )
     trainer.fit()
 
 
@@ -259,13 +310,18 @@ def _draw(config: PretrainConfig, listing: pa.Table, model: str, storage: Storag
     paths = listing.column("path").to_pylist()[: 4 * config.reconstructions]
     png = output_uri(config.output, RECONSTRUCTIONS_FILE)
     try:
-        save_reconstructions(ReconstructConfig(model, tuple(paths), png, config.mask_ratio, config.seed), storage,
-                             limit=config.reconstructions)
+        save_reconstructions(
+            ReconstructConfig(model, tuple(paths), png, config.mask_ratio, config.seed),
+            storage,
+            limit=config.reconstructions,
+        )
     except (ValueError, OSError) as err:  # OSError: also a failed write to the object store
         logger.warning("no %s: %s", RECONSTRUCTIONS_FILE, err)
 
 
-def _summary(config: PretrainConfig, loop: LoopConfig, listed: int, state: dict[str, Any], seconds: float) -> dict[str, Any]:
+def _summary(
+    config: PretrainConfig, loop: LoopConfig, listed: int, state: dict[str, Any], seconds: float
+) -> dict[str, Any]:
     images = state["step"] * config.batch_size * config.num_workers
     return {
         "settings": {**asdict(config), "extensions": list(config.extensions)},

@@ -83,7 +83,9 @@ def reconstruction_rows(
     hidden = model.unpatchify(mask[..., None].expand_as(target)).permute(0, 2, 3, 1)[..., :1].numpy() > 0.5
     masked = np.where(hidden, np.uint8(MASK_GREY), original)
     pasted = np.where(hidden, reconstruction, original)
-    logger.info("reconstructed %d images, %d of %d patches masked each", len(images), int(mask[0].sum()), cfg.num_patches)
+    logger.info(
+        "reconstructed %d images, %d of %d patches masked each", len(images), int(mask[0].sum()), cfg.num_patches
+    )
     return [[original[i], masked[i], reconstruction[i], pasted[i]] for i in range(len(images))]
 
 
@@ -91,7 +93,9 @@ def to_uint8(x: torch.Tensor, processor: ViTImageProcessor) -> np.ndarray:
     """Undoes `processor.normalize`: float [N, 3, H, W] -> uint8 [N, H, W, 3], rounded and clipped to 0..255."""
     x = x.float()
     if processor.do_normalize:
-        x = x * torch.tensor(processor.image_std).view(1, -1, 1, 1) + torch.tensor(processor.image_mean).view(1, -1, 1, 1)
+        x = x * torch.tensor(processor.image_std).view(1, -1, 1, 1) + torch.tensor(processor.image_mean).view(
+            1, -1, 1, 1
+        )
     if processor.do_rescale:
         x = x / processor.rescale_factor
     return x.permute(0, 2, 3, 1).round().clamp(0, 255).to(torch.uint8).numpy()
@@ -161,7 +165,9 @@ def save_reconstructions(config: ReconstructConfig, storage: Storage | None = No
 def _load_model(model_uri: str, options: dict[str, Any]) -> ViTMAEForPreTraining:
     """The MAE in float32 on the CPU; an encoder-only checkpoint gets one short line instead of every missing key."""
     try:
-        return ViTMAEForPreTraining.from_pretrained(model_uri, dtype=torch.float32, device="cpu", storage_options=options)
+        return ViTMAEForPreTraining.from_pretrained(
+            model_uri, dtype=torch.float32, device="cpu", storage_options=options
+        )
     except ValueError as err:
         if not _has_decoder(model_uri, options):
             raise InvalidInput(
@@ -188,7 +194,9 @@ def _predict(
     model.eval()
     try:
         with torch.inference_mode():
-            out = model(x.to(parameter.device, parameter.dtype), noise=noise.to(parameter.device), mask_ratio=mask_ratio)
+            out = model(
+                x.to(parameter.device, parameter.dtype), noise=noise.to(parameter.device), mask_ratio=mask_ratio
+            )
     finally:
         model.train(training)  # a caller mid-training (the pre-training job) gets its model back as it was
     return out.logits.float().cpu(), out.mask.float().cpu()

@@ -16,8 +16,9 @@ router = APIRouter(prefix=API_PREFIX, tags=["anomalies"])
 
 
 @router.get("/anomalies", response_model=AnomaliesResponse, responses={400: {"model": ErrorResponse}})
-async def anomalies(state: State, by: Literal["auto", "loss", "knn", "both"] = "auto", offset: Offset = 0,
-                    limit: Limit = 50) -> AnomaliesResponse:
+async def anomalies(
+    state: State, by: Literal["auto", "loss", "knn", "both"] = "auto", offset: Offset = 0, limit: Limit = 50
+) -> AnomaliesResponse:
     """Rows [offset, offset + limit) of the ranking, most anomalous first. The first request of a new table version
     may rank the run (and write its anomalies.parquet) when the file is missing or older than the table."""
 
@@ -28,5 +29,12 @@ async def anomalies(state: State, by: Literal["auto", "loss", "knn", "both"] = "
             raise HTTPException(400, str(err)) from None
 
     page = await run_in_threadpool(work)
-    return AnomaliesResponse(total=page.total, offset=offset, limit=limit, by=page.meta["by"], k=page.meta["k"],
-                             table_version=page.meta["table_version"], results=[AnomalyRow(**row) for row in page.rows])
+    return AnomaliesResponse(
+        total=page.total,
+        offset=offset,
+        limit=limit,
+        by=page.meta["by"],
+        k=page.meta["k"],
+        table_version=page.meta["table_version"],
+        results=[AnomalyRow(**row) for row in page.rows],
+    )

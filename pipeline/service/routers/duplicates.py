@@ -25,6 +25,11 @@ async def duplicates(live: Live, offset: Offset = 0, limit: Limit = 50) -> Dupli
 
     page = await run_in_threadpool(work)
     version = page.meta["table_version"]
-    return DuplicatesResponse(total=page.total, offset=offset, limit=limit, table_version=version,
-                              current=version == live.state.table_version,
-                              results=[DuplicateGroup(**row) for row in page.rows])
+    return DuplicatesResponse(
+        total=page.total,
+        offset=offset,
+        limit=limit,
+        table_version=version,
+        current=version == live.state.table_version,
+        results=[DuplicateGroup(**row) for row in page.rows],
+    )

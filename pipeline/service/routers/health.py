@@ -17,9 +17,22 @@ def health(live: Live) -> Health:
     info = state.info
     recall = info.get("recall") or {}
     return Health(
-        status="ok", run=state.run, count=state.searcher.count, table_version=state.table_version,
-        index=IndexSummary(type=info["index_type"], metric=info["metric"], dimension=int(info["dimension"]),
-                           recall=recall.get("value"), recall_k=recall.get("k"), search_params=info.get("search_params") or {}),
-        image_search=state.image_model is not None, image_search_error=state.image_error, loaded_at=state.loaded_at,
-        checked_at=live.checked_at, reloads=live.reloads, pending=live.last_error,
+        status="ok",
+        run=state.run,
+        count=state.searcher.count,
+        table_version=state.table_version,
+        index=IndexSummary(
+            type=info["index_type"],
+            metric=info["metric"],
+            dimension=int(info["dimension"]),
+            recall=recall.get("value"),
+            recall_k=recall.get("k"),
+            search_params=info.get("search_params") or {},
+        ),
+        image_search=state.image_model is not None,
+        image_search_error=state.image_error,
+        loaded_at=state.loaded_at,
+        checked_at=live.checked_at,
+        reloads=live.reloads,
+        pending=live.last_error,
     )

@@ -23,12 +23,21 @@ router = APIRouter(prefix=API_PREFIX, tags=["images"])
 CACHE_SECONDS = 3600  # a path's bytes change only with a new id, which the ETag carries
 
 
-@router.get("/image", response_class=Response, responses={
-    200: {"content": {"image/jpeg": {}}, "description": "the thumbnail"},
-    404: {"model": ErrorResponse}, 415: {"model": ErrorResponse},
-})
-async def image(request: Request, state: State, path: Annotated[str, Query(min_length=1, description="an indexed image's path, as stored")],
-                size: Annotated[int, Query(ge=MIN_SIZE, le=MAX_SIZE, description="the thumbnail's longer side")] = 256) -> Response:
+@router.get(
+    "/image",
+    response_class=Response,
+    responses={
+        200: {"content": {"image/jpeg": {}}, "description": "the thumbnail"},
+        404: {"model": ErrorResponse},
+        415: {"model": ErrorResponse},
+    },
+)
+async def image(
+    request: Request,
+    state: State,
+    path: Annotated[str, Query(min_length=1, description="an indexed image's path, as stored")],
+    size: Annotated[int, Query(ge=MIN_SIZE, le=MAX_SIZE, description="the thumbnail's longer side")] = 256,
+) -> Response:
     position = state.position(path)
     if position is None:
         raise HTTPException(404, f"{path} is not an image of the run")

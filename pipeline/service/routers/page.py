@@ -13,7 +13,7 @@ STATIC_PACKAGE = "pipeline.service"  # the page's files are its `static/` folder
 # The page runs only its own files: no inline script, nothing from another origin, images from the API as blobs.
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; object-src 'none'; base-uri 'none'; "
-                               "form-action 'self'; frame-ancestors 'none'",
+    "form-action 'self'; frame-ancestors 'none'",
     "Referrer-Policy": "no-referrer",
     "X-Content-Type-Options": "nosniff",
     "Cache-Control": "no-cache",

@@ -27,19 +27,30 @@ IMAGE_BODY = {
         "description": f"the query image: its bytes as the body, or a multipart form with the file field `{IMAGE_FIELD}`",
         "content": {
             "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-            "multipart/form-data": {"schema": {"type": "object", "required": [IMAGE_FIELD],
-                                               "properties": {IMAGE_FIELD: {"type": "string", "format": "binary"}}}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": [IMAGE_FIELD],
+                    "properties": {IMAGE_FIELD: {"type": "string", "format": "binary"}},
+                }
+            },
         },
     }
 }
 
 
 def _response(state: RunState, hits: list[SearchHit], query: str | None = None) -> SearchResponse:
-    return SearchResponse(results=[Hit(rank=h.rank, path=h.path, score=h.score) for h in hits],
-                          metric=state.searcher.loaded.metric, table_version=state.table_version, query=query)
+    return SearchResponse(
+        results=[Hit(rank=h.rank, path=h.path, score=h.score) for h in hits],
+        metric=state.searcher.loaded.metric,
+        table_version=state.table_version,
+        query=query,
+    )
 
 
-async def _timed(metrics: MetricsDep, kind: str, pool: Executor, work: Callable[[], list[SearchHit]]) -> list[SearchHit]:
+async def _timed(
+    metrics: MetricsDep, kind: str, pool: Executor, work: Callable[[], list[SearchHit]]
+) -> list[SearchHit]:
     """Runs `work` on `pool` (the searches' threads, or the model's one) and times it, queueing included."""
     started = time.perf_counter()
     hits = await asyncio.wrap_future(pool.submit(work))
@@ -47,9 +58,15 @@ async def _timed(metrics: MetricsDep, kind: str, pool: Executor, work: Callable[
     return hits
 
 
-@router.post("/search", response_model=SearchResponse, openapi_extra=IMAGE_BODY,
-             responses={400: {"model": ErrorResponse}, 413: {"model": ErrorResponse}, 503: {"model": ErrorResponse}})
-async def search_by_image(request: Request, state: State, config: Config, metrics: MetricsDep, k: K = 10) -> SearchResponse:
+@router.post(
+    "/search",
+    response_model=SearchResponse,
+    openapi_extra=IMAGE_BODY,
+    responses={400: {"model": ErrorResponse}, 413: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
+)
+async def search_by_image(
+    request: Request, state: State, config: Config, metrics: MetricsDep, k: K = 10
+) -> SearchResponse:
     """The k nearest of an image that need not be in the run, embedded with the run's model, processor and pooling."""
     data = await read_image(request, config.max_upload_bytes)
     if state.image_model is None:
@@ -65,8 +82,13 @@ async def search_by_image(request: Request, state: State, config: Config, metric
 
 
 @router.get("/search", response_model=SearchResponse, responses={404: {"model": ErrorResponse}})
-async def search_by_path(state: State, metrics: MetricsDep, pool: SearchPool, k: K = 10,
-                         path: str = Query(min_length=1, description="an indexed image's path, as stored")) -> SearchResponse:
+async def search_by_path(
+    state: State,
+    metrics: MetricsDep,
+    pool: SearchPool,
+    k: K = 10,
+    path: str = Query(min_length=1, description="an indexed image's path, as stored"),
+) -> SearchResponse:
     """The k nearest of an image of the run, by its path (it comes first)."""
     position = state.resolve(path)
     if position is None:
@@ -76,7 +98,9 @@ async def search_by_path(state: State, metrics: MetricsDep, pool: SearchPool, k:
 
 
 @router.post("/search/vector", response_model=SearchResponse, responses={400: {"model": ErrorResponse}})
-async def search_by_vector(query: VectorQuery, state: State, metrics: MetricsDep, pool: SearchPool, k: K = 10) -> SearchResponse:
+async def search_by_vector(
+    query: VectorQuery, state: State, metrics: MetricsDep, pool: SearchPool, k: K = 10
+) -> SearchResponse:
     """The k nearest of a raw embedding (as the run stores them; a cosine index normalises it)."""
     vector = np.asarray(query.vector, dtype=np.float32)
     dimension = state.searcher.loaded.dimension
