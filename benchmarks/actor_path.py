@@ -26,8 +26,8 @@ import logging
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Callable
 
 import numpy as np
 import torch

@@ -412,8 +412,8 @@ PLAIN_EXTENSIONS = ["png", "jpg", "jpeg", "tif", "tiff", "bmp", "gif", "webp"]
 
 def _psutil():
     """psutil, installed or as Ray ships it (importing ray puts its third-party folder on the path)."""
-    import ray  # noqa: F401
     import psutil
+    import ray  # noqa: F401
 
     return psutil
 
@@ -442,7 +442,7 @@ class PeakMemory:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         self._thread.start()
         return self
 

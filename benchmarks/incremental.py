@@ -228,7 +228,7 @@ def diff_data(root: Path, rows: int, dim: int = 16, file_rows: int = 250_000) ->
 
 def diffs(sizes: list[int], workdir: Path) -> None:
     print(
-        f"\nthe diff: a listing Parquet file against a Delta table (1 % changed, 1 % gone, 1 % new), DuckDB at its 1 GB "
+        "\nthe diff: a listing Parquet file against a Delta table (1 % changed, 1 % gone, 1 % new), DuckDB at its 1 GB "
         "limit, in a fresh process"
     )
     print(f"{'rows':>12} {'data s':>7} {'diff s':>7} {'peak RSS GB':>12} {'after imports':>14}  counts")

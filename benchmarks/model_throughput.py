@@ -14,7 +14,7 @@ import logging
 import statistics
 import tempfile
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import transformers

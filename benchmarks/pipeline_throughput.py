@@ -42,9 +42,9 @@ from benchmarks.common import (
     save_checkpoint,
     stop_ray,
 )
+from pipeline.embed.infer import InferConfig
 from pipeline.embed.run import EmbedConfig, batch_size_for
 from pipeline.embed.run import run as run_job_plan
-from pipeline.embed.infer import InferConfig
 
 logger = logging.getLogger("pipeline_throughput")
 

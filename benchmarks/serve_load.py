@@ -265,7 +265,7 @@ def main() -> None:
             cells += measure(
                 service,
                 "path",
-                lambda rng: ("GET", "/api/search", {"params": {"path": rng.choice(paths), "k": 10}}),
+                lambda rng, paths=paths: ("GET", "/api/search", {"params": {"path": rng.choice(paths), "k": 10}}),
                 args,
             )
         if "vector" not in skip:

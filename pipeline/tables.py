@@ -132,7 +132,7 @@ class RunTable:
     @classmethod
     def open_or_create(
         cls, uri: str, storage: Storage, schema: pa.Schema, run_id: str, about: str = "", read: DeltaTable | None = None
-    ) -> "RunTable":
+    ) -> RunTable:
         """The table at `uri` as the run read it (`read`, at the version its decisions came from), or created empty
         (with `about` as its description) where the run found none."""
         found = read

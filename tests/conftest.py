@@ -12,13 +12,13 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
+from pictures import encode, write_zeros_png
 from PIL import Image
+from s3server import S3Server, S3ServerError
 
 import vitmae
 from pipeline.storage import Storage
 from vitmae.processor import MAE_PROCESSOR
-from pictures import encode, write_zeros_png
-from s3server import S3Server, S3ServerError
 
 # Real photographs (and one grayscale scan) that the scikit-image wheel ships in skimage/data.
 PHOTO_NAMES = (

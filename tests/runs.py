@@ -15,8 +15,10 @@ from pipeline.tables import dataset, open_table
 ROOT = Path(__file__).parents[1]
 
 
-def read_run(output: Path | str, storage: Storage = Storage()) -> tuple[dict, dict, dict]:
-    """(rows of embeddings by path, rows of errors by path, the latest run's record), each path once."""
+def read_run(output: Path | str, storage: Storage | None = None) -> tuple[dict, dict, dict]:
+    """(rows of embeddings by path, rows of errors by path, the latest run's record), each path once; `storage`: local
+    files by default."""
+    storage = storage or Storage()
     tables = {}
     for name in ("embeddings", "errors"):
         found = open_table(f"{output}/{name}", storage)

@@ -184,7 +184,7 @@ class S3Server:
                 raise
         logger.info("bucket %s ready at %s", name, self.endpoint_url)
 
-    def start(self) -> "S3Server":
+    def start(self) -> S3Server:
         """Starts `weed mini` and returns once a signed ListBuckets succeeds; raises S3ServerError if not. The ports
         are probed, not held, so another process may take one before weed binds it: then other ones are probed, up
         to `PORT_TRIES` times."""
@@ -271,7 +271,7 @@ class S3Server:
             return "(no log)"
         return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
 
-    def __enter__(self) -> "S3Server":
+    def __enter__(self) -> S3Server:
         return self.start()
 
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:

@@ -10,12 +10,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import GALLERY_CROPS, GALLERY_OUTLIERS, clustered_vectors, write_embeddings
 from PIL import Image
 
-from conftest import GALLERY_CROPS, GALLERY_OUTLIERS, clustered_vectors, write_embeddings
 from jobs.cli import main as cli
-from pipeline.retrieval.anomalies import AnomalyConfig, descending_ranks, rank_anomalies, ranking
 from pipeline.render import Layout
+from pipeline.retrieval.anomalies import AnomalyConfig, descending_ranks, rank_anomalies, ranking
 from pipeline.retrieval.index import IndexConfig, build_index
 from pipeline.retrieval.index_store import IndexBehind
 from pipeline.retrieval.index_update import update_index

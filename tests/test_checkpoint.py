@@ -16,9 +16,9 @@ import pytest
 import safetensors.torch
 import torch
 import transformers
+from conftest import BASE, CLOSED_HUB, TINY, use_hub, vit_kwargs
 
 import vitmae
-from conftest import BASE, CLOSED_HUB, TINY, use_hub, vit_kwargs
 from vitmae.convert import hf_to_vitmae, vitmae_to_hf
 from vitmae.errors import NotFound
 from vitmae.random_weights import random_model
@@ -113,7 +113,7 @@ def test_transformers5_decoder_spelling_and_pytorch_bin_load(tmp_path):
     loaded = model.state_dict()
     assert loaded.keys() == expected.keys()
     for name, tensor in expected.items():
-        torch.testing.assert_close(loaded[name], tensor, rtol=0, atol=0, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(loaded[name], tensor, rtol=0, atol=0, msg=lambda m, name=name: f"{name}: {m}")
 
 
 def test_pytorch_bin_is_never_unpickled_beyond_tensors(tmp_path):

@@ -11,12 +11,12 @@ import time
 
 import pytest
 import ray
-
 from conftest import s3_storage
-from pipeline.cluster import start_ray
-from pipeline.tables import open_table
 from pictures import photo
 from runs import ROOT, read_run, submit_job
+
+from pipeline.cluster import start_ray
+from pipeline.tables import open_table
 
 
 def free_ports(count: int) -> list[int]:

@@ -11,13 +11,13 @@ import time
 from pathlib import Path
 
 import pytest
-
 from pictures import fill
+from runs import ROOT, read_run, run_args, start_job
+
 from pipeline.embed.commit import Committer
 from pipeline.layout import EMBEDDINGS_DIR, ERRORS_DIR
 from pipeline.storage import Storage
 from pipeline.tables import DataFile, dataset, open_table
-from runs import ROOT, read_run, run_args, start_job
 
 
 class Table:

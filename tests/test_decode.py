@@ -15,6 +15,7 @@ import pytest
 import pyvips
 import torch
 import transformers
+from pictures import encode, write_zeros_png
 from PIL import Image, ImageFile, features
 from transformers.image_transforms import convert_to_rgb
 
@@ -23,7 +24,6 @@ from pipeline.embed.decode import DecodeConfig, Decoded, decode_image
 from pipeline.images import DecodeError
 from vitmae.processor import MAE_PROCESSOR
 from vitmae.random_weights import random_model
-from pictures import encode, write_zeros_png
 
 PROCESSOR = vitmae.ViTImageProcessor.from_dict(
     {  # facebook/vit-mae-base's preprocessor_config.json

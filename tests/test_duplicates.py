@@ -10,12 +10,12 @@ import shutil
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from conftest import clustered_vectors, write_embeddings
 from deltalake import write_deltalake
 from PIL import Image
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from conftest import clustered_vectors, write_embeddings
 from jobs.cli import main as cli
 from pipeline import schema
 from pipeline.render import Layout

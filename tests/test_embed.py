@@ -14,26 +14,26 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from conftest import s3_storage, use_hub
 from PIL import Image
+from runs import read_run, submit_job
 
 import pipeline.embed.run
 import vitmae
 from jobs import embed as embed_job
 from jobs.cli import main as cli
 from jobs.command import parse
-from pipeline.embed.run import EmbedConfig, run
 from pipeline.embed.embedder import Embedder
 from pipeline.embed.infer import InferConfig
 from pipeline.embed.listing import iter_listing
+from pipeline.embed.run import EmbedConfig, run
+from pipeline.layout import ANOMALIES_FILE, DUPLICATES_FILE, RUN_FILES
+from pipeline.retrieval.anomalies import AnomalyConfig, rank_anomalies
+from pipeline.retrieval.duplicates import DuplicateConfig, find_duplicates
 from pipeline.storage import Storage, StorageConfig
 from pipeline.tables import open_table
 from vitmae.errors import NotFound
 from vitmae.processor import MAE_PROCESSOR
-from pipeline.layout import ANOMALIES_FILE, DUPLICATES_FILE, RUN_FILES
-from pipeline.retrieval.anomalies import AnomalyConfig, rank_anomalies
-from pipeline.retrieval.duplicates import DuplicateConfig, find_duplicates
-from conftest import s3_storage, use_hub
-from runs import read_run, submit_job
 
 BAD = {  # file name -> expected start of its error
     "empty.jpg": "empty file",
@@ -104,7 +104,7 @@ def test_outputs_read_back_as_delta_tables_in_pandas_duckdb_and_ray(ray_cluster,
     frame = embeddings.to_table().to_pandas()
     assert frame["embedding"].map(len).eq(64).all() and frame["id"].is_unique
     assert duckdb.sql("select count(*) from embeddings").fetchall()[0][0] == len(frame)
-    errors = DeltaTable(str(scored_run / "errors")).to_pyarrow_dataset()
+    errors = DeltaTable(str(scored_run / "errors")).to_pyarrow_dataset()  # noqa: F841 (DuckDB reads it by name)
     assert duckdb.sql("select count(*) from errors where error is not null").fetchall()[0][0] == len(BAD)
     assert ray.data.read_delta(str(scored_run / "embeddings")).count() == len(frame)
 

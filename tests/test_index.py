@@ -8,8 +8,8 @@ import fsspec
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import clustered_vectors, s3_storage, write_embeddings
+
 from jobs.cli import main as cli
 from pipeline.retrieval.exact import ExactTopK
 from pipeline.retrieval.index import IndexConfig, build_index, choose_index

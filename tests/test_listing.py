@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.orc
 import pyarrow.parquet as pq
 import pytest
+from conftest import s3_storage
 
 import pipeline.embed.listing
 from pipeline import schema
@@ -23,7 +24,6 @@ from pipeline.embed.run import EmbedConfig, run
 from pipeline.storage import Storage, StorageConfig
 from pipeline.tables import dataset, open_table
 from vitmae.errors import InvalidInput, NotFound
-from conftest import s3_storage
 
 # A tree for globs: names with spaces and non-ASCII letters, files at three depths, folders sharing a name's start.
 TREE = (

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 import transformers
+from conftest import BASE, TINY
 from transformers.models.vit_mae.modeling_vit_mae import build_2d_sinusoidal_position_embedding
 
 import vitmae
-from conftest import BASE, TINY
 from vitmae.random_weights import random_model
 
 GEOMETRIES = {"tiny": TINY, "base": BASE}

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from pictures import fill, photo
-from pipeline.embed.poison import Attempts, batch_key
 from runs import ROOT, own_ray_env, read_run
+
+from pipeline.embed.poison import Attempts, batch_key
 
 FAULT_INJECTION = str(Path(__file__).parent / "fault_injection")
 

@@ -12,10 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import transformers
+from conftest import TINY_MAE
 from PIL import Image
 
 import vitmae
-from vitmae.errors import InvalidInput
 from jobs.cli import main as cli
 from pipeline.embed.decode import DecodeConfig, decode_image
 from pipeline.embed.preprocess import PreprocessConfig
@@ -23,7 +23,7 @@ from pipeline.render import MIN_PANEL_PX, panel_origin, sheet_size
 from pipeline.train.augment import AugmentConfig
 from pipeline.train.loop import LoopConfig, _build_model, lr_at, param_groups
 from pipeline.train.pretrain import PretrainConfig, run
-from conftest import TINY_MAE
+from vitmae.errors import InvalidInput
 
 PROCESSOR = dict(size=32, resample=3, image_mean=(0.485, 0.456, 0.406), image_std=(0.229, 0.224, 0.225))
 TRAIN_DIGITS = 47

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 import transformers
+from conftest import TINY
 
 import vitmae
-from conftest import TINY
 from vitmae.random_weights import random_model
 
 WIDE = dict(TINY, hidden_size=256, intermediate_size=512, num_attention_heads=4)

@@ -7,12 +7,12 @@ import shutil
 
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import GALLERY_IMAGES as IMAGES
 from conftest import GALLERY_OUTLIERS, duplicates_table
+from service_api import assert_error, serve, uri
+
 from pipeline.retrieval.anomalies import AnomalyConfig, rank_anomalies
 from pipeline.retrieval.duplicates import DuplicateConfig, find_duplicates
-from service_api import assert_error, serve, uri
 
 
 def test_anomaly_pages_follow_the_cli_rankings(client, gallery_run, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_MAE
 from PIL import Image
 
 import vitmae
@@ -19,7 +20,6 @@ from pipeline.train.reconstruct import (
     render_reconstructions,
     save_reconstructions,
 )
-from conftest import TINY_MAE
 
 # ImageNet statistics, so that undoing the normalisation is not the identity-like 0.5 / 0.5.
 PROCESSOR = dict(size=32, image_mean=(0.485, 0.456, 0.406), image_std=(0.229, 0.224, 0.225))

@@ -8,15 +8,15 @@ import threading
 import time
 
 import pytest
-
 from conftest import s3_storage
+from pictures import photo
+from runs import read_run
+from s3server import S3Server
+
 from pipeline.embed.run import EmbedConfig, run
 from pipeline.retry import retrying
 from pipeline.storage import StorageConfig
 from pipeline.tables import dataset, open_table
-from s3server import S3Server
-from pictures import photo
-from runs import read_run
 
 OUTAGE_S = 20  # the shortest outage a run must wait out
 IMAGES = 24

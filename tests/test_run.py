@@ -9,17 +9,17 @@ import sys
 import time
 
 import pytest
+from conftest import s3_storage
+from pictures import fill, photo
+from runs import ROOT, read_run, run_args
 
 import pipeline.embed.run
-from conftest import s3_storage
 from jobs.cli import main as cli
 from pipeline.embed.infer import InferConfig
 from pipeline.embed.run import EmbedConfig
 from pipeline.records import finished_runs
 from pipeline.storage import Storage
 from pipeline.tables import dataset, open_table
-from pictures import fill, photo
-from runs import ROOT, read_run, run_args
 
 
 @pytest.mark.slow  # three runs: ~13 s

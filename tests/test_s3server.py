@@ -14,9 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 import s3fs
 import torch
+from s3server import S3Server, S3ServerError
 
 import vitmae
-from s3server import S3Server, S3ServerError
 
 MAE_URI = "s3://test/models/mae"
 MAE_GEOMETRY = dict(

@@ -9,14 +9,14 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from conftest import GALLERY_OUTLIERS, write_embeddings
 from PIL import Image
 
 import vitmae
-from conftest import GALLERY_OUTLIERS, write_embeddings
 from jobs.cli import main as cli
 from pipeline.embed.query import QueryEmbedder
-from pipeline.render import Layout, thumbnail
 from pipeline.records import append_run, latest_run
+from pipeline.render import Layout, thumbnail
 from pipeline.retrieval.search import Searcher
 from pipeline.storage import Storage
 from vitmae.processor import MAE_PROCESSOR

@@ -11,19 +11,19 @@ from importlib import resources
 
 import numpy as np
 import pytest
+from conftest import GALLERY_IMAGES as IMAGES
+from conftest import clustered_vectors, s3_storage, write_embeddings
 from deltalake import DeltaTable
 from fastapi.testclient import TestClient
 from PIL import Image
+from service_api import assert_error, serve, uri
 
-from conftest import GALLERY_IMAGES as IMAGES
-from conftest import clustered_vectors, s3_storage, write_embeddings
 from pipeline.retrieval.index import IndexConfig, build_index
 from pipeline.retrieval.search import Searcher
 from pipeline.service.app import create_app
 from pipeline.service.config import ServeConfig
 from pipeline.service.state import LiveRun
 from pipeline.storage import write_uri
-from service_api import assert_error, serve, uri
 
 TOKEN = "s3cret-token-for-tests"
 

@@ -16,7 +16,6 @@ from pathlib import Path
 import httpx
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import GALLERY_CROPS, GALLERY_OUTLIERS, duplicates_table
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")

@@ -16,11 +16,11 @@ from pathlib import Path
 import botocore.exceptions
 import fsspec
 import pytest
+from conftest import clustered_vectors, write_embeddings
 from s3fs.errors import translate_boto_error
 
-from conftest import clustered_vectors, write_embeddings
-from jobs.cli import main as cli
 import pipeline.embed.run
+from jobs.cli import main as cli
 from pipeline.embed.embedder import DecodingEmbedder, Embedder
 from pipeline.embed.preprocess import PreprocessConfig
 from pipeline.embed.query import QueryEmbedder
@@ -39,8 +39,8 @@ from pipeline.storage import (
     PERMISSION_SETTING,
     AccessDenied,
     Storage,
-    StorageConfig,
     StorageAttemptUnreachable,
+    StorageConfig,
     absolute_uri,
     read_uri,
     run_folder,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 import transformers
+from conftest import BASE, TINY, vit_kwargs
 
 import vitmae
-from conftest import BASE, TINY, vit_kwargs
 from vitmae.random_weights import random_model
 
 GEOMETRIES = {"tiny": vit_kwargs(TINY), "base": vit_kwargs(BASE)}
@@ -39,7 +39,9 @@ def test_classifier_logits_match_transformers_at_the_trained_and_a_larger_size(g
         with torch.no_grad():
             expected = reference(pixels, interpolate_pos_encoding=size != config.image_size).logits
             got = model(pixels, interpolate_pos_encoding=size != config.image_size).logits
-        torch.testing.assert_close(got, expected, atol=2e-5, rtol=1e-4, msg=lambda m: f"at {size} pixels: {m}")
+        torch.testing.assert_close(
+            got, expected, atol=2e-5, rtol=1e-4, msg=lambda m, size=size: f"at {size} pixels: {m}"
+        )
 
 
 def test_encoder_loads_from_a_classifier_checkpoint_only_without_pooler(tmp_path):

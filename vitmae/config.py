@@ -115,7 +115,7 @@ class EncoderConfig:
         return len(self.id2label) if self.id2label else 2
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "EncoderConfig":
+    def from_dict(cls, data: dict[str, Any]) -> EncoderConfig:
         """Build from a config.json dict; a wrong `model_type` is an error, unknown keys a warning."""
         model_type = data.get("model_type", cls.model_type)
         if model_type != cls.model_type:

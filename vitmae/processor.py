@@ -9,8 +9,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
@@ -69,7 +70,7 @@ class ViTImageProcessor:
         object.__setattr__(self, "_device_stats", {})
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ViTImageProcessor":
+    def from_dict(cls, data: dict[str, Any]) -> ViTImageProcessor:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names - _IGNORED_KEYS)
         if unknown:
@@ -86,7 +87,7 @@ class ViTImageProcessor:
     @classmethod
     def from_pretrained(
         cls, path_or_uri: str | os.PathLike, storage_options: dict[str, Any] | None = None
-    ) -> "ViTImageProcessor":
+    ) -> ViTImageProcessor:
         """Reads preprocessor_config.json from a folder, fsspec URI or hub id."""
         return cls.from_dict(open_folder(path_or_uri, storage_options).read_json(PROCESSOR_NAME))
 

@@ -62,7 +62,7 @@ class DecodeConfig:
             )
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "DecodeConfig":
+    def from_dict(cls, data: dict[str, Any]) -> DecodeConfig:
         """A run record's `decode` -> the config; records before the modes had `draft` (False: what is now exact)."""
         data = dict(data)
         if "draft" in data:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import logging
 import functools
+import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor

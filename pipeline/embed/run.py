@@ -30,8 +30,8 @@ from pipeline.embed.commit import Committer
 from pipeline.embed.decode import DecodeConfig
 from pipeline.embed.diff import Diff, DiffConfig, compare
 from pipeline.embed.infer import InferConfig
-from pipeline.embed.poison import attempts_actor
 from pipeline.embed.listing import DEFAULT_EXTENSIONS, iter_input_list, iter_listing, write_listing
+from pipeline.embed.poison import attempts_actor
 from pipeline.embed.preprocess import PreprocessConfig, preprocess_batch
 from pipeline.embed.work import block_rows, put_work, work_dataset
 from pipeline.embed.write import FILE_ROWS, NODES, WriteConfig, data_files, write_batch

@@ -97,7 +97,7 @@ class WorkSource(Datasource):
         def read() -> Iterator[pa.Table]:
             with _open_work(uri, storage) as parquet:
                 for group in range(first, last):  # one block per group
-                    yield retrying(lambda: parquet.read_row_group(group), storage, "reading the work file")
+                    yield retrying(lambda group=group: parquet.read_row_group(group), storage, "reading the work file")
 
         rows = sum(self.groups[first:last])
         return ReadTask(read, BlockMetadata(num_rows=rows, size_bytes=None, input_files=None, exec_stats=None))

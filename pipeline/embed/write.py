@@ -80,7 +80,9 @@ def write_batch(batch: dict[str, np.ndarray], config: WriteConfig) -> dict[str, 
             if rows.any():
                 table = _table(batch, rows, target, config.run_id)
                 size = retrying(
-                    lambda: write_parquet(output, f"{table_dir}/{name}", table), config.storage, f"writing {name}"
+                    lambda table_dir=table_dir, table=table: write_parquet(output, f"{table_dir}/{name}", table),
+                    config.storage,
+                    f"writing {name}",
                 )
                 written.append(
                     DataFile(table_dir, name, size, table.num_rows, int(time.time() * 1000), file_stats(table))

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 
 from pipeline import schema
 from pipeline.layout import DUPLICATES_FILE
-from pipeline.retrieval.exact import ROUNDING, HOLDS_VECTORS
+from pipeline.retrieval.exact import HOLDS_VECTORS, ROUNDING
 from pipeline.retrieval.index_store import LoadedIndex, load_index, require_current
 from pipeline.retrieval.vectors import Embeddings, for_index, iter_batches, open_embeddings, vectors_of_ids
 from pipeline.storage import RunLocation, Storage, run_folder, write_parquet

@@ -14,7 +14,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 
 from pipeline.retrieval.search import Hit as SearchHit
 from pipeline.service.config import API_PREFIX
-from pipeline.service.dependencies import K, Config, MetricsDep, SearchPool, State
+from pipeline.service.dependencies import Config, K, MetricsDep, SearchPool, State
 from pipeline.service.models import ErrorResponse, Hit, SearchResponse, VectorQuery
 from pipeline.service.state import RunState
 from pipeline.service.uploads import IMAGE_FIELD, read_image
