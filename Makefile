@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 CHROMIUM ?= /usr/bin/chromium
 ARTIFACTS ?= out/test-artifacts
 
-.PHONY: install test check chromium demo bench s3-server clean
+.PHONY: install test lint check chromium demo bench s3-server clean
 
 # constraints.txt pins torch to the CPU wheel these machines carry, so no CUDA wheels are pulled.
 $(STAMP): pyproject.toml constraints.txt
@@ -20,10 +20,13 @@ install: $(STAMP)
 test: $(STAMP) chromium
 	VITMAE_TEST_ARTIFACTS=$(ARTIFACTS) CHROMIUM=$(CHROMIUM) $(PY) -m pytest -q tests
 
-# The fast loop before a commit: lint, format and every test not marked slow (under 3 minutes on 2 cores).
-check: $(STAMP)
+# The formatter and linter's verdict on the whole tree; `ruff format . && ruff check --fix .` fixes most of it.
+lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+
+# The fast loop before a commit: lint, then every test not marked slow (under 3 minutes on 2 cores).
+check: lint
 	$(PY) -m pytest -q -m "not slow" tests
 
 # Installs Debian's chromium when it is missing and this is root (CI, fresh machines); else says how.
