@@ -313,7 +313,8 @@ def main() -> None:
             n = args.end_to_end
             job, stage = statistics.median(e2e["this job"]), statistics.median(e2e["job's embedding stage"])
             print(
-                f"\nend to end, whole processes, {n} images of the mixed set, {args.e2e_model} encoder, job decode.mode "
+                f"\nend to end, whole processes, {n} images of the mixed set, {args.e2e_model} encoder, "
+                "job decode.mode "
                 f"{args.e2e_decode}: this job {job:.1f}s ({n / job:.2f} images/s; its embedding stage {stage:.2f} "
                 "images/s)"
             )

@@ -146,7 +146,11 @@ from pipeline.storage import Storage
 
 start = time.perf_counter()
 with tempfile.TemporaryDirectory() as folder:
-    chunks = iter_input_list(sys.argv[2], Storage()) if sys.argv[1] == "--input_list" else iter_listing(sys.argv[2], ("jpg",), Storage())
+    chunks = (
+        iter_input_list(sys.argv[2], Storage())
+        if sys.argv[1] == "--input_list"
+        else iter_listing(sys.argv[2], ("jpg",), Storage())
+    )
     rows = write_listing(chunks, folder)
 with open("/proc/self/status") as f:  # VmHWM starts anew at exec; ru_maxrss would count the forking parent's
     peak = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 2**20

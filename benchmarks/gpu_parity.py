@@ -165,11 +165,13 @@ def main() -> None:
         f"transformers {transformers.__version__}); reference: transformers float32"
     )
     print(
-        f"{'way':22} {'embedding cos min':>18} {'embedding rel L2 max':>21} {'loss rel err max':>17} {'mask, ids_restore':>18}"
+        f"{'way':22} {'embedding cos min':>18} {'embedding rel L2 max':>21} "
+        f"{'loss rel err max':>17} {'mask, ids_restore':>18}"
     )
     for r in rows:
         print(
-            f"{r['way']:22} {r['cos_min']:18.6f} {r['l2_max']:21.2e} {r['loss_max']:17.2e} {'same' if r['mask'] else 'DIFFERENT':>18}"
+            f"{r['way']:22} {r['cos_min']:18.6f} {r['l2_max']:21.2e} {r['loss_max']:17.2e} "
+            f"{'same' if r['mask'] else 'DIFFERENT':>18}"
         )
 
 

@@ -94,7 +94,8 @@ def main() -> None:
         print(f"\n{'kernel':70} {'share':>6} {'ms/batch':>9} {'calls/batch':>11}")
         for e in sorted(events, key=lambda e: -e.self_device_time_total)[: args.kernels]:
             print(
-                f"{e.key[:70]:70} {e.self_device_time_total / total:6.1%} {e.self_device_time_total / 3e3:9.2f} {e.count / 3:11.0f}"
+                f"{e.key[:70]:70} {e.self_device_time_total / total:6.1%} "
+                f"{e.self_device_time_total / 3e3:9.2f} {e.count / 3:11.0f}"
             )
 
         variants: dict[str, contextlib.AbstractContextManager] = {

@@ -112,7 +112,8 @@ def runs(count: int, workdir: Path, model_size: str, commits: list[str]) -> None
     args = ["--input", str(images), "--output", str(output), "--model", model]
     print(f"\n{count:,} PNGs of 64x48, model {model_size} (random weights), CPU; each run is the whole command")
     print(
-        f"{'run':44} {'s':>7} {'% of first':>10} {'embedded':>9} {'commits':>8} {'embed s':>8} {'maint. s':>8} {'index s':>7}"
+        f"{'run':44} {'s':>7} {'% of first':>10} {'embedded':>9} "
+        f"{'commits':>8} {'embed s':>8} {'maint. s':>8} {'index s':>7}"
     )
 
     def show(name: str, seconds: float, record: dict | None, first: float) -> None:
@@ -246,7 +247,8 @@ def diffs(sizes: list[int], workdir: Path) -> None:
         )
         result = json.loads(done.stdout.strip().splitlines()[-1])
         print(
-            f"{rows:>12,} {made:7.1f} {result['seconds']:7.1f} {result['peak_rss_gb']:12.2f} {result['imports_gb']:14.2f}  "
+            f"{rows:>12,} {made:7.1f} {result['seconds']:7.1f} "
+            f"{result['peak_rss_gb']:12.2f} {result['imports_gb']:14.2f}  "
             f"{result['counts']}"
         )
 

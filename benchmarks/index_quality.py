@@ -134,7 +134,8 @@ def main() -> None:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="index_quality_"))
     runs = {"auto": work / "auto", "flat": work / "flat"}
     print(
-        f"# {hardware(INDEX_PACKAGES)}; FAISS on {faiss.omp_get_max_threads()} threads\n# data: {args.count:,} x {args.dim}-d, {args.clusters} clusters, noise {args.noise}; "
+        f"# {hardware(INDEX_PACKAGES)}; FAISS on {faiss.omp_get_max_threads()} threads\n"
+        f"# data: {args.count:,} x {args.dim}-d, {args.clusters} clusters, noise {args.noise}; "
         f"{args.queries} held-out queries; workdir {work}",
         flush=True,
     )
@@ -167,14 +168,17 @@ def main() -> None:
             rows.append((kind, budget, info, seconds, peak, found))
         print()
         print(
-            "| index | budget | FAISS | search | recall@10 (held out) | recall@10 (index.json) | build | build peak RSS (above imports) | index file | single p50 / p99 | batch of "
+            "| index | budget | FAISS | search | recall@10 (held out) | recall@10 (index.json) | build "
+            "| build peak RSS (above imports) | index file | single p50 / p99 | batch of "
             f"{args.queries} p50 / p99 |"
         )
         print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for kind, budget, info, seconds, peak, found in rows:
             print(
-                f"| {kind} ({info['index_type']}) | {budget:.3g} GB | `{info['factory']}` | {info['search_params'] or 'exact'} | "
-                f"{found['recall']:.4f} | {info['recall']['value']:.4f} | {seconds:.0f} s | {peak:.2f} GB ({peak - info['_rss_after_imports_gb']:.2f} GB) | "
+                f"| {kind} ({info['index_type']}) | {budget:.3g} GB | `{info['factory']}` | "
+                f"{info['search_params'] or 'exact'} | "
+                f"{found['recall']:.4f} | {info['recall']['value']:.4f} | {seconds:.0f} s | "
+                f"{peak:.2f} GB ({peak - info['_rss_after_imports_gb']:.2f} GB) | "
                 f"{info['file_bytes'] / 1e9:.3f} GB | {found['single_p50_ms']:.2f} / {found['single_p99_ms']:.2f} ms | "
                 f"{found['batch_p50_s']:.2f} / {found['batch_p99_s']:.2f} s |"
             )

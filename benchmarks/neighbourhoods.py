@@ -1,7 +1,8 @@
 """Neighbourhoods: the exact kNN top of `vitmae anomalies` and the groups of `vitmae duplicates` on planted data.
 
     python -m benchmarks.neighbourhoods --counts 200000,1000000 --dim 64
-    python -m benchmarks.neighbourhoods --truth-only --counts 1000000 --dim 64 --truth truth.json   # brute force elsewhere
+    # brute force elsewhere
+    python -m benchmarks.neighbourhoods --truth-only --counts 1000000 --dim 64 --truth truth.json
 
 For each count, writes synthetic vectors as a run's `embeddings/` Delta table (shards of `--shard-rows`), builds the
 index `auto` picks (HNSW below 2M vectors at the default budget), then times, each on the same run:
@@ -186,8 +187,10 @@ def measure(count: int, args: argparse.Namespace, truth: dict) -> dict:
                 "top_scores": table.slice(0, args.exact_top).column("knn_distance").to_pylist(),
             }
             print(
-                f"# {count:,}: {name} kNN ranking in {seconds:.1f}s (scores from the index {result[name]['scoring_s']:.1f}s, "
-                f"then rescoring and ranking {result[name]['ranking_s']:.2f}s), {result[name]['outliers_in_top']} of {args.outliers} "
+                f"# {count:,}: {name} kNN ranking in {seconds:.1f}s "
+                f"(scores from the index {result[name]['scoring_s']:.1f}s, "
+                f"then rescoring and ranking {result[name]['ranking_s']:.2f}s), "
+                f"{result[name]['outliers_in_top']} of {args.outliers} "
                 f"outliers in its top {args.outliers}, {result[name]['exact_rows']:,} exact rows",
                 flush=True,
             )
@@ -235,7 +238,8 @@ def measure(count: int, args: argparse.Namespace, truth: dict) -> dict:
 def duplicate_quality(table, groups: list[np.ndarray], vectors: np.ndarray, threshold: float) -> dict:
     """Planted (original, copy) pairs found in one group; pairs of images in a reported group that were planted
     together; and, from the data, whether every reported group is held together by pairs at or above the threshold
-    (no pair below it used) and how many unplanted pairs in a group are at or above it anyway (natural near-duplicates)."""
+    (no pair below it used) and how many unplanted pairs in a group are at or above it anyway (natural
+    near-duplicates)."""
     planted_group = {}
     for g, rows in enumerate(groups):
         for row in rows:
@@ -309,7 +313,8 @@ def main() -> None:
     logging.getLogger("pipeline.retrieval.anomalies").setLevel(logging.INFO)  # what the exact top cost
     counts = [int(c) for c in args.counts.split(",")]
     print(
-        f"# {hardware(INDEX_PACKAGES)}\n# data: {args.dim}-d, {args.clusters} clusters, noise {args.noise}, {args.outliers} outliers, "
+        f"# {hardware(INDEX_PACKAGES)}\n"
+        f"# data: {args.dim}-d, {args.clusters} clusters, noise {args.noise}, {args.outliers} outliers, "
         f"pairs count/400, triples count/1000; threshold {args.threshold}, exact top {args.exact_top}",
         flush=True,
     )
@@ -345,7 +350,8 @@ def main() -> None:
         "exact scores | outliers in the top "
         f"{args.outliers}"
         ": approximate / exact | exact top = brute force | duplicates | "
-        "planted pairs found | reported pairs true | of the others, at the threshold | groups held together at the threshold |"
+        "planted pairs found | reported pairs true | of the others, at the threshold | "
+        "groups held together at the threshold |"
     )
     print("| ---: | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |")
     for r in results:
@@ -358,10 +364,14 @@ def main() -> None:
         d = r["duplicates"]
         print(
             f"| {r['count']:,} | {r['index']['type']} {r['index']['search']} ({r['index']['recall']:.3f}) | "
-            f"{r['approximate']['seconds']:.1f} s | {r['exact']['seconds']:.1f} s ({r['exact']['ranking_s']:.2f} s) | {r['exact']['exact_rows']:,} | "
-            f"{r['approximate']['outliers_in_top']} / {r['exact']['outliers_in_top']} | {equal} | {d['seconds']:.1f} s | "
-            f"{d['found']:,} of {d['planted_pairs']:,} ({100 * d['recall']:.1f} %) | {d['true_pairs']:,} of {d['reported_pairs']:,} "
-            f"({100 * d['precision']:.2f} %) | {d['unplanted_pairs_at_threshold']} | {d['groups_held_at_threshold']:,} of {d['reported_groups']:,} |"
+            f"{r['approximate']['seconds']:.1f} s | {r['exact']['seconds']:.1f} s ({r['exact']['ranking_s']:.2f} s) | "
+            f"{r['exact']['exact_rows']:,} | "
+            f"{r['approximate']['outliers_in_top']} / {r['exact']['outliers_in_top']} | {equal} | "
+            f"{d['seconds']:.1f} s | "
+            f"{d['found']:,} of {d['planted_pairs']:,} ({100 * d['recall']:.1f} %) | "
+            f"{d['true_pairs']:,} of {d['reported_pairs']:,} "
+            f"({100 * d['precision']:.2f} %) | {d['unplanted_pairs_at_threshold']} | "
+            f"{d['groups_held_at_threshold']:,} of {d['reported_groups']:,} |"
         )
 
 

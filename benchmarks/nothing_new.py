@@ -38,7 +38,10 @@ def main() -> None:
             for i in range(args.files):
                 shutil.copy(photos[i % len(photos)], images / f"{i:03d}.png")
             model = str(work / "model")
-            build = f"from benchmarks.common import E2E_MODELS, save_checkpoint; save_checkpoint({model!r}, E2E_MODELS['vit-s'], True)"
+            build = (
+                "from benchmarks.common import E2E_MODELS, save_checkpoint; "
+                f"save_checkpoint({model!r}, E2E_MODELS['vit-s'], True)"
+            )
             subprocess.run([sys.executable, "-c", build], cwd=ROOT, check=True)
             versions = {f"this checkout ({here})": str(ROOT), f"commit {other}": str(folder)}
             commands = {
@@ -70,7 +73,8 @@ def main() -> None:
     for label, values in runs.items():
         seconds, memory = statistics.median(v[0] for v in values), statistics.median(v[1] for v in values)
         print(
-            f"{label:34} {seconds:5.2f} s  {memory:5.0f} MB peak  (per round: {', '.join(f'{v[0]:.2f}' for v in values)})"
+            f"{label:34} {seconds:5.2f} s  {memory:5.0f} MB peak  "
+            f"(per round: {', '.join(f'{v[0]:.2f}' for v in values)})"
         )
 
 

@@ -4,8 +4,8 @@
 `transformers.ViTImageProcessorPil` in map_batches -> `transformers.ViTMAEModel` (mask_ratio 0, sdpa) in one actor
 -> mean pooling -> `write_parquet`. For multi-megapixel and small JPEGs it reports images/s end to end (the two
 run interleaved, median of --repeats), per-operator times from Ray Data's `stats()`, the model stage alone
-(`pipeline.embed.embedder.Embedder` called directly, no Ray, on pre-decoded uint8 batches) and the peak summed RSS of the
-driver and its Ray workers; then the job's peak memory at N and 10 N multi-megapixel JPEGs. The images are the
+(`pipeline.embed.embedder.Embedder` called directly, no Ray, on pre-decoded uint8 batches) and the peak summed RSS of
+the driver and its Ray workers; then the job's peak memory at N and 10 N multi-megapixel JPEGs. The images are the
 colour photographs scikit-image ships, cropped, mirrored and upscaled (JPEG quality 90); the job runs with its
 other defaults (so including any final step it has, such as the index).
 
@@ -150,7 +150,8 @@ def print_report(
     results: dict[str, dict], startup: dict[str, float], memory: list[Run], args: argparse.Namespace, threads: int
 ) -> None:
     print(
-        f"\n{hardware()}; local Ray with num_cpus=2; torch threads in a 1-CPU Ray actor: {threads}; load {load_average()}"
+        f"\n{hardware()}; local Ray with num_cpus=2; "
+        f"torch threads in a 1-CPU Ray actor: {threads}; load {load_average()}"
     )
     print(
         f"model {args.model_size} (random weights), batch {args.batch_size} (plain recipe), "
@@ -171,7 +172,8 @@ def print_report(
         for label, runs in result["runs"].items():
             rate = _median(runs, "images_per_s")
             print(
-                f"{name:24} {label:13} {runs[0].images:4} {_median(runs, 'seconds'):6.1f} {rate:8.1f} {rate / plain:7.2f}x "
+                f"{name:24} {label:13} {runs[0].images:4} {_median(runs, 'seconds'):6.1f} "
+                f"{rate:8.1f} {rate / plain:7.2f}x "
                 f"{startup[label]:10.1f} {net[label]:12.1f} {net[label] / net['plain recipe']:7.2f}x "
                 f"{max(r.rss_bytes for r in runs) / 1e9:11.2f} {max(r.pss_bytes for r in runs) / 1e9:6.2f}"
             )
@@ -181,13 +183,15 @@ def print_report(
         print(f"{'':24} end-to-end ratio per round: {', '.join(f'{x:.2f}x' for x in per_round)}")
         result["net"] = net
     print(
-        f"\n{'images':24} {'stage alone (no Ray)':20} {'images/s':>8}   this job as % of it: end to end, net of start-up"
+        f"\n{'images':24} {'stage alone (no Ray)':20} {'images/s':>8}   "
+        "this job as % of it: end to end, net of start-up"
     )
     for name, result in results.items():
         job = _median(result["runs"]["this job"], "images_per_s")
         for label, rate in result["alone"].items():
             print(
-                f"{name:24} {label:20} {rate:8.1f}   {100 * job / rate:5.0f} %, {100 * result['net']['this job'] / rate:5.0f} %"
+                f"{name:24} {label:20} {rate:8.1f}   {100 * job / rate:5.0f} %, "
+                f"{100 * result['net']['this job'] / rate:5.0f} %"
             )
         # The reference: the faster way of running the model alone, in the same round.
         best = [max(v for k, v in rates.items() if k.startswith("model")) for rates in result["alone_rounds"]]
@@ -199,7 +203,8 @@ def print_report(
         net = [100 * run.images / (run.seconds - startup["this job"]) / rate for run, rate in rounds]
         print(f"{'':24} net of start-up, the same: {', '.join(f'{x:.0f} %' for x in net)}")
     print(
-        f"\n{'images':24} {'pipeline':13} {'operator (last round)':56} {'task s':>6} {'CPU s':>6} {'ms/image':>8} {'% of run':>8}"
+        f"\n{'images':24} {'pipeline':13} {'operator (last round)':56} "
+        f"{'task s':>6} {'CPU s':>6} {'ms/image':>8} {'% of run':>8}"
     )
     for name, result in results.items():
         for label, runs in result["runs"].items():
@@ -213,7 +218,8 @@ def print_report(
         print(f"\n{'this job, large JPEGs':24} {'n':>4} {'s':>6} {'images/s':>8} {'peak RSS GB':>11} {'PSS GB':>6}")
         for run in memory:
             print(
-                f"{'':24} {run.images:4} {run.seconds:6.1f} {run.images_per_s:8.1f} {run.rss_bytes / 1e9:11.2f} {run.pss_bytes / 1e9:6.2f}"
+                f"{'':24} {run.images:4} {run.seconds:6.1f} {run.images_per_s:8.1f} "
+                f"{run.rss_bytes / 1e9:11.2f} {run.pss_bytes / 1e9:6.2f}"
             )
         first, last = memory[0], memory[-1]
         marginal = (last.images - first.images) / (last.seconds - first.seconds)

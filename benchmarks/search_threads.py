@@ -30,7 +30,8 @@ def main() -> None:
     query = rng.standard_normal((1, args.dim), dtype=np.float32)
     default = faiss.omp_get_max_threads()
     print(
-        f"{args.vectors:,} x {args.dim}-d flat index, one query, median of {args.repeats}; {hardware(('torch', 'faiss'))}"
+        f"{args.vectors:,} x {args.dim}-d flat index, one query, median of {args.repeats}; "
+        f"{hardware(('torch', 'faiss'))}"
     )
     for threads in (default, 1):
         faiss.omp_set_num_threads(threads)

@@ -303,7 +303,8 @@ def main() -> None:
     for name, _, _, cells in results:
         for c in cells:
             print(
-                f"| {c.kind} | {name} | {c.concurrency} | {c.requests / c.seconds:,.1f} | {c.p50_ms:.1f} | {c.p99_ms:.1f} | "
+                f"| {c.kind} | {name} | {c.concurrency} | {c.requests / c.seconds:,.1f} | "
+                f"{c.p50_ms:.1f} | {c.p99_ms:.1f} | "
                 f"{c.errors} | {c.server_cpu:.2f} | {c.client_cpu:.2f} |"
             )
     print("\n| service | RSS at start GB | RSS after the load GB | peak RSS GB |")

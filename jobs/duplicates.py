@@ -43,8 +43,9 @@ def group(settings: DuplicatesSettings) -> None:
         count = len(set(table.column(schema.GROUP).to_pylist()))
         images = int(table.schema.metadata[schema.DUPLICATES_IMAGES])
         print(
-            f"{count} group{'' if count == 1 else 's'} of near-duplicates ({table.num_rows} images) at cosine >= {settings.threshold:g} "
-            f"among {images} images (all in {output_uri(settings.run, DUPLICATES_FILE)}); each group's first image is the one "
+            f"{count} group{'' if count == 1 else 's'} of near-duplicates ({table.num_rows} images) "
+            f"at cosine >= {settings.threshold:g} among {images} images "
+            f"(all in {output_uri(settings.run, DUPLICATES_FILE)}); each group's first image is the one "
             f"to keep: {REPRESENTATIVE_RULE}"
         )
         if groups:

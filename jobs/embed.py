@@ -18,14 +18,16 @@ def summary(record: dict) -> str:
     """What a run found and did, in two lines."""
     counts = record["counts"]
     found = (
-        f"listed {counts['listed']}: {counts['new']} new, {counts['changed']} changed, {counts['unchanged']} unchanged, "
+        f"listed {counts['listed']}: {counts['new']} new, {counts['changed']} changed, "
+        f"{counts['unchanged']} unchanged, "
         f"{counts['removed']} gone, {counts['failed_before']} failed before ({counts['retried']} retried)"
     )
     versions = record["versions"]
     speed = f", {record['images_per_second']:.1f} images/s" if record.get("images_per_second") else ""
     did = (
         f"embedded {counts.get('embedded', 0)}, failed {counts.get('failed', 0)} in {record['seconds']:.1f}s{speed}; "
-        f"committed embeddings version {versions['embeddings']} and errors version {versions['errors']} of {record['output']}"
+        f"committed embeddings version {versions['embeddings']} "
+        f"and errors version {versions['errors']} of {record['output']}"
     )
     return f"{found}\n{did}"
 

@@ -43,8 +43,9 @@ def history(settings: HistorySettings) -> None:
     for run in runs:
         c = run["counts"]
         print(
-            f"{run['finished']:24} {run['run_id']:24} {c['listed']:>8} {c['new']:>7} {c['changed']:>7} {c['removed']:>6} "
-            f"{c.get('embedded', 0):>8} {c.get('failed', 0):>6} {run['versions']['embeddings']:>7} {run['seconds']:>8.1f}"
+            f"{run['finished']:24} {run['run_id']:24} {c['listed']:>8} {c['new']:>7} {c['changed']:>7} "
+            f"{c['removed']:>6} {c.get('embedded', 0):>8} {c.get('failed', 0):>6} {run['versions']['embeddings']:>7} "
+            f"{run['seconds']:>8.1f}"
         )
     for run in unfinished:
         print(

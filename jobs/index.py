@@ -31,8 +31,9 @@ def index(settings: IndexSettings) -> None:
         print(f"updated the {info['index_type']} index: {update['added']} added, {update['removed']} removed")
     print(
         f"{info['index_type']} index ({info['factory']}, {info['metric']}) of {info['count']} x {info['dimension']}-d "
-        f"vectors at table version {info['table_version']} (built in {info['build_seconds']:.1f}s); recall@{recall['k']} "
-        f"{recall['value']:.3f} with {info['search_params'] or 'exact search'}; in {output_uri(settings.run, INDEX_DIR)}/"
+        f"vectors at table version {info['table_version']} (built in {info['build_seconds']:.1f}s); "
+        f"recall@{recall['k']} {recall['value']:.3f} with {info['search_params'] or 'exact search'}; "
+        f"in {output_uri(settings.run, INDEX_DIR)}/"
     )
     print(f"why: {info['reason']}")
 

@@ -15,8 +15,9 @@ def pretrain(config: PretrainConfig) -> None:
     losses = summary["loss_per_epoch"]
     print(
         f"trained {summary['epochs']} epochs ({summary['steps']} steps, {summary['images_per_second']:.1f} images/s): "
-        f"loss {losses[0]:.4f} in the first epoch, {losses[-1]:.4f} in the last; skipped {sum(summary['skipped_per_epoch'])} "
-        f"unreadable images over all epochs; model in {output_uri(config.output, MODEL_DIR)}"
+        f"loss {losses[0]:.4f} in the first epoch, {losses[-1]:.4f} in the last; "
+        f"skipped {sum(summary['skipped_per_epoch'])} unreadable images over all epochs; "
+        f"model in {output_uri(config.output, MODEL_DIR)}"
     )
 
 

@@ -1,4 +1,5 @@
-"""`vitmae reconstruct`: draw an MAE model's reconstructions of a few images (original, masked, predicted) as one PNG."""
+"""`vitmae reconstruct`: draw an MAE model's reconstructions of a few images (original, masked, predicted) as
+one PNG."""
 
 from __future__ import annotations
 

@@ -98,7 +98,8 @@ def label_of(path: str) -> str:
 
 
 def write_images(root: Path, held_out: float, seed: int) -> tuple[Path, Path]:
-    """train/ and gallery/ under `root` (made afresh): digit scans split by `held_out`, photographs and a non-image in the gallery."""
+    """train/ and gallery/ under `root` (made afresh): digit scans split by `held_out`, photographs and a non-image in
+    the gallery."""
     import skimage
     from sklearn.datasets import load_digits
 

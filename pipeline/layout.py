@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import importlib.metadata
 
-# The output of the embedding job (`vitmae embed`, then `vitmae index`, `vitmae anomalies`, `vitmae duplicates`), updated by
-# every run.
+# The output of the embedding job (`vitmae embed`, then `vitmae index`, `vitmae anomalies`, `vitmae duplicates`),
+# updated by every run.
 EMBEDDINGS_DIR = "embeddings"  # Delta table: one row per embedded image
 ERRORS_DIR = "errors"  # Delta table: one row per image that could not be embedded
 RUNS_DIR = "runs"  # Delta table: one row per finished run, its record

@@ -164,8 +164,8 @@ CLOSED_HUB = "http://127.0.0.1:9"
 
 
 def use_hub(monkeypatch: pytest.MonkeyPatch, cache: Path, endpoint: str = CLOSED_HUB, offline: bool = False) -> None:
-    """The Hugging Face hub at `endpoint` (by default none: `CLOSED_HUB`), or none at all with `offline` (HF_HUB_OFFLINE),
-    and an empty cache.
+    """The Hugging Face hub at `endpoint` (by default none: `CLOSED_HUB`), or none at all with `offline`
+    (HF_HUB_OFFLINE), and an empty cache.
 
     Set in the environment, for the processes a test starts, and in the hub client's constants, which it read when
     this process first imported it.

@@ -95,7 +95,8 @@ def test_a_stale_index_is_refused(tmp_path):
 
 
 def test_auto_ranks_a_run_without_a_loss_by_knn(tmp_path, capsys):
-    """`vitmae embed` (mask ratio 0 by default) then `vitmae anomalies` with its defaults: ranked by kNN, and said so."""
+    """`vitmae embed` (mask ratio 0 by default) then `vitmae anomalies` with its defaults: ranked by kNN, and said
+    so."""
     vectors = clustered_vectors(40, 8, clusters=1, noise=0.1)
     vectors[3] *= -1
     write_embeddings(str(tmp_path), vectors)
@@ -110,7 +111,8 @@ def test_auto_ranks_a_run_without_a_loss_by_knn(tmp_path, capsys):
 def planted_outliers(
     count: int, dim: int, clusters: int, noise: float, outliers: int = 20, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Tight clusters with `outliers` rows replaced by vectors in random directions: (float32 [count, dim], their rows)."""
+    """Tight clusters with `outliers` rows replaced by vectors in random directions: (float32 [count, dim], their
+    rows)."""
     rng = np.random.default_rng(seed)
     vectors = clustered_vectors(count, dim, clusters=clusters, noise=noise, seed=seed)
     rows = np.sort(rng.choice(count, outliers, replace=False))

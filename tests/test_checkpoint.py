@@ -167,7 +167,8 @@ def test_a_mistyped_folder_shaped_like_a_hub_id_says_there_is_neither(tmp_path, 
         vitmae.ViTMAEModel.from_pretrained("models/vit-mae-bse")
     assert str(err.value) == (
         f"checkpoint folder not found: no local folder {tmp_path / 'models' / 'vit-mae-bse'}, and the Hugging Face hub "
-        f"could not give models/vit-mae-bse (cannot reach {CLOSED_HUB}: [Errno 111] Connection refused); check the name, "
+        f"could not give models/vit-mae-bse (cannot reach {CLOSED_HUB}: [Errno 111] Connection refused); "
+        "check the name, "
         "or where the hub is reachable run `hf download models/vit-mae-bse --local-dir DIR` and pass DIR in its place"
     )
 
@@ -214,7 +215,8 @@ class _HubAnswer(http.server.BaseHTTPRequestHandler):
         ("missing", "(no such repository, or a private one: log in with `hf auth login` if you have access)"),
         (
             "gated",
-            "(the repository is gated: accept its conditions on its page, then log in with `hf auth login` if you have access)",
+            "(the repository is gated: accept its conditions on its page, then log in with `hf auth login` "
+            "if you have access)",
         ),
         ("down", "answered HTTP 500)"),
     ],

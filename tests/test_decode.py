@@ -1,5 +1,5 @@
-"""decode_image: bad bytes refused with one readable line, odd modes to RGB, JPEG draft, the fast and exact modes against
-transformers on photographs in every format."""
+"""decode_image: bad bytes refused with one readable line, odd modes to RGB, JPEG draft, the fast and exact modes
+against transformers on photographs in every format."""
 
 from __future__ import annotations
 

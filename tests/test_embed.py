@@ -280,7 +280,10 @@ def test_a_mistyped_model_is_the_same_line_in_every_command(images, tmp_path, mo
     use_hub(monkeypatch, tmp_path / "hub-cache")
     monkeypatch.chdir(tmp_path)
     name = "models/vit-mae-bse"
-    expected = f"checkpoint folder not found: no local folder {tmp_path / name}, and the Hugging Face hub could not give {name} ("
+    expected = (
+        f"checkpoint folder not found: no local folder {tmp_path / name}, "
+        f"and the Hugging Face hub could not give {name} ("
+    )
     commands = [
         ["embed", "--input", str(images), "--output", "out", "--model", name],
         ["pretrain", "--input", str(images), "--output", "out", "--init", name],
@@ -450,7 +453,8 @@ def test_job_submission_to_a_local_head(ray_cluster, model_dir, two_photos, tmp_
     client = JobSubmissionClient(ray_cluster)
     job = submit_job(
         client,
-        f"{sys.executable} -m jobs.embed --input {two_photos} --output {tmp_path / 'out'} --model {model_dir} --num_gpus 0",
+        f"{sys.executable} -m jobs.embed --input {two_photos} --output {tmp_path / 'out'} "
+        f"--model {model_dir} --num_gpus 0",
         {"PYTHONPATH": str(Path(__file__).parents[1])},
     )
     deadline = time.time() + 240
@@ -512,7 +516,8 @@ def test_compile_reaches_the_model_actors():
 
 @pytest.mark.slow  # two runs
 def test_overwrite_removes_everything_an_earlier_run_wrote(ray_cluster, model_dir, two_photos, tmp_path):
-    """Every name under a run folder is in `layout.RUN_FILES`, so --overwrite leaves no ranking of a run that is gone."""
+    """Every name under a run folder is in `layout.RUN_FILES`, so --overwrite leaves no ranking of a run that is
+    gone."""
     output = tmp_path / "run"
     args = [
         "embed",
@@ -564,9 +569,9 @@ def test_a_bug_is_one_line_with_its_traceback_behind_debug(monkeypatch, capsys):
     args = ["embed", "--input", "in", "--output", "out", "--model", "m"]
     assert cli(args) == 1
     err = capsys.readouterr().err.strip()
-    assert (
-        err
-        == "vitmae embed: error: internal error, RuntimeError: boom (run again with --debug (or VITMAE_DEBUG=1) for the traceback)"
+    assert err == (
+        "vitmae embed: error: internal error, RuntimeError: boom "
+        "(run again with --debug (or VITMAE_DEBUG=1) for the traceback)"
     )
     assert cli([*args, "--debug"]) == 1
     err = capsys.readouterr().err

@@ -35,7 +35,8 @@ def test_an_image_that_kills_the_model_actor_becomes_an_error_row(model_dir, tmp
     fill(images, range(5))
     photo(9).save(images / "img-poison.png")
     env = own_ray_env()
-    # The job and its Ray workers load tests/fault_injection/sitecustomize.py, which makes a model actor exit on "poison".
+    # The job and its Ray workers load tests/fault_injection/sitecustomize.py, which makes a model actor exit on
+    # "poison".
     env.update(
         VITMAE_FAULT_EXIT_ON="poison",
         PYTHONPATH=os.pathsep.join(filter(None, [FAULT_INJECTION, env.get("PYTHONPATH")])),

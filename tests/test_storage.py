@@ -389,7 +389,8 @@ CREDENTIALS, PERMISSION, ENDPOINT = (
         ),
         (
             OSError(
-                f"Generic S3 error{ARROW}error sending request{ARROW}tcp connect error{ARROW}Connection refused (os error 111)\n"
+                f"Generic S3 error{ARROW}error sending request{ARROW}tcp connect error{ARROW}"
+                "Connection refused (os error 111)\n"
             ),
             StorageAttemptUnreachable,
             "at http://127.0.0.1:9000 (Connection refused (os error 111))",

@@ -100,7 +100,8 @@ class EncoderConfig:
         object.__setattr__(self, "patch_size", _square(self.patch_size, "patch_size"))
         if self.hidden_size % self.num_attention_heads:
             raise InvalidInput(
-                f"hidden_size ({self.hidden_size}) must be a multiple of num_attention_heads ({self.num_attention_heads})"
+                f"hidden_size ({self.hidden_size}) must be a multiple of "
+                f"num_attention_heads ({self.num_attention_heads})"
             )
         if self.image_size % self.patch_size:
             raise InvalidInput(f"image_size ({self.image_size}) must be a multiple of patch_size ({self.patch_size})")

@@ -134,7 +134,8 @@ def open_folder(
 
 
 def _download_from_hub(repo_id: str, where: str) -> str:
-    """The local copy (in the hub's cache) of the checkpoint files of `repo_id`; `where`: the folder looked for first."""
+    """The local copy (in the hub's cache) of the checkpoint files of `repo_id`; `where`: the folder looked for
+    first."""
     from huggingface_hub import snapshot_download  # imported when needed: it costs a Ray worker that only writes files
 
     try:

@@ -62,7 +62,8 @@ def _checked_model(folder: Folder, storage: Storage, known: dict[str, Any] | Non
     if not processor.do_resize or processor.size != {"height": mae.image_size, "width": mae.image_size}:
         size = processor.size if processor.do_resize else "nothing (do_resize is false)"
         raise InvalidInput(
-            f"model {uri}: the processor resizes to {size} but the model expects {mae.image_size}x{mae.image_size} images"
+            f"model {uri}: the processor resizes to {size} "
+            f"but the model expects {mae.image_size}x{mae.image_size} images"
         )
     files = [_identity(folder, name) for name in weight_files(folder)]
     if known and known.get("files") == files:

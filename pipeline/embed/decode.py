@@ -45,8 +45,8 @@ class DecodeConfig:
     """refuse images with more pixels than this (decompression bombs), from the header, before decoding; Pillow's own
     limit is raised to it where lower, so that this is the limit that counts"""
     mode: DecodeMode = "fast"
-    """fast: decode and shrink at a reduced scale first (JPEG's DCT scaling, libvips for PNG and WebP), embeddings within
-    cosine 0.9999 of exact; exact: transformers' pixels, for 2.4 times the CPU (benchmarks/RESULTS.md)"""
+    """fast: decode and shrink at a reduced scale first (JPEG's DCT scaling, libvips for PNG and WebP), embeddings
+    within cosine 0.9999 of exact; exact: transformers' pixels, for 2.4 times the CPU (benchmarks/RESULTS.md)"""
     draft_margin: float = 1.5
     """fast mode: keep at least this multiple of the model's input on each side before the processor's resize, so that
     it sees nearly the signal of the full image (at 1.5 a 12-megapixel JPEG decodes at 1/8 scale, not 1/4)"""

@@ -20,9 +20,11 @@ logger = logging.getLogger(__name__)
 
 # Rows of the table side: the embeddings' and the errors' path and identity, with the table each is in.
 _TABLE_SIDE = f"""
-    SELECT {schema.PATH}, {schema.SIZE}, {schema.MTIME}, {schema.ETAG}, 'embeddings' AS tbl, FALSE AS retryable FROM embeddings
+    SELECT {schema.PATH}, {schema.SIZE}, {schema.MTIME}, {schema.ETAG},
+           'embeddings' AS tbl, FALSE AS retryable FROM embeddings
     UNION ALL
-    SELECT {schema.PATH}, {schema.SIZE}, {schema.MTIME}, {schema.ETAG}, 'errors' AS tbl, {schema.RETRYABLE} AS retryable FROM errors
+    SELECT {schema.PATH}, {schema.SIZE}, {schema.MTIME}, {schema.ETAG},
+           'errors' AS tbl, {schema.RETRYABLE} AS retryable FROM errors
 """
 _SAME = f"""(CASE WHEN coalesce(l.{schema.ETAG}, '') <> '' AND coalesce(t.{schema.ETAG}, '') <> ''
                   THEN l.{schema.ETAG} = t.{schema.ETAG}

@@ -1,4 +1,5 @@
-"""The CPU stage: read each listed object, decode it, resize it (or randomly crop it, for training) to the model's uint8 input."""
+"""The CPU stage: read each listed object, decode it, resize it (or randomly crop it, for training) to the model's
+uint8 input."""
 
 from __future__ import annotations
 

@@ -68,7 +68,8 @@ class EmbedConfig:
     output: str
     """the output folder (Delta tables, index), local or s3://; every run updates it"""
     model: str
-    """the checkpoint: a folder, s3:// URI or hub id holding config.json, model.safetensors and preprocessor_config.json"""
+    """the checkpoint: a folder, s3:// URI or hub id holding config.json, model.safetensors and
+    preprocessor_config.json"""
     input_list: str | None = None
     """a file naming the images instead of input, local or s3://: an S3 Inventory report, Parquet with a path column,
     or text with one URI a line"""

@@ -121,7 +121,8 @@ def block_rows(rows: int, batch_size: int) -> int:
 
 
 def decoded_images(listing: pa.Table, config: PreprocessConfig, batch_size: int) -> ray.data.Dataset:
-    """A listing held in memory (pre-training's) as a Ray dataset mapped through `preprocess_batch` (lazy, streaming)."""
+    """A listing held in memory (pre-training's) as a Ray dataset mapped through `preprocess_batch` (lazy,
+    streaming)."""
     block = block_rows(listing.num_rows, batch_size)
     blocks = [listing.slice(i, block) for i in range(0, listing.num_rows, block)]
     return ray.data.from_arrow(blocks).map_batches(

@@ -199,7 +199,8 @@ def mean_over(distances: np.ndarray, chosen: np.ndarray) -> np.ndarray:
 
 
 def exact_distances(search: ExactSearch, ids: np.ndarray, k: int) -> np.ndarray:
-    """Mean distance of each of `ids` [n] to its k nearest other images, by brute force over every vector. float32 [n]."""
+    """Mean distance of each of `ids` [n] to its k nearest other images, by brute force over every vector.
+    float32 [n]."""
     k = min(k, search.loaded.count - 1)
     squared, found = search.search(search.vectors(ids), k + 1)
     return mean_over(to_distances(squared, search.loaded.metric), first_others(found, ids, k))

@@ -137,7 +137,8 @@ def search_radius(loaded: LoadedIndex, embeddings: Embeddings, threshold: float,
 def candidate_pairs(
     loaded: LoadedIndex, embeddings: Embeddings, config: DuplicateConfig, skip: np.ndarray
 ) -> np.ndarray:
-    """int64 [P, 2]: the unique pairs (a < b) of ids that the range search reaches, `skip` [S] (sorted) not searched for."""
+    """int64 [P, 2]: the unique pairs (a < b) of ids that the range search reaches, `skip` [S] (sorted) not
+    searched for."""
     radius = search_radius(loaded, embeddings, config.threshold, config.batch_rows)
     found: list[np.ndarray] = []
     for batch in iter_batches(embeddings, config.batch_rows, (schema.EMBEDDING,)):

@@ -57,7 +57,8 @@ class IndexConfig:
     """How a run's FAISS index is built (the rule of `auto`: the module's docstring)."""
 
     index_type: IndexType = "auto"
-    """auto picks by count and memory_budget_gb: flat (exact) under 50,000 vectors, else hnsw, else ivfsq8, else ivfpq"""
+    """auto picks by count and memory_budget_gb: flat (exact) under 50,000 vectors, else hnsw, else ivfsq8, else
+    ivfpq"""
     metric: Metric = "cosine"
     """cosine (unit-length copies in the index; Parquet keeps the raw vectors) or l2"""
     memory_budget_gb: float = 4.0

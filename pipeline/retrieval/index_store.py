@@ -81,13 +81,14 @@ class LoadedIndex:
             faiss.omp_set_num_threads(threads)
 
     def range_search(self, vectors: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """float32 [Q, D] as stored in the index -> (lims int64 [Q + 1], squared L2 [R], ids [R]): the vectors that query
-        q reaches below `radius` (squared L2) are ids[lims[q]:lims[q + 1]]. As approximate as the index's search.
+        """float32 [Q, D] as stored in the index -> (lims int64 [Q + 1], squared L2 [R], ids [R]): the vectors that
+        query q reaches below `radius` (squared L2) are ids[lims[q]:lims[q + 1]]. As approximate as the index's search.
 
         FAISS's HNSW range search allocates its results once per block of queries, and a second block aborts the
         process (faiss 1.15). It cuts the queries into blocks between checks for Ctrl-C, every
         `InterruptCallback.get_period_hint(levels x d x efSearch)` queries when Python's callback is installed (6,103
-        at 64-d and efSearch 64, about 500 at 768-d): the callback is taken out for the call, so that there is one block.
+        at 64-d and efSearch 64, about 500 at 768-d): the callback is taken out for the call, so that there is one
+        block.
         """
         if self.info["index_type"] != "hnsw":
             lims, distances, ids = self.index.range_search(vectors, radius, params=self._params())
@@ -173,7 +174,8 @@ def load_index(run: str, storage: Storage) -> LoadedIndex:
     removed = read_parquet(found, REMOVED_FILE).column(schema.ID).to_numpy().astype(np.int64)
     if not index.ntotal == len(ids) + len(removed) or len(ids) != info["count"] or index.d != info["dimension"]:
         raise InvalidInput(
-            f"the index of {run} is inconsistent: index.json says {info['count']} x {info['dimension']}-d, the FAISS file "
+            f"the index of {run} is inconsistent: index.json says {info['count']} x {info['dimension']}-d, "
+            "the FAISS file "
             f"holds {index.ntotal} x {index.d}-d and the id map {len(ids)} rows; rebuild it with: "
             f"vitmae index --run {run} --rebuild true"
         )
@@ -189,7 +191,8 @@ def require_current(loaded: LoadedIndex, run: str, table_version: int) -> None:
     if built != table_version:
         raise IndexBehind(
             f"the index of {run} reflects version {built} of its embeddings table, which is now at version "
-            f"{table_version}; update it with: vitmae index --run {run}, or wait for the embedding run that is updating it"
+            f"{table_version}; update it with: vitmae index --run {run}, "
+            "or wait for the embedding run that is updating it"
         )
 
 

@@ -32,7 +32,8 @@ from pipeline.storage import Storage
 
 logger = logging.getLogger(__name__)
 
-# An HNSW index is rebuilt once this share of its graph is removed ids (benchmarks/RESULTS.md, "The index follows the table").
+# An HNSW index is rebuilt once this share of its graph is removed ids (benchmarks/RESULTS.md, "The index follows the
+# table").
 HNSW_REBUILD_REMOVED = 0.2
 
 

@@ -156,7 +156,8 @@ def load_state(run: str, storage: Storage, previous: RunState | None = None, wit
 def _image_model(
     run: str, storage: Storage, searcher: Searcher, previous: RunState | None
 ) -> tuple[ImageModel | None, str | None, DecodeConfig]:
-    """The run's model for image queries (the previous state's where its settings are the same), or why there is none."""
+    """The run's model for image queries (the previous state's where its settings are the same), or why there is
+    none."""
     try:
         record = latest_run(run, storage)
         about = description(open_table(output_uri(run, EMBEDDINGS_DIR), storage))

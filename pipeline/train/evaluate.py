@@ -1,7 +1,7 @@
 """How good a ViTMAE checkpoint is on labelled images: held-out reconstruction loss and nearest-neighbour precision.
 
-Both numbers come from the embedding job's own model stage (`pipeline.embed.embedder.Embedder`, called directly, no Ray):
-the loss with the job's deterministic masks, the embeddings with its pooling, so they say what a run would see.
+Both numbers come from the embedding job's own model stage (`pipeline.embed.embedder.Embedder`, called directly, no
+Ray): the loss with the job's deterministic masks, the embeddings with its pooling, so they say what a run would see.
 """
 
 from __future__ import annotations

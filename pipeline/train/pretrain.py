@@ -175,11 +175,13 @@ def _start_model(
     elif any(output.exists(name) for name in TRAINING_FILES):
         if not config.overwrite:
             raise InvalidInput(
-                f"output {config.output} already holds a run; give --resume true to go on or --overwrite true to replace it"
+                f"output {config.output} already holds a run; "
+                "give --resume true to go on or --overwrite true to replace it"
             )
         if config.init is not None and f"{config.init.rstrip('/')}/".startswith(f"{config.output.rstrip('/')}/"):
             raise InvalidInput(
-                f"init {config.init} lies in the output {config.output}, which overwrite would remove; copy it elsewhere first"
+                f"init {config.init} lies in the output {config.output}, which overwrite would remove; "
+                "copy it elsewhere first"
             )
     overrides = {"mask_ratio": config.mask_ratio, "norm_pix_loss": config.norm_pix_loss}
     if config.preset is not None:

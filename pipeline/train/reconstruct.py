@@ -188,7 +188,8 @@ def _has_decoder(model_uri: str, options: dict[str, Any]) -> bool:
 def _predict(
     model: ViTMAEForPreTraining, x: torch.Tensor, noise: torch.Tensor, mask_ratio: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """x: float32 [N, 3, H, W], noise: [N, L] -> float32 logits [N, L, p*p*3] and mask [N, L] (1 = masked), on the CPU."""
+    """x: float32 [N, 3, H, W], noise: [N, L] -> float32 logits [N, L, p*p*3] and mask [N, L] (1 = masked),
+    on the CPU."""
     parameter = next(model.parameters())
     training = model.training
     model.eval()

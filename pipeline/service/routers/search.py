@@ -24,7 +24,9 @@ router = APIRouter(prefix=API_PREFIX, tags=["search"])
 IMAGE_BODY = {
     "requestBody": {
         "required": True,
-        "description": f"the query image: its bytes as the body, or a multipart form with the file field `{IMAGE_FIELD}`",
+        "description": (
+            f"the query image: its bytes as the body, or a multipart form with the file field `{IMAGE_FIELD}`"
+        ),
         "content": {
             "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
             "multipart/form-data": {
