@@ -26,14 +26,7 @@ from vitmae.processor import MAE_PROCESSOR
 from vitmae.random_weights import random_model
 
 PROCESSOR = vitmae.ViTImageProcessor.from_dict(
-    {  # facebook/vit-mae-base's preprocessor_config.json
-        "do_normalize": True,
-        "do_resize": True,
-        "image_mean": [0.485, 0.456, 0.406],
-        "image_std": [0.229, 0.224, 0.225],
-        "resample": 3,
-        "size": 224,
-    }
+    {**MAE_PROCESSOR, "do_normalize": True, "do_resize": True}  # facebook/vit-mae-base's preprocessor_config.json
 )
 CONFIG = DecodeConfig()
 

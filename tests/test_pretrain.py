@@ -24,8 +24,9 @@ from pipeline.train.augment import AugmentConfig
 from pipeline.train.loop import LoopConfig, _build_model, lr_at, param_groups
 from pipeline.train.pretrain import PretrainConfig, run
 from vitmae.errors import InvalidInput
+from vitmae.processor import IMAGENET_MEAN, IMAGENET_STD
 
-PROCESSOR = dict(size=32, resample=3, image_mean=(0.485, 0.456, 0.406), image_std=(0.229, 0.224, 0.225))
+PROCESSOR = dict(size=32, resample=3, image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD)
 TRAIN_DIGITS = 47
 STEPS_PER_EPOCH = (TRAIN_DIGITS + 1) // 2 // 8  # two workers, batch 8: with the bad file, no row is left over
 

@@ -20,9 +20,10 @@ from pipeline.train.reconstruct import (
     render_reconstructions,
     save_reconstructions,
 )
+from vitmae.processor import IMAGENET_MEAN, IMAGENET_STD
 
 # ImageNet statistics, so that undoing the normalisation is not the identity-like 0.5 / 0.5.
-PROCESSOR = dict(size=32, image_mean=(0.485, 0.456, 0.406), image_std=(0.229, 0.224, 0.225))
+PROCESSOR = dict(size=32, image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD)
 GRID = 4  # patches per side: 32 / 8
 
 
