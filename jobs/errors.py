@@ -18,7 +18,7 @@ import traceback
 from jsonargparse import ArgumentError
 
 from pipeline.retrieval.index_store import IndexNotReady
-from pipeline.storage import AccessDenied, StorageOutage
+from pipeline.storage_errors import AccessDenied, StorageOutage
 from pipeline.tables import ConcurrentRunError
 from vitmae.errors import UserError, one_line
 

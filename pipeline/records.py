@@ -16,7 +16,8 @@ from deltalake import write_deltalake
 
 from pipeline import schema
 from pipeline.layout import EMBEDDINGS_DIR, RUNS_DIR, output_uri
-from pipeline.storage import Storage, explained
+from pipeline.storage import Storage
+from pipeline.storage_errors import explained
 from pipeline.tables import dataset, open_table, run_commits
 from vitmae.errors import NotFound
 

@@ -2,7 +2,7 @@
 growing pause, for at most `Storage.retry_seconds`; each process logs an outage once when it starts and once when
 it ends, not once per object.
 
-Only transient failures are retried (`pipeline.storage.transient`): no connection, a timeout, a throttled or
+Only transient failures are retried (`pipeline.storage_errors.transient`): no connection, a timeout, a throttled or
 unavailable server. A missing object, a refused permission or bad bytes fail at once.
 """
 
@@ -14,7 +14,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from pipeline.storage import Storage, StorageOutage, read_bytes, transient
+from pipeline.storage import Storage, read_bytes
+from pipeline.storage_errors import StorageOutage, transient
 from vitmae.errors import one_line
 
 logger = logging.getLogger(__name__)

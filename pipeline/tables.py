@@ -42,7 +42,8 @@ from pipeline.schema import (
     REMOVE_COMMIT,
     VACUUM_COMMIT,
 )
-from pipeline.storage import Storage, explained
+from pipeline.storage import Storage
+from pipeline.storage_errors import explained
 from vitmae.errors import InvalidInput
 
 logger = logging.getLogger(__name__)
@@ -91,7 +92,7 @@ def open_table(uri: str, storage: Storage, version: int | None = None) -> DeltaT
 
     Raises:
         AccessDenied, NotFound (no such bucket), StorageAttemptUnreachable: what the store said
-        (`storage.storage_error`); `retrying` waits the last out.
+        (`storage_errors.storage_error`); `retrying` waits the last out.
     """
     with explained(uri, storage, "read"):
         try:

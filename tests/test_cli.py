@@ -18,7 +18,7 @@ from jobs.errors import BUG, NO_PERMISSION, TRY_LATER, WRONG_COMMAND, exit_code
 from pipeline.embed.run import IndexNotBuilt
 from pipeline.retrieval.index_store import IndexBehind, NoIndex
 from pipeline.service.config import SECRET_MASK, ServeConfig
-from pipeline.storage import AccessDenied, StorageOutage
+from pipeline.storage_errors import AccessDenied, StorageOutage
 from pipeline.tables import ConcurrentRunError
 from vitmae.errors import InvalidInput, NotFound
 

@@ -138,7 +138,7 @@ def test_a_table_the_store_did_not_answer_for_is_waited_for(unreachable):
     """`open_table` says an unreachable store in one line, and `retrying` still waits it out (deltalake's own message
     for a refused connection says so only past its first line)."""
     from pipeline.retry import retrying
-    from pipeline.storage import StorageOutage
+    from pipeline.storage_errors import StorageOutage
     from pipeline.tables import open_table
 
     tries = []

@@ -33,19 +33,14 @@ from pipeline.retrieval.index import build_index
 from pipeline.retrieval.index_update import update_index
 from pipeline.retrieval.search import Searcher
 from pipeline.schema import ERRORS_SCHEMA
-from pipeline.storage import (
+from pipeline.storage import Storage, StorageConfig, absolute_uri, read_uri, run_folder, write_uri
+from pipeline.storage_errors import (
     CREDENTIAL_SETTINGS,
     ENDPOINT_SETTING,
     PERMISSION_SETTING,
     AccessDenied,
-    Storage,
     StorageAttemptUnreachable,
-    StorageConfig,
-    absolute_uri,
-    read_uri,
-    run_folder,
     storage_error,
-    write_uri,
 )
 from pipeline.tables import RunTable, open_table
 from pipeline.train.evaluate import evaluate
@@ -274,7 +269,7 @@ def test_the_secret_reaches_no_log_error_or_file(
 def test_a_file_the_store_did_not_answer_for_is_not_said_missing(unreachable):
     """pyarrow's own handler of fsspec filesystems says any failure to open a file as FileNotFoundError, which no
     retry waits out; a read task that opens the run's work file during an outage must wait instead."""
-    from pipeline.storage import transient
+    from pipeline.storage_errors import transient
 
     fs, path = unreachable.arrow_filesystem("s3://bucket/work.parquet")
     with pytest.raises(Exception) as caught:

@@ -10,7 +10,8 @@ import pytest
 from pipeline import schema
 from pipeline.embed.write import NODES, OUTAGE, WriteConfig, data_files, write_batch
 from pipeline.layout import EMBEDDINGS_DIR, ERRORS_DIR
-from pipeline.storage import Storage, StorageOutage
+from pipeline.storage import Storage
+from pipeline.storage_errors import StorageOutage
 
 
 def model_output(ids: list[int], errors: list[str]) -> dict[str, np.ndarray]:

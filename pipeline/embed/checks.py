@@ -11,7 +11,8 @@ from typing import Any
 
 from pipeline.embed.decode import DecodeConfig
 from pipeline.embed.infer import InferConfig, model_class
-from pipeline.storage import Storage, explained, probe
+from pipeline.storage import Storage, probe
+from pipeline.storage_errors import explained
 from vitmae.config import ViTMAEConfig
 from vitmae.errors import InvalidInput, NotFound
 from vitmae.folder import CONFIG_NAME, Folder, open_folder, weight_files

@@ -18,7 +18,8 @@ from pipeline import schema
 from pipeline.embed.decode import DecodeConfig, decode_image
 from pipeline.images import DecodeError
 from pipeline.retry import read_retrying
-from pipeline.storage import Storage, read_error, transient
+from pipeline.storage import Storage
+from pipeline.storage_errors import read_error, transient
 from vitmae import ViTImageProcessor
 from vitmae.errors import one_line
 

@@ -45,13 +45,13 @@ from pipeline.storage import (
     StorageConfig,
     absolute_uri,
     check_writable,
-    explained,
     folder,
     is_local,
     listed_mtime,
     output_folder,
     probe,
 )
+from pipeline.storage_errors import explained
 from pipeline.tables import DESCRIPTION_FORMAT, RunTable, dataset, description, open_table
 from vitmae.config import DTYPE_BYTES, dtype_name
 from vitmae.errors import InvalidInput, one_line
@@ -121,7 +121,7 @@ def run(config: EmbedConfig) -> dict[str, Any]:
 
     Raises:
         AccessDenied, NotFound, StorageAttemptUnreachable: the store refused the output, the model or the input, or did
-        not answer, before any work (`pipeline.storage.storage_error`).
+        not answer, before any work (`pipeline.storage_errors.storage_error`).
         ConcurrentRunError: another run committed to the output meanwhile (what this run committed stays).
         IndexNotBuilt: the tables are updated and recorded, but their index could not be brought up to date.
     """

@@ -17,7 +17,8 @@ import pyarrow as pa
 from pipeline import schema
 from pipeline.layout import EMBEDDINGS_DIR, ERRORS_DIR
 from pipeline.retry import retrying
-from pipeline.storage import Storage, StorageOutage, folder, write_parquet
+from pipeline.storage import Storage, folder, write_parquet
+from pipeline.storage_errors import StorageOutage
 from pipeline.tables import DataFile, file_stats
 
 logger = logging.getLogger(__name__)
