@@ -611,7 +611,7 @@ def model_alone(images: Path, model: str, batch_size: int, limit: int) -> dict[s
 
     import vitmae
     from pipeline.embed.decode import DecodeConfig, decode_image
-    from pipeline.embed.run import batch_size_for
+    from pipeline.embed.resources import batch_size_for
 
     processor = vitmae.ViTImageProcessor.from_pretrained(model)
     paths = sorted(images.iterdir())[:limit]

@@ -43,7 +43,8 @@ from benchmarks.common import (
     stop_ray,
 )
 from pipeline.embed.infer import InferConfig
-from pipeline.embed.run import EmbedConfig, batch_size_for
+from pipeline.embed.resources import batch_size_for
+from pipeline.embed.run import EmbedConfig
 from pipeline.embed.run import run as run_job_plan
 
 logger = logging.getLogger("pipeline_throughput")

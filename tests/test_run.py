@@ -13,7 +13,7 @@ from conftest import s3_storage
 from pictures import fill, photo
 from runs import ROOT, read_run, run_args
 
-import pipeline.embed.run
+import pipeline.embed.resources
 from jobs.cli import main as cli
 from pipeline.embed.infer import InferConfig
 from pipeline.embed.run import EmbedConfig
@@ -188,6 +188,6 @@ def test_updates_on_s3_from_an_input_list(ray_cluster, s3, model_dir, tmp_path, 
     ],
 )
 def test_cpu_actors_default_to_one_a_core_as_memory_allows(monkeypatch, resources, flags, parameters, expected):
-    monkeypatch.setattr(pipeline.embed.run.ray, "cluster_resources", lambda: resources)
+    monkeypatch.setattr(pipeline.embed.resources.ray, "cluster_resources", lambda: resources)
     config = EmbedConfig(input="in", output="out", model="m", **flags)
-    assert pipeline.embed.run.cpu_actors(config, parameters) == expected
+    assert pipeline.embed.resources.cpu_actors(config, parameters) == expected

@@ -33,6 +33,7 @@ from pipeline.embed.infer import InferConfig
 from pipeline.embed.listing import DEFAULT_EXTENSIONS, iter_input_list, iter_listing, write_listing
 from pipeline.embed.poison import attempts_actor
 from pipeline.embed.preprocess import PreprocessConfig, preprocess_batch
+from pipeline.embed.resources import batch_size_for, check_cluster, cpu_actors
 from pipeline.embed.work import block_rows, put_work, work_dataset
 from pipeline.embed.write import FILE_ROWS, NODES, WriteConfig, data_files, write_batch
 from pipeline.layout import EMBEDDINGS_DIR, ERRORS_DIR, RUN_FILES, WORK_DIR, output_uri, package_versions
@@ -46,14 +47,12 @@ from pipeline.storage import (
     absolute_uri,
     check_writable,
     folder,
-    is_local,
     listed_mtime,
     output_folder,
     probe,
 )
 from pipeline.storage_errors import explained
 from pipeline.tables import DESCRIPTION_FORMAT, RunTable, dataset, description, open_table
-from vitmae.config import DTYPE_BYTES, dtype_name
 from vitmae.errors import InvalidInput, one_line
 
 logger = logging.getLogger(__name__)
@@ -313,7 +312,7 @@ def _ray_for(config: EmbedConfig, model: Model, storage: Storage) -> Iterator[tu
     """Ray for the run's stage: joins the cluster, or starts one, while a thread checks the weights (Ray's start-up
     leaves about a core idle for a few seconds, and the check's import of torch takes about a second of one).
 
-    Yields the model's parameter count and the number of GPU actors (`_check_cluster`). A Ray this block started or
+    Yields the model's parameter count and the number of GPU actors (`check_cluster`). A Ray this block started or
     joined is shut down when it ends, failed or not, which frees the actors' memory before the index is built; one
     the caller had started stays.
     """
@@ -324,7 +323,7 @@ def _ray_for(config: EmbedConfig, model: Model, storage: Storage) -> Iterator[tu
             # The dashboard's processes wake at normal priority and stall the model's GEMM threads on small machines.
             start_ray(logging_level=logging.WARNING, include_dashboard=config.dashboard)
     try:
-        yield weights.result(), _check_cluster(config)
+        yield weights.result(), check_cluster(config)
     finally:
         if own:
             ray.shutdown()
@@ -424,51 +423,6 @@ def _embed(
         "model_nodes": sorted(nodes),
     }
     return {"resources": resources, "ray_data_stats": dataset_.stats()}
-
-
-def _check_cluster(config: EmbedConfig) -> int:
-    """The number of GPU actors; refuses more GPUs than the cluster has, warns of local paths on several nodes."""
-    available = int(ray.cluster_resources().get("GPU", 0))
-    if config.num_gpus is not None and config.num_gpus > available:
-        raise InvalidInput(
-            f"num_gpus {config.num_gpus} asks for more GPUs than the Ray cluster's {available} (start the GPU "
-            "nodes first, or give --num_gpus 0 to run on CPUs)"
-        )
-    local = [uri for uri in (config.input, config.input_list, config.output, config.model) if uri and is_local(uri)]
-    if local and len([node for node in ray.nodes() if node["Alive"]]) > 1:
-        logger.warning("%s: local paths must be on storage that every node of the cluster mounts", ", ".join(local))
-    return config.num_gpus if config.num_gpus is not None else available
-
-
-# Beside its weights, a CPU model actor holds torch and Ray and a batch's activations (about the weights' size for
-# ViT-B at 8 images, twice that with 4 loss masks; measured in benchmarks/RESULTS.md).
-_ACTOR_BASE_BYTES = 2**30
-
-
-def cpu_actors(config: EmbedConfig, parameters: int) -> tuple[int, int]:
-    """Model actors, and torch threads each, on a cluster without GPUs.
-
-    Each CPU actor holds one Ray CPU, and Ray Data fuses the decode stage into it, so the actor decodes its
-    batches and then runs the model, both on its threads. By default there is one actor per CPU with one
-    thread each: independent actors keep every core busy, where the threads of one actor wait for each other
-    at every operation and all stall when one core is taken (benchmarks/RESULTS.md). Only as many actors start
-    as half the cluster's memory holds (their weights, twice, and 1 GB each), the CPUs shared between them.
-    """
-    resources = ray.cluster_resources()
-    cpus = max(1, int(resources.get("CPU", 1)))
-    actors = config.num_actors
-    if actors is None:
-        itemsize = DTYPE_BYTES[dtype_name(config.infer.resolved_dtype(gpu=False))]
-        fit = int(resources.get("memory", 0) / 2 // (_ACTOR_BASE_BYTES + 2 * parameters * itemsize))
-        actors = max(1, min(cpus // (config.cpu_threads or 1), fit))
-    return actors, config.cpu_threads or max(1, cpus // actors)
-
-
-def batch_size_for(gpus: int) -> int:
-    """The default batch: 256 images on GPUs, where ViT-B runs as fast per image at 128 as at 1024 and a batch goes
-    over in two slices; on CPUs 8, which the model runs as fast per image as 32, and with which the actors' last
-    batches end closer together (benchmarks/RESULTS.md)."""
-    return 256 if gpus else 8
 
 
 class IndexNotBuilt(Exception):
