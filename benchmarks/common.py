@@ -309,6 +309,22 @@ def workers_started() -> int:
     return len(list(Path("/tmp/ray/session_latest/logs").glob("python-core-worker-*.log")))
 
 
+def job_command(inputs: str | Path, model: str, output: str | Path, *flags: str) -> list[str]:
+    """The embedding job as a process: `python -m jobs.embed` on `inputs` with `model`, writing `output`."""
+    return [
+        sys.executable,
+        "-m",
+        "jobs.embed",
+        "--input",
+        str(inputs),
+        "--model",
+        model,
+        "--output",
+        str(output),
+        *flags,
+    ]
+
+
 def alternate(
     setups: dict[str, tuple[str | None, dict[str, str]]], inputs: Path, model: str, work: Path, rounds: int
 ) -> dict[str, list[tuple[float, float, int]]]:
@@ -321,17 +337,7 @@ def alternate(
     for r in range(rounds):
         for label in list(setups) if r % 2 == 0 else list(setups)[::-1]:
             output = work / f"out-{r}-{label.split()[0]}"
-            command = [
-                sys.executable,
-                "-m",
-                "jobs.embed",
-                "--input",
-                str(inputs),
-                "--model",
-                model,
-                "--output",
-                str(output),
-            ]
+            command = job_command(inputs, model, output)
             cwd, env = setups[label]
             seconds, _ = timed_process(command, work / f"{output.name}.log", env, cwd)
             stage = latest_run(str(output), Storage())["images_per_second"]

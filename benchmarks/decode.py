@@ -46,6 +46,7 @@ from benchmarks.common import (
     ROOT,
     e2e_inputs,
     hardware,
+    job_command,
     load_average,
     make_set,
     model_alone,
@@ -173,30 +174,12 @@ def end_to_end(
     files; under "job's embedding stage", the images/s the job's run record gives its stage (no Ray start-up, no
     index)."""
     count = len(list(inputs.iterdir()))
+    # label -> the command writing to an output folder
     commands = {
-        "this job": [
-            sys.executable,
-            "-m",
-            "jobs.embed",
-            "--input",
-            str(inputs),
-            "--model",
-            model,
-            "--overwrite",
-            "true",
-            "--decode.mode",
-            decode_mode,
-            "--output",
-        ],
-        "plain recipe": [
-            sys.executable,
-            "-m",
-            "benchmarks.plain_recipe",
-            "--input",
-            str(inputs),
-            "--model",
-            model,
-            "--output",
+        "this job": lambda out: job_command(inputs, model, out, "--overwrite", "true", "--decode.mode", decode_mode),
+        "plain recipe": lambda out: [
+            *(sys.executable, "-m", "benchmarks.plain_recipe", "--input", str(inputs), "--model", model),
+            *("--output", str(out)),
         ],
     }
     if not plain:
@@ -205,9 +188,7 @@ def end_to_end(
     for r in range(rounds):
         for label in list(commands) if r % 2 == 0 else list(commands)[::-1]:
             output = work / f"e2e-{label.split()[0]}-{r}"
-            seconds[label].append(
-                timed_process(commands[label] + [str(output)], work / f"{output.name}.log", cwd=str(ROOT))[0]
-            )
+            seconds[label].append(timed_process(commands[label](output), work / f"{output.name}.log", cwd=str(ROOT))[0])
             logger.info(
                 "%s, round %d: %d images in %.1fs, %.2f images/s (load %s)",
                 label,

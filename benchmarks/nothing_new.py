@@ -19,7 +19,17 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import ROOT, git, hardware, load_average, photo_folder, this_checkout, timed_process, worktree
+from benchmarks.common import (
+    ROOT,
+    git,
+    hardware,
+    job_command,
+    load_average,
+    photo_folder,
+    this_checkout,
+    timed_process,
+    worktree,
+)
 
 
 def main() -> None:
@@ -44,20 +54,7 @@ def main() -> None:
             )
             subprocess.run([sys.executable, "-c", build], cwd=ROOT, check=True)
             versions = {f"this checkout ({here})": str(ROOT), f"commit {other}": str(folder)}
-            commands = {
-                label: [
-                    sys.executable,
-                    "-m",
-                    "jobs.embed",
-                    "--input",
-                    str(images),
-                    "--model",
-                    model,
-                    "--output",
-                    str(work / f"out-{i}"),
-                ]
-                for i, label in enumerate(versions)
-            }
+            commands = {label: job_command(images, model, work / f"out-{i}") for i, label in enumerate(versions)}
 
             def timed(label: str, name: str) -> tuple[float, float]:
                 cwd = versions[label]

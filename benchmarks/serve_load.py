@@ -39,7 +39,16 @@ import pyarrow.parquet as pq
 from deltalake import write_deltalake
 from PIL import Image
 
-from benchmarks.common import INDEX_PACKAGES, MODELS, ROOT, clustered, hardware, photo_folder, save_checkpoint
+from benchmarks.common import (
+    INDEX_PACKAGES,
+    MODELS,
+    ROOT,
+    clustered,
+    hardware,
+    job_command,
+    photo_folder,
+    save_checkpoint,
+)
 from pipeline import schema
 from pipeline.retrieval.index import IndexConfig, build_index
 from pipeline.storage import Storage
@@ -108,7 +117,7 @@ def embed_photos(workdir: Path) -> tuple[Path, list[bytes]]:
         picture.save(images / f"photo-{i:03d}.jpg", quality=90)
     save_checkpoint(model, MODELS["base"])  # ViT-B/16 encoder, MAE's decoder
     subprocess.run(
-        [sys.executable, "-m", "jobs.embed", "--input", str(images), "--output", str(run), "--model", str(model)],
+        job_command(images, str(model), run),
         cwd=ROOT,
         env=_env(),
         check=True,
