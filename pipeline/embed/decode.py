@@ -111,7 +111,10 @@ def decode_image(
         shrink = max(1, min(width // floor[0], height // floor[1], _MAX_SHRINK)) if floor else 1
         try:
             rgb = None
-            if floor and image.format in _VIPS_FORMATS and image.mode in _VIPS_MODES:
+            # libvips for PNG (faster than Pillow at any size) and for WebP it can shrink; Pillow decodes a WebP
+            # too small to shrink in half libvips' time (benchmarks/RESULTS.md, "Small images").
+            vips = image.format == "PNG" or shrink > 1
+            if floor and vips and image.format in _VIPS_FORMATS and image.mode in _VIPS_MODES:
                 rgb = _decode_vips(data, image, shrink)
             if rgb is None:
                 if shrink > 1:
