@@ -1,10 +1,15 @@
 """Shared fixtures: tiny and base geometries, real photographs shipped by scikit-image (and a folder of them with every
-odd and bad input), an S3 server, a local Ray, a small 224-pixel checkpoint, and a small real run (with its index) over
-a homogeneous gallery with planted outliers."""
+odd and bad input), an S3 server, a local Ray, a small 224-pixel checkpoint, a small real run (with its index) over
+a homogeneous gallery with planted outliers, one over photographs and their copies, and the offline demo's whole
+run."""
 
 from __future__ import annotations
 
+import io
 import os
+import shutil
+import subprocess
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -14,6 +19,7 @@ import pytest
 import torch
 from pictures import encode, write_zeros_png
 from PIL import Image
+from runs import ROOT, own_ray_env
 from s3server import S3Server, S3ServerError
 
 import vitmae
@@ -264,6 +270,74 @@ def gallery_run(ray_cluster, model_dir, gallery, tmp_path_factory) -> Path:
         )
     )
     return output
+
+
+def jpeg(image: Image.Image, quality: int) -> bytes:
+    sink = io.BytesIO()
+    image.save(sink, "JPEG", quality=quality)
+    return sink.getvalue()
+
+
+# Photographs that the tests' small random-weight model tells apart (its embeddings put every two of them below a
+# cosine of 0.92); it cannot tell all of scikit-image's photographs apart (coffee and retina are at 0.98 for it).
+DISTINCT = (
+    "astronaut.png",
+    "chelsea.png",
+    "coffee.png",
+    "rocket.jpg",
+    "motorcycle_left.png",
+    "camera.png",
+    "moon.png",
+    "horse.png",
+)
+
+
+@pytest.fixture(scope="session")
+def copies_run(ray_cluster, model_dir, photo_paths, tmp_path_factory):
+    """The embedding job over eight distinct photographs and copies of five: re-encoded as JPEG at quality 60,
+    resized to 90 %, cropped by 3 % on every side, and one byte for byte."""
+    from pipeline.embed.run import EmbedConfig, run
+
+    data = photo_paths[0].parent
+    folder = tmp_path_factory.mktemp("copies")
+    for name in DISTINCT:
+        shutil.copy(data / name, folder / name)
+
+    def image(name: str) -> Image.Image:
+        return Image.open(data / name).convert("RGB")
+
+    (folder / "astronaut-q60.jpg").write_bytes(jpeg(image("astronaut.png"), 60))
+    chelsea = image("chelsea.png")
+    chelsea.resize((chelsea.width * 9 // 10, chelsea.height * 9 // 10), Image.Resampling.BICUBIC).save(
+        folder / "chelsea-resized.png"
+    )
+    for name in ("motorcycle_left.png", "camera.png"):
+        photo = image(name)
+        w, h = photo.width * 3 // 100, photo.height * 3 // 100
+        photo.crop((w, h, photo.width - w, photo.height - h)).save(folder / name.replace(".png", "-cropped.png"))
+    (folder / "camera-q60.jpg").write_bytes(jpeg(image("camera.png"), 60))
+    shutil.copy(data / "rocket.jpg", folder / "rocket_copy.jpg")
+    output = tmp_path_factory.mktemp("copies_run") / "run"
+    run(EmbedConfig(input=str(folder), output=str(output), model=str(model_dir), batch_size=16, num_gpus=0))
+    return output
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory) -> Path:
+    """`make demo`'s command, as a user runs it (a process and a Ray of its own), in a folder of the session's: its
+    workdir, with what it printed in `demo.out` (about 3 minutes on 2 cores)."""
+    workdir = tmp_path_factory.mktemp("demo")
+    done = subprocess.run(
+        [sys.executable, "-m", "jobs.demo", "--workdir", str(workdir)],
+        cwd=ROOT,
+        env=own_ray_env(),
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert done.returncode == 0, f"the demo failed ({done.returncode}): {done.stderr[-3000:]}"
+    (workdir / "demo.out").write_text(done.stdout)
+    return workdir
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,7 @@ photographs re-encoded, resized and cropped, the command's output and sheet, and
 
 from __future__ import annotations
 
-import io
 import json
-import shutil
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -122,56 +120,6 @@ def test_identical_files_are_grouped_without_search(tmp_path):
     assert rows[paths[400]]["identical"] and not rows[paths[301]]["identical"] and not rows[paths[300]]["identical"]
     assert rows[paths[300]]["representative"] == paths[300]  # sizes and widths equal: the first path
     assert table.schema.metadata[b"duplicates.identical_files"] == b"1"
-
-
-def jpeg(image: Image.Image, quality: int) -> bytes:
-    sink = io.BytesIO()
-    image.save(sink, "JPEG", quality=quality)
-    return sink.getvalue()
-
-
-# Photographs that the tests' small random-weight model tells apart (its embeddings put every two of them below a
-# cosine of 0.92); it cannot tell all of scikit-image's photographs apart (coffee and retina are at 0.98 for it).
-DISTINCT = (
-    "astronaut.png",
-    "chelsea.png",
-    "coffee.png",
-    "rocket.jpg",
-    "motorcycle_left.png",
-    "camera.png",
-    "moon.png",
-    "horse.png",
-)
-
-
-@pytest.fixture(scope="module")
-def copies_run(ray_cluster, model_dir, photo_paths, tmp_path_factory):
-    """The embedding job over eight distinct photographs and copies of five: re-encoded as JPEG at quality 60,
-    resized to 90 %, cropped by 3 % on every side, and one byte for byte."""
-    from pipeline.embed.run import EmbedConfig, run
-
-    data = photo_paths[0].parent
-    folder = tmp_path_factory.mktemp("copies")
-    for name in DISTINCT:
-        shutil.copy(data / name, folder / name)
-
-    def image(name: str) -> Image.Image:
-        return Image.open(data / name).convert("RGB")
-
-    (folder / "astronaut-q60.jpg").write_bytes(jpeg(image("astronaut.png"), 60))
-    chelsea = image("chelsea.png")
-    chelsea.resize((chelsea.width * 9 // 10, chelsea.height * 9 // 10), Image.Resampling.BICUBIC).save(
-        folder / "chelsea-resized.png"
-    )
-    for name in ("motorcycle_left.png", "camera.png"):
-        photo = image(name)
-        w, h = photo.width * 3 // 100, photo.height * 3 // 100
-        photo.crop((w, h, photo.width - w, photo.height - h)).save(folder / name.replace(".png", "-cropped.png"))
-    (folder / "camera-q60.jpg").write_bytes(jpeg(image("camera.png"), 60))
-    shutil.copy(data / "rocket.jpg", folder / "rocket_copy.jpg")
-    output = tmp_path_factory.mktemp("copies_run") / "run"
-    run(EmbedConfig(input=str(folder), output=str(output), model=str(model_dir), batch_size=16, num_gpus=0))
-    return output
 
 
 @pytest.mark.slow  # copies_run, a run of its own: ~20 s set-up

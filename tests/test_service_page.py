@@ -1,9 +1,12 @@
 """The web page in a real browser: headless Chromium (Debian's, driven by Playwright) against a live `vitmae serve`
 on loopback. It asks for the token once, searches by an uploaded image, searches by a clicked result, pages through
-the anomalies, keeps its state in the URL, and shows the duplicate groups. Screenshots are kept as artifacts."""
+the anomalies, keeps its state in the URL, and shows the duplicate groups. Screenshots are kept as artifacts; the docs'
+pictures are those of the demo's run, and the duplicates view of real photographs with copies."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import shutil
@@ -18,6 +21,8 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import GALLERY_CROPS, GALLERY_OUTLIERS, duplicates_table
 
+from pipeline.demo import OUTLIERS, label_of
+
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -28,24 +33,21 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 ARTIFACTS = "VITMAE_TEST_ARTIFACTS"  # a folder that also receives the screenshots (CI keeps it)
+# Set to 1, the demo's screenshots replace the pictures in docs/ (and the README): VITMAE_UPDATE_SCREENSHOTS=1
+# .venv/bin/pytest tests/test_service_page.py -k demo. Look at each one before committing it.
+UPDATE_SCREENSHOTS = "VITMAE_UPDATE_SCREENSHOTS"
 TOKEN = "page-test-token"
 REPO = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.slow  # a browser (Chromium) driving vitmae serve
 
 
-@pytest.fixture
-def served(gallery_run, gallery, tmp_path) -> Iterator[str]:
-    """`vitmae serve` on a copy of the gallery run (with near-duplicate groups), on a free port; yields its URL."""
-    run = tmp_path / "run"
-    shutil.copytree(gallery_run, run)
-    from deltalake import DeltaTable
-
-    pq.write_table(duplicates_table(gallery, DeltaTable(str(run / "embeddings")).version()), run / "duplicates.parquet")
-    log = tmp_path / "serve.log"
+@contextlib.contextmanager
+def serving(run: Path, log: Path, token: str | None = None) -> Iterator[str]:
+    """`vitmae serve` on `run`, on a free port, its output in `log`; yields its URL."""
     env = {
-        **os.environ,
-        "VITMAE_SERVE_TOKEN": TOKEN,
+        **{k: v for k, v in os.environ.items() if k != "VITMAE_SERVE_TOKEN"},
+        **({"VITMAE_SERVE_TOKEN": token} if token else {}),
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
     }
     with open(log, "wb") as sink:
@@ -62,33 +64,58 @@ def served(gallery_run, gallery, tmp_path) -> Iterator[str]:
             assert server.poll() is None, f"vitmae serve exited: {log.read_text()[-2000:]}"
             assert time.monotonic() < deadline, f"vitmae serve did not start: {log.read_text()[-2000:]}"
             time.sleep(0.2)
-        base = found.group(1).decode()
-        assert httpx.get(f"{base}/api/health").status_code == 401  # the token is on
-        yield base
+        yield found.group(1).decode()
     finally:
         server.terminate()
         server.wait(timeout=30)
 
 
-def keep(page, tmp_path: Path, name: str) -> Path:
-    """A full-page screenshot under the test's folder, copied to $VITMAE_TEST_ARTIFACTS when set."""
+@pytest.fixture
+def served(gallery_run, gallery, tmp_path) -> Iterator[str]:
+    """`vitmae serve` on a copy of the gallery run (with near-duplicate groups), with a token; yields its URL."""
+    run = tmp_path / "run"
+    shutil.copytree(gallery_run, run)
+    from deltalake import DeltaTable
+
+    pq.write_table(duplicates_table(gallery, DeltaTable(str(run / "embeddings")).version()), run / "duplicates.parquet")
+    with serving(run, tmp_path / "serve.log", TOKEN) as base:
+        assert httpx.get(f"{base}/api/health").status_code == 401  # the token is on
+        yield base
+
+
+def keep(page, tmp_path: Path, name: str, full_page: bool = True) -> Path:
+    """A screenshot (PNG, or JPEG for a .jpg name) under the test's folder, copied to $VITMAE_TEST_ARTIFACTS when
+    set."""
     path = tmp_path / name
     page.mouse.move(0, 0)  # no card under the pointer
-    page.screenshot(path=str(path), full_page=True, animations="disabled")
+    quality = {"quality": 85} if path.suffix == ".jpg" else {}
+    page.screenshot(path=str(path), full_page=full_page, animations="disabled", **quality)
     if os.environ.get(ARTIFACTS):
         os.makedirs(os.environ[ARTIFACTS], exist_ok=True)
         shutil.copy(path, Path(os.environ[ARTIFACTS]) / name)
     return path
 
 
-def test_search_click_anomalies_and_duplicates_in_a_browser(served, gallery, tmp_path):
+def update_docs(pictures: list[Path]) -> None:
+    """The docs' pictures replaced by these, under their names, with VITMAE_UPDATE_SCREENSHOTS=1."""
+    if os.environ.get(UPDATE_SCREENSHOTS) == "1":
+        for picture in pictures:
+            shutil.copy(picture, REPO / "docs" / picture.name)
+
+
+def launch(playwright):
+    """Debian's Chromium, headless; a missing one fails the test with what to install."""
     if not os.path.exists(CHROMIUM):
         pytest.fail(f"no Chromium at {CHROMIUM}: apt-get install -y chromium (make test does)", pytrace=False)
+    return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+
+
+def test_search_click_anomalies_and_duplicates_in_a_browser(served, gallery, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
     images = GALLERY_CROPS + len(GALLERY_OUTLIERS)
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        browser = launch(playwright)
         context = browser.new_context(viewport={"width": 1280, "height": 860})
         page = context.new_page()
         errors = []
@@ -171,3 +198,59 @@ def test_search_click_anomalies_and_duplicates_in_a_browser(served, gallery, tmp
         expect(cards.first).to_have_attribute("data-path", clicked)
         assert not errors, errors
         browser.close()
+
+
+def test_the_demos_run_in_a_browser_gives_the_docs_pictures(demo, tmp_path):
+    """The page on `make demo`'s run, as the README and docs/service.md show it: a search by a held-out digit scan,
+    and the anomalies, where the planted photographs lead."""
+    from playwright.sync_api import expect, sync_playwright
+
+    report = json.loads((demo / "demo.json").read_text())
+    pictures = []
+    with serving(demo / "run", tmp_path / "serve.log") as base, sync_playwright() as playwright:
+        browser = launch(playwright)
+        page = browser.new_page(viewport={"width": 1280, "height": 760})
+        errors = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(base)
+
+        page.set_input_files("#file", report["query"].removeprefix("file://"))
+        cards = page.locator("#search-grid .card")
+        expect(cards).to_have_count(report["after"]["k"])
+        expect(cards.first).to_have_attribute("data-path", report["query"])
+        expect(page.locator("#search-grid img.loaded")).to_have_count(report["after"]["k"])
+        pictures.append(keep(page, tmp_path, "page-search.jpg"))
+
+        page.click("nav a[data-view=anomalies]")
+        grid = page.locator("#anomalies-grid .card")
+        expect(grid).to_have_count(24)
+        expect(page.locator("#anomalies-grid img.loaded")).to_have_count(24)
+        top = [grid.nth(i).get_attribute("data-path") for i in range(len(OUTLIERS))]
+        assert sum(label_of(path) == "photo" for path in top) == report["planted_in_top"], top
+        pictures.append(keep(page, tmp_path, "page-anomalies.jpg", full_page=False))
+        assert not errors, errors
+        browser.close()
+    update_docs(pictures)
+
+
+def test_the_copies_of_photographs_in_a_browser_give_the_docs_picture(copies_run, tmp_path):
+    """The duplicates view of docs/service.md: `vitmae duplicates` on photographs and their copies (re-encoded,
+    resized, cropped, byte for byte), each group with its original first."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from pipeline.retrieval.duplicates import DuplicateConfig, find_duplicates
+
+    run = tmp_path / "run"
+    shutil.copytree(copies_run, run)
+    find_duplicates(DuplicateConfig(str(run)))
+    with serving(run, tmp_path / "serve.log") as base, sync_playwright() as playwright:
+        browser = launch(playwright)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(f"{base}/?view=duplicates")
+        groups = page.locator("#duplicates-list .group")
+        expect(groups).to_have_count(5)
+        expect(page.locator("#duplicates-list img.loaded")).to_have_count(11)
+        expect(groups.first.locator(".card").first).to_have_attribute("data-path", re.compile(r"/camera\.png$"))
+        picture = keep(page, tmp_path, "page-duplicates.jpg", full_page=False)
+        browser.close()
+    update_docs([picture])
