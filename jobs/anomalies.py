@@ -44,11 +44,7 @@ def rank(settings: AnomaliesSettings) -> None:
     if settings.json:
         print(json.dumps(top))
     else:
-        chosen = (
-            f"{by} (auto: the run {'has a' if by == 'both' else 'has no'} reconstruction loss)"
-            if settings.by == "auto"
-            else by
-        )
+        chosen = f"{by} (auto)" if settings.by == "auto" else by
         print(
             f"top {len(top)} of {table.num_rows} images by {chosen} (all in {output_uri(settings.run, ANOMALIES_FILE)})"
         )

@@ -25,7 +25,7 @@ def demo(config: DemoConfig) -> None:
     for hit in report.hits:
         print(f"  #{hit.rank:<2} {hit.score:.4f}  label {label_of(hit.path):5}  {hit.path}")
     print(
-        f"\ntop anomalies (loss and kNN rank-averaged); {report.planted_in_top} "
+        f"\ntop anomalies (by kNN distance, as auto ranks them); {report.planted_in_top} "
         f"of the top {len(report.anomalies) // 2} are the planted photographs:"
     )
     for row in report.anomalies:

@@ -189,7 +189,7 @@ def run(config: DemoConfig) -> DemoReport:
     report.hits = searcher.search_path(report.query, config.k)
     report.pngs["search"] = str(work / "search.png")
     save_png(render(search_tiles(report.query, report.hits, local)), report.pngs["search"], local)
-    table = rank_anomalies(AnomalyConfig(run_dir, by="both"), local)
+    table = rank_anomalies(AnomalyConfig(run_dir), local)
     report.anomalies = table.slice(0, 2 * len(OUTLIERS)).to_pylist()
     report.planted_in_top = sum(label_of(row["path"]) == "photo" for row in report.anomalies[: len(OUTLIERS)])
     report.pngs["anomalies"] = str(work / "anomalies.png")

@@ -39,10 +39,15 @@ def test_planted_outliers_top_the_knn_ranking(gallery_run, tmp_path, capsys):
     assert sheet.size == Layout(columns=5, lines=3).size(5)  # five tiles with three caption lines
 
 
-def test_both_averages_the_two_ranks_and_is_the_default_for_a_run_with_a_loss(gallery_run, capsys):
+def test_auto_is_knn_for_a_run_with_a_loss_and_both_averages_the_two_ranks(gallery_run, capsys):
     assert cli(["anomalies", "--run", str(gallery_run), "--top", "3"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("top 3 of 27 images by both (auto: the run has a reconstruction loss)") and len(out) == 6
+    assert out[0].startswith("top 3 of 27 images by knn (auto)") and len(out) == 6
+    assert {line.rsplit("/", 1)[-1] for line in out[3:]} == set(GALLERY_OUTLIERS)
+    assert pq.read_table(gallery_run / "anomalies.parquet").schema.metadata[b"anomalies.by"] == b"knn"
+    assert cli(["anomalies", "--run", str(gallery_run), "--top", "3", "--by", "both"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("top 3 of 27 images by both") and len(out) == 6
     assert (
         out[1] == "kNN distances: 27 of 27 exact, the kNN ranking's top 27 among them (~: from the approximate index)"
     )
@@ -103,7 +108,7 @@ def test_auto_ranks_a_run_without_a_loss_by_knn(tmp_path, capsys):
     build_index(str(tmp_path))
     assert cli(["anomalies", "--run", str(tmp_path), "--top", "2"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("top 2 of 40 images by knn (auto: the run has no reconstruction loss)")
+    assert out[0].startswith("top 2 of 40 images by knn (auto)")
     assert out[3].endswith("s3://images/000003.jpg")
     assert pq.read_table(tmp_path / "anomalies.parquet").schema.metadata[b"anomalies.by"] == b"knn"
 

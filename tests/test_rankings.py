@@ -17,7 +17,7 @@ from pipeline.retrieval.duplicates import DuplicateConfig, find_duplicates
 
 def test_anomaly_pages_follow_the_cli_rankings(client, gallery_run, tmp_path):
     first = client.get("/api/anomalies", params={"limit": 10}).json()
-    assert (first["by"], first["total"], first["offset"], first["limit"]) == ("both", IMAGES, 0, 10)
+    assert (first["by"], first["total"], first["offset"], first["limit"]) == ("knn", IMAGES, 0, 10)
     assert [r["rank"] for r in first["results"]] == list(range(1, 11))
     assert set(first["results"][0]) == {"rank", "path", "loss", "loss_rank", "knn_distance", "knn_rank", "mean_rank"}
     rest = client.get("/api/anomalies", params={"offset": 10, "limit": 500}).json()["results"]

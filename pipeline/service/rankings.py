@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 
 from pipeline import schema
 from pipeline.layout import ANOMALIES_FILE, DUPLICATES_FILE
-from pipeline.retrieval.anomalies import AnomalyConfig, auto_by, has_loss, ranking, score_anomalies
+from pipeline.retrieval.anomalies import AUTO, AnomalyConfig, has_loss, ranking, score_anomalies
 from pipeline.retrieval.duplicates import group_of
 from pipeline.retrieval.index_store import LoadedIndex
 from pipeline.retrieval.vectors import Embeddings
@@ -85,11 +85,11 @@ class AnomalyRankings:
         return Page(order.num_rows, [{c: schema.nan_to_none(row[c]) for c in SCORE_COLUMNS} for row in rows], meta)
 
     def resolve(self, by: str) -> str:
-        """`auto` -> both (a run with a loss) or knn; RankingUnavailable for loss or both without a loss."""
+        """`auto` -> knn (`AUTO`); RankingUnavailable for loss or both without a loss."""
+        if by == "auto":
+            return AUTO
         if self._has_loss is None:
             self._has_loss = has_loss(self.embeddings.dataset)
-        if by == "auto":
-            return auto_by(self._has_loss)
         if by in ("loss", "both") and not self._has_loss:
             raise RankingUnavailable(
                 "the run has no reconstruction loss (it was embedded with --infer.mask_ratio 0); rank by knn"

@@ -1,4 +1,4 @@
-"""`GET /api/anomalies`: pages of the run's anomaly ranking, by loss, kNN distance or both (auto: as the run allows)."""
+"""`GET /api/anomalies`: pages of the run's anomaly ranking, by kNN distance (auto), loss or both."""
 
 from __future__ import annotations
 
