@@ -13,6 +13,7 @@ from pipeline.storage import Storage
 from pipeline.tables import dataset, open_table
 
 ROOT = Path(__file__).parents[1]
+FAULT_INJECTION = Path(__file__).parent / "fault_injection"
 
 
 def read_run(output: Path | str, storage: Storage | None = None) -> tuple[dict, dict, dict]:
@@ -32,17 +33,24 @@ def run_args(images: Path, output: Path, model: Path, *extra: str) -> list[str]:
     return ["--input", str(images), "--output", str(output), "--model", str(model), "--num_actors", "1", *extra]
 
 
-def own_ray_env() -> dict[str, str]:
+def own_ray_env(**faults: str) -> dict[str, str]:
     """This process's environment for a job that must start a Ray of its own, as from cron on a machine without one:
-    without an address, ray.init would join any Ray running on this machine (the tests' own, or another's)."""
-    return {**os.environ, "RAY_ADDRESS": "local"}
+    without an address, ray.init would join any Ray running on this machine (the tests' own, or another's).
+
+    faults: VITMAE_FAULT_* variables for tests/fault_injection/sitecustomize.py, which the job and its Ray workers
+    then load.
+    """
+    env = {**os.environ, "RAY_ADDRESS": "local", **faults}
+    if faults:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(FAULT_INJECTION), os.environ.get("PYTHONPATH")]))
+    return env
 
 
-def start_job(args: list[str]) -> subprocess.Popen:
+def start_job(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "jobs.embed", *args],
         cwd=ROOT,
-        env=own_ray_env(),
+        env=env or own_ray_env(),
         start_new_session=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -1,5 +1,6 @@
-"""A run's commits: the Committer's batches of files by rows and by time; and in jobs of their own Ray, a run killed
-mid-way keeps what it committed and the next finishes it, two runs at once never double a row."""
+"""A run's commits: the Committer's batches of files by rows and by time; and in jobs of their own Ray, a file
+committed once written (not when the next one is), a run killed mid-way keeps what it committed and the next
+finishes it, two runs at once never double a row."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from pictures import fill
-from runs import ROOT, read_run, run_args, start_job
+from runs import ROOT, own_ray_env, read_run, run_args, start_job
 
 from pipeline.embed.commit import Committer
 from pipeline.layout import EMBEDDINGS_DIR, ERRORS_DIR
@@ -95,6 +96,30 @@ def test_a_killed_run_keeps_what_it_committed_and_the_next_finishes(model_dir, t
     table = open_table(str(output / "embeddings"), Storage())
     live = {os.path.basename(f) for f in table.file_uris()}
     assert {p.name for p in (output / "embeddings").glob("*.parquet*")} == live  # the killed run's loose files are gone
+
+
+@pytest.mark.slow  # a job of its own Ray whose model stalls after one batch, killed, then the same command again
+def test_a_file_is_committed_once_written_not_when_the_next_one_is(model_dir, tmp_path):
+    """The model actor hangs after its first batch (tests/fault_injection): that batch's file is committed all the
+    same, with no second file ever written; the run killed then keeps its rows, and the same command embeds the rest."""
+    images, output = tmp_path / "images", tmp_path / "out"
+    fill(images, range(6))
+    args = run_args(images, output, model_dir, "--batch_size", "2", "--commit_rows", "2", "--commit_seconds", "0")
+    job = start_job(args, own_ray_env(VITMAE_FAULT_HANG_AFTER="1"))
+    try:
+        wait_for(lambda: data_commits(output) >= 1 or job.poll() is not None, 120, "the first file's commit")
+        assert job.poll() is None, job.stdout.read()[-3000:]
+    finally:
+        os.killpg(job.pid, signal.SIGKILL)
+        job.wait()
+    embeddings = open_table(str(output / "embeddings"), Storage())
+    assert dataset(embeddings, str(output / "embeddings"), Storage()).count_rows() == 2
+    done = subprocess.run(
+        [sys.executable, "-m", "jobs.embed", *args], cwd=ROOT, env=own_ray_env(), capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    embedded, errors, record = read_run(output)
+    assert len(embedded) == 6 and not errors and record["counts"]["embedded"] == 4
 
 
 @pytest.mark.slow  # two jobs of their own Ray at once, then a third

@@ -3,10 +3,8 @@ split down to the image, which becomes an error row (the kill injected by tests/
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,8 +12,6 @@ from pictures import fill, photo
 from runs import ROOT, own_ray_env, read_run
 
 from pipeline.embed.poison import Attempts, batch_key
-
-FAULT_INJECTION = str(Path(__file__).parent / "fault_injection")
 
 
 def test_a_batch_is_named_by_its_ids_and_its_attempts_counted_until_it_finishes():
@@ -34,13 +30,7 @@ def test_an_image_that_kills_the_model_actor_becomes_an_error_row(model_dir, tmp
     images = tmp_path / "images"
     fill(images, range(5))
     photo(9).save(images / "img-poison.png")
-    env = own_ray_env()
-    # The job and its Ray workers load tests/fault_injection/sitecustomize.py, which makes a model actor exit on
-    # "poison".
-    env.update(
-        VITMAE_FAULT_EXIT_ON="poison",
-        PYTHONPATH=os.pathsep.join(filter(None, [FAULT_INJECTION, env.get("PYTHONPATH")])),
-    )
+    env = own_ray_env(VITMAE_FAULT_EXIT_ON="poison")  # a model actor exits on "poison" (tests/fault_injection)
     done = subprocess.run(
         [
             sys.executable,

@@ -411,7 +411,9 @@ def _embed(
         num_cpus=0,
     )
     nodes: set[str] = set()
-    for files in dataset_.iter_batches(batch_size=None, batch_format="numpy"):
+    # Each written file as soon as its write ends: with Ray Data's default prefetch of one batch, the iterator holds
+    # a file back until the next one exists, and a run killed then (or stalled) would commit nothing of it.
+    for files in dataset_.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0):
         committer.add(data_files(files))
         nodes.update(node for joined in files[NODES] for node in str(joined).split(",") if node)
     resources = {
