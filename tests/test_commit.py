@@ -5,6 +5,7 @@ finishes it, two runs at once never double a row."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from pictures import fill
 from runs import ROOT, own_ray_env, read_run, run_args, start_job
 
 from pipeline.embed.commit import Committer
+from pipeline.embed.progress import Progress, duration
 from pipeline.layout import EMBEDDINGS_DIR, ERRORS_DIR
 from pipeline.storage import Storage
 from pipeline.tables import DataFile, dataset, open_table
@@ -26,9 +28,11 @@ class Table:
 
     def __init__(self) -> None:
         self.commits: list[list[str]] = []
+        self.version = 0
 
     def add_files(self, files: list[DataFile]) -> None:
         self.commits.append([f.path for f in files])
+        self.version += 1
 
 
 def data_file(table: str, name: str, rows: int) -> DataFile:
@@ -55,6 +59,42 @@ def test_files_are_committed_once_commit_seconds_have_passed():
     committer = Committer(tables, commit_rows=10_000, commit_seconds=0)
     committer.add([data_file(EMBEDDINGS_DIR, "a", 1)])
     assert tables[EMBEDDINGS_DIR].commits == [["a"]]
+
+
+def test_a_file_waits_no_longer_than_commit_seconds_though_no_other_file_comes(monkeypatch):
+    """The progress thread's tick commits what waits once commit_seconds have passed, and its line says so."""
+    clock = [100.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    tables = {EMBEDDINGS_DIR: Table(), ERRORS_DIR: Table()}
+    committer = Committer(tables, commit_rows=10_000, commit_seconds=60)
+    progress = Progress(total=1000, committer=committer, every=10)
+    committer.add([data_file(EMBEDDINGS_DIR, "a", 200), data_file(ERRORS_DIR, "e", 50)])
+    clock[0] += 59
+    committer.tick()
+    assert tables[EMBEDDINGS_DIR].commits == [] and committer.written == 250
+    assert progress.line() == (
+        "embedded 250 of 1,000 images (25 %) in 59s, 4.2 images/s, about 2m 57s left; 0 rows committed, "
+        "embeddings version 0"
+    )
+    clock[0] += 1
+    committer.tick()
+    assert tables[EMBEDDINGS_DIR].commits == [["a"]] and tables[ERRORS_DIR].commits == [["e"]]
+    assert progress.line().endswith("; 250 rows committed, embeddings version 1")
+    clock[0] += 3600
+    committer.tick()  # nothing waits: no empty version
+    assert committer.commits == 1
+    assert [duration(s) for s in (7.4, 100, 3725.2)] == ["7s", "1m 40s", "1h 2m"]
+
+
+def test_a_commit_that_fails_in_the_progress_thread_fails_the_run():
+    class Failing(Table):
+        def add_files(self, files: list[DataFile]) -> None:
+            raise OSError("the store is gone")
+
+    committer = Committer({EMBEDDINGS_DIR: Failing(), ERRORS_DIR: Table()}, commit_rows=10_000, commit_seconds=0)
+    committer.pending.append(data_file(EMBEDDINGS_DIR, "a", 1))
+    with pytest.raises(OSError, match="the store is gone"), Progress(total=1, committer=committer, every=0):
+        time.sleep(2.5)  # the thread ticks every second
 
 
 def wait_for(condition, seconds: float, what: str) -> None:
@@ -120,6 +160,12 @@ def test_a_file_is_committed_once_written_not_when_the_next_one_is(model_dir, tm
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     embedded, errors, record = read_run(output)
     assert len(embedded) == 6 and not errors and record["counts"]["embedded"] == 4
+    # The run's last progress line; Ray Data's own progress only with --ray_progress true.
+    last = re.findall(
+        r"embedded 4 of 4 images \(100 %\) in \S+, [\d.]+ images/s; 4 rows committed, embeddings version \d+",
+        done.stderr,
+    )
+    assert last and "Total Progress" not in done.stderr, done.stderr[-3000:]
 
 
 @pytest.mark.slow  # two jobs of their own Ray at once, then a third

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Sequence
 
@@ -23,20 +24,36 @@ class Committer:
         self.pending: list[DataFile] = []
         self.seen: set[tuple[str, str]] = set()  # (table, path) of every file taken, so none is committed twice
         self.committed = {EMBEDDINGS_DIR: 0, ERRORS_DIR: 0}  # rows
+        self.written = 0  # rows of every file taken, committed or not
         self.commits = 0
         self.last = time.monotonic()
+        self._lock = threading.RLock()  # `tick` runs in the progress thread
 
     def add(self, files: Sequence[DataFile]) -> None:
         """Takes files the write stage reported; commits when enough rows or time have gathered."""
-        for f in files:
-            if (f.table, f.path) not in self.seen:
-                self.seen.add((f.table, f.path))
-                self.pending.append(f)
-        if sum(f.rows for f in self.pending) >= self.commit_rows or time.monotonic() - self.last >= self.commit_seconds:
-            self.flush()
+        with self._lock:
+            for f in files:
+                if (f.table, f.path) not in self.seen:
+                    self.seen.add((f.table, f.path))
+                    self.pending.append(f)
+                    self.written += f.rows
+            if sum(f.rows for f in self.pending) >= self.commit_rows:
+                self._flush()
+            else:
+                self.tick()
+
+    def tick(self) -> None:
+        """Commits the pending files once `commit_seconds` have passed since the last commit."""
+        with self._lock:
+            if self.pending and time.monotonic() - self.last >= self.commit_seconds:
+                self._flush()
 
     def flush(self) -> None:
         """Commits every pending file: one version of each table that has some."""
+        with self._lock:
+            self._flush()
+
+    def _flush(self) -> None:
         for name in (ERRORS_DIR, EMBEDDINGS_DIR):
             files = [f for f in self.pending if f.table == name]
             if files:

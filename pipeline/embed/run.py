@@ -33,6 +33,7 @@ from pipeline.embed.infer import InferConfig
 from pipeline.embed.listing import DEFAULT_EXTENSIONS, iter_input_list, iter_listing, write_listing
 from pipeline.embed.poison import attempts_actor
 from pipeline.embed.preprocess import PreprocessConfig, preprocess_batch
+from pipeline.embed.progress import Progress
 from pipeline.embed.resources import batch_size_for, check_cluster, cpu_actors
 from pipeline.embed.work import block_rows, put_work, work_dataset
 from pipeline.embed.write import FILE_ROWS, NODES, WriteConfig, data_files, write_batch
@@ -99,6 +100,10 @@ class EmbedConfig:
     """commit when this many rows are written but not committed..."""
     commit_seconds: float = 60.0
     """...or when this long has passed since the last commit"""
+    progress_seconds: float = 10.0
+    """seconds between the lines that say how far the run is (0: only the last)"""
+    ray_progress: bool = False
+    """also log Ray Data's own progress, operator by operator"""
     vacuum_hours: float = 168.0
     """delete the files no table version of the last this-many hours needs (Delta's 7 days; keep it above your
     longest run and reader)"""
@@ -110,7 +115,7 @@ class EmbedConfig:
         for name in ("batch_size", "num_actors", "cpu_threads", "commit_rows"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise InvalidInput(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("num_gpus", "commit_seconds", "vacuum_hours"):
+        for name in ("num_gpus", "commit_seconds", "progress_seconds", "vacuum_hours"):
             if getattr(self, name) is not None and not getattr(self, name) >= 0:
                 raise InvalidInput(f"{name} must be at least 0, got {getattr(self, name)}")
 
@@ -361,6 +366,12 @@ def _embed(
     and Ray Data's stage statistics."""
     from pipeline.embed.embedder import DecodingEmbedder, Embedder  # torch: loaded by now, by `check_weights`
 
+    # Before any dataset is made: each keeps the context it was made with. Off, the run's own lines say how far it is,
+    # and Ray Data's advice on turning its progress back on (in code) is left out: here that is --ray_progress true.
+    ray.data.DataContext.get_current().enable_progress_bars = config.ray_progress
+    if not config.ray_progress:
+        logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
+
     actors, threads = (gpus, None) if gpus else cpu_actors(config, parameters)
     batch_size = config.batch_size or batch_size_for(gpus)
     logger.info(
@@ -411,11 +422,14 @@ def _embed(
         num_cpus=0,
     )
     nodes: set[str] = set()
-    # Each written file as soon as its write ends: with Ray Data's default prefetch of one batch, the iterator holds
-    # a file back until the next one exists, and a run killed then (or stalled) would commit nothing of it.
-    for files in dataset_.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0):
-        committer.add(data_files(files))
-        nodes.update(node for joined in files[NODES] for node in str(joined).split(",") if node)
+    with Progress(diff.work_rows, committer, config.progress_seconds) as progress:
+        # Each written file as soon as its write ends: with Ray Data's default prefetch of one batch, the iterator
+        # holds a file back until the next one exists, and a run killed then (or stalled) would commit nothing of it.
+        for files in dataset_.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0):
+            progress.check()
+            committer.add(data_files(files))
+            nodes.update(node for joined in files[NODES] for node in str(joined).split(",") if node)
+        committer.flush()
     resources = {
         "gpus": gpus,
         "actors": actors,
