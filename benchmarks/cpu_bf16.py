@@ -1,0 +1,91 @@
+"""bfloat16 against float32 on this machine's CPU: the embedding job's model stage (`Embedder`, as a CPU actor runs
+it, no Ray) on real photographs, ViT-S and ViT-B/16 geometry with weights at a trained model's scale; images/s of
+each, alternating rounds, and the bf16 embeddings' and losses' distance to float32's.
+
+    python -m benchmarks.cpu_bf16 --threads 2 --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.common import E2E_MODELS, hardware, photo_folder, save_checkpoint
+from benchmarks.loss_variance import PHOTOS
+from pipeline import schema
+from pipeline.embed.decode import DecodeConfig, decode_image
+from pipeline.embed.embedder import Embedder
+from pipeline.embed.infer import InferConfig
+
+
+def cpu_flags() -> str:
+    """The CPU's bf16 features, from /proc/cpuinfo."""
+    flags = set(next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split())
+    return ", ".join(sorted(flags & {"avx512_bf16", "amx_bf16", "amx_tile", "avx512f"})) or "none"
+
+
+def batch_of(processor, copies: int) -> dict[str, np.ndarray]:
+    """The photographs, decoded as the job decodes them, `copies` times over (distinct paths, so distinct masks)."""
+    folder = photo_folder()
+    pixels = [decode_image((folder / name).read_bytes(), processor, DecodeConfig()).pixels for name in PHOTOS]
+    names = [f"file://{folder / name}?{i}" for i in range(copies) for name in PHOTOS]
+    return {
+        schema.PATH: np.array(names, dtype=object),
+        schema.PIXELS: np.stack(pixels * copies),
+        schema.ERROR: np.array([""] * len(names), dtype=object),
+    }
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (the job's one actor on every core)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating timed rounds; the median counts")
+    parser.add_argument("--batch-size", type=int, default=8, help="images a call, as the job's CPU actors")
+    parser.add_argument("--models", default="vit-s,base", help="geometries of benchmarks.common.E2E_MODELS")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"{hardware()}; CPU features: {cpu_flags()}; {args.threads} torch threads, batch {args.batch_size}")
+    print("| model | task | float32 images/s | bf16 images/s | **bf16 vs float32** | cosine min | mean | loss error |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models.split(","):
+            model = save_checkpoint(Path(tmp) / name, E2E_MODELS[name], trained_scale=True)
+            for task, ratio in (("embeddings", 0.0), ("with loss (K=4)", 0.75)):
+                embedders = {
+                    dtype: Embedder(model, InferConfig(ratio, dtype=dtype)) for dtype in ("float32", "bfloat16")
+                }
+                batch = batch_of(embedders["float32"].processor, 2)
+                outs = {dtype: e(batch) for dtype, e in embedders.items()}  # warm-up, and the outputs compared
+                small = {k: v[: args.batch_size] for k, v in batch.items()}
+                seconds: dict[str, list[float]] = {dtype: [] for dtype in embedders}
+                for _ in range(args.rounds):
+                    for dtype, embedder in embedders.items():
+                        start = time.perf_counter()
+                        for _ in range(3):
+                            embedder(small)
+                        seconds[dtype].append((time.perf_counter() - start) / (3 * args.batch_size))
+                rate = {dtype: 1 / statistics.median(s) for dtype, s in seconds.items()}
+                cos = cosines(outs["float32"][schema.EMBEDDING], outs["bfloat16"][schema.EMBEDDING])
+                loss = ""
+                if ratio:
+                    f32, b16 = outs["float32"][schema.LOSS], outs["bfloat16"][schema.LOSS]
+                    loss = f"{np.max(np.abs(b16 - f32) / f32):.2e}"
+                print(
+                    f"| {name} | {task} | {rate['float32']:.2f} | {rate['bfloat16']:.2f} | "
+                    f"**{rate['bfloat16'] / rate['float32']:.2f}x** | {cos.min():.6f} | {cos.mean():.6f} | {loss} |",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    main()
