@@ -286,7 +286,6 @@ def _update(
         embed_start = time.time()
         committer = Committer(tables, config.commit_rows, config.commit_seconds)
         embedding = _embed(config, storage, model, diff, committer, gpus, parameters, run_id) if work_rows else {}
-        committer.flush()
         embedded, failed = committer.committed[EMBEDDINGS_DIR], committer.committed[ERRORS_DIR]
         if embedded + failed != work_rows:
             raise RuntimeError(
