@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import io
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,12 +23,11 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
 from benchmarks.common import hardware
-from pipeline import schema
-from pipeline.embed.decode import DecodeConfig, decode_image
 from pipeline.embed.embedder import Embedder
 from pipeline.embed.infer import InferConfig
 from pipeline.retrieval.anomalies import descending_ranks
 from pipeline.storage import Storage
+from pipeline.train.evaluate import embed_encoded, similarities
 
 logger = logging.getLogger("benchmarks.anomaly_quality")
 
@@ -62,11 +60,9 @@ def digits() -> list[Image.Image]:
     """scikit-learn's 1,797 digit scans at 32 x 32, as the demo makes them."""
     from sklearn.datasets import load_digits
 
-    scans = load_digits().images
-    return [
-        Image.fromarray(np.round(s * (255 / 16)).astype(np.uint8)).resize((32, 32), Image.Resampling.BICUBIC)
-        for s in scans
-    ]
+    from pipeline.demo import scan_image
+
+    return [scan_image(scan) for scan in load_digits().images]
 
 
 def crops(names: tuple[str, ...], count: int, rng: np.random.Generator, side: int = 64) -> list[Image.Image]:
@@ -162,65 +158,33 @@ def encode(image: Image.Image, fmt: str | tuple[str, int]) -> bytes:
 
 
 def pretrain(images: list[Image.Image], folder: Path, epochs: int) -> str:
-    """The demo's small MAE from its random init, trained on `images` by the pre-training job; its model folder."""
-    import ray
-
-    from pipeline.cluster import start_ray
-    from pipeline.demo import random_init
+    """The demo's small MAE from its random init, trained on `images` with the demo's recipe; its model folder."""
+    from pipeline.demo import DemoConfig, random_init, train_small
     from pipeline.layout import MODEL_DIR
-    from pipeline.train.pretrain import PretrainConfig
-    from pipeline.train.pretrain import run as train
 
     train_dir = folder / "train"
     train_dir.mkdir(parents=True, exist_ok=True)
     for i, image in enumerate(images):
         image.save(train_dir / f"{i:05d}.png")
-    init = random_init(folder / "init", 0)
-    if not ray.is_initialized():
-        start_ray(address="local", num_cpus=(os.cpu_count() or 1) + 1, logging_level=logging.WARNING)
-    train(
-        PretrainConfig(
-            input=str(train_dir),
-            output=str(folder / "pretrain"),
-            init=init,
-            epochs=epochs,
-            batch_size=64,
-            lr=1e-3,
-            crop_scale=0.5,
-            flip=False,
-            cpus_per_worker=float(os.cpu_count() or 1),
-            overwrite=True,
-            reconstructions=0,
-        )
-    )
+    train_small(train_dir, folder / "pretrain", random_init(folder / "init", 0), DemoConfig(epochs=epochs), 0)
     return str(folder / "pretrain" / MODEL_DIR)
 
 
 def score(model: str, images: list[bytes], seed: int) -> dict[str, np.ndarray]:
     """The job's model stage on encoded images: embeddings [N, D] and losses with 1 and 4 masks [N]."""
+    paths = [f"image-{i:05d}" for i in range(len(images))]
     out: dict[str, np.ndarray] = {}
     for samples in (1, 4):
-        embedder = Embedder(model, InferConfig(0.75, samples, seed), Storage())
-        pixels = np.stack([decode_image(data, embedder.processor, DecodeConfig()).pixels for data in images])
-        result = embedder(
-            {
-                schema.PATH: np.array([f"image-{i:05d}" for i in range(len(images))], dtype=object),
-                schema.PIXELS: pixels,
-                schema.ERROR: np.array([""] * len(images), dtype=object),
-            }
-        )
-        out[f"loss K={samples}"] = result[schema.LOSS].astype(np.float64)
-        out["embedding"] = result[schema.EMBEDDING].astype(np.float64)
+        embeddings, losses = embed_encoded(Embedder(model, InferConfig(0.75, samples, seed), Storage()), paths, images)
+        out[f"loss K={samples}"] = losses.astype(np.float64)
+        out["embedding"] = embeddings.astype(np.float64)
     return out
 
 
 def knn_distance(embeddings: np.ndarray, centre: bool) -> np.ndarray:
     """Mean cosine distance of each row to its K nearest other rows (centred first: the rows' mean subtracted)."""
     vectors = embeddings - embeddings.mean(axis=0) if centre else embeddings
-    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-    similarity = unit @ unit.T
-    np.fill_diagonal(similarity, -np.inf)
-    nearest = -np.partition(-similarity, K, axis=1)[:, :K]
+    nearest = -np.partition(-similarities(vectors), K, axis=1)[:, :K]
     return 1.0 - nearest.mean(axis=1)
 
 

@@ -16,10 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import E2E_MODELS, hardware, photo_folder, save_checkpoint
-from benchmarks.loss_variance import PHOTOS
+from benchmarks.common import E2E_MODELS, hardware, save_checkpoint
+from benchmarks.loss_variance import photo_batch
 from pipeline import schema
-from pipeline.embed.decode import DecodeConfig, decode_image
 from pipeline.embed.embedder import Embedder
 from pipeline.embed.infer import InferConfig
 
@@ -28,18 +27,6 @@ def cpu_flags() -> str:
     """The CPU's bf16 features, from /proc/cpuinfo."""
     flags = set(next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split())
     return ", ".join(sorted(flags & {"avx512_bf16", "amx_bf16", "amx_tile", "avx512f"})) or "none"
-
-
-def batch_of(processor, copies: int) -> dict[str, np.ndarray]:
-    """The photographs, decoded as the job decodes them, `copies` times over (distinct paths, so distinct masks)."""
-    folder = photo_folder()
-    pixels = [decode_image((folder / name).read_bytes(), processor, DecodeConfig()).pixels for name in PHOTOS]
-    names = [f"file://{folder / name}?{i}" for i in range(copies) for name in PHOTOS]
-    return {
-        schema.PATH: np.array(names, dtype=object),
-        schema.PIXELS: np.stack(pixels * copies),
-        schema.ERROR: np.array([""] * len(names), dtype=object),
-    }
 
 
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -64,7 +51,7 @@ def main() -> None:
                 embedders = {
                     dtype: Embedder(model, InferConfig(ratio, dtype=dtype)) for dtype in ("float32", "bfloat16")
                 }
-                batch = batch_of(embedders["float32"].processor, 2)
+                batch = photo_batch(embedders["float32"].processor, copies=2)
                 outs = {dtype: e(batch) for dtype, e in embedders.items()}  # warm-up, and the outputs compared
                 small = {k: v[: args.batch_size] for k, v in batch.items()}
                 seconds: dict[str, list[float]] = {dtype: [] for dtype in embedders}

@@ -46,13 +46,15 @@ PHOTOS = (
 )
 
 
-def photo_batch(processor: ViTImageProcessor) -> dict[str, np.ndarray]:
+def photo_batch(processor: ViTImageProcessor, copies: int = 1) -> dict[str, np.ndarray]:
+    """The photographs decoded as the job decodes them, `copies` times over under distinct paths (so distinct masks)."""
     folder = photo_folder()
-    decoded = [decode_image((folder / name).read_bytes(), processor, DecodeConfig()) for name in PHOTOS]
+    pixels = [decode_image((folder / name).read_bytes(), processor, DecodeConfig()).pixels for name in PHOTOS]
+    paths = [f"file://{folder / name}" + (f"?{i}" if i else "") for i in range(copies) for name in PHOTOS]
     return {
-        schema.PATH: np.array([f"file://{folder / name}" for name in PHOTOS], dtype=object),
-        schema.PIXELS: np.stack([d.pixels for d in decoded]),
-        schema.ERROR: np.array([""] * len(PHOTOS), dtype=object),
+        schema.PATH: np.array(paths, dtype=object),
+        schema.PIXELS: np.stack(pixels * copies),
+        schema.ERROR: np.array([""] * len(paths), dtype=object),
     }
 
 

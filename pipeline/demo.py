@@ -111,14 +111,18 @@ def write_images(root: Path, held_out: float, seed: int) -> tuple[Path, Path]:
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
     for position, index in enumerate(order):
-        scan = Image.fromarray(np.round(digits.images[index] * (255 / 16)).astype(np.uint8))
         folder = gallery if position < gallery_count else train
-        scan.resize((32, 32), Image.Resampling.BICUBIC).save(folder / f"digit-{digits.target[index]}-{index:04d}.png")
+        scan_image(digits.images[index]).save(folder / f"digit-{digits.target[index]}-{index:04d}.png")
     photos = Path(skimage.__file__).parent / "data"
     for name in OUTLIERS:
         shutil.copy(photos / name, gallery / name)
     (gallery / NOT_AN_IMAGE).write_text("not a picture: this one ends in the errors table\n")
     return train, gallery
+
+
+def scan_image(scan: np.ndarray) -> Image.Image:
+    """One of scikit-learn's digit scans (float [8, 8], 16 grey levels) as a 32 x 32 greyscale image."""
+    return Image.fromarray(np.round(scan * (255 / 16)).astype(np.uint8)).resize((32, 32), Image.Resampling.BICUBIC)
 
 
 def random_init(folder: Path, seed: int) -> str:
@@ -134,21 +138,19 @@ def random_init(folder: Path, seed: int) -> str:
     return str(folder)
 
 
-def run(config: DemoConfig) -> DemoReport:
-    """The whole demo; returns what it measured."""
-    work = Path(config.workdir).resolve()
-    train, gallery = write_images(work / "images", config.held_out, config.seed)
-    init = random_init(work / "model-init", config.seed)
+def train_small(train: Path, output: Path, init: str, config: DemoConfig, reconstructions: int) -> dict[str, Any]:
+    """The pre-training job on the images under `train`, from checkpoint `init`, with the demo's recipe; returns its
+    metrics.json (the model is `output/model`)."""
     if not ray.is_initialized():
         # One logical CPU more than the machine has: the worker trains on every core (2 torch threads on 2 cores)
         # while the data stage, which only decodes tiny PNGs, takes the extra slot. The dashboard stays: Ray Train
         # needs its State API (see pipeline.train.pretrain). A Ray of its own, even where another runs on the machine
         # (which Ray would join, and which has its own CPUs).
         start_ray(address="local", num_cpus=(os.cpu_count() or 1) + 1, logging_level=logging.WARNING)
-    summary = pretrain(
+    return pretrain(
         PretrainConfig(
             input=str(train),
-            output=str(work / "pretrain"),
+            output=str(output),
             init=init,
             epochs=config.epochs,
             batch_size=config.batch_size,
@@ -158,9 +160,17 @@ def run(config: DemoConfig) -> DemoReport:
             cpus_per_worker=float(os.cpu_count() or 1),
             seed=config.seed,
             overwrite=True,
-            reconstructions=6,
+            reconstructions=reconstructions,
         )
     )
+
+
+def run(config: DemoConfig) -> DemoReport:
+    """The whole demo; returns what it measured."""
+    work = Path(config.workdir).resolve()
+    train, gallery = write_images(work / "images", config.held_out, config.seed)
+    init = random_init(work / "model-init", config.seed)
+    summary = train_small(train, work / "pretrain", init, config, reconstructions=6)
     trained = str(work / "pretrain" / MODEL_DIR)
     digits = sorted(str(p) for p in gallery.glob("digit-*.png"))
     labels = [label_of(p) for p in digits]

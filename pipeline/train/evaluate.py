@@ -30,15 +30,36 @@ class Quality:
     k: int  # neighbours per image
 
 
+def similarities(embeddings: np.ndarray) -> np.ndarray:
+    """float [N, D] -> the cosine similarity of every two rows, float [N, N], -inf on the diagonal (no row is its own
+    neighbour)."""
+    unit = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    similarity = unit @ unit.T
+    np.fill_diagonal(similarity, -np.inf)
+    return similarity
+
+
 def precision_at_k(embeddings: np.ndarray, labels: np.ndarray, k: int) -> float:
     """float [N, D] embeddings, [N] labels -> mean share of the k nearest others (cosine) with the same label."""
     if len(embeddings) <= k:
         raise ValueError(f"expected more than k={k} images, got {len(embeddings)}")
-    unit = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
-    similarity = unit @ unit.T
-    np.fill_diagonal(similarity, -np.inf)
-    nearest = np.argpartition(-similarity, k, axis=1)[:, :k]  # [N, k]
+    nearest = np.argpartition(-similarities(embeddings), k, axis=1)[:, :k]  # [N, k]
     return float((labels[nearest] == labels[:, None]).mean())
+
+
+def embed_encoded(embedder: Embedder, paths: Sequence[str], encoded: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """Encoded images, decoded as the job decodes them, through the job's model stage in one call: (embeddings
+    float32 [N, D], losses float32 [N], NaN without masking). `paths` seed the masks. ValueError: one does not decode.
+    """
+    pixels = np.stack([decode_image(data, embedder.processor, DecodeConfig()).pixels for data in encoded])
+    out = embedder(
+        {
+            schema.PATH: np.array(list(paths), dtype=object),
+            schema.PIXELS: pixels,
+            schema.ERROR: np.array([""] * len(paths), dtype=object),
+        }
+    )
+    return out[schema.EMBEDDING], out[schema.LOSS]
 
 
 def evaluate(
@@ -60,23 +81,15 @@ def evaluate(
     """
     storage = storage or Storage.from_environment()
     embedder = Embedder(model, InferConfig(mask_ratio, loss_samples, seed, pooling), storage)
-    processor = embedder.processor
     embeddings, losses = [], []
     for start in range(0, len(paths), batch_size):
         chunk = list(paths[start : start + batch_size])
-        pixels = []
-        for path, data in zip(chunk, read_bytes(chunk, storage)):
+        encoded = read_bytes(chunk, storage)
+        for path, data in zip(chunk, encoded):
             if isinstance(data, Exception):
                 raise ValueError(f"{path}: {data}")
-            pixels.append(decode_image(data, processor, DecodeConfig()).pixels)
-        out = embedder(
-            {
-                schema.PATH: np.array(chunk, dtype=object),
-                schema.PIXELS: np.stack(pixels),
-                schema.ERROR: np.array([""] * len(chunk), dtype=object),
-            }
-        )
-        embeddings.append(out[schema.EMBEDDING])
-        losses.append(out[schema.LOSS])
+        chunk_embeddings, chunk_losses = embed_encoded(embedder, chunk, encoded)
+        embeddings.append(chunk_embeddings)
+        losses.append(chunk_losses)
     precision = precision_at_k(np.concatenate(embeddings), np.asarray(labels), k)
     return Quality(float(np.concatenate(losses).mean()), precision, k)
