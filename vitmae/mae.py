@@ -40,12 +40,14 @@ class ViTMAEForPreTrainingOutput:
     Attributes:
         loss: scalar, mean squared error over masked patches of the batch (== per_sample_loss.mean()).
         per_sample_loss: float32 [N], each image's mean squared error over its masked patches.
+        per_patch_loss: float32 [N, L], each patch's mean squared error, masked or not (in original patch order).
         logits: [N, L, p*p*C], the reconstruction of every patch in original order.
         mask, ids_restore, hidden_states, attentions: as in `ViTMAEModelOutput`.
     """
 
     loss: torch.Tensor
     per_sample_loss: torch.Tensor
+    per_patch_loss: torch.Tensor
     logits: torch.Tensor
     mask: torch.Tensor
     ids_restore: torch.Tensor
@@ -236,20 +238,21 @@ class ViTMAEForPreTraining(PretrainedMixin, nn.Module):
         x = patches.reshape(patches.shape[0], rows, cols, p, p, c).permute(0, 5, 1, 3, 2, 4)
         return x.reshape(patches.shape[0], c, rows * p, cols * p)
 
-    def per_sample_loss(
-        self,
-        pixel_values: torch.Tensor,
-        logits: torch.Tensor,
-        mask: torch.Tensor,
-        interpolate_pos_encoding: bool = False,
+    def per_patch_loss(
+        self, pixel_values: torch.Tensor, logits: torch.Tensor, interpolate_pos_encoding: bool = False
     ) -> torch.Tensor:
-        """Each image's mean squared error over its masked patches, in float32: [N]."""
+        """Each patch's mean squared error against its pixels (normalised per patch with `norm_pix_loss`), in
+        float32: [N, L]."""
         target = self.patchify(pixel_values, interpolate_pos_encoding).float()
         if self.config.norm_pix_loss:
             mean = target.mean(dim=-1, keepdim=True)
             var = target.var(dim=-1, keepdim=True)
             target = (target - mean) / (var + 1.0e-6) ** 0.5
-        per_patch = ((logits.float() - target) ** 2).mean(dim=-1)  # [N, L]
+        return ((logits.float() - target) ** 2).mean(dim=-1)
+
+    @staticmethod
+    def per_sample_loss(per_patch: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """[N, L] per-patch losses and mask (1 = masked) -> [N], each image's mean over its masked patches."""
         return (per_patch * mask).sum(dim=1) / mask.sum(dim=1)
 
     def forward(
@@ -266,7 +269,15 @@ class ViTMAEForPreTraining(PretrainedMixin, nn.Module):
             pixel_values, noise, interpolate_pos_encoding, output_hidden_states, output_attentions, mask_ratio
         )
         logits = self.decoder(enc.last_hidden_state, enc.ids_restore, interpolate_pos_encoding)
-        per_sample = self.per_sample_loss(pixel_values, logits, enc.mask, interpolate_pos_encoding)
+        per_patch = self.per_patch_loss(pixel_values, logits, interpolate_pos_encoding)
+        per_sample = self.per_sample_loss(per_patch, enc.mask)
         return ViTMAEForPreTrainingOutput(
-            per_sample.mean(), per_sample, logits, enc.mask, enc.ids_restore, enc.hidden_states, enc.attentions
+            per_sample.mean(),
+            per_sample,
+            per_patch,
+            logits,
+            enc.mask,
+            enc.ids_restore,
+            enc.hidden_states,
+            enc.attentions,
         )
