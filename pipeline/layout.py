@@ -20,9 +20,20 @@ REMOVED_FILE = f"{INDEX_DIR}/removed.parquet"  # ids still in an HNSW graph whos
 INFO_FILE = f"{INDEX_DIR}/index.json"  # written last: readers trust an index only when it is there
 ANOMALIES_FILE = "anomalies.parquet"  # the anomaly ranking
 DUPLICATES_FILE = "duplicates.parquet"  # the groups of near-duplicate images
+LEAKS_FILE = "leaks.parquet"  # the images that near-duplicate another run's (duplicates --against), by its image
 WORK_DIR = "_work"  # a run's list of images to embed, for every node to read; deleted when the run ends
 # What an output folder may hold, derived outputs first: removed in this order, so no reader trusts a half-removed run.
-RUN_FILES = (INFO_FILE, INDEX_DIR, ANOMALIES_FILE, DUPLICATES_FILE, RUNS_DIR, EMBEDDINGS_DIR, ERRORS_DIR, WORK_DIR)
+RUN_FILES = (
+    INFO_FILE,
+    INDEX_DIR,
+    ANOMALIES_FILE,
+    DUPLICATES_FILE,
+    LEAKS_FILE,
+    RUNS_DIR,
+    EMBEDDINGS_DIR,
+    ERRORS_DIR,
+    WORK_DIR,
+)
 
 # A pre-training run (`vitmae pretrain`).
 CHECKPOINTS_DIR = "checkpoints"  # checkpoints/epoch-NNNN/: a Hugging Face folder, optimizer.pt, trainer_state.json

@@ -146,9 +146,12 @@ def anomaly_tiles(rows: Sequence[dict[str, Any]], storage: Storage) -> list[Tile
     ]
 
 
-def duplicate_tiles(groups: Sequence[dict[str, Any]], storage: Storage, columns: int = 6) -> list[list[Tile]]:
+def duplicate_tiles(
+    groups: Sequence[dict[str, Any]], storage: Storage, columns: int = 6, role: str = "keep"
+) -> list[list[Tile]]:
     """One row of tiles per group (as `pipeline.retrieval.duplicates.groups_of` gives them): the representative, then
-    its near-duplicates with their cosine similarity to it, at most `columns`; the last tile counts the rest."""
+    its near-duplicates with their cosine similarity to it, at most `columns`; the last tile counts the rest. `role`:
+    what the caption calls the representative."""
     rows = []
     for group in groups:
         shown = group["members"][:columns]
@@ -156,7 +159,7 @@ def duplicate_tiles(groups: Sequence[dict[str, Any]], storage: Storage, columns:
         tiles = []
         for i, (member, data) in enumerate(zip(shown, images)):
             if i == 0:
-                first = f"#{group['group']}  {group['size']} images, keep"
+                first = f"#{group['group']}  {group['size']} images, {role}"
             else:
                 first = f"cos {member['similarity']:.4f}" + ("  same bytes" if member["identical"] else "")
             if i == len(shown) - 1 and group["size"] > len(shown):

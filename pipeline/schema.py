@@ -95,6 +95,12 @@ DUPLICATES_CANDIDATE_PAIRS = b"duplicates.candidate_pairs"  # pairs the range se
 DUPLICATES_PAIRS = b"duplicates.pairs"  # pairs at or above the threshold on the raw embeddings
 DUPLICATES_IDENTICAL_FILES = b"duplicates.identical_files"  # files with the ETag and size of an earlier one
 DUPLICATES_REPRESENTATIVE = b"duplicates.representative"  # the rule that chose each group's representative
+# leaks.parquet (`vitmae duplicates --against OTHER`): the columns above, the keys above (images: of --run; index
+# type: of OTHER's index), and these.
+SOURCE_RUN = "run"  # string: the run folder the image is in, --run or --against as given
+DUPLICATES_AGAINST = b"duplicates.against"  # the other run's folder, whose index was searched
+DUPLICATES_AGAINST_TABLE_VERSION = b"duplicates.against_table_version"  # the other run's embeddings table version
+DUPLICATES_AGAINST_IMAGES = b"duplicates.against_images"  # images in the other run
 
 # runs/ (pipeline.records): one row per finished run of the embedding job, and RUN.
 STARTED = "started"  # UTC, ISO 8601
