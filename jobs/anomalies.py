@@ -13,6 +13,7 @@ from pipeline import schema
 from pipeline.layout import ANOMALIES_FILE, output_uri
 from pipeline.render import anomaly_tiles, render, save_png
 from pipeline.retrieval.anomalies import AnomalyConfig, rank_anomalies
+from pipeline.retrieval.vectors import has_patch_loss, open_embeddings, patch_losses
 from pipeline.storage import Storage
 from vitmae.errors import InvalidInput
 
@@ -26,6 +27,9 @@ class AnomaliesSettings(Report, AnomalyConfig):
     top: int = 50
     """rows to print and draw (every image is written to anomalies.parquet); the kNN ranking is exact at least this
     far, unless exact_top is 0"""
+    heatmaps: bool = True
+    """on the --png sheet, draw each image's per-patch loss over it (blue: its lowest, red: its highest), where the
+    run kept one (embedded with --infer.patch_loss true)"""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -60,8 +64,21 @@ def rank(settings: AnomaliesSettings) -> None:
             rank, loss = _show(row[schema.RANK], "d"), _show(row[schema.LOSS], ".5f")
             print(f"{rank:>4}  {loss:>9}  {knn:>10}  {row[schema.PATH]}")
     if settings.png:
-        save_png(render(anomaly_tiles(top, storage)), settings.png, storage)
+        save_png(render(anomaly_tiles(top, storage, _heatmaps(settings, top, storage))), settings.png, storage)
         logger.info("contact sheet: %s", settings.png)
+
+
+def _heatmaps(settings: AnomaliesSettings, top: list[dict], storage: Storage) -> dict:
+    """path -> float32 [L] per-patch loss of the rows drawn, where the sheet shows heatmaps."""
+    if not settings.heatmaps:
+        return {}
+    embeddings = open_embeddings(settings.run, storage)
+    if not has_patch_loss(embeddings):
+        logger.info(
+            "no heatmaps on the sheet: %s kept no per-patch loss (--infer.patch_loss true keeps it)", settings.run
+        )
+        return {}
+    return patch_losses(embeddings, [row[schema.PATH] for row in top])
 
 
 def _show(value: object, spec: str) -> str:

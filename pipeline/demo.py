@@ -26,6 +26,7 @@ from pipeline.layout import MODEL_DIR, RECONSTRUCTIONS_FILE
 from pipeline.render import anomaly_tiles, render, save_png, search_tiles
 from pipeline.retrieval.anomalies import AnomalyConfig, rank_anomalies
 from pipeline.retrieval.search import Hit, Searcher
+from pipeline.retrieval.vectors import patch_losses
 from pipeline.storage import Storage
 from pipeline.train.evaluate import Quality, evaluate
 from pipeline.train.pretrain import PretrainConfig
@@ -187,7 +188,7 @@ def run(config: DemoConfig) -> DemoReport:
             input=str(gallery),
             output=run_dir,
             model=trained,
-            infer=InferConfig(mask_ratio=0.75, seed=config.seed),
+            infer=InferConfig(mask_ratio=0.75, seed=config.seed, patch_loss=True),
             batch_size=config.batch_size,
             num_actors=os.cpu_count() or 1,
             overwrite=True,
@@ -203,7 +204,8 @@ def run(config: DemoConfig) -> DemoReport:
     report.anomalies = table.slice(0, 2 * len(OUTLIERS)).to_pylist()
     report.planted_in_top = sum(label_of(row["path"]) == "photo" for row in report.anomalies[: len(OUTLIERS)])
     report.pngs["anomalies"] = str(work / "anomalies.png")
-    save_png(render(anomaly_tiles(report.anomalies, local)), report.pngs["anomalies"], local)
+    heatmaps = patch_losses(searcher.embeddings, [row["path"] for row in report.anomalies])
+    save_png(render(anomaly_tiles(report.anomalies, local, heatmaps)), report.pngs["anomalies"], local)
     open_folder(work).write_json("demo.json", _finite(asdict(report)))
     return report
 

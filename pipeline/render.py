@@ -1,11 +1,12 @@
 """Pictures for people, drawn with Pillow and saved as PNG: contact sheets (a grid of thumbnails with captions, or a
-row of them per group of near-duplicates) and reconstruction sheets (a row of panels per image under a header of
-labels)."""
+row of them per group of near-duplicates), reconstruction sheets (a row of panels per image under a header of
+labels), and heatmaps of the per-patch loss over an image."""
 
 from __future__ import annotations
 
 import io
 import logging
+import math
 import posixpath
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,13 +30,17 @@ PICTURE_BACKGROUND = (235, 235, 235)  # around a thumbnail that is not square
 UNREADABLE = (160, 160, 160)  # the square drawn for an image that could not be read or decoded
 TEXT = (20, 20, 20)
 # Reconstruction sheets.
-LABELS = ("original", "masked", "reconstruction", "reconstruction + visible")  # the panels of a row, left to right
+# The panels of a row, left to right.
+LABELS = ("original", "masked", "reconstruction", "reconstruction + visible", "loss of masked patches")
 MIN_PANEL_PX = 128  # default panel side: the model's image size, but at least this (tiny models stay visible)
 MARGIN_PX = 8  # around the sheet and between panels
 LABEL_PX = 14  # font size of the labels
 LINE_PX = 17  # height of one label line
 HEADER_LINES = 2  # label lines in the header ("reconstruction + visible" wraps in a narrow panel)
 HEADER_PX = HEADER_LINES * LINE_PX  # the header row above the first row of panels
+# Heatmaps: each image's lowest patch loss dark blue, its highest dark red (the "jet" colours), at this opacity.
+HEAT_ALPHA = 0.5
+HEAT_STOPS = np.array([[0, 0, 128], [0, 0, 255], [0, 255, 255], [255, 255, 0], [255, 0, 0], [128, 0, 0]], np.float32)
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,7 @@ class Tile:
 
     image: bytes | None  # encoded image; None (or undecodable bytes) draws the grey "unreadable" square
     caption: tuple[str, ...]  # lines under the picture
+    heatmap: np.ndarray | None = None  # float32 [L]: a per-patch loss drawn over the picture (`heatmap_overlay`)
 
 
 @dataclass(frozen=True)
@@ -108,6 +114,8 @@ def _draw(cells: dict[int, Tile], layout: Layout, count: int) -> Image.Image:
             draw.rectangle((left, top, right - 1, bottom - 1), fill=UNREADABLE)
             draw.text((left + 6, top + tile_px // 2 - 6), "unreadable", fill=TEXT, font=font)
         else:
+            if tile.heatmap is not None:
+                picture = heatmap_overlay(picture, tile.heatmap)
             draw.rectangle((left, top, right - 1, bottom - 1), fill=PICTURE_BACKGROUND)
             sheet.paste(picture, (left + (tile_px - picture.width) // 2, top + (tile_px - picture.height) // 2))
         for line, text in enumerate(tile.caption):
@@ -126,8 +134,12 @@ def search_tiles(query: str | bytes, hits: Sequence[Hit], storage: Storage) -> l
     return [first] + [Tile(data, (f"#{h.rank}  {h.score:.4f}", short_name(h.path))) for h, data in zip(hits, images)]
 
 
-def anomaly_tiles(rows: Sequence[dict[str, Any]], storage: Storage) -> list[Tile]:
-    """One tile per row of anomalies.parquet (as dicts): rank and both scores over the file name."""
+def anomaly_tiles(
+    rows: Sequence[dict[str, Any]], storage: Storage, heatmaps: dict[str, np.ndarray] | None = None
+) -> list[Tile]:
+    """One tile per row of anomalies.parquet (as dicts): rank and both scores over the file name, and the image's
+    per-patch loss over its picture where `heatmaps` (path -> float32 [L]) holds one."""
+    heatmaps = heatmaps or {}
 
     def show(value: Any, spec: str) -> str:
         return "-" if schema.nan_to_none(value) is None else format(value, spec)
@@ -141,6 +153,7 @@ def anomaly_tiles(rows: Sequence[dict[str, Any]], storage: Storage) -> list[Tile
                 f"loss {show(row[schema.LOSS], '.4f')}",
                 short_name(row[schema.PATH]),
             ),
+            heatmaps.get(row[schema.PATH]),
         )
         for row, data in zip(rows, images)
     ]
@@ -185,6 +198,35 @@ def thumbnail(data: bytes | None, tile_px: int) -> Image.Image | None:
     except Exception as err:  # untrusted bytes make Pillow raise many types; a thumbnail is never worth failing for
         logger.info("no thumbnail: %s", one_line(err))
         return None
+
+
+def heatmap_overlay(picture: Image.Image, patch_loss: np.ndarray) -> Image.Image:
+    """An RGB picture with its per-patch loss drawn over it: each image's lowest patch loss dark blue, its highest dark
+    red (`HEAT_STOPS`), at `HEAT_ALPHA`; patches without a loss (NaN: no mask hid them) are left clear.
+
+    Args:
+        picture: the whole image at any size and aspect (the model saw it resized to a square, so the grid of patches
+            stretches over all of it).
+        patch_loss: float [L], L a square: the grid's rows top to bottom, each left to right (`schema.PATCH_LOSS`).
+    """
+    side = math.isqrt(len(patch_loss))
+    if side * side != len(patch_loss) or side == 0:
+        raise ValueError(f"expected a square number of patch losses, got {len(patch_loss)}")
+    grid = np.asarray(patch_loss, np.float32).reshape(side, side)
+    known = np.isfinite(grid)
+    if not known.any():
+        return picture
+    low, high = float(grid[known].min()), float(grid[known].max())
+    scaled = np.where(known, (grid - low) / (high - low) if high > low else 0.0, 0.0).astype(np.float32)
+    heat = np.asarray(Image.fromarray(scaled, mode="F").resize(picture.size, Image.Resampling.BILINEAR))
+    shown = np.asarray(
+        Image.fromarray(known.astype(np.float32), mode="F").resize(picture.size, Image.Resampling.NEAREST)
+    )
+    stops = np.linspace(0.0, 1.0, len(HEAT_STOPS))
+    colours = np.stack([np.interp(heat, stops, HEAT_STOPS[:, c]) for c in range(3)], axis=-1)
+    alpha = HEAT_ALPHA * shown[..., None]
+    blended = np.asarray(picture.convert("RGB"), np.float32) * (1 - alpha) + colours * alpha
+    return Image.fromarray(blended.round().clip(0, 255).astype(np.uint8))
 
 
 def read_images(paths: Sequence[str], storage: Storage) -> list[bytes | None]:

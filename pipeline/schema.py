@@ -26,6 +26,9 @@ RETRYABLE = "retryable"  # bool: the error was the store being unreachable, so t
 # Model outputs.
 EMBEDDING = "embedding"  # float32 [D] pooled encoder output, not normalised
 LOSS = "loss"  # float32 masked-reconstruction loss averaged over the masks; null at mask ratio 0
+# binary: each patch's loss, float16 [L] little-endian in patch order (row-major over the grid), NaN where no mask hid
+# the patch; only in tables embedded with `patch_loss` (Delta Lake has no float16 type, so bytes: 2 L a row)
+PATCH_LOSS = "patch_loss"
 NODE = "node"  # the Ray node whose model actor embedded the row (between stages only, never written)
 
 # What identifies an object's content: its ETag where the store gives one, else its size and modification time.
@@ -46,6 +49,25 @@ EMBEDDINGS_SCHEMA = pa.schema(
         *_META,
     ]
 )
+
+
+def embeddings_schema(patch_loss: bool) -> pa.Schema:
+    """The embeddings table's schema: `EMBEDDINGS_SCHEMA`, with the `PATCH_LOSS` column when the run keeps it."""
+    return EMBEDDINGS_SCHEMA.append(pa.field(PATCH_LOSS, pa.binary())) if patch_loss else EMBEDDINGS_SCHEMA
+
+
+def pack_patch_loss(values: np.ndarray) -> pa.Array:
+    """float [N, L] per-patch losses -> binary [N], each row `PATCH_LOSS`'s float16 bytes."""
+    data = np.ascontiguousarray(values, dtype="<f2")
+    offsets = np.arange(len(data) + 1, dtype=np.int32) * data.shape[1] * 2
+    return pa.Array.from_buffers(pa.binary(), len(data), [None, pa.py_buffer(offsets), pa.py_buffer(data.tobytes())])
+
+
+def unpack_patch_loss(value: bytes) -> np.ndarray:
+    """One row of `PATCH_LOSS` -> float32 [L] (NaN where no mask hid the patch)."""
+    return np.frombuffer(value, dtype="<f2").astype(np.float32)
+
+
 ERRORS_SCHEMA = pa.schema([(PATH, pa.string()), (ERROR, pa.string()), (RETRYABLE, pa.bool_()), *_META])
 
 

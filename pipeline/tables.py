@@ -71,7 +71,8 @@ class DataFile:
 
 
 def file_stats(table: pa.Table) -> str:
-    """Delta's statistics of one data file: rows, and minimum, maximum and null count of every scalar column.
+    """Delta's statistics of one data file: rows, and minimum, maximum (not of binary ones) and null count of every
+    scalar column.
 
     delta-rs skips files by them, counts rows by them, and tells conflicting commits apart by them.
     """
@@ -81,7 +82,7 @@ def file_stats(table: pa.Table) -> str:
         if pa.types.is_list(field.type):
             continue
         nulls[field.name] = column.null_count
-        if column.null_count < len(column):
+        if column.null_count < len(column) and not pa.types.is_binary(field.type):  # Delta keeps no bounds of bytes
             bounds = pc.min_max(column)
             minimum[field.name], maximum[field.name] = bounds["min"].as_py(), bounds["max"].as_py()
     return json.dumps({"numRecords": table.num_rows, "minValues": minimum, "maxValues": maximum, "nullCount": nulls})

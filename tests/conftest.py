@@ -254,7 +254,8 @@ def gallery(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def gallery_run(ray_cluster, model_dir, gallery, tmp_path_factory) -> Path:
-    """The embedding job over the gallery, with loss scoring; it builds the index (flat, for 27 images) last."""
+    """The embedding job over the gallery, with loss scoring and each patch's loss kept; it builds the index (flat, for
+    27 images) last."""
     from pipeline.embed.infer import InferConfig
     from pipeline.embed.run import EmbedConfig, run
 
@@ -264,7 +265,7 @@ def gallery_run(ray_cluster, model_dir, gallery, tmp_path_factory) -> Path:
             input=str(gallery),
             output=str(output),
             model=str(model_dir),
-            infer=InferConfig(mask_ratio=0.75),
+            infer=InferConfig(mask_ratio=0.75, patch_loss=True),
             batch_size=16,
             num_gpus=0,
         )

@@ -14,11 +14,14 @@ from conftest import GALLERY_CROPS, GALLERY_OUTLIERS, clustered_vectors, write_e
 from PIL import Image
 
 from jobs.cli import main as cli
-from pipeline.render import Layout
+from pipeline import schema
+from pipeline.render import Layout, heatmap_overlay, read_images, thumbnail
 from pipeline.retrieval.anomalies import AnomalyConfig, descending_ranks, rank_anomalies, ranking
 from pipeline.retrieval.index import IndexConfig, build_index
 from pipeline.retrieval.index_store import IndexBehind
 from pipeline.retrieval.index_update import update_index
+from pipeline.retrieval.vectors import open_embeddings, patch_losses
+from pipeline.storage import Storage
 
 
 def test_planted_outliers_top_the_knn_ranking(gallery_run, tmp_path, capsys):
@@ -37,6 +40,35 @@ def test_planted_outliers_top_the_knn_ranking(gallery_run, tmp_path, capsys):
     assert table.schema.metadata[b"anomalies.by"] == b"knn"
     sheet = Image.open(png)
     assert sheet.size == Layout(columns=5, lines=3).size(5)  # five tiles with three caption lines
+
+
+def test_the_sheet_draws_each_images_patch_loss_over_it(gallery_run, tmp_path, capsys):
+    """The run kept each patch's loss (four disjoint masks: every patch scored once, averaging to the image's loss);
+    the sheet draws it over each picture, and --heatmaps false draws the plain pictures with the same captions."""
+    embeddings = open_embeddings(str(gallery_run), Storage())
+    rows = embeddings.dataset.to_table(columns=["path", "loss", schema.PATCH_LOSS]).to_pylist()
+    losses = patch_losses(embeddings, [row["path"] for row in rows])
+    assert len(losses) == len(rows) == GALLERY_CROPS + len(GALLERY_OUTLIERS)
+    for row in rows:
+        patches = losses[row["path"]]
+        assert patches.shape == (196,) and np.isfinite(patches).all()
+        assert patches.mean() == pytest.approx(row["loss"], rel=2e-3)
+    sheets = {}
+    for heatmaps in ("true", "false"):
+        sheets[heatmaps] = tmp_path / f"{heatmaps}.png"
+        argv = ["--run", str(gallery_run), "--by", "knn", "--top", "3", "--png", str(sheets[heatmaps])]
+        assert cli(["anomalies", *argv, "--heatmaps", heatmaps]) == 0
+    top = [line.rsplit(" ", 1)[-1] for line in capsys.readouterr().out.splitlines()[3:6]]
+    drawn, plain = (np.asarray(Image.open(sheets[h]).convert("RGB")) for h in ("true", "false"))
+    layout = Layout(columns=3, lines=3)
+    for i, path in enumerate(top):
+        left, top_px, right, bottom = layout.picture_box(i)
+        picture = thumbnail(read_images([path], Storage())[0], layout.tile_px)
+        expected = np.asarray(heatmap_overlay(picture, losses[path]))
+        x, y = left + (layout.tile_px - picture.width) // 2, top_px + (layout.tile_px - picture.height) // 2
+        np.testing.assert_array_equal(drawn[y : y + picture.height, x : x + picture.width], expected)
+        np.testing.assert_array_equal(plain[y : y + picture.height, x : x + picture.width], np.asarray(picture))
+    np.testing.assert_array_equal(drawn[layout.picture_box(0)[3] :], plain[layout.picture_box(0)[3] :])  # captions
 
 
 def test_auto_is_knn_for_a_run_with_a_loss_and_both_averages_the_two_ranks(gallery_run, capsys):

@@ -214,6 +214,8 @@ def test_other_settings_are_refused_before_work_and_overwrite_starts_anew(
                 "cls",
                 "--decode.mode",
                 "exact",
+                "--infer.patch_loss",
+                "true",
             ]
         )
         == 2
@@ -228,6 +230,7 @@ def test_other_settings_are_refused_before_work_and_overwrite_starts_anew(
         "mask_ratio 0.75 (the table) vs 0.5 (this run)",
         "seed 0 (the table) vs 3 (this run)",
         "decode 'fast' (the table) vs 'exact' (this run)",
+        "patch_loss False (the table) vs True (this run)",
     ):
         assert difference in err, err
     broken = tmp_path / "broken"  # weights that do not fit the config: refused before the earlier run is removed

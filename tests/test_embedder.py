@@ -94,3 +94,23 @@ def test_cpu_actors_take_their_threads_up_to_the_cores(model_dir):
         assert torch.get_num_threads() == os.cpu_count()
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_patch_loss_averages_to_the_loss_and_marks_the_patches_no_mask_hid(model_dir):
+    """Four disjoint masks at 0.75 hide every patch once, so the mean of the patch losses is the image's loss; with
+    one mask, the quarter of the patches it leaves visible have no loss (NaN). Failed rows keep NaN everywhere."""
+    pixels = np.random.default_rng(3).integers(0, 256, (3, 224, 224, 3), dtype=np.uint8)
+    batch = batch_of(pixels, ["", "truncated", ""])
+    four = Embedder(str(model_dir), InferConfig(mask_ratio=0.75, loss_samples=4, patch_loss=True), threads=1)(batch)
+    patches = four[schema.PATCH_LOSS]
+    assert patches.dtype == np.float16 and patches.shape == (3, 196)
+    assert np.isnan(patches[1]).all() and not np.isnan(patches[[0, 2]]).any()
+    np.testing.assert_allclose(patches[[0, 2]].astype(np.float32).mean(axis=1), four[schema.LOSS][[0, 2]], rtol=2e-3)
+    one = Embedder(str(model_dir), InferConfig(mask_ratio=0.75, loss_samples=1, patch_loss=True), threads=1)(batch)
+    assert (np.isnan(one[schema.PATCH_LOSS][[0, 2]]).sum(axis=1) == 49).all()  # 196 - 147 masked
+    np.testing.assert_allclose(
+        np.nanmean(one[schema.PATCH_LOSS][[0, 2]].astype(np.float32), axis=1), one[schema.LOSS][[0, 2]], rtol=2e-3
+    )
+    without = Embedder(str(model_dir), InferConfig(mask_ratio=0.75, loss_samples=4), threads=1)(batch)
+    assert schema.PATCH_LOSS not in without
+    np.testing.assert_array_equal(without[schema.LOSS], four[schema.LOSS])

@@ -56,14 +56,14 @@ def masked_pixels(name: str, seed: int, mask_ratio: float) -> np.ndarray:
 
 
 @pytest.mark.parametrize("count", [1, 2])
-def test_the_png_has_a_header_and_one_row_of_four_panels_per_image(count, model_folder, photo_paths, tmp_path):
+def test_the_png_has_a_header_and_one_row_of_five_panels_per_image(count, model_folder, photo_paths, tmp_path):
     paths = [str(p) for p in photo_paths[:count]]
     png = tmp_path / "out" / "sheet.png"
     save_reconstructions(ReconstructConfig(str(model_folder), tuple(paths), str(png)))
     sheet = np.asarray(Image.open(png).convert("RGB"))
     panel = max(32, MIN_PANEL_PX)  # 128: the tiny model's 32 pixels, upscaled
-    assert MIN_PANEL_PX == 128 and len(LABELS) == 4
-    assert sheet.shape == (MARGIN_PX + HEADER_PX + count * (panel + MARGIN_PX), MARGIN_PX + 4 * (panel + MARGIN_PX), 3)
+    assert MIN_PANEL_PX == 128 and len(LABELS) == 5
+    assert sheet.shape == (MARGIN_PX + HEADER_PX + count * (panel + MARGIN_PX), MARGIN_PX + 5 * (panel + MARGIN_PX), 3)
     assert (sheet[MARGIN_PX : MARGIN_PX + HEADER_PX] < 100).any()  # the labels are drawn
     processor = vitmae.ViTImageProcessor(**PROCESSOR)
     rows = reconstruction_rows(
@@ -83,7 +83,7 @@ def test_masked_panel_is_grey_on_masked_patches_and_pasted_panel_keeps_the_visib
     model, processor = tiny_model(), vitmae.ViTImageProcessor(**PROCESSOR)
     rows = reconstruction_rows(model, processor, images, mask_ratio=0.75, seed=3)
     sheet = np.asarray(render_reconstructions(model, processor, images, mask_ratio=0.75, seed=3, panel_px=32))
-    for row, ((name, _), (original, masked, reconstruction, pasted)) in enumerate(zip(images, rows)):
+    for row, ((name, _), (original, masked, reconstruction, pasted, heat)) in enumerate(zip(images, rows)):
         hidden = masked_pixels(name, 3, 0.75)
         assert hidden.sum() == 12 * 64  # 12 of 16 patches, 8 x 8 pixels each
         assert original.shape == masked.shape == reconstruction.shape == pasted.shape == (32, 32, 3)
@@ -96,7 +96,10 @@ def test_masked_panel_is_grey_on_masked_patches_and_pasted_panel_keeps_the_visib
             np.where(hidden, reconstruction, 0) != np.where(hidden, original, 0)
         ).any()  # a random model is no oracle
         top = MARGIN_PX + HEADER_PX + row * (32 + MARGIN_PX)
-        for column, panel in enumerate((original, masked, reconstruction, pasted)):
+        # The heatmap leaves the visible patches as they are and tints every masked one.
+        np.testing.assert_array_equal(np.where(hidden, 0, heat), np.where(hidden, 0, original))
+        assert (np.abs(heat.astype(int) - original)[hidden[..., 0]].sum(axis=-1) > 0).mean() > 0.9
+        for column, panel in enumerate((original, masked, reconstruction, pasted, heat)):
             left = MARGIN_PX + column * (32 + MARGIN_PX)
             np.testing.assert_array_equal(sheet[top : top + 32, left : left + 32], panel)
     other_seed = reconstruction_rows(model, processor, images[:1], mask_ratio=0.75, seed=4)[0][1]
@@ -146,7 +149,7 @@ def test_a_perfect_prediction_reconstructs_the_original(norm_pix_loss, images):
     torch.manual_seed(0)
     model = Oracle(vitmae.ViTMAEConfig(**TINY_MAE, norm_pix_loss=norm_pix_loss))
     rows = reconstruction_rows(model, vitmae.ViTImageProcessor(**PROCESSOR), images)
-    for original, _, reconstruction, pasted in rows:
+    for original, _, reconstruction, pasted, _ in rows:
         assert np.abs(reconstruction.astype(int) - original).max() <= 1
         assert np.abs(pasted.astype(int) - original).max() <= 1
 
@@ -205,7 +208,7 @@ def test_cli_writes_the_png_and_says_where(model_folder, photo_paths, tmp_path, 
     )
     assert capsys.readouterr().out.strip() == f"wrote the reconstructions of 2 images to {png}"
     assert Image.open(png).size == (
-        MARGIN_PX + 4 * (MIN_PANEL_PX + MARGIN_PX),
+        MARGIN_PX + 5 * (MIN_PANEL_PX + MARGIN_PX),
         MARGIN_PX + HEADER_PX + 2 * (MIN_PANEL_PX + MARGIN_PX),
     )
 

@@ -8,7 +8,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.render import BACKGROUND, PICTURE_BACKGROUND, UNREADABLE, Layout, Tile, render, render_groups, save_png
+from pipeline.render import (
+    BACKGROUND,
+    HEAT_ALPHA,
+    PICTURE_BACKGROUND,
+    UNREADABLE,
+    Layout,
+    Tile,
+    heatmap_overlay,
+    render,
+    render_groups,
+    save_png,
+)
 from pipeline.storage import Storage
 
 
@@ -79,3 +90,20 @@ def _encode(gray: np.ndarray) -> bytes:
     sink = io.BytesIO()
     Image.fromarray(gray).save(sink, "PNG")
     return sink.getvalue()
+
+
+def test_a_heatmap_tints_each_patch_by_its_loss_and_leaves_the_unscored_ones_clear():
+    """A 2 x 2 grid over a 40 x 40 grey picture: the lowest loss dark blue, the highest dark red, the middle one
+    yellow-green, the NaN patch (no mask hid it) untouched; at the corners bilinear scaling keeps the grid's values."""
+    grey = Image.new("RGB", (40, 40), (100, 100, 100))
+    out = np.asarray(heatmap_overlay(grey, np.array([0.2, 1.0, np.nan, 0.6], np.float32)), float)
+    blend = lambda colour: (1 - HEAT_ALPHA) * np.array([100, 100, 100]) + HEAT_ALPHA * np.array(colour)  # noqa: E731
+    np.testing.assert_allclose(out[1, 1], blend([0, 0, 128]), atol=1)
+    np.testing.assert_allclose(out[1, 38], blend([128, 0, 0]), atol=1)
+    np.testing.assert_array_equal(out[25:, :20], 100)
+    np.testing.assert_allclose(out[38, 38], blend([127.5, 255, 127.5]), atol=1)
+    flat = np.asarray(heatmap_overlay(grey, np.full(4, 0.3, np.float32)), float)
+    np.testing.assert_allclose(flat, np.broadcast_to(blend([0, 0, 128]), flat.shape), atol=1)  # one value: lowest
+    assert heatmap_overlay(grey, np.full(4, np.nan, np.float32)) is grey
+    with pytest.raises(ValueError, match="expected a square number of patch losses, got 3"):
+        heatmap_overlay(grey, np.zeros(3, np.float32))

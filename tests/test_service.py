@@ -41,6 +41,7 @@ def test_health_says_what_is_served(client, gallery_run):
         "search_params": {},
     }
     assert health["image_search"] is True and health["image_search_error"] is None and health["pending"] is None
+    assert health["heatmaps"] is True  # the gallery run keeps each patch's loss
 
 
 def test_search_by_image_as_body_and_as_multipart(client, gallery):
@@ -141,6 +142,10 @@ def test_thumbnails_of_the_run_and_of_nothing_else(client, gallery, tmp_path):
         f"{uri(gallery, 'coffee-03.png')}\0",
     ):
         assert_error(client.get("/api/image", params={"path": path}), 404, "not an image of the run")
+    heat = client.get("/api/image", params={"path": uri(gallery, "coffee-03.png"), "heatmap": "true"})
+    assert heat.status_code == 200 and heat.headers["etag"] != etag
+    tinted = np.asarray(Image.open(io.BytesIO(heat.content)).convert("RGB"), float)
+    assert tinted.shape == (120, 160, 3) and np.abs(tinted - np.asarray(thumb.convert("RGB"), float)).mean() > 10
     assert_error(client.get("/api/image", params={"path": uri(gallery, "moon.png"), "size": 4096}), 422, "size:")
     assert_error(client.get("/api/image"), 422, "path:")
 
@@ -163,6 +168,9 @@ def test_a_run_on_s3_is_read_with_its_storage_settings(s3, gallery):
         assert [r.status_code for r in responses] == [200, 200, 200]
         assert Image.open(io.BytesIO(responses[1].content)).size == (64, 48)
         assert responses[2].json()["results"][0]["path"] == images[4]
+        assert responses[0].json()["heatmaps"] is False
+        responses.append(client.get("/api/image", params={"path": images[2], "heatmap": "true"}))
+        assert_error(responses[-1], 409, "kept no per-patch loss; embed it with --infer.patch_loss true")
         for path in (
             "s3://test/serve/secret.png",
             "s3://test/serve/run/index/index.json",

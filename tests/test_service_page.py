@@ -158,6 +158,16 @@ def test_search_click_anomalies_and_duplicates_in_a_browser(served, gallery, tmp
         expect(grid.first.locator(".badge")).to_have_text("#1")
         expect(page.locator("#anomalies-grid img.loaded")).to_have_count(24)
         keep(page, tmp_path, "anomalies.png")
+        # The run kept each patch's loss: the toggle draws it over every picture, and the link carries it.
+        page.check("#heatmaps")
+        expect(page).to_have_url(re.compile(r"heat=1"))
+        expect(page.locator("#anomalies-grid img.loaded")).to_have_count(24)
+        expect(page.locator("#anomalies-grid img[data-heatmap]")).to_have_count(24)
+        keep(page, tmp_path, "anomalies-heatmaps.png")
+        page.uncheck("#heatmaps")
+        expect(page).not_to_have_url(re.compile(r"heat=1"))
+        expect(page.locator("#anomalies-grid img.loaded")).to_have_count(24)
+        expect(page.locator("#anomalies-grid img[data-heatmap]")).to_have_count(0)
         page.locator('.pager[data-for="anomalies"] button[data-action="next"]').first.click()
         expect(page).to_have_url(re.compile(r"view=anomalies.*page=2"))
         expect(grid).to_have_count(images - 24)
@@ -202,7 +212,7 @@ def test_search_click_anomalies_and_duplicates_in_a_browser(served, gallery, tmp
 
 def test_the_demos_run_in_a_browser_gives_the_docs_pictures(demo, tmp_path):
     """The page on `make demo`'s run, as the README and docs/service.md show it: a search by a held-out digit scan,
-    and the anomalies, where the planted photographs lead."""
+    and the anomalies, where the planted photographs lead, with and without the loss heatmaps."""
     from playwright.sync_api import expect, sync_playwright
 
     report = json.loads((demo / "demo.json").read_text())
@@ -228,6 +238,9 @@ def test_the_demos_run_in_a_browser_gives_the_docs_pictures(demo, tmp_path):
         top = [grid.nth(i).get_attribute("data-path") for i in range(len(OUTLIERS))]
         assert sum(label_of(path) == "photo" for path in top) == report["planted_in_top"], top
         pictures.append(keep(page, tmp_path, "page-anomalies.jpg", full_page=False))
+        page.check("#heatmaps")
+        expect(page.locator("#anomalies-grid img[data-heatmap].loaded")).to_have_count(24)
+        pictures.append(keep(page, tmp_path, "page-heatmaps.jpg", full_page=False))
         assert not errors, errors
         browser.close()
     update_docs(pictures)

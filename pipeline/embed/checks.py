@@ -101,8 +101,9 @@ def _digest(folder: Folder, names: list[str]) -> str:
     return digest.hexdigest()
 
 
-# Settings that tables written before they were recorded had: JPEGs decoded at a reduced scale, as "fast" does.
-_UNRECORDED = {"decode": "fast"}
+# Settings that tables written before they were recorded had: JPEGs decoded at a reduced scale, as "fast" does, and
+# no per-patch loss.
+_UNRECORDED = {"decode": "fast", "patch_loss": False}
 
 
 def settings(model: Model, infer: InferConfig, dtype: str, decode: DecodeConfig) -> dict[str, Any]:
@@ -118,6 +119,7 @@ def settings(model: Model, infer: InferConfig, dtype: str, decode: DecodeConfig)
         "mask_ratio": infer.mask_ratio,
         "loss_samples": infer.loss_samples if infer.mask_ratio > 0 else None,  # no masks, no loss: any K is the same
         "seed": infer.seed if infer.mask_ratio > 0 else None,
+        "patch_loss": infer.patch_loss,
         "dtype": dtype,
     }
 

@@ -85,7 +85,8 @@ class Embedder:
         logger.info("model actor ready on %s (%s, %d threads)", self.device, self.dtype, torch.get_num_threads())
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Rows with pixels -> the same rows without pixels, with `embedding` [N, D] and `loss` [N].
+        """Rows with pixels -> the same rows without pixels, with `embedding` [N, D], `loss` [N] and, when the config
+        keeps it, `patch_loss` float16 [N, L].
 
         A batch that killed model actors `MAX_ATTEMPTS` times (Ray Data gives it to a new one each time) is embedded
         image by image; an image that kills them that often becomes an error row.
@@ -126,16 +127,21 @@ class Embedder:
         ok = ~schema.failed_rows(batch[schema.ERROR])
         embeddings = np.zeros((n, self.encoder.config.hidden_size), dtype=np.float32)
         losses = np.full(n, np.nan, dtype=np.float32)
+        patches = np.full((n, self.num_patches), np.nan, dtype=np.float16)
         if ok.any():
             rows = batch[schema.PIXELS] if ok.all() else batch[schema.PIXELS][ok]  # a mask copies: only when needed
             paths = batch[schema.PATH][ok]
             step = self.slice_rows
             parts = [self._embed(rows[i : i + step], paths[i : i + step]) for i in range(0, len(rows), step)]
-            embeddings[ok] = torch.cat([embedding for embedding, _ in parts]).cpu().numpy()
+            embeddings[ok] = torch.cat([embedding for embedding, _, _ in parts]).cpu().numpy()
             if self.config.mask_ratio > 0:
-                losses[ok] = torch.cat([loss for _, loss in parts]).cpu().numpy()
+                losses[ok] = torch.cat([loss for _, loss, _ in parts]).cpu().numpy()
+            if self.config.patch_loss:
+                patches[ok] = torch.cat([patch for _, _, patch in parts]).cpu().numpy()
         logger.debug("embedded %d images in %.2fs", int(ok.sum()), time.perf_counter() - start)
         out = {k: v for k, v in batch.items() if k != schema.PIXELS}
+        if self.config.patch_loss:
+            out[schema.PATCH_LOSS] = patches
         return {
             **out,
             schema.EMBEDDING: embeddings,
@@ -143,8 +149,11 @@ class Embedder:
             schema.NODE: np.full(n, self.node, dtype=object),
         }
 
-    def _embed(self, rows: np.ndarray, paths: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """uint8 [n, H, W, C] rows -> (float32 [n, D] embeddings, float32 [n] losses or None), left on the device.
+    def _embed(
+        self, rows: np.ndarray, paths: np.ndarray
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """uint8 [n, H, W, C] rows -> (float32 [n, D] embeddings, float32 [n] losses or None, float16 [n, L] per-patch
+        losses or None), left on the device.
 
         Nothing here waits for the GPU, so on a GPU the host pins and sends the next slice while this one runs.
         """
@@ -152,8 +161,8 @@ class Embedder:
         x = self.processor.normalize(pixels, self.dtype)
         with torch.inference_mode():
             embedding = pool(self.encode(x, mask_ratio=0.0).last_hidden_state, self.config.pooling)
-            loss = self._loss(x, paths) if self.config.mask_ratio > 0 else None
-        return embedding, loss
+            loss, patch = self._loss(x, paths) if self.config.mask_ratio > 0 else (None, None)
+        return embedding, loss, patch
 
     def to_device(self, tensor: torch.Tensor) -> torch.Tensor:
         """A host tensor on the model's device; to a GPU through pinned memory, without waiting for the copy."""
@@ -161,17 +170,25 @@ class Embedder:
             return tensor
         return tensor.pin_memory().to(self.device, non_blocking=True)
 
-    def _loss(self, x: torch.Tensor, paths: np.ndarray) -> torch.Tensor:
-        """x: [N, C, H, W] normalised -> float32 [N] on the device, the per-image loss averaged over the K masks.
+    def _loss(self, x: torch.Tensor, paths: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x: [N, C, H, W] normalised -> (float32 [N], the per-image loss averaged over the K masks; with
+        `config.patch_loss`, float16 [N, L], each patch's loss averaged over the masks that hid it, NaN where none
+        did), on the device.
 
         The K masked copies of the batch go through the model as one batch of N * K images.
         """
         cfg = self.config
-        noise = np.stack([mask_noise(p, cfg.seed, self.num_patches, cfg.mask_ratio, cfg.loss_samples) for p in paths])
+        n, k = len(paths), cfg.loss_samples
+        noise = np.stack([mask_noise(p, cfg.seed, self.num_patches, cfg.mask_ratio, k) for p in paths])
         noise_t = self.to_device(torch.from_numpy(noise)).flatten(0, 1)  # [N * K, L], image-major
-        copies = x.repeat_interleave(cfg.loss_samples, dim=0)  # [N * K, C, H, W]
-        per_sample = self.score(copies, noise=noise_t, mask_ratio=cfg.mask_ratio).per_sample_loss
-        return per_sample.view(len(paths), cfg.loss_samples).mean(dim=1)
+        copies = x.repeat_interleave(k, dim=0)  # [N * K, C, H, W]
+        out = self.score(copies, noise=noise_t, mask_ratio=cfg.mask_ratio)
+        loss = out.per_sample_loss.view(n, k).mean(dim=1)
+        if not cfg.patch_loss:
+            return loss, None
+        mask = out.mask.float().view(n, k, -1)
+        hidden = (out.per_patch_loss.view(n, k, -1) * mask).sum(dim=1) / mask.sum(dim=1)  # 0 / 0: NaN
+        return loss, hidden.half()
 
 
 class DecodingEmbedder(Embedder):

@@ -31,6 +31,9 @@ class InferConfig:
     images far more stably across seeds than one (benchmarks/RESULTS.md)"""
     seed: int = 0
     """with each image's path, fixes that image's masks"""
+    patch_loss: bool = False
+    """with a loss: also keep each patch's loss (the `patch_loss` column, 2 bytes a patch: 392 a row at 224 pixels),
+    drawn over the image as a heatmap by `vitmae anomalies --png` and the page's anomalies view"""
     pooling: Pooling = "mean"
     """mean of the final patch tokens, or the class token"""
     dtype: str = "auto"
@@ -47,6 +50,8 @@ class InferConfig:
             dtype_name(self.dtype)
         if self.loss_samples < 1:
             raise InvalidInput(f"loss_samples must be at least 1, got {self.loss_samples}")
+        if self.patch_loss and self.mask_ratio == 0:
+            raise InvalidInput("patch_loss needs a loss to keep: give a mask_ratio above 0 as well, e.g. 0.75")
 
     def resolved_dtype(self, gpu: bool) -> str:
         """The dtype the model runs in, `auto` resolved: bfloat16 on a GPU (`gpu`), float32 on a CPU."""

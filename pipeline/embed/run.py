@@ -274,7 +274,10 @@ def _update(
                 json.dumps({**about, "next_id": next_id}) if name == EMBEDDINGS_DIR else "",
                 read=existing.get(name),
             )
-            for name, table_schema in ((EMBEDDINGS_DIR, schema.EMBEDDINGS_SCHEMA), (ERRORS_DIR, schema.ERRORS_SCHEMA))
+            for name, table_schema in (
+                (EMBEDDINGS_DIR, schema.embeddings_schema(config.infer.patch_loss)),
+                (ERRORS_DIR, schema.ERRORS_SCHEMA),
+            )
         }
         # The ids this run may give (the diff numbered the work from next_id) are taken before any row is committed,
         # so a killed run's are never given again.
@@ -415,7 +418,7 @@ def _embed(
         # model batch or `FILE_ROWS` rows, whichever is more, and never more rows than a commit's, so that the driver
         # commits as soon as enough rows are written (compaction follows).
         write_batch,
-        fn_kwargs={"config": WriteConfig(config.output, run_id, storage)},
+        fn_kwargs={"config": WriteConfig(config.output, run_id, storage, config.infer.patch_loss)},
         batch_size=min(max(batch_size, FILE_ROWS), config.commit_rows),
         batch_format="numpy",
         num_cpus=0,

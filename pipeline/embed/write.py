@@ -40,6 +40,7 @@ class WriteConfig:
     output: str  # the output folder, local or s3://
     run_id: str  # recorded in every row, and in the file names
     storage: Storage = field(default_factory=Storage.from_environment)  # reaches the output
+    patch_loss: bool = False  # the embeddings table keeps each patch's loss (`schema.PATCH_LOSS`)
 
 
 def _table(batch: dict[str, np.ndarray], rows: np.ndarray, target: pa.Schema, run_id: str) -> pa.Table:
@@ -56,6 +57,8 @@ def _table(batch: dict[str, np.ndarray], rows: np.ndarray, target: pa.Schema, ru
             )
         elif name == schema.LOSS:
             columns[name] = pa.array(values, pa.float32(), mask=np.isnan(values))
+        elif name == schema.PATCH_LOSS:
+            columns[name] = schema.pack_patch_loss(values)
         else:
             columns[name] = pa.array(
                 [None if isinstance(v, str) and not v else v for v in values], target.field(name).type
@@ -75,7 +78,7 @@ def write_batch(batch: dict[str, np.ndarray], config: WriteConfig) -> dict[str, 
             lambda: folder(config.output, config.storage, create=True), config.storage, "the output folder"
         )
         for table_dir, rows, target in (
-            (EMBEDDINGS_DIR, ~failed, schema.EMBEDDINGS_SCHEMA),
+            (EMBEDDINGS_DIR, ~failed, schema.embeddings_schema(config.patch_loss)),
             (ERRORS_DIR, failed, schema.ERRORS_SCHEMA),
         ):
             if rows.any():

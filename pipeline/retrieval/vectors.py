@@ -147,6 +147,26 @@ def vectors_of_paths(embeddings: Embeddings, paths: Sequence[str]) -> dict[str, 
     return dict(zip(table.column(schema.PATH).to_pylist(), matrix))
 
 
+def has_patch_loss(embeddings: Embeddings) -> bool:
+    """Whether the run kept each image's per-patch loss (embedded with `--infer.patch_loss true`)."""
+    return schema.PATCH_LOSS in embeddings.dataset.schema.names
+
+
+def patch_losses(embeddings: Embeddings, paths: Sequence[str]) -> dict[str, np.ndarray]:
+    """The per-patch loss, float32 [L], of each of `paths` found in the run (a filtered scan); {} for a run that kept
+    none."""
+    if not has_patch_loss(embeddings) or not paths:
+        return {}
+    table = embeddings.dataset.to_table(
+        columns=[schema.PATH, schema.PATCH_LOSS], filter=pc.field(schema.PATH).isin(list(paths))
+    )
+    return {
+        path: schema.unpack_patch_loss(value)
+        for path, value in zip(table.column(schema.PATH).to_pylist(), table.column(schema.PATCH_LOSS).to_pylist())
+        if value is not None
+    }
+
+
 def vectors_of_ids(embeddings: Embeddings, ids: np.ndarray, batch_rows: int = 16_384) -> np.ndarray:
     """The raw float32 [len(ids), D] embeddings of `ids` (int64, unique), in their order (a filtered scan).
 

@@ -30,6 +30,9 @@ class Health(BaseModel):
     index: IndexSummary
     image_search: bool = Field(description="whether POST /api/search can embed images")
     image_search_error: str | None = Field(description="why it cannot, when it cannot")
+    heatmaps: bool = Field(
+        description="whether the run kept each image's per-patch loss, which GET /api/image?heatmap=true draws"
+    )
     loaded_at: float = Field(description="when this version was loaded, seconds since the epoch")
     checked_at: float = Field(description="when the run was last checked for a new version")
     reloads: int = Field(description="versions loaded since the service started")

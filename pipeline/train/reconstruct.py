@@ -1,4 +1,5 @@
-"""What an MAE model learned, as in the paper's figures: original, masked, reconstruction, reconstruction + visible.
+"""What an MAE model learned, as in the paper's figures: original, masked, reconstruction, reconstruction + visible;
+and where it failed: each masked patch's loss as a heatmap over the original.
 
 The panels are computed here and drawn by `pipeline.render`.
 """
@@ -17,7 +18,7 @@ from PIL import Image
 from pipeline.embed.decode import DecodeConfig, decode_image
 from pipeline.embed.infer import mask_noise
 from pipeline.images import DecodeError
-from pipeline.render import MIN_PANEL_PX, render_rows, save_png
+from pipeline.render import MIN_PANEL_PX, heatmap_overlay, render_rows, save_png
 from pipeline.storage import Storage, StorageConfig, read_uri
 from vitmae import ViTImageProcessor, ViTMAEForPreTraining
 from vitmae.checkpoint import load_hf_state_dict
@@ -36,7 +37,7 @@ def reconstruction_rows(
     mask_ratio: float = 0.75,
     seed: int = 0,
 ) -> list[list[np.ndarray]]:
-    """The four panels of each image, as uint8 arrays at the model's input size.
+    """The five panels of each image, as uint8 arrays at the model's input size.
 
     The mask of an image is a pure function of (seed, name), as in the embedding job's loss
     (`pipeline.embed.infer.mask_noise`), so reruns draw the same patches. With `model.config.norm_pix_loss` the
@@ -54,7 +55,8 @@ def reconstruction_rows(
 
     Returns:
         One list per image of uint8 [H, W, 3] arrays in `LABELS` order: the original, the masked patches
-        set to `MASK_GREY`, every patch predicted, and the prediction with the visible patches of the original.
+        set to `MASK_GREY`, every patch predicted, the prediction with the visible patches of the original, and the
+        original under the heatmap of each masked patch's loss (the embedding job's `patch_loss`, for one mask).
 
     Raises:
         ValueError: no images, a ratio outside (0, 1), a processor size that is not the model's, or an image
@@ -72,7 +74,7 @@ def reconstruction_rows(
     original = np.stack([_decode(name, data, processor) for name, data in images])  # uint8 [N, H, W, 3]
     noise = np.stack([mask_noise(name, seed, cfg.num_patches, mask_ratio, 1)[0] for name, _ in images])  # [N, L]
     x = processor.normalize(torch.from_numpy(original))  # float32 [N, 3, H, W]
-    pred, mask = _predict(model, x, torch.from_numpy(noise), mask_ratio)
+    pred, mask, per_patch = _predict(model, x, torch.from_numpy(noise), mask_ratio)
     target = model.patchify(x)  # [N, L, p*p*3]
     if cfg.norm_pix_loss:
         mean = target.mean(dim=-1, keepdim=True)
@@ -86,7 +88,9 @@ def reconstruction_rows(
     logger.info(
         "reconstructed %d images, %d of %d patches masked each", len(images), int(mask[0].sum()), cfg.num_patches
     )
-    return [[original[i], masked[i], reconstruction[i], pasted[i]] for i in range(len(images))]
+    hidden_loss = torch.where(mask > 0.5, per_patch, torch.nan).numpy()  # [N, L], NaN on the visible patches
+    heat = [np.asarray(heatmap_overlay(Image.fromarray(image), loss)) for image, loss in zip(original, hidden_loss)]
+    return [[original[i], masked[i], reconstruction[i], pasted[i], heat[i]] for i in range(len(images))]
 
 
 def to_uint8(x: torch.Tensor, processor: ViTImageProcessor) -> np.ndarray:
@@ -187,9 +191,9 @@ def _has_decoder(model_uri: str, options: dict[str, Any]) -> bool:
 
 def _predict(
     model: ViTMAEForPreTraining, x: torch.Tensor, noise: torch.Tensor, mask_ratio: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """x: float32 [N, 3, H, W], noise: [N, L] -> float32 logits [N, L, p*p*3] and mask [N, L] (1 = masked),
-    on the CPU."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """x: float32 [N, 3, H, W], noise: [N, L] -> float32 logits [N, L, p*p*3], mask [N, L] (1 = masked) and each
+    patch's loss [N, L], on the CPU."""
     parameter = next(model.parameters())
     training = model.training
     model.eval()
@@ -200,7 +204,7 @@ def _predict(
             )
     finally:
         model.train(training)  # a caller mid-training (the pre-training job) gets its model back as it was
-    return out.logits.float().cpu(), out.mask.float().cpu()
+    return out.logits.float().cpu(), out.mask.float().cpu(), out.per_patch_loss.float().cpu()
 
 
 def _decode(name: str, data: bytes, processor: ViTImageProcessor) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from pipeline.retrieval.vectors import has_patch_loss
 from pipeline.service.config import API_PREFIX
 from pipeline.service.dependencies import Live
 from pipeline.service.models import Health, IndexSummary
@@ -31,6 +32,7 @@ def health(live: Live) -> Health:
         ),
         image_search=state.image_model is not None,
         image_search_error=state.image_error,
+        heatmaps=has_patch_loss(state.searcher.embeddings),
         loaded_at=state.loaded_at,
         checked_at=live.checked_at,
         reloads=live.reloads,

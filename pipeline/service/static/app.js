@@ -1,10 +1,10 @@
 // vitmae serve's page, its views: search by image or by path, the anomaly ranking, near-duplicate groups (client.js
 // talks to the service). The state lives in the URL (?view=..&path=..&k=..&by=..&page=..&limit=..), so a link shows
-// what its sender saw; an uploaded query image is the one thing a link cannot carry.
+// what its sender saw; an uploaded query image is the one thing a link cannot carry. (&heat=1: loss heatmaps.)
 "use strict";
 
 const HEALTH_SECONDS = 15;  // how often the bar refreshes what the service serves
-const DEFAULTS = {search: {k: "10"}, anomalies: {by: "auto", page: "1", limit: "24"}, duplicates: {page: "1", limit: "10"}};
+const DEFAULTS = {search: {k: "10"}, anomalies: {by: "auto", page: "1", limit: "24", heat: ""}, duplicates: {page: "1", limit: "10"}};
 
 // ---- The URL is the state ----
 
@@ -181,9 +181,11 @@ const BY_NAMES = {both: "loss and kNN distance", loss: "reconstruction loss", kn
 async function renderAnomalies(params) {
   const by = params.get("by") || DEFAULTS.anomalies.by;
   const {limit, page, offset} = pageParams(params, "anomalies");
+  const heat = params.get("heat") === "1";
   $("by").value = by;
   $("anomalies-limit").value = String(limit);
-  const key = `${by}:${offset}:${limit}`;
+  $("heatmaps").checked = heat;
+  const key = `${by}:${offset}:${limit}:${heat}`;
   if (shown.anomalies === key) return;
   shown.anomalies = key;
   const grid = $("anomalies-grid");
@@ -196,6 +198,7 @@ async function renderAnomalies(params) {
       grid.append(card(row.path, {
         badge: row.rank === null ? "–" : `#${row.rank}`,
         lines: [["loss", fixed(row.loss, 5)], ["kNN distance", fixed(row.knn_distance)]],
+        heatmap: heat,
       }));
     }
     const pages = Math.max(1, Math.ceil(body.total / limit));
@@ -212,9 +215,11 @@ async function renderAnomalies(params) {
 }
 
 function setUpAnomalies() {
-  $("by").addEventListener("change", () => go({view: "anomalies", by: $("by").value, limit: $("anomalies-limit").value, page: 1}));
-  $("anomalies-limit").addEventListener("change",
-    () => go({view: "anomalies", by: $("by").value, limit: $("anomalies-limit").value, page: 1}));
+  const choices = () => ({view: "anomalies", by: $("by").value, limit: $("anomalies-limit").value,
+    heat: $("heatmaps").checked ? "1" : ""});
+  $("by").addEventListener("change", () => go({...choices(), page: 1}));
+  $("anomalies-limit").addEventListener("change", () => go({...choices(), page: 1}));
+  $("heatmaps").addEventListener("change", () => go({...choices(), page: currentParams().get("page") || 1}));
 }
 
 // ---- Duplicates ----
@@ -280,6 +285,7 @@ async function refreshHealth() {
     $("run-info").innerHTML = `<b>${escapeHtml(basename(health.run))}</b> · ${health.count.toLocaleString()} images · `
       + `version ${health.table_version} · ${escapeHtml(health.index.type)} ${escapeHtml(health.index.metric)}${recall}`;
     $("run-info").title = health.run;
+    $("heatmaps-toggle").hidden = !health.heatmaps;
     if (servedVersion !== null && servedVersion !== health.table_version) {
       for (const view of Object.keys(shown)) shown[view] = null;  // a new version: show it
       render();

@@ -103,7 +103,8 @@ function pumpThumbs() {
 
 async function loadThumb(img) {
   try {
-    const response = await api(`/api/image?size=${THUMB_PX}&path=${encodeURIComponent(img.dataset.path)}`);
+    const heat = img.dataset.heatmap ? "&heatmap=true" : "";
+    const response = await api(`/api/image?size=${THUMB_PX}&path=${encodeURIComponent(img.dataset.path)}${heat}`);
     if (!response.ok) throw new Error((await response.json().catch(() => ({}))).error || response.statusText);
     const url = URL.createObjectURL(await response.blob());
     const owner = img.closest("[data-blobs]");
@@ -117,10 +118,12 @@ async function loadThumb(img) {
   }
 }
 
-function thumbnail(path) {
+// heatmap: the image's per-patch loss drawn over it (runs that kept it).
+function thumbnail(path, heatmap = false) {
   const img = el("img");
   img.alt = basename(path);
   img.dataset.path = path;
+  if (heatmap) img.dataset.heatmap = "1";
   observer.observe(img);
   return img;
 }
@@ -133,13 +136,13 @@ function clear(container) {
 }
 
 // One result: the picture, a badge, lines of scores, the file's name; a click searches by it.
-function card(path, {badge, lines = [], bar = null, isQuery = false}) {
+function card(path, {badge, lines = [], bar = null, isQuery = false, heatmap = false}) {
   const figure = el("figure", isQuery ? "card query-card" : "card");
   figure.tabIndex = 0;
   figure.title = `${path}\nclick to search by this image`;
   figure.dataset.path = path;
   const picture = el("div", "thumb");
-  picture.append(thumbnail(path));
+  picture.append(thumbnail(path, heatmap));
   if (badge) picture.append(el("span", "badge", badge));
   const caption = el("figcaption");
   for (const [label, value] of lines) {

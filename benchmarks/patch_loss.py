@@ -1,0 +1,78 @@
+"""What keeping each patch's loss (`--infer.patch_loss true`) costs: the model stage's images/s with and without it
+(`Embedder`, as a CPU actor runs it, no Ray; loss scoring with K=4 masks, alternating rounds) and the embeddings
+table's bytes a row (the write stage's zstd Parquet) on real photographs, ViT-S and ViT-B/16 geometry.
+
+    python -m benchmarks.patch_loss --threads 2 --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.common import E2E_MODELS, hardware, save_checkpoint
+from benchmarks.loss_variance import photo_batch
+from pipeline import schema
+from pipeline.embed.embedder import Embedder
+from pipeline.embed.infer import InferConfig
+from pipeline.embed.write import WriteConfig, write_batch
+from pipeline.storage import Storage
+
+
+def bytes_a_row(out: dict[str, np.ndarray], patch_loss: bool, output: str) -> float:
+    """The write stage's data file of the model stage's rows `out` (with a listing's columns added), bytes a row."""
+    n = len(out[schema.PATH])
+    listing = {
+        schema.ID: np.arange(n),
+        schema.WIDTH: np.full(n, 512),
+        schema.HEIGHT: np.full(n, 384),
+        schema.SIZE: np.full(n, 100_000),
+        schema.MTIME: np.full(n, 1.7e9),
+        schema.ETAG: np.array([f"{i:032x}" for i in range(n)], dtype=object),
+    }
+    files = write_batch({**out, **listing}, WriteConfig(output, "bench", Storage(), patch_loss))
+    return float(files["size"][0]) / n
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (the job's one actor on every core)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating timed rounds; the median counts")
+    parser.add_argument("--batch-size", type=int, default=8, help="images a call, as the job's CPU actors")
+    parser.add_argument("--models", default="vit-s,base", help="geometries of benchmarks.common.E2E_MODELS")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"{hardware()}; {args.threads} torch threads, batch {args.batch_size}, loss with K=4 masks at 0.75")
+    print("| model | without images/s | with images/s | **with vs without** | bytes a row without | with | **size** |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models.split(","):
+            model = save_checkpoint(Path(tmp) / name, E2E_MODELS[name], trained_scale=True)
+            embedders = {kept: Embedder(model, InferConfig(0.75, patch_loss=kept)) for kept in (False, True)}
+            batch = photo_batch(embedders[False].processor, copies=2)
+            outs = {kept: e(batch) for kept, e in embedders.items()}  # warm-up, and the rows whose files are sized
+            small = {k: v[: args.batch_size] for k, v in batch.items()}
+            seconds: dict[bool, list[float]] = {kept: [] for kept in embedders}
+            for _ in range(args.rounds):
+                for kept, embedder in embedders.items():
+                    start = time.perf_counter()
+                    for _ in range(3):
+                        embedder(small)
+                    seconds[kept].append((time.perf_counter() - start) / (3 * args.batch_size))
+            rate = {kept: 1 / statistics.median(s) for kept, s in seconds.items()}
+            size = {kept: bytes_a_row(out, kept, f"{tmp}/{name}-files") for kept, out in outs.items()}
+            print(
+                f"| {name} | {rate[False]:.2f} | {rate[True]:.2f} | **{rate[True] / rate[False]:.3f}x** | "
+                f"{size[False]:,.0f} | {size[True]:,.0f} | **+{size[True] / size[False] - 1:.1%}** |",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
