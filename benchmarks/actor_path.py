@@ -143,7 +143,9 @@ def main() -> None:
         "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cuda or cpu (what the actor picks)"
     )
     parser.add_argument(
-        "--dtype", default="auto", help="auto (bfloat16 on a GPU, float32 on the CPU), float32, bfloat16"
+        "--dtype",
+        default="auto",
+        help="auto (bfloat16 on a GPU and on CPUs with AVX512-BF16 or AMX, else float32), float32, bfloat16",
     )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--batches", type=int, default=2, help="batches per timed pass")

@@ -24,14 +24,14 @@ from jobs import embed as embed_job
 from jobs.cli import main as cli
 from jobs.command import parse
 from pipeline.embed.embedder import Embedder
-from pipeline.embed.infer import InferConfig
+from pipeline.embed.infer import InferConfig, cpu_has_bf16
 from pipeline.embed.listing import iter_listing
 from pipeline.embed.run import EmbedConfig, run
 from pipeline.layout import ANOMALIES_FILE, DUPLICATES_FILE, RUN_FILES
 from pipeline.retrieval.anomalies import AnomalyConfig, rank_anomalies
 from pipeline.retrieval.duplicates import DuplicateConfig, find_duplicates
 from pipeline.storage import Storage, StorageConfig
-from pipeline.tables import open_table
+from pipeline.tables import description, open_table
 from vitmae.errors import NotFound
 from vitmae.processor import MAE_PROCESSOR
 
@@ -53,7 +53,7 @@ def scored_run(ray_cluster, images, model_dir, tmp_path_factory) -> Path:
             input=str(images),
             output=str(output),
             model=str(model_dir),
-            infer=InferConfig(mask_ratio=0.75),
+            infer=InferConfig(mask_ratio=0.75, dtype="float32"),  # the parity bounds are float32's
             batch_size=8,
             num_gpus=0,
         )
@@ -147,7 +147,11 @@ def test_cls_embeddings_match_and_the_gpu_request_falls_back_to_the_cpu(ray_clus
     output = tmp_path / "cls"
     manifest = run(
         EmbedConfig(
-            input=str(folder), output=str(output), model=str(model_dir), infer=InferConfig(pooling="cls"), num_gpus=1
+            input=str(folder),
+            output=str(output),
+            model=str(model_dir),
+            infer=InferConfig(pooling="cls", dtype="float32"),
+            num_gpus=1,
         )
     )
     assert manifest["resources"]["gpus"] == 1, manifest
@@ -166,7 +170,7 @@ def test_loss_is_identical_across_runs_and_the_same_across_batch_sizes(scored_ru
             input=str(images),
             output=str(again),
             model=str(model_dir),
-            infer=InferConfig(mask_ratio=0.75),
+            infer=InferConfig(mask_ratio=0.75, dtype="float32"),  # the parity bounds are float32's
             batch_size=3,
             num_gpus=0,
         )
@@ -177,7 +181,7 @@ def test_loss_is_identical_across_runs_and_the_same_across_batch_sizes(scored_ru
             input=str(images),
             output=str(same),
             model=str(model_dir),
-            infer=InferConfig(mask_ratio=0.75),
+            infer=InferConfig(mask_ratio=0.75, dtype="float32"),  # the parity bounds are float32's
             batch_size=8,
             num_gpus=0,
         )
@@ -188,6 +192,26 @@ def test_loss_is_identical_across_runs_and_the_same_across_batch_sizes(scored_ru
     for path in first:  # other batches: the GEMMs block differently, so equal up to float rounding
         assert second[path]["loss"] == pytest.approx(first[path]["loss"], rel=1e-5)
     assert {p: r["loss"] for p, r in read_run(same)[0].items()} == {p: r["loss"] for p, r in first.items()}
+
+
+@pytest.mark.slow  # three runs
+def test_auto_dtype_keeps_the_tables_and_picks_bf16_for_a_new_one_on_cpus_that_have_it(
+    ray_cluster, model_dir, two_photos, photo_paths, tmp_path
+):
+    """A float32 table stays float32 under auto (a nightly run is not refused), and a new table on this machine gets
+    bf16 where its CPU multiplies bf16 natively, with embeddings at a cosine of 0.9999 to float32's."""
+    kept, fresh = tmp_path / "kept", tmp_path / "fresh"
+    common = dict(input=str(two_photos), model=str(model_dir), num_gpus=0)
+    run(EmbedConfig(output=str(kept), infer=InferConfig(dtype="float32"), **common))
+    (two_photos / photo_paths[2].name).write_bytes(photo_paths[2].read_bytes())
+    assert run(EmbedConfig(output=str(kept), **common))["counts"]["embedded"] == 1
+    run(EmbedConfig(output=str(fresh), **common))
+    dtypes = [description(open_table(str(out / "embeddings"), Storage()))["settings"]["dtype"] for out in (kept, fresh)]
+    assert dtypes == ["float32", "bfloat16" if cpu_has_bf16() else "float32"]
+    float32, auto = read_run(kept)[0], read_run(fresh)[0]
+    assert float32.keys() == auto.keys() and len(auto) == 3
+    got = np.stack([auto[p]["embedding"] for p in sorted(auto)])
+    assert cosines(got, np.stack([float32[p]["embedding"] for p in sorted(auto)])).min() >= 0.9999
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:

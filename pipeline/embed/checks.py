@@ -109,7 +109,7 @@ _UNRECORDED = {"decode": "fast", "patch_loss": False}
 def settings(model: Model, infer: InferConfig, dtype: str, decode: DecodeConfig) -> dict[str, Any]:
     """The settings that change the numbers a run writes; every run on a table must have the table's.
 
-    dtype: the one the model runs in ("auto" resolved: bfloat16 on GPUs, float32 on CPUs).
+    dtype: the one the model runs in ("auto" resolved, `InferConfig.resolved_dtype`).
     """
     return {
         "decode": decode.mode,

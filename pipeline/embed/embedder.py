@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from pipeline import schema
-from pipeline.embed.infer import InferConfig, mask_noise, model_class
+from pipeline.embed.infer import InferConfig, cpu_has_bf16, mask_noise, model_class
 from pipeline.embed.poison import MAX_ATTEMPTS, batch_key, clear_attempts, count_attempt
 from pipeline.embed.preprocess import PreprocessConfig, preprocess_batch
 from pipeline.storage import Storage
@@ -46,8 +46,9 @@ def _ray_node_id() -> str:
 class Embedder:
     """A Ray Data actor: builds the model once, then maps batches. Needs no Ray itself.
 
-    Runs on the GPU given to it (bfloat16 by default, normalising on the device); without one it runs
-    the same code on the CPU in float32, with `threads` torch threads (at most the node's cores; None: torch's default).
+    Runs on the GPU given to it (bfloat16 by default, normalising on the device); without one it runs the same code
+    on the CPU (bfloat16 by default where the CPU multiplies it natively, else float32), with `threads` torch threads
+    (at most the node's cores; None: torch's default). The job's driver gives every actor the dtype it resolved.
     """
 
     def __init__(
@@ -64,7 +65,8 @@ class Embedder:
         self.config = config
         self.attempts = attempts
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.dtype = parse_dtype(config.resolved_dtype(gpu=self.device.type == "cuda"))
+        gpu = self.device.type == "cuda"
+        self.dtype = parse_dtype(config.resolved_dtype(gpu, cpu_bf16=not gpu and cpu_has_bf16()))
         if self.device.type == "cpu" and _ray_gpu_ids():
             logger.warning("the actor was given a GPU but torch sees none; running on the CPU")
         if self.device.type == "cpu" and threads:

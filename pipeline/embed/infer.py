@@ -18,6 +18,9 @@ from vitmae.errors import InvalidInput
 
 Pooling = Literal["mean", "cls"]
 POOLINGS = get_args(Pooling)
+# CPU features (as Linux names them) that multiply bf16 matrices natively, which oneDNN, and so torch, uses: there bf16
+# runs the model 1.8x as fast as float32 (benchmarks/RESULTS.md); elsewhere bf16 is emulated, and slower.
+BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 
 
 @dataclass(frozen=True)
@@ -37,7 +40,8 @@ class InferConfig:
     pooling: Pooling = "mean"
     """mean of the final patch tokens, or the class token"""
     dtype: str = "auto"
-    """the model's dtype: auto (bfloat16 on a GPU, float32 on a CPU), float32, bfloat16 or float16"""
+    """the model's dtype: float32, bfloat16, float16 or auto: the existing table's, else bfloat16 on GPUs and on CPUs
+    with AVX512-BF16 or AMX (every node's), else float32"""
     compile: bool = False
     """torch.compile the model in each actor: on GPUs more images/s, for a longer start-up"""
 
@@ -53,11 +57,25 @@ class InferConfig:
         if self.patch_loss and self.mask_ratio == 0:
             raise InvalidInput("patch_loss needs a loss to keep: give a mask_ratio above 0 as well, e.g. 0.75")
 
-    def resolved_dtype(self, gpu: bool) -> str:
-        """The dtype the model runs in, `auto` resolved: bfloat16 on a GPU (`gpu`), float32 on a CPU."""
+    def resolved_dtype(self, gpu: bool, cpu_bf16: bool = False, table: str | None = None) -> str:
+        """The dtype the model runs in, `auto` resolved: the existing table's (`table`), else bfloat16 on a GPU
+        (`gpu`) or on CPUs that multiply bf16 natively (`cpu_bf16`), else float32."""
         if self.dtype != "auto":
             return self.dtype
-        return "bfloat16" if gpu else "float32"
+        if table and table != "auto":
+            return table
+        return "bfloat16" if gpu or cpu_bf16 else "float32"
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this machine's CPU multiplies bf16 matrices natively (`BF16_CPU_FLAGS`, read from /proc/cpuinfo; False
+    where there is none)."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            flags = next((line for line in cpuinfo if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return bool(BF16_CPU_FLAGS & set(flags.split()))
 
 
 def mask_noise(path: str, seed: int, num_patches: int, mask_ratio: float, samples: int) -> np.ndarray:

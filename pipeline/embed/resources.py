@@ -9,7 +9,9 @@ import logging
 from typing import TYPE_CHECKING
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from pipeline.embed.infer import cpu_has_bf16
 from pipeline.storage import is_local
 from vitmae.config import DTYPE_BYTES, dtype_name
 from vitmae.errors import InvalidInput
@@ -32,6 +34,18 @@ def check_cluster(config: EmbedConfig) -> int:
     if local and len([node for node in ray.nodes() if node["Alive"]]) > 1:
         logger.warning("%s: local paths must be on storage that every node of the cluster mounts", ", ".join(local))
     return config.num_gpus if config.num_gpus is not None else available
+
+
+def cpus_have_bf16() -> bool:
+    """Whether the CPUs of every node that can hold a CPU actor multiply bf16 natively (`cpu_has_bf16`): this node's
+    read here, each other node's by a task pinned to it (holding no CPU)."""
+    nodes = [node["NodeID"] for node in ray.nodes() if node["Alive"] and node["Resources"].get("CPU", 0) > 0]
+    here = ray.get_runtime_context().get_node_id()
+    if here in nodes and not cpu_has_bf16():
+        return False
+    ask = ray.remote(num_cpus=0)(cpu_has_bf16)
+    pinned = [NodeAffinitySchedulingStrategy(node, soft=False) for node in nodes if node != here]
+    return all(ray.get([ask.options(scheduling_strategy=strategy).remote() for strategy in pinned]))
 
 
 # Beside its weights, a CPU model actor holds torch and Ray and a batch's activations (about the weights' size for

@@ -34,7 +34,7 @@ from pipeline.embed.listing import DEFAULT_EXTENSIONS, iter_input_list, iter_lis
 from pipeline.embed.poison import attempts_actor
 from pipeline.embed.preprocess import PreprocessConfig, preprocess_batch
 from pipeline.embed.progress import Progress
-from pipeline.embed.resources import batch_size_for, check_cluster, cpu_actors
+from pipeline.embed.resources import batch_size_for, check_cluster, cpu_actors, cpus_have_bf16
 from pipeline.embed.work import block_rows, put_work, work_dataset
 from pipeline.embed.write import FILE_ROWS, NODES, WriteConfig, data_files, write_batch
 from pipeline.layout import EMBEDDINGS_DIR, ERRORS_DIR, RUN_FILES, WORK_DIR, output_uri, package_versions
@@ -251,7 +251,8 @@ def _update(
     dtype, timings, started = config.infer.dtype, {}, time.time()
     with _ray_for(config, model, storage) if work_rows else contextlib.nullcontext((0, 0)) as (parameters, gpus):
         if work_rows:
-            dtype = config.infer.resolved_dtype(gpu=bool(gpus))
+            dtype = _model_dtype(config.infer, known.get("settings", {}).get("dtype"), gpus)
+            config = replace(config, infer=replace(config.infer, dtype=dtype))  # every actor runs in this one
             timings["start_ray_seconds"] = round(time.time() - started, 3)
         run_settings = settings(model, config.infer, dtype, config.decode)
         if known:
@@ -334,6 +335,22 @@ def _ray_for(config: EmbedConfig, model: Model, storage: Storage) -> Iterator[tu
     finally:
         if own:
             ray.shutdown()
+
+
+def _model_dtype(infer: InferConfig, table: str | None, gpus: int) -> str:
+    """The dtype of every model actor, `auto` resolved once for the cluster (`InferConfig.resolved_dtype`)."""
+    cpu_bf16 = infer.dtype == "auto" and not table and not gpus and cpus_have_bf16()
+    dtype = infer.resolved_dtype(bool(gpus), cpu_bf16, table)
+    if infer.dtype != "auto":
+        return dtype
+    if table and table != "auto":
+        why = "the table's"
+    elif gpus:
+        why = "on GPUs"
+    else:
+        why = "every node's CPU multiplies bf16 natively" if cpu_bf16 else "the CPUs have no bf16 units"
+    logger.info("the model runs in %s (auto: %s; --infer.dtype sets it)", dtype, why)
+    return dtype
 
 
 def _work_uri(config: EmbedConfig, run_id: str) -> str:
