@@ -27,6 +27,7 @@ import argparse
 import io
 import logging
 import multiprocessing
+import os
 import statistics
 import sys
 import tempfile
@@ -168,7 +169,7 @@ def checkpoint(path: str) -> tuple[torch.nn.Module, vitmae.ViTImageProcessor]:
 
 
 def end_to_end(
-    inputs: Path, model: str, work: Path, rounds: int, decode_mode: str, plain: bool
+    inputs: Path, model: str, work: Path, rounds: int, decode_mode: str, plain: bool, dtype: str = "auto"
 ) -> dict[str, list[float]]:
     """Seconds of each whole process, in alternating order: the job and (where `plain`) the plain recipe on the same
     files; under "job's embedding stage", the images/s the job's run record gives its stage (no Ray start-up, no
@@ -176,7 +177,9 @@ def end_to_end(
     count = len(list(inputs.iterdir()))
     # label -> the command writing to an output folder
     commands = {
-        "this job": lambda out: job_command(inputs, model, out, "--overwrite", "true", "--decode.mode", decode_mode),
+        "this job": lambda out: job_command(
+            inputs, model, out, "--overwrite", "true", "--decode.mode", decode_mode, "--infer.dtype", dtype
+        ),
         "plain recipe": lambda out: [
             *(sys.executable, "-m", "benchmarks.plain_recipe", "--input", str(inputs), "--model", model),
             *("--output", str(out)),
@@ -256,6 +259,7 @@ def main() -> None:
     parser.add_argument("--e2e-model", choices=sorted(E2E_MODELS), default="vit-s", help="its encoder geometry")
     parser.add_argument("--e2e-rounds", type=int, default=2, help="alternating rounds of the two processes")
     parser.add_argument("--e2e-decode", choices=("fast", "exact"), default="fast", help="the job's --decode")
+    parser.add_argument("--e2e-dtype", default="auto", help="the job's --infer.dtype (the plain recipe: float32)")
     parser.add_argument("--e2e-job-only", action="store_true", help="run the job alone, against the model stage alone")
     parser.add_argument("--end-to-end-only", action="store_true", help="skip the per-core times, memory and cosines")
     parser.add_argument(
@@ -263,6 +267,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    if args.workdir:
+        os.makedirs(args.workdir, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         work = Path(tmp)
         files = make_set(args.photos, Path(args.workdir or tmp) / "set", args.limit)
@@ -279,7 +285,9 @@ def main() -> None:
         if args.end_to_end:
             inputs = e2e_inputs(files, work / "e2e-inputs", args.end_to_end)
             ckpt = save_checkpoint(work / "e2e-model", E2E_MODELS[args.e2e_model], trained_scale=True)
-            e2e = end_to_end(inputs, ckpt, work, args.e2e_rounds, args.e2e_decode, not args.e2e_job_only)
+            e2e = end_to_end(
+                inputs, ckpt, work, args.e2e_rounds, args.e2e_decode, not args.e2e_job_only, args.e2e_dtype
+            )
             alone = model_alone(inputs, ckpt, 32, min(args.end_to_end, 128))
         print(f"\n{hardware()}; load {load_average()}")
         if times:
