@@ -365,6 +365,29 @@ def print_medians(runs: dict[str, list[tuple[float, float, int]]], images: int, 
         )
 
 
+def add_stage_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of the benchmarks that time the model stage (`Embedder`) on this CPU: threads, rounds, batch and
+    models."""
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (the job's one actor on every core)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating timed rounds; the median counts")
+    parser.add_argument("--batch-size", type=int, default=8, help="images a call, as the job's CPU actors")
+    parser.add_argument("--models", default="vit-s,base", help="geometries of benchmarks.common.E2E_MODELS")
+
+
+def stage_rates(embedders: dict, batch: dict[str, np.ndarray], rounds: int, batch_size: int) -> dict:
+    """Images/s of each model stage (key -> `Embedder`) on the first `batch_size` rows of `batch`: three calls a round,
+    the stages alternating, the median round."""
+    small = {k: v[:batch_size] for k, v in batch.items()}
+    seconds: dict = {key: [] for key in embedders}
+    for _ in range(rounds):
+        for key, embedder in embedders.items():
+            start = time.perf_counter()
+            for _ in range(3):
+                embedder(small)
+            seconds[key].append((time.perf_counter() - start) / (3 * batch_size))
+    return {key: 1 / statistics.median(s) for key, s in seconds.items()}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The set, the model and the rounds, as every whole-job comparison takes them."""
     parser.add_argument(

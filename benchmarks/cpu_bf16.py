@@ -8,15 +8,13 @@ each, alternating rounds, and the bf16 embeddings' and losses' distance to float
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from benchmarks.common import E2E_MODELS, hardware, save_checkpoint
+from benchmarks.common import E2E_MODELS, add_stage_arguments, hardware, save_checkpoint, stage_rates
 from benchmarks.loss_variance import photo_batch
 from pipeline import schema
 from pipeline.embed.embedder import Embedder
@@ -35,10 +33,7 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (the job's one actor on every core)")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating timed rounds; the median counts")
-    parser.add_argument("--batch-size", type=int, default=8, help="images a call, as the job's CPU actors")
-    parser.add_argument("--models", default="vit-s,base", help="geometries of benchmarks.common.E2E_MODELS")
+    add_stage_arguments(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"{hardware()}; CPU features: {cpu_flags()}; {args.threads} torch threads, batch {args.batch_size}")
@@ -53,15 +48,7 @@ def main() -> None:
                 }
                 batch = photo_batch(embedders["float32"].processor, copies=2)
                 outs = {dtype: e(batch) for dtype, e in embedders.items()}  # warm-up, and the outputs compared
-                small = {k: v[: args.batch_size] for k, v in batch.items()}
-                seconds: dict[str, list[float]] = {dtype: [] for dtype in embedders}
-                for _ in range(args.rounds):
-                    for dtype, embedder in embedders.items():
-                        start = time.perf_counter()
-                        for _ in range(3):
-                            embedder(small)
-                        seconds[dtype].append((time.perf_counter() - start) / (3 * args.batch_size))
-                rate = {dtype: 1 / statistics.median(s) for dtype, s in seconds.items()}
+                rate = stage_rates(embedders, batch, args.rounds, args.batch_size)
                 cos = cosines(outs["float32"][schema.EMBEDDING], outs["bfloat16"][schema.EMBEDDING])
                 loss = ""
                 if ratio:

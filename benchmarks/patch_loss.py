@@ -8,15 +8,13 @@ table's bytes a row (the write stage's zstd Parquet) on real photographs, ViT-S 
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from benchmarks.common import E2E_MODELS, hardware, save_checkpoint
+from benchmarks.common import E2E_MODELS, add_stage_arguments, hardware, save_checkpoint, stage_rates
 from benchmarks.loss_variance import photo_batch
 from pipeline import schema
 from pipeline.embed.embedder import Embedder
@@ -42,10 +40,7 @@ def bytes_a_row(out: dict[str, np.ndarray], patch_loss: bool, output: str) -> fl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (the job's one actor on every core)")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating timed rounds; the median counts")
-    parser.add_argument("--batch-size", type=int, default=8, help="images a call, as the job's CPU actors")
-    parser.add_argument("--models", default="vit-s,base", help="geometries of benchmarks.common.E2E_MODELS")
+    add_stage_arguments(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"{hardware()}; {args.threads} torch threads, batch {args.batch_size}, loss with K=4 masks at 0.75")
@@ -57,15 +52,7 @@ def main() -> None:
             embedders = {kept: Embedder(model, InferConfig(0.75, patch_loss=kept)) for kept in (False, True)}
             batch = photo_batch(embedders[False].processor, copies=2)
             outs = {kept: e(batch) for kept, e in embedders.items()}  # warm-up, and the rows whose files are sized
-            small = {k: v[: args.batch_size] for k, v in batch.items()}
-            seconds: dict[bool, list[float]] = {kept: [] for kept in embedders}
-            for _ in range(args.rounds):
-                for kept, embedder in embedders.items():
-                    start = time.perf_counter()
-                    for _ in range(3):
-                        embedder(small)
-                    seconds[kept].append((time.perf_counter() - start) / (3 * args.batch_size))
-            rate = {kept: 1 / statistics.median(s) for kept, s in seconds.items()}
+            rate = stage_rates(embedders, batch, args.rounds, args.batch_size)
             size = {kept: bytes_a_row(out, kept, f"{tmp}/{name}-files") for kept, out in outs.items()}
             print(
                 f"| {name} | {rate[False]:.2f} | {rate[True]:.2f} | **{rate[True] / rate[False]:.3f}x** | "
