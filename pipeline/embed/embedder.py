@@ -129,7 +129,7 @@ class Embedder:
         ok = ~schema.failed_rows(batch[schema.ERROR])
         embeddings = np.zeros((n, self.encoder.config.hidden_size), dtype=np.float32)
         losses = np.full(n, np.nan, dtype=np.float32)
-        patches = np.full((n, self.num_patches), np.nan, dtype=np.float16)
+        patches = np.full((n, self.num_patches), np.nan, dtype=np.float16) if self.config.patch_loss else None
         if ok.any():
             rows = batch[schema.PIXELS] if ok.all() else batch[schema.PIXELS][ok]  # a mask copies: only when needed
             paths = batch[schema.PATH][ok]
@@ -138,11 +138,11 @@ class Embedder:
             embeddings[ok] = torch.cat([embedding for embedding, _, _ in parts]).cpu().numpy()
             if self.config.mask_ratio > 0:
                 losses[ok] = torch.cat([loss for _, loss, _ in parts]).cpu().numpy()
-            if self.config.patch_loss:
+            if patches is not None:
                 patches[ok] = torch.cat([patch for _, _, patch in parts]).cpu().numpy()
         logger.debug("embedded %d images in %.2fs", int(ok.sum()), time.perf_counter() - start)
         out = {k: v for k, v in batch.items() if k != schema.PIXELS}
-        if self.config.patch_loss:
+        if patches is not None:
             out[schema.PATCH_LOSS] = patches
         return {
             **out,
