@@ -127,10 +127,10 @@ def settings(model: Model, infer: InferConfig, dtype: str, decode: DecodeConfig)
 def check_settings(table: dict[str, Any], run: dict[str, Any], output: str) -> None:
     """Refuses a run whose settings differ from the table's, naming each difference; "auto" dtype matches any."""
     table = {**_UNRECORDED, **table}
+    run = {name: value for name, value in run.items() if not (name == "dtype" and value == "auto")}
     differences = [
-        f"{name} {_short(table.get(name))} (the table) vs {_short(value)} (this run)"
-        for name, value in run.items()
-        if table.get(name) != value and not (name == "dtype" and value == "auto")
+        f"{name} {shown_setting(ours)} (the table) vs {shown_setting(theirs)} (this run)"
+        for name, (ours, theirs) in differing_settings({name: table.get(name) for name in run}, run).items()
     ]
     if differences:
         raise InvalidInput(
@@ -139,6 +139,22 @@ def check_settings(table: dict[str, Any], run: dict[str, Any], output: str) -> N
         )
 
 
-def _short(value: Any) -> str:
-    text = json.dumps(value, sort_keys=True) if isinstance(value, dict) else repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+def differing_settings(first: dict[str, Any], second: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """{name: (first's value, second's)} of every setting that differs; a dict's keys compared one by one
+    (`processor.size.height`)."""
+    found = {}
+    for name in sorted(set(first) | set(second)):
+        a, b = first.get(name), second.get(name)
+        if isinstance(a, dict) and isinstance(b, dict):
+            found.update({f"{name}.{key}": pair for key, pair in differing_settings(a, b).items()})
+        elif a != b:
+            found[name] = (a, b)
+    return found
+
+
+def shown_setting(value: Any) -> str:
+    """A setting's value for a one-line message: "(not recorded)" for None, JSON for a dict or list, cut at 60."""
+    if value is None:
+        return "(not recorded)"
+    text = json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -13,7 +13,6 @@ run's ids are taken as -1 - id while grouping; the `run` column says which run e
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import Any
@@ -23,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline import schema
+from pipeline.embed.checks import differing_settings, shown_setting
 from pipeline.layout import EMBEDDINGS_DIR, LEAKS_FILE, output_uri
 from pipeline.retrieval.duplicates import (
     DuplicateConfig,
@@ -188,8 +188,8 @@ def require_same_settings(run: str, test: Embeddings, against: str, train: Embed
         for name, embeddings in ((run, test), (against, train))
     ]
     differences = [
-        f"{name} {_shown(value)} ({run}) vs {_shown(other)} ({against})"
-        for name, (value, other) in _differing(*recorded).items()
+        f"{name} {shown_setting(value)} ({run}) vs {shown_setting(other)} ({against})"
+        for name, (value, other) in differing_settings(*recorded).items()
     ]
     if differences:
         raise InvalidInput(
@@ -204,23 +204,3 @@ def embedding_settings(uri: str, version: int, storage: Storage) -> dict[str, An
     {} where it records none."""
     recorded = description(open_table(uri, storage, version)).get("settings") or {}
     return {name: recorded[name] for name in EMBEDDING_SETTINGS if name in recorded}
-
-
-def _differing(first: dict[str, Any], second: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
-    """{name: (first's value, second's)} of every setting that differs; a dict's keys compared one by one
-    (`processor.size`)."""
-    found = {}
-    for name in sorted(set(first) | set(second)):
-        a, b = first.get(name), second.get(name)
-        if isinstance(a, dict) and isinstance(b, dict):
-            found.update({f"{name}.{key}": pair for key, pair in _differing(a, b).items()})
-        elif a != b:
-            found[name] = (a, b)
-    return found
-
-
-def _shown(value: Any) -> str:
-    if value is None:
-        return "(not recorded)"
-    text = json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
