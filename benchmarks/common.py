@@ -17,6 +17,7 @@ import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -374,18 +375,37 @@ def add_stage_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", default="vit-s,base", help="geometries of benchmarks.common.E2E_MODELS")
 
 
-def stage_rates(embedders: dict, batch: dict[str, np.ndarray], rounds: int, batch_size: int) -> dict:
-    """Images/s of each model stage (key -> `Embedder`) on the first `batch_size` rows of `batch`: three calls a round,
-    the stages alternating, the median round."""
-    small = {k: v[:batch_size] for k, v in batch.items()}
+def stage_checkpoints(args: argparse.Namespace) -> Iterator[tuple[str, str]]:
+    """(name, checkpoint folder) of an MAE of each geometry of --models, weights at a trained model's scale, in a
+    temporary folder, with torch on --threads threads (`add_stage_arguments`)."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models.split(","):
+            yield name, save_checkpoint(Path(tmp) / name, E2E_MODELS[name], trained_scale=True)
+
+
+def compare_stages(model: str, configs: dict, args: argparse.Namespace) -> tuple[dict, dict]:
+    """The model stage (`Embedder`, as a CPU actor runs it, no Ray) of `model` in each config (key -> InferConfig), on
+    scikit-image's photographs decoded as the job decodes them, each under two paths (two mask draws): (key -> its
+    outputs on them all, which also warm it up; key -> images/s on --batch-size of them, three calls a round, the
+    configs alternating, the median of --rounds)."""
+    from benchmarks.loss_variance import photo_batch
+    from pipeline.embed.embedder import Embedder
+
+    embedders = {key: Embedder(model, config) for key, config in configs.items()}
+    batch = photo_batch(next(iter(embedders.values())).processor, copies=2)
+    outs = {key: embedder(batch) for key, embedder in embedders.items()}
+    small = {k: v[: args.batch_size] for k, v in batch.items()}
     seconds: dict = {key: [] for key in embedders}
-    for _ in range(rounds):
+    for _ in range(args.rounds):
         for key, embedder in embedders.items():
             start = time.perf_counter()
             for _ in range(3):
                 embedder(small)
-            seconds[key].append((time.perf_counter() - start) / (3 * batch_size))
-    return {key: 1 / statistics.median(s) for key, s in seconds.items()}
+            seconds[key].append((time.perf_counter() - start) / (3 * args.batch_size))
+    return outs, {key: 1 / statistics.median(s) for key, s in seconds.items()}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

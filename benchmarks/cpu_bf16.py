@@ -8,23 +8,14 @@ each, alternating rounds, and the bf16 embeddings' and losses' distance to float
 from __future__ import annotations
 
 import argparse
-import tempfile
-from pathlib import Path
 
 import numpy as np
-import torch
 
-from benchmarks.common import E2E_MODELS, add_stage_arguments, hardware, save_checkpoint, stage_rates
-from benchmarks.loss_variance import photo_batch
+from benchmarks.common import add_stage_arguments, compare_stages, hardware, stage_checkpoints
 from pipeline import schema
-from pipeline.embed.embedder import Embedder
-from pipeline.embed.infer import InferConfig
+from pipeline.embed.infer import InferConfig, cpu_flags
 
-
-def cpu_flags() -> str:
-    """The CPU's bf16 features, from /proc/cpuinfo."""
-    flags = set(next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split())
-    return ", ".join(sorted(flags & {"avx512_bf16", "amx_bf16", "amx_tile", "avx512f"})) or "none"
+FEATURES = {"avx512_bf16", "amx_bf16", "amx_tile", "avx512f"}  # the CPU features printed with the figures
 
 
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -35,30 +26,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_stage_arguments(parser)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    print(f"{hardware()}; CPU features: {cpu_flags()}; {args.threads} torch threads, batch {args.batch_size}")
+    features = ", ".join(sorted(cpu_flags() & FEATURES)) or "none"
+    print(f"{hardware()}; CPU features: {features}; {args.threads} torch threads, batch {args.batch_size}")
     print("| model | task | float32 images/s | bf16 images/s | **bf16 vs float32** | cosine min | mean | loss error |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in args.models.split(","):
-            model = save_checkpoint(Path(tmp) / name, E2E_MODELS[name], trained_scale=True)
-            for task, ratio in (("embeddings", 0.0), ("with loss (K=4)", 0.75)):
-                embedders = {
-                    dtype: Embedder(model, InferConfig(ratio, dtype=dtype)) for dtype in ("float32", "bfloat16")
-                }
-                batch = photo_batch(embedders["float32"].processor, copies=2)
-                outs = {dtype: e(batch) for dtype, e in embedders.items()}  # warm-up, and the outputs compared
-                rate = stage_rates(embedders, batch, args.rounds, args.batch_size)
-                cos = cosines(outs["float32"][schema.EMBEDDING], outs["bfloat16"][schema.EMBEDDING])
-                loss = ""
-                if ratio:
-                    f32, b16 = outs["float32"][schema.LOSS], outs["bfloat16"][schema.LOSS]
-                    loss = f"{np.max(np.abs(b16 - f32) / f32):.2e}"
-                print(
-                    f"| {name} | {task} | {rate['float32']:.2f} | {rate['bfloat16']:.2f} | "
-                    f"**{rate['bfloat16'] / rate['float32']:.2f}x** | {cos.min():.6f} | {cos.mean():.6f} | {loss} |",
-                    flush=True,
-                )
+    for name, model in stage_checkpoints(args):
+        for task, ratio in (("embeddings", 0.0), ("with loss (K=4)", 0.75)):
+            outs, rate = compare_stages(
+                model, {dtype: InferConfig(ratio, dtype=dtype) for dtype in ("float32", "bfloat16")}, args
+            )
+            cos = cosines(outs["float32"][schema.EMBEDDING], outs["bfloat16"][schema.EMBEDDING])
+            loss = ""
+            if ratio:
+                f32, b16 = outs["float32"][schema.LOSS], outs["bfloat16"][schema.LOSS]
+                loss = f"{np.max(np.abs(b16 - f32) / f32):.2e}"
+            print(
+                f"| {name} | {task} | {rate['float32']:.2f} | {rate['bfloat16']:.2f} | "
+                f"**{rate['bfloat16'] / rate['float32']:.2f}x** | {cos.min():.6f} | {cos.mean():.6f} | {loss} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -13,16 +13,12 @@ import argparse
 import statistics
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import torch
 
-from benchmarks.common import E2E_MODELS, add_stage_arguments, hardware, save_checkpoint, stage_rates
-from benchmarks.loss_variance import photo_batch
+from benchmarks.common import add_stage_arguments, compare_stages, hardware, stage_checkpoints
 from pipeline import schema
-from pipeline.embed.embedder import Embedder
 from pipeline.embed.infer import InferConfig
 from pipeline.embed.write import WriteConfig, write_batch
 from pipeline.retrieval.vectors import open_embeddings, patch_losses
@@ -87,17 +83,13 @@ def main() -> None:
         "--lookup-rows", type=int, default=0, help="rows of the table one heatmap is read from (0: none)"
     )
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
     print(f"{hardware()}; {args.threads} torch threads, batch {args.batch_size}, loss with K=4 masks at 0.75")
     print("| model | without images/s | with images/s | **with vs without** | bytes a row without | with | **size** |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.models.split(","):
-            model = save_checkpoint(Path(tmp) / name, E2E_MODELS[name], trained_scale=True)
-            embedders = {kept: Embedder(model, InferConfig(0.75, patch_loss=kept)) for kept in (False, True)}
-            batch = photo_batch(embedders[False].processor, copies=2)
-            outs = {kept: e(batch) for kept, e in embedders.items()}  # warm-up, and the rows whose files are sized
-            rate = stage_rates(embedders, batch, args.rounds, args.batch_size)
+        for name, model in stage_checkpoints(args):
+            configs = {kept: InferConfig(0.75, patch_loss=kept) for kept in (False, True)}
+            outs, rate = compare_stages(model, configs, args)
             size = {kept: bytes_a_row(out, kept, f"{tmp}/{name}-files") for kept, out in outs.items()}
             print(
                 f"| {name} | {rate[False]:.2f} | {rate[True]:.2f} | **{rate[True] / rate[False]:.3f}x** | "

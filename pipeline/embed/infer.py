@@ -67,15 +67,18 @@ class InferConfig:
         return "bfloat16" if gpu or cpu_bf16 else "float32"
 
 
-def cpu_has_bf16() -> bool:
-    """Whether this machine's CPU multiplies bf16 matrices natively (`BF16_CPU_FLAGS`, read from /proc/cpuinfo; False
-    where there is none)."""
+def cpu_flags() -> frozenset[str]:
+    """This machine's CPU features as Linux names them (/proc/cpuinfo; none where there is no such file)."""
     try:
         with open("/proc/cpuinfo") as cpuinfo:
-            flags = next((line for line in cpuinfo if line.startswith("flags")), "")
+            return frozenset(next((line for line in cpuinfo if line.startswith("flags")), "").split())
     except OSError:
-        return False
-    return bool(BF16_CPU_FLAGS & set(flags.split()))
+        return frozenset()
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this machine's CPU multiplies bf16 matrices natively (`BF16_CPU_FLAGS`)."""
+    return bool(BF16_CPU_FLAGS & cpu_flags())
 
 
 def mask_noise(path: str, seed: int, num_patches: int, mask_ratio: float, samples: int) -> np.ndarray:
